@@ -1,0 +1,348 @@
+"""The ``geobert`` command line: a thin layer over the library functions.
+
+Errors raised on purpose (:class:`~geobert.errors.GeobertError`) are printed as one line on stderr
+with exit status 2; anything unexpected is printed as one line too, with the hint to rerun with
+``--debug`` for the traceback. Ctrl-C exits with status 130 and leaves no output behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+log = logging.getLogger("geobert")
+
+# GDAL reads fastest with a small block cache (measured); keep the user's own setting if any.
+os.environ.setdefault("GDAL_CACHEMAX", "64")
+
+from geobert.errors import Cancelled, GeobertError  # noqa: E402 - after the GDAL settings
+
+
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("tiling and scheduling")
+    g.add_argument(
+        "--tile-size",
+        type=int,
+        default=512,
+        metavar="PX",
+        help="tile edge in pixels (default: 512)",
+    )
+    g.add_argument(
+        "--overlap",
+        type=int,
+        default=64,
+        metavar="PX",
+        help="overlap between tiles in pixels, blended (default: 64)",
+    )
+    g.add_argument(
+        "--batch-size", type=int, default=4, metavar="N", help="tiles per task (default: 4)"
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="local worker threads (default: all CPUs)",
+    )
+    g.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="run on an existing dask.distributed cluster, e.g. tcp://10.0.0.5:8786 "
+        "(default: Dask's threaded scheduler on this machine)",
+    )
+
+
+def _engine_config(args: argparse.Namespace) -> Any:
+    from tiles import EngineConfig
+    from tiles.engine import gdal_threads_per_reader
+
+    # GDAL's own decoder threads fill the cores that the local Dask threads leave idle
+    os.environ.setdefault(
+        "GDAL_NUM_THREADS", str(gdal_threads_per_reader(args.workers or os.cpu_count() or 1))
+    )
+    return EngineConfig(
+        tile_size_px=args.tile_size,
+        overlap_px=args.overlap,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        scheduler=args.scheduler,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from geobert import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="geobert",
+        description="Multispectral remote sensing on a Dask tiling engine.",
+    )
+    parser.add_argument("--version", action="version", version=f"geobert {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "info",
+        help="describe a scene: bands, grid, CRS",
+        description="Print the bands, grid and CRS geobert sees in a raster or band folder.",
+    )
+    p.add_argument("scene", help="raster file, or folder of single-band files (e.g. OSCD imgs_1/)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    p = sub.add_parser(
+        "ndvi",
+        help="normalised difference index (NDVI) of a scene, or its change between two dates",
+        description="Compute (A - B) / (A + B) for two bands (default Sentinel-2 B08, B04: NDVI) "
+        "over tiles with Dask and write a Cloud-Optimized GeoTIFF. With AFTER, write "
+        "nd(AFTER) - nd(BEFORE) on BEFORE's grid, cropped to where both dates exist; pixels that "
+        "are nodata in either date are nodata (NaN).",
+    )
+    p.add_argument("before", metavar="SCENE", help="raster file or folder of band files")
+    p.add_argument(
+        "after", metavar="AFTER", nargs="?", help="optional second date of the same place"
+    )
+    p.add_argument("-o", "--output", required=True, metavar="OUT.tif", help="output GeoTIFF (COG)")
+    p.add_argument("--band-a", default="B08", metavar="NAME", help="first band (default: B08, NIR)")
+    p.add_argument(
+        "--band-b", default="B04", metavar="NAME", help="second band (default: B04, red)"
+    )
+    p.add_argument("--nodata", type=float, default=None, help="input value to treat as nodata")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_engine_args(p)
+
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain an encoder with masked image modelling (SimMIM) on unlabelled scenes",
+        description="Stream random windows from the scenes under --data, mask 60%% of 32 px "
+        "patches, and train the encoder to reconstruct every band of the masked pixels. Writes "
+        "CKPT (encoder + model card, safetensors), CKPT.train.pt (state for --resume) and the "
+        "loss curve (<stem>_loss.csv/.png). Deterministic for a seed.",
+    )
+    p.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="scene files or folders (searched recursively)",
+    )
+    p.add_argument("--out", required=True, metavar="CKPT", help="output checkpoint (.safetensors)")
+    p.add_argument(
+        "--model", default="geobert_s", help="architecture (default: geobert_s, ~5 M parameters)"
+    )
+    p.add_argument("--steps", type=int, default=1000, help="optimiser steps (default: 1000)")
+    p.add_argument(
+        "--batch-size", type=int, default=16, help="windows per micro-batch (default: 16)"
+    )
+    p.add_argument("--accum", type=int, default=2, help="micro-batches per step (default: 2)")
+    p.add_argument(
+        "--window", type=int, default=128, metavar="PX", help="window edge (default: 128)"
+    )
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
+    p.add_argument("--warmup", type=int, default=50, help="warm-up steps (default: 50)")
+    p.add_argument(
+        "--mask-ratio", type=float, default=0.6, help="share of masked patches (default: 0.6)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="MIN",
+        help="stop (and save) after this many minutes",
+    )
+    p.add_argument("--resume", action="store_true", help="continue from CKPT.train.pt")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser(
+        "evaluate-mim",
+        help="masked-pixel L1 of a pretrained encoder on held-out scenes, with figures",
+        description="Compare the reconstruction L1 on held-out windows against per-band mean "
+        "predictors; writes mim_eval.json and mim_reconstructions.png into OUTDIR.",
+    )
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("--holdout", nargs="+", required=True, metavar="PATH")
+    p.add_argument("-o", "--outdir", required=True, metavar="OUTDIR")
+    p.add_argument("--windows", type=int, default=64)
+
+    p = sub.add_parser(
+        "export-onnx",
+        help="export an encoder to ONNX (fixed tile size, dynamic batch) and check it",
+        description="Export the encoder of CKPT to ONNX with a dynamic batch axis and check its "
+        "four feature maps against torch on a random batch (max abs difference ≤ 1e-3).",
+    )
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    p.add_argument(
+        "--tile-size", type=int, default=None, metavar="PX", help="default: the model card's"
+    )
+    p.add_argument("--overwrite", action="store_true")
+    return parser
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from tiles import open_scene
+
+    scene = open_scene(args.scene)
+    g = scene.grid
+    info = {
+        "bands": list(scene.band_names),
+        "files": sorted({b.path for b in scene.bands}),
+        "dtype": scene.dtype,
+        "width": g.width,
+        "height": g.height,
+        "crs": g.crs.to_string(),
+        "resolution": list(g.res),
+        "bounds": list(g.bounds),
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            if key != "files":
+                print(f"{key:>10}: {value}")
+    return 0
+
+
+def _cmd_ndvi(args: argparse.Namespace) -> int:
+    from geobert._progress import TqdmProgress
+    from geobert.indices import normalized_difference
+
+    progress = TqdmProgress(desc="tiles", disable=args.quiet)
+    report = normalized_difference(
+        args.before,
+        args.output,
+        after=args.after,
+        band_a=args.band_a,
+        band_b=args.band_b,
+        nodata=args.nodata,
+        overwrite=args.overwrite,
+        config=_engine_config(args),
+        progress=progress,
+    )
+    if not args.quiet:
+        print(
+            f"wrote {args.output}: {report.tiles} tiles ({report.tiles_skipped} without valid "
+            f"pixels) in {report.seconds:.1f} s, {report.megapixels_per_s:.1f} Mpx/s",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from geobert.training.pretrain import PretrainConfig, pretrain
+
+    cfg = PretrainConfig(
+        model=args.model,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        accum_steps=args.accum,
+        window_px=args.window,
+        lr=args.lr,
+        warmup_steps=args.warmup,
+        mask_ratio=args.mask_ratio,
+        seed=args.seed,
+        time_budget_s=None if args.time_budget is None else args.time_budget * 60,
+    )
+    bar = tqdm(total=cfg.steps, desc="pretrain", unit="step", disable=args.quiet)
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        bar.n = step
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        bar.refresh()
+
+    try:
+        card = pretrain(args.data, args.out, cfg, resume=args.resume, on_step=on_step)
+    finally:
+        bar.close()
+    print(f"wrote {args.out} after {card.training['steps_done']} steps", file=sys.stderr)
+    return 0
+
+
+def _cmd_evaluate_mim(args: argparse.Namespace) -> int:
+    import torch
+
+    from geobert.models.checkpoint import load_checkpoint
+    from geobert.models.simmim import SimMIM
+    from geobert.training.evaluate_mim import evaluate_mim
+
+    encoder, card = load_checkpoint(args.checkpoint)
+    model = SimMIM(encoder)  # type: ignore[arg-type]
+    state = Path(args.checkpoint + ".train.pt")
+    if not state.exists():
+        raise GeobertError(
+            f"{state} (the decoder saved by `geobert pretrain`) is missing; evaluate the run that "
+            "wrote the checkpoint"
+        )
+    model.load_state_dict(torch.load(state, map_location="cpu", weights_only=True)["model"])
+    Path(args.outdir).mkdir(parents=True, exist_ok=True)
+    result = evaluate_mim(model, card, args.holdout, args.outdir, windows=args.windows)
+    print(json.dumps(result["masked_l1"], indent=2))
+    return 0
+
+
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from geobert.models.onnx import export_onnx
+
+    diff = export_onnx(
+        args.checkpoint, args.output, tile_size_px=args.tile_size, overwrite=args.overwrite
+    )
+    print(f"wrote {args.output}; max |onnx - torch| = {diff:.2e}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {
+    "info": _cmd_info,
+    "ndvi": _cmd_ndvi,
+    "pretrain": _cmd_pretrain,
+    "evaluate-mim": _cmd_evaluate_mim,
+    "export-onnx": _cmd_export_onnx,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``geobert`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("geobert: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except Cancelled:
+        print("geobert: cancelled; no output was written", file=sys.stderr)
+        return 130
+    except GeobertError as exc:
+        if args.debug:
+            raise
+        print(f"geobert: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if args.debug:
+            raise
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        print(
+            f"geobert: unexpected error: {type(exc).__name__}: {text} (rerun with --debug for "
+            "details and report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

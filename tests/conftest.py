@@ -1,0 +1,55 @@
+"""Shared fixtures: paths to the real data crops in tests/data (see tests/data/README.md)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+# CI machines are shared and noisy: judge properties, not per-example timings.
+settings.register_profile("geobert", deadline=None, max_examples=100)
+settings.load_profile("geobert")
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def oscd_before() -> Path:
+    return DATA / "oscd_beirut" / "imgs_1"
+
+
+@pytest.fixture(scope="session")
+def oscd_after() -> Path:
+    return DATA / "oscd_beirut" / "imgs_2"
+
+
+@pytest.fixture(scope="session")
+def s2_jp2() -> Path:
+    return DATA / "s2_jp2"
+
+
+@pytest.fixture(scope="session")
+def rgb_edge() -> Path:
+    return DATA / "rgb_byte_edge.tif"
+
+
+def tree_checksums(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` (to prove inputs are left unchanged)."""
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Tile-function factory returning the input unchanged."""
+
+    def __call__(self):  # type: ignore[no-untyped-def]
+        return identity
+
+
+def identity(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    return x

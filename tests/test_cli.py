@@ -1,0 +1,109 @@
+"""The geobert command line, run as a user runs it: a subprocess with exit code and stderr."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+from tests.conftest import tree_checksums
+
+GEOBERT = [sys.executable, "-m", "geobert.cli"]
+
+
+def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*GEOBERT, *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_commands() -> None:
+    proc = run("--help")
+    assert proc.returncode == 0
+    assert "info" in proc.stdout and "ndvi" in proc.stdout
+
+
+def test_info_json(oscd_before: Path) -> None:
+    proc = run("info", oscd_before, "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["bands"][-1] == "B8A" and info["width"] == 96 and info["crs"] == "EPSG:4326"
+
+
+def test_ndvi_change_between_two_dates(tmp_path: Path, oscd_before: Path, oscd_after: Path) -> None:
+    out = tmp_path / "dndvi.tif"
+    proc = run(
+        "ndvi", oscd_before, oscd_after, "-o", out, "--tile-size", "64", "--overlap", "16", "-q"
+    )
+    assert proc.returncode == 0, proc.stderr
+    with rasterio.open(out) as ds:
+        got = ds.read(1)
+        assert ds.descriptions == ("delta_nd(B08,B04)",)
+        assert ds.crs.to_epsg() == 4326 and ds.shape == (96, 96)
+    b4 = {
+        d: rasterio.open(next((oscd_before.parent / d).glob("*_B04.tif"))).read(1).astype(float)
+        for d in ("imgs_1", "imgs_2")
+    }
+    b8 = {
+        d: rasterio.open(next((oscd_before.parent / d).glob("*_B08.tif"))).read(1).astype(float)
+        for d in ("imgs_1", "imgs_2")
+    }
+    nd = {d: (b8[d] - b4[d]) / (b8[d] + b4[d]) for d in b4}
+    np.testing.assert_allclose(got, nd["imgs_2"] - nd["imgs_1"], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        # a band file that is really text
+        (lambda d, a, b: ["ndvi", d / "fake.tif", "-o", d / "o.tif"], "cannot open"),
+        # a scene without the requested bands
+        (
+            lambda d, a, b: ["ndvi", a, "-o", d / "o.tif", "--band-a", "B99"],
+            "has no band(s) ['B99']",
+        ),
+        # the output folder does not exist
+        (lambda d, a, b: ["ndvi", a, "-o", d / "missing" / "o.tif"], "does not exist; create it"),
+        # an output that exists without --overwrite
+        (lambda d, a, b: ["ndvi", a, "-o", d / "exists.tif"], "already exists; pass --overwrite"),
+        # dates that do not overlap (the second date is far away)
+        (lambda d, a, b: ["ndvi", a, d / "far", "-o", d / "o.tif"], "do not overlap"),
+        # overlap not smaller than the tile
+        (
+            lambda d, a, b: ["ndvi", a, "-o", d / "o.tif", "--tile-size", "32", "--overlap", "32"],
+            "overlap_px=32",
+        ),
+        # a scheduler address that is not one
+        (
+            lambda d, a, b: ["ndvi", a, "-o", d / "o.tif", "--scheduler", "localhost"],
+            "is not understood",
+        ),
+    ],
+)
+def test_bad_input_gives_one_clear_line(
+    tmp_path: Path, oscd_before: Path, oscd_after: Path, args, message: str
+) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "fake.tif").write_text("hello")
+    (tmp_path / "exists.tif").write_text("keep")
+    far = tmp_path / "far"
+    far.mkdir()
+    for src in oscd_after.glob("*.tif"):
+        with rasterio.open(src) as ds:
+            profile = ds.profile | {"transform": Affine.translation(0, -1.0) @ ds.transform}
+            with rasterio.open(far / src.name, "w", **profile) as dst:
+                dst.write(ds.read())
+    before_sums = tree_checksums(oscd_before.parent)
+    proc = run(*args(tmp_path, oscd_before, oscd_after))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("geobert: error: ") and message in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "o.tif").exists()
+    assert (tmp_path / "exists.tif").read_text() == "keep"
+    assert not list(tmp_path.glob(".*partial*"))
+    assert tree_checksums(oscd_before.parent) == before_sums

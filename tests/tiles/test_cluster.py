@@ -1,0 +1,91 @@
+"""The same job on a real dask.distributed cluster: a scheduler and two worker processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from tests.conftest import Identity
+from tests.tiles.test_engine import CountingLoad
+from tiles.engine import EngineConfig, map_tiles, map_tiles_to_raster
+from tiles.errors import GeobertError
+from tiles.pair import align_pair
+from tiles.scene import open_scene
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def cluster():  # type: ignore[no-untyped-def]
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        host="127.0.0.1",
+        memory_limit="2GiB",
+    ) as c:
+        yield c
+
+
+def test_cluster_output_identical_to_local(
+    cluster,
+    tmp_path: Path,
+    oscd_before: Path,  # type: ignore[no-untyped-def]
+    oscd_after: Path,
+) -> None:
+    pair = align_pair(open_scene(oscd_before), open_scene(oscd_after))
+    outs = {}
+    for name, scheduler in [("local", None), ("cluster", cluster.scheduler_address)]:
+        outs[name] = tmp_path / f"{name}.tif"
+        report = map_tiles_to_raster(
+            pair,
+            Identity(),
+            outs[name],
+            band_names=pair.band_names,
+            dtype="uint16",
+            nodata=0,
+            config=EngineConfig(tile_size_px=32, overlap_px=8, batch_size=2, scheduler=scheduler),
+        )
+        assert report.scheduler == (scheduler or "threads")
+    with rasterio.open(outs["local"]) as a, rasterio.open(outs["cluster"]) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+        assert a.profile == b.profile
+    assert report.workers == 2
+
+
+def test_function_loaded_once_per_worker_process(
+    cluster, tmp_path: Path, oscd_before: Path
+) -> None:  # type: ignore[no-untyped-def]
+    log = tmp_path / "log.txt"
+    scene = open_scene(oscd_before, bands=["B02"])
+    map_tiles(
+        scene,
+        CountingLoad(str(log)),
+        lambda w, a: None,
+        out_bands=1,
+        config=EngineConfig(
+            tile_size_px=16, overlap_px=4, batch_size=2, scheduler=cluster.scheduler_address
+        ),
+    )
+    lines = log.read_text().splitlines()
+    loads = [line for line in lines if line.startswith("load")]
+    batches = [line for line in lines if line.startswith("batch")]
+    assert len(batches) == 32  # 8×8 tiles in batches of 2
+    assert 1 <= len(loads) <= 2 and len(set(loads)) == len(loads)  # at most once per process
+
+
+def test_unreachable_scheduler_is_a_clear_error(oscd_before: Path) -> None:
+    scene = open_scene(oscd_before, bands=["B02"])
+    with pytest.raises(GeobertError, match=r"cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+        map_tiles(
+            scene,
+            Identity(),
+            lambda w, a: None,
+            out_bands=1,
+            config=EngineConfig(scheduler="tcp://127.0.0.1:9", connect_timeout_s=2),
+        )

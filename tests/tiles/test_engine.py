@@ -1,0 +1,268 @@
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window
+
+from tests.conftest import Identity, tree_checksums
+from tiles.engine import EngineConfig, map_tiles, map_tiles_to_raster
+from tiles.errors import Cancelled, OutputExistsError, TileFailedError
+from tiles.pair import align_pair
+from tiles.progress import CallbackProgress
+from tiles.scene import open_scene
+
+
+def _read_all(path: Path) -> tuple[np.ndarray, rasterio.profiles.Profile]:
+    with rasterio.open(path) as ds:
+        return ds.read(), ds.profile
+
+
+@pytest.mark.parametrize(
+    ("tile", "overlap", "batch", "scheduler"),
+    [
+        (64, 16, 3, None),  # several tiles per axis, edge tiles shifted back, threaded
+        (50, 20, 1, "sync"),  # odd sizes, wide overlap, one tile per task
+        (37, 20, 5, None),  # overlap over half the tile: up to three tiles over a pixel
+        (512, 64, 4, None),  # one tile larger than the raster
+    ],
+)
+def test_identity_round_trip_is_exact_with_nodata(
+    tmp_path: Path, rgb_edge: Path, tile: int, overlap: int, batch: int, scheduler: str | None
+) -> None:
+    scene = open_scene(rgb_edge)
+    out = tmp_path / "rt.tif"
+    report = map_tiles_to_raster(
+        scene,
+        Identity(),
+        out,
+        band_names=scene.band_names,
+        dtype="uint8",
+        nodata=0,
+        config=EngineConfig(
+            tile_size_px=tile, overlap_px=overlap, batch_size=batch, scheduler=scheduler
+        ),
+    )
+    got, profile = _read_all(out)
+    want, src_profile = _read_all(rgb_edge)
+    np.testing.assert_array_equal(got, want)
+    assert profile["crs"] == src_profile["crs"]
+    assert profile["transform"] == src_profile["transform"]
+    assert profile["nodata"] == 0
+    assert report.tiles >= 1 and report.pixels == want.shape[1] * want.shape[2]
+
+
+def test_identity_round_trip_13_band_mixed_resolution(tmp_path: Path, oscd_before: Path) -> None:
+    scene = open_scene(oscd_before)
+    out = tmp_path / "rt13.tif"
+    map_tiles_to_raster(
+        scene,
+        Identity(),
+        out,
+        band_names=scene.band_names,
+        dtype="uint16",
+        nodata=None,
+        config=EngineConfig(tile_size_px=40, overlap_px=12),
+    )
+    got, _profile = _read_all(out)
+    want, _ = scene.read(Window(0, 0, scene.grid.width, scene.grid.height))
+    np.testing.assert_array_equal(got, want)
+    with rasterio.open(out) as ds:
+        assert ds.descriptions == scene.band_names
+
+
+@dataclass(frozen=True)
+class TileOffset:
+    """Adds a different constant to every tile: a worst case for seams."""
+
+    def __call__(self):  # type: ignore[no-untyped-def]
+        def fn(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+            rng = np.random.default_rng(int(x[:, 0, 0, 0].sum()) % 2**32)
+            return np.broadcast_to(
+                rng.uniform(0, 100, (x.shape[0], 1, 1, 1)), (x.shape[0], 1, *x.shape[2:])
+            )
+
+        return fn
+
+
+def test_blending_leaves_no_seams(oscd_before: Path) -> None:
+    scene = open_scene(oscd_before, bands=["B02"])
+    overlap = 24
+    out = np.full((1, *scene.grid.shape), np.nan)
+
+    def emit(win: Window, arr: np.ndarray) -> None:
+        assert np.isnan(out[(slice(None), *win.toslices())]).all()  # each pixel emitted once
+        out[(slice(None), *win.toslices())] = arr
+
+    map_tiles(
+        scene,
+        TileOffset(),
+        emit,
+        out_bands=1,
+        config=EngineConfig(tile_size_px=48, overlap_px=overlap, batch_size=1),
+    )
+    assert not np.isnan(out).any()
+    jumps = max(np.abs(np.diff(out[0], axis=0)).max(), np.abs(np.diff(out[0], axis=1)).max())
+    # a hard tile edge would jump by up to 100; the sin² ramp over `overlap` px limits the slope
+    assert jumps <= 100 * np.pi / 2 / overlap * 1.05
+
+
+@dataclass(frozen=True)
+class CountingLoad:
+    """Factory that records each load (one line per load) in ``log``; batch sizes in ``sizes``."""
+
+    log: str
+
+    def __call__(self):  # type: ignore[no-untyped-def]
+        with open(self.log, "a") as f:
+            f.write(f"load {os.getpid()}\n")
+
+        def fn(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+            with open(self.log, "a") as f:
+                f.write(f"batch {x.shape[0]}\n")
+            return x[:, :1]
+
+        return fn
+
+
+def test_function_loaded_once_and_tiles_batched(tmp_path: Path, oscd_before: Path) -> None:
+    log = tmp_path / "log.txt"
+    scene = open_scene(oscd_before, bands=["B02"])
+    map_tiles(
+        scene,
+        CountingLoad(str(log)),
+        lambda w, a: None,
+        out_bands=1,
+        config=EngineConfig(tile_size_px=32, overlap_px=8, batch_size=4, num_workers=2),
+    )
+    lines = log.read_text().splitlines()
+    assert sum(line.startswith("load") for line in lines) == 1
+    sizes = [int(line.split()[1]) for line in lines if line.startswith("batch")]
+    assert sum(sizes) == 16 and max(sizes) == 4  # 4×4 tiles in batches of 4
+
+
+def test_progress_in_order_and_cancel_leaves_nothing(tmp_path: Path, oscd_before: Path) -> None:
+    scene = open_scene(oscd_before)
+    seen: list[tuple[int, int]] = []
+    progress = CallbackProgress(lambda d, t: seen.append((d, t)))
+    map_tiles(
+        scene,
+        Identity(),
+        lambda w, a: None,
+        out_bands=13,
+        progress=progress,
+        config=EngineConfig(tile_size_px=32, overlap_px=8, batch_size=2),
+    )
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and seen[-1] == (16, 16)
+
+    cancel = CallbackProgress(lambda d, t: cancel.cancel())
+    out = tmp_path / "out.tif"
+    with pytest.raises(Cancelled):
+        map_tiles_to_raster(
+            scene,
+            Identity(),
+            out,
+            band_names=scene.band_names,
+            dtype="uint16",
+            nodata=0,
+            progress=cancel,
+            config=EngineConfig(tile_size_px=32, overlap_px=8, batch_size=1),
+        )
+    assert list(tmp_path.iterdir()) == []  # neither the output nor temporary files
+
+
+@dataclass(frozen=True)
+class Failing:
+    def __call__(self):  # type: ignore[no-untyped-def]
+        def fn(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+            raise ZeroDivisionError("model exploded")
+
+        return fn
+
+
+@dataclass(frozen=True)
+class TooManyBands:
+    def __call__(self):  # type: ignore[no-untyped-def]
+        return lambda x, valid: np.concatenate([x, x], axis=1)
+
+
+@dataclass(frozen=True)
+class WrongShape:
+    def __call__(self):  # type: ignore[no-untyped-def]
+        return lambda x, valid: x[:, :, ::2]
+
+
+@pytest.mark.parametrize(
+    ("factory", "match"),
+    [
+        (Failing(), r"failed on the batch starting at window .*ZeroDivisionError: model exploded"),
+        (WrongShape(), r"returned shape \(\d+, 13, 16, 32\) for input"),
+        (TooManyBands(), r"returned 26 bands per tile where 13 were declared"),
+    ],
+)
+def test_tile_failures_are_reported_and_leave_no_output(
+    tmp_path: Path, oscd_before: Path, factory: object, match: str
+) -> None:
+    scene = open_scene(oscd_before)
+    before = tree_checksums(oscd_before)
+    with pytest.raises(TileFailedError, match=match):
+        map_tiles_to_raster(
+            scene,
+            factory,
+            tmp_path / "o.tif",
+            band_names=scene.band_names,  # type: ignore[arg-type]
+            config=EngineConfig(tile_size_px=32, overlap_px=8),
+        )
+    assert list(tmp_path.iterdir()) == []
+    assert tree_checksums(oscd_before) == before
+
+
+def test_all_invalid_tiles_are_skipped_and_counted(tmp_path: Path, rgb_edge: Path) -> None:
+    scene = open_scene(rgb_edge)
+    log = tmp_path / "log.txt"
+    report = map_tiles(
+        scene,
+        CountingLoad(str(log)),
+        lambda w, a: None,
+        out_bands=1,
+        config=EngineConfig(tile_size_px=40, overlap_px=0, batch_size=1),
+    )
+    calls = sum(line.startswith("batch") for line in log.read_text().splitlines())
+    assert report.tiles_skipped > 0
+    assert calls == report.tiles - report.tiles_skipped
+
+
+def test_existing_output_needs_overwrite(tmp_path: Path, rgb_edge: Path) -> None:
+    scene = open_scene(rgb_edge)
+    out = tmp_path / "o.tif"
+    out.write_bytes(b"precious")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        map_tiles_to_raster(scene, Identity(), out, band_names=scene.band_names)
+    assert out.read_bytes() == b"precious"
+    map_tiles_to_raster(
+        scene, Identity(), out, band_names=scene.band_names, dtype="uint8", nodata=0, overwrite=True
+    )
+    assert _read_all(out)[0].shape == (3, 160, 200)
+
+
+def test_pair_through_engine_masks_either_date(
+    tmp_path: Path, oscd_before: Path, oscd_after: Path
+) -> None:
+    pair = align_pair(open_scene(oscd_before), open_scene(oscd_after))
+    out = tmp_path / "pair.tif"
+    map_tiles_to_raster(
+        pair,
+        Identity(),
+        out,
+        band_names=pair.band_names,
+        dtype="uint16",
+        nodata=0,
+        config=EngineConfig(tile_size_px=48, overlap_px=8),
+    )
+    got, _ = _read_all(out)
+    want, _ = pair.read(Window(0, 0, pair.grid.width, pair.grid.height))
+    np.testing.assert_array_equal(got, want)

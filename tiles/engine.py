@@ -1,0 +1,472 @@
+"""Apply a per-tile function over a scene with Dask and stream the blended result.
+
+The unit of work is a *batch* of tiles: one task reads its windows through the
+:class:`~tiles.scene.Reader`, stacks the tiles that hold any valid pixel into ``(N, C, H, W)``, and
+calls the tile function once. The function itself is built by a picklable *factory* and loaded once
+per process (threads and tasks of a worker share it), so a model's weights are read once per worker,
+never shipped with every task.
+
+Two schedulers run the same batches:
+
+* ``scheduler=None`` (default): Dask's threaded scheduler in this process. Each batch task is
+  followed by a small task that blends its tiles into the output, so finished tiles are freed at
+  once and memory stays bounded by the tiles in flight.
+* ``scheduler="tcp://host:port"``: an existing ``dask.distributed`` cluster. Batches are submitted
+  in a sliding window; results come back to this client, which blends and writes them, so workers
+  need no access to the output disk.
+
+Blending (:mod:`tiles.blend`) makes the output independent of tile arrival order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from rasterio.windows import Window
+
+from tiles.blend import BlendAccumulator, Emit
+from tiles.errors import Cancelled, GeobertError, TileFailedError
+from tiles.grid import TileGrid
+from tiles.progress import Progress
+from tiles.scene import Reader
+from tiles.writer import OverviewResampling, RasterWriter
+
+__all__ = [
+    "EngineConfig",
+    "RunReport",
+    "TileFunction",
+    "TileFunctionFactory",
+    "gdal_threads_per_reader",
+    "load_function",
+    "map_tiles",
+    "map_tiles_to_raster",
+]
+
+log = logging.getLogger(__name__)
+
+TileFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``fn(tiles (N, C, H, W) float32, valid (N, H, W) bool) -> (N, K, H, W)``.
+
+Pixels where ``valid`` is False hold whatever the files hold there (nodata values, zeros outside a
+footprint); their outputs are replaced by nodata, so a function may ignore them or fill them.
+"""
+
+TileFunctionFactory = Callable[[], TileFunction]
+"""A picklable, hashable callable that builds the tile function (e.g. loads a model)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-process function cache: the heavy state is built once per worker process.
+
+_functions: dict[Any, TileFunction] = {}
+_functions_lock = threading.Lock()
+
+
+def gdal_threads_per_reader(workers: int) -> int:
+    """GDAL decoder threads for each reading thread, so that all threads together ≈ CPU cores.
+
+    A sequential loop profits from GDAL decoding blocks on every core; with one Dask thread per
+    core, extra decoder threads only oversubscribe the CPU (measured: 4 % slower on 2 cores).
+
+    >>> gdal_threads_per_reader(os.cpu_count() or 1)
+    1
+    """
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def load_function(factory: TileFunctionFactory) -> TileFunction:
+    """Build ``factory()`` once per process and return the cached function afterwards."""
+    with _functions_lock:
+        fn = _functions.get(factory)
+        if fn is None:
+            fn = factory()
+            _functions[factory] = fn
+            log.debug("loaded tile function %r in pid %d", factory, os.getpid())
+        return fn
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the engine cuts and schedules the work.
+
+    Args:
+        tile_size_px: Tile edge in pixels.
+        overlap_px: Minimum overlap between neighbouring tiles; outputs are blended across it.
+        batch_size: Tiles per task (one call of the tile function).
+        scheduler: None for Dask's threaded scheduler in this process, ``"sync"`` for a single
+            thread (debugging), or the address of a ``dask.distributed`` scheduler
+            (``tcp://host:port``).
+        num_workers: Threads of the local scheduler (default: CPU count).
+        batches_in_flight: Batches submitted ahead on a distributed cluster (default: 2 per
+            worker thread).
+        connect_timeout_s: How long to try reaching a distributed scheduler.
+    """
+
+    tile_size_px: int = 512
+    overlap_px: int = 64
+    batch_size: int = 4
+    scheduler: str | None = None
+    num_workers: int | None = None
+    batches_in_flight: int | None = None
+    connect_timeout_s: float = 15.0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise GeobertError(f"batch_size={self.batch_size} must be at least 1")
+        if self.num_workers is not None and self.num_workers < 1:
+            raise GeobertError(f"num_workers={self.num_workers} must be at least 1")
+        if self.scheduler not in (None, "threads", "sync") and "://" not in self.scheduler:
+            raise GeobertError(
+                f"scheduler={self.scheduler!r} is not understood; use a dask.distributed address "
+                "such as tcp://127.0.0.1:8786, or leave it out to run locally"
+            )
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What a run did: tile counts, pixels and wall time."""
+
+    tiles: int
+    tiles_skipped: int
+    pixels: int
+    seconds: float
+    scheduler: str
+    workers: int
+
+    @property
+    def megapixels_per_s(self) -> float:
+        return self.pixels / 1e6 / self.seconds if self.seconds > 0 else float("inf")
+
+
+TileResult = tuple[tuple[int, int], np.ndarray | None, np.ndarray]
+
+
+class _Opaque:
+    """Hides a list from dask.delayed, which would otherwise walk it looking for collections."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: list[tuple[int, int, Window]]) -> None:
+        self.value = value
+
+
+def _compute_batch(
+    reader: Reader,
+    factory: TileFunctionFactory,
+    tiles: list[tuple[int, int, Window]] | _Opaque,
+) -> list[TileResult]:
+    """Read a batch of windows and run the tile function on the ones with valid pixels."""
+    if isinstance(tiles, _Opaque):
+        tiles = tiles.value
+    results: list[TileResult] = []
+    stack: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    live: list[int] = []
+    for i, j, window in tiles:
+        data, valid = reader.read(window)
+        results.append(((i, j), None, valid))
+        if valid.any():
+            live.append(len(results) - 1)
+            stack.append(data)
+            masks.append(valid)
+    if not live:
+        return results
+    fn = load_function(factory)
+    batch = np.empty((len(stack), *stack[0].shape), dtype=np.float32)
+    for k, arr in enumerate(stack):
+        batch[k] = arr  # one converting copy, no intermediate stack
+    valid_b = np.stack(masks)
+    try:
+        out = np.asarray(fn(batch, valid_b))
+    except GeobertError:
+        raise
+    except Exception as exc:
+        first = tiles[live[0]][2]
+        raise TileFailedError(
+            f"the tile function failed on the batch starting at window (col {int(first.col_off)}, "
+            f"row {int(first.row_off)}): {type(exc).__name__}: {exc}"
+        ) from exc
+    if out.ndim != 4 or out.shape[0] != len(live) or out.shape[2:] != batch.shape[2:]:
+        raise TileFailedError(
+            f"the tile function returned shape {out.shape} for input {batch.shape}; it must "
+            "return (N, bands, H, W) with the input's N, H and W"
+        )
+    for k, idx in enumerate(live):
+        ij, _, valid = results[idx]
+        results[idx] = (ij, out[k], valid)
+    return results
+
+
+def _batches(grid: TileGrid, batch_size: int) -> Iterator[list[tuple[int, int, Window]]]:
+    batch: list[tuple[int, int, Window]] = []
+    for i, j in grid.indices():
+        batch.append((i, j, grid.window(i, j)))
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _Consumer:
+    """Feeds batch results into the blender; counts progress; honours cancellation.
+
+    A plain class on purpose: dask.delayed walks dataclasses looking for collections.
+    """
+
+    def __init__(self, acc: BlendAccumulator, progress: Progress, total: int) -> None:
+        self.acc = acc
+        self.progress = progress
+        self.total = total
+        self.done = 0
+        self.skipped = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, results: list[TileResult]) -> int:
+        if self.progress.cancelled():
+            raise Cancelled("the run was cancelled")
+        for (i, j), data, valid in results:
+            self.acc.add(i, j, data, valid)
+        with self.lock:
+            self.done += len(results)
+            self.skipped += sum(1 for _, d, _ in results if d is None)
+            done = self.done
+        self.progress.update(done, self.total)
+        return len(results)
+
+
+def map_tiles(
+    reader: Reader,
+    factory: TileFunctionFactory,
+    emit: Emit,
+    *,
+    out_bands: int,
+    out_dtype: str = "float32",
+    out_nodata: float | None = float("nan"),
+    config: EngineConfig | None = None,
+    progress: Progress | None = None,
+) -> RunReport:
+    """Run ``factory()``'s tile function over ``reader`` and emit the blended output.
+
+    Args:
+        reader: Scene (or scene pair) to read tiles from.
+        factory: Picklable callable returning the tile function
+            ``fn(tiles (N, C, H, W) float32, valid (N, H, W) bool) -> (N, out_bands, H, W)``.
+        emit: Receives ``(window, array (out_bands, rows, cols))`` once per disjoint output
+            window; together the windows cover the grid exactly once. Called from one thread at a
+            time.
+        out_bands: Bands the function returns.
+        out_dtype: Output dtype (integers are rounded).
+        out_nodata: Value for pixels where the input is invalid.
+        config: Tiling and scheduling options.
+        progress: Progress and cancellation callbacks.
+
+    Returns:
+        A :class:`RunReport`; tiles without any valid pixel are skipped (not passed to the
+        function, written as nodata) and counted in ``tiles_skipped``.
+
+    Raises:
+        Cancelled: ``progress.cancelled()`` returned True.
+        TileFailedError: the tile function raised or returned a wrong shape.
+    """
+    config = config or EngineConfig()
+    progress = progress or Progress()
+    h, w = reader.grid.shape
+    grid = TileGrid(h, w, config.tile_size_px, config.overlap_px)
+    emit_lock = threading.Lock()
+
+    def locked_emit(window: Window, arr: np.ndarray) -> None:
+        with emit_lock:
+            emit(window, arr)
+
+    acc = BlendAccumulator(grid, out_bands, out_dtype, out_nodata, locked_emit)
+    consumer = _Consumer(acc, progress, total=len(grid))
+    batches = list(_batches(grid, config.batch_size))
+    t0 = time.perf_counter()
+    progress.start(len(grid))
+    try:
+        if config.scheduler is not None and "://" in config.scheduler:
+            workers = _run_distributed(reader, factory, batches, consumer, config)
+            name = config.scheduler
+        else:
+            workers = _run_local(reader, factory, batches, consumer, config)
+            name = config.scheduler or "threads"
+    finally:
+        progress.finish()
+    seconds = time.perf_counter() - t0
+    if acc.pending:  # pragma: no cover - an internal invariant of the grid and blender
+        raise AssertionError(f"{acc.pending} output windows were never completed")
+    report = RunReport(len(grid), consumer.skipped, h * w, seconds, name, workers)
+    log.info(
+        "processed %d tiles (%d skipped, no valid pixels) in %.1f s, %.2f Mpx/s on %s",
+        report.tiles,
+        report.tiles_skipped,
+        seconds,
+        report.megapixels_per_s,
+        name,
+    )
+    return report
+
+
+def _run_local(
+    reader: Reader,
+    factory: TileFunctionFactory,
+    batches: list[list[tuple[int, int, Window]]],
+    consume: _Consumer,
+    config: EngineConfig,
+) -> int:
+    from dask.base import compute
+    from dask.delayed import delayed
+
+    workers = 1 if config.scheduler == "sync" else (config.num_workers or os.cpu_count() or 1)
+    scheduler = "sync" if workers == 1 else "threads"
+    reader_d = delayed(reader, traverse=False)
+    factory_d = delayed(factory, traverse=False)
+    token = uuid.uuid4().hex[:8]
+    # Dask orders independent tasks by key, not in the order they were built, so one graph of all
+    # batches would blend tiles from all over the raster at once and keep partially blended cores
+    # of the whole raster in memory. Waves of a few batches per thread, in row-major order, bound
+    # the cores in flight to about one row of tiles; inside a wave the threads stay busy.
+    wave = 4 * workers
+    for start in range(0, len(batches), wave):
+        sinks = []
+        for k in range(start, min(start + wave, len(batches))):
+            res = delayed(_compute_batch, pure=False)(
+                reader_d, factory_d, _Opaque(batches[k]), dask_key_name=f"tiles-{token}-{k}"
+            )
+            sinks.append(delayed(consume, pure=False)(res, dask_key_name=f"blend-{token}-{k}"))
+        compute(*sinks, scheduler=scheduler, num_workers=workers)
+    return workers
+
+
+def _run_distributed(
+    reader: Reader,
+    factory: TileFunctionFactory,
+    batches: list[list[tuple[int, int, Window]]],
+    consume: _Consumer,
+    config: EngineConfig,
+) -> int:
+    from distributed import Client, as_completed
+
+    address = config.scheduler
+    assert address is not None
+    try:
+        client = Client(address, timeout=config.connect_timeout_s, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise GeobertError(
+            f"cannot reach the Dask scheduler at {address} ({exc}); start one with "
+            "`dask scheduler` and workers with `dask worker ADDRESS`, or leave out --scheduler "
+            "to run on this machine"
+        ) from exc
+    try:
+        threads: int = sum(client.nthreads().values())
+        if threads == 0:
+            raise GeobertError(
+                f"the Dask scheduler at {address} has no workers; start some with "
+                f"`dask worker {address}`"
+            )
+        in_flight = config.batches_in_flight or 2 * threads
+        token = uuid.uuid4().hex[:8]
+        [reader_f] = client.scatter([reader], broadcast=True, hash=False)
+        [factory_f] = client.scatter([factory], broadcast=True, hash=False)
+        todo = iter(enumerate(batches))
+        ac = as_completed(loop=client.loop)
+
+        def submit_next() -> None:
+            nxt = next(todo, None)
+            if nxt is not None:
+                k, batch = nxt
+                ac.add(
+                    client.submit(
+                        _compute_batch,
+                        reader_f,
+                        factory_f,
+                        batch,
+                        key=f"tiles-{token}-{k}",
+                        retries=1,
+                    )
+                )
+
+        for _ in range(in_flight):
+            submit_next()
+        for fut in ac:
+            try:
+                results = fut.result()
+            finally:
+                fut.release()
+            consume(results)
+            submit_next()
+        return threads
+    finally:
+        client.close()
+
+
+def default_nodata(dtype: str) -> float:
+    """NaN for floats, the largest unsigned or smallest signed integer otherwise.
+
+    >>> default_nodata("float32"), default_nodata("uint8"), default_nodata("int16")
+    (nan, 255, -32768)
+    """
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return float("nan")
+    info = np.iinfo(dt)
+    return int(info.max if dt.kind == "u" else info.min)
+
+
+def map_tiles_to_raster(
+    reader: Reader,
+    factory: TileFunctionFactory,
+    path: str | os.PathLike[str],
+    *,
+    band_names: tuple[str, ...],
+    dtype: str = "float32",
+    nodata: float | Literal["auto"] | None = "auto",
+    overwrite: bool = False,
+    overview_resampling: OverviewResampling = "average",
+    tags: dict[str, str] | None = None,
+    config: EngineConfig | None = None,
+    progress: Progress | None = None,
+) -> RunReport:
+    """:func:`map_tiles` streamed into a Cloud-Optimized GeoTIFF at ``path``.
+
+    The file keeps the reader's CRS and transform and carries ``band_names`` as band descriptions.
+    ``nodata="auto"`` marks invalid pixels with NaN for float outputs and with the largest value
+    of unsigned (smallest of signed) integer outputs; ``None`` writes no nodata value.
+    It appears at ``path`` only if the whole run succeeds; on any error or cancellation no file is
+    left at ``path`` and temporary files are removed.
+    """
+    if nodata == "auto":
+        nodata = default_nodata(dtype)
+    with RasterWriter(
+        path,
+        reader.grid,
+        count=len(band_names),
+        dtype=dtype,
+        nodata=nodata,
+        band_names=band_names,
+        overwrite=overwrite,
+        overview_resampling=overview_resampling,
+        tags=tags,
+    ) as writer:
+        return map_tiles(
+            reader,
+            factory,
+            writer.write,
+            out_bands=len(band_names),
+            out_dtype=dtype,
+            out_nodata=nodata,
+            config=config,
+            progress=progress,
+        )

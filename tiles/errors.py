@@ -1,0 +1,70 @@
+"""The geobert error hierarchy.
+
+Every error the project raises on purpose derives from :class:`GeobertError` and also from the
+builtin it refines (``BandMismatchError`` is a ``ValueError``), so callers can catch either.
+Messages
+say what came in, what was expected and what to do about it; the CLI prints them as one line.
+
+The root lives in ``tiles`` because imports go one way (``geobert`` → ``tiles``); ``geobert.errors``
+re-exports it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BandMismatchError",
+    "Cancelled",
+    "GeobertError",
+    "InvalidGridError",
+    "MissingCRSError",
+    "NoOverlapError",
+    "OutputExistsError",
+    "OutputNotWritableError",
+    "RasterReadError",
+    "SceneNotFoundError",
+    "TileFailedError",
+]
+
+
+class GeobertError(Exception):
+    """Root of every error geobert raises on purpose."""
+
+
+class SceneNotFoundError(GeobertError, FileNotFoundError):
+    """A scene path does not exist or holds no raster bands geobert recognises."""
+
+
+class RasterReadError(GeobertError, OSError):
+    """A raster could not be opened or read (corrupt, truncated, not a raster)."""
+
+
+class MissingCRSError(GeobertError, ValueError):
+    """A raster has no coordinate reference system or no geotransform."""
+
+
+class BandMismatchError(GeobertError, ValueError):
+    """Two scenes (or a scene and a model) do not carry the same bands."""
+
+
+class NoOverlapError(GeobertError, ValueError):
+    """Two scenes do not share any ground area."""
+
+
+class InvalidGridError(GeobertError, ValueError):
+    """Tile size, overlap or raster dimensions that cannot form a tile grid."""
+
+
+class OutputExistsError(GeobertError, FileExistsError):
+    """The output path exists and overwriting was not requested."""
+
+
+class OutputNotWritableError(GeobertError, PermissionError):
+    """The output directory is missing, read-only or out of space."""
+
+
+class TileFailedError(GeobertError, RuntimeError):
+    """A per-tile function raised; carries the tile window that failed."""
+
+
+class Cancelled(GeobertError):  # noqa: N818 - reads as ``except Cancelled``, like asyncio's
+    """The run was cancelled through the progress callback."""

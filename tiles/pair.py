@@ -1,0 +1,120 @@
+"""Two dates of one place on one grid.
+
+The second date is put onto the first date's pixel lattice through a warped view (never by resizing
+arrays), whatever its CRS, resolution or extent. The shared grid is the first date's grid cropped to
+the intersection of both footprints; inside it, a pixel is valid only where both dates are valid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+from shapely.geometry import box
+
+from tiles.errors import BandMismatchError, NoOverlapError
+from tiles.scene import GridSpec, Scene
+
+__all__ = ["ScenePair", "align_pair", "common_window"]
+
+
+def common_window(before: GridSpec, after: GridSpec) -> Window:
+    """Window of ``before``'s grid covering the part of ``after``'s footprint that overlaps it.
+
+    The window is snapped outward to whole pixels of ``before``.
+
+    Raises:
+        NoOverlapError: if the footprints do not intersect.
+    """
+    after_bounds = transform_bounds(after.crs, before.crs, *after.bounds, densify_pts=21)
+    shared = box(*before.bounds).intersection(box(*after_bounds))
+    if shared.is_empty or shared.area == 0:
+        raise NoOverlapError(
+            f"the two dates do not overlap: first date covers {_fmt_bounds(before.bounds)}, second "
+            f"date covers {_fmt_bounds(after_bounds)} (both in {before.crs.to_string()}); pass two "
+            "images of the same place"
+        )
+    left, bottom, right, top = shared.bounds
+    inv = ~before.transform
+    cols, rows = zip(
+        *(inv @ (x, y) for x, y in ((left, bottom), (left, top), (right, bottom), (right, top))),
+        strict=True,
+    )
+    # snap outward, tolerating float noise of a thousandth of a pixel
+    c0 = max(0, math.floor(min(cols) + 1e-3))
+    r0 = max(0, math.floor(min(rows) + 1e-3))
+    c1 = min(before.width, math.ceil(max(cols) - 1e-3))
+    r1 = min(before.height, math.ceil(max(rows) - 1e-3))
+    if c1 <= c0 or r1 <= r0:
+        raise NoOverlapError(
+            "the two dates overlap by less than one pixel; pass two images of the same place"
+        )
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def _fmt_bounds(b: tuple[float, float, float, float]) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in b) + ")"
+
+
+@dataclass(frozen=True)
+class ScenePair:
+    """Two co-registered dates; a :class:`~tiles.scene.Reader` whose bands are both dates stacked.
+
+    ``read`` returns ``(2 × bands, rows, cols)``: the first date's bands, then the second date's, in
+    the same band order, and a mask that is True only where both dates are valid.
+    """
+
+    before: Scene
+    after: Scene
+
+    def __post_init__(self) -> None:
+        if self.before.band_names != self.after.band_names:
+            raise BandMismatchError(
+                f"dates carry different bands: {list(self.before.band_names)} vs "
+                f"{list(self.after.band_names)}; use align_pair() to match them by name"
+            )
+        if not self.before.grid.same_as(self.after.grid):
+            raise ValueError("ScenePair needs both scenes on one grid; use align_pair()")
+
+    @property
+    def grid(self) -> GridSpec:
+        return self.before.grid
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        return tuple(f"t1:{n}" for n in self.before.band_names) + tuple(
+            f"t2:{n}" for n in self.after.band_names
+        )
+
+    @property
+    def dtype(self) -> str:
+        return np.result_type(self.before.dtype, self.after.dtype).name
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        a, va = self.before.read(window)
+        b, vb = self.after.read(window)
+        return np.concatenate([a, b]).astype(self.dtype, copy=False), va & vb
+
+
+def align_pair(before: Scene, after: Scene) -> ScenePair:
+    """Put ``after`` on ``before``'s grid, cropped to where both dates exist.
+
+    Bands are matched by name: ``after``'s bands are re-ordered to ``before``'s order.
+
+    Raises:
+        BandMismatchError: if the dates do not carry the same band names.
+        NoOverlapError: if the footprints do not intersect.
+    """
+    missing = [n for n in before.band_names if n not in after.band_names]
+    extra = [n for n in after.band_names if n not in before.band_names]
+    if missing or extra:
+        raise BandMismatchError(
+            f"the dates carry different bands: second date lacks {missing} and has extra {extra} "
+            f"(first date has {list(before.band_names)}); pass the same bands for both dates"
+        )
+    window = common_window(before.grid, after.grid)
+    grid = before.grid.crop(window)
+    return ScenePair(before.on_grid(grid), after.select(before.band_names).on_grid(grid))

@@ -1,0 +1,494 @@
+"""Multispectral scenes: band files on one target grid, read lazily by window.
+
+A :class:`Scene` is a picklable description (paths, band indices, target grid); pixels are read
+on demand with :meth:`Scene.read`, which opens datasets lazily in whichever thread or worker process
+calls it. Bands whose native grid differs from the target grid (Sentinel-2's 20 m and 60 m bands,
+a second date in another CRS) are read through a GDAL warped view (:class:`rasterio.vrt.WarpedVRT`),
+so only the requested window is ever resampled and the whole scene is never in memory.
+
+Arrays on this side are ``(bands, rows, cols)``; validity is a ``(rows, cols)`` boolean mask that is
+``False`` wherever any band is nodata, NaN/inf, masked, or outside the band's footprint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import MaskFlags, Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from tiles.errors import BandMismatchError, MissingCRSError, RasterReadError, SceneNotFoundError
+
+__all__ = [
+    "BandSource",
+    "GridSpec",
+    "Reader",
+    "ResamplingName",
+    "Scene",
+    "band_name_from_path",
+    "open_scene",
+]
+
+log = logging.getLogger(__name__)
+
+ResamplingName = Literal["nearest", "bilinear", "cubic", "average"]
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt")
+
+# "..._B8A.jp2", "T33UUU_..._B01.tif", "s2_B12.jp2", "B4.TIF" (Landsat), "band_03.tif"
+_BAND_RE = re.compile(r"(?:^|[_\-.])(B(?:AND)?_?(\d{1,2})(A?))$", re.IGNORECASE)
+
+
+def band_name_from_path(path: str | os.PathLike[str]) -> str | None:
+    """Band name encoded at the end of a file name, normalised to ``B01``/``B8A`` style.
+
+    >>> band_name_from_path("S2A_OPER_MSI_L1C_TL_EPA__20160929_T36SYC_B8A.tif")
+    'B8A'
+    >>> band_name_from_path("LC08_L1TP_B4.TIF"), band_name_from_path("scene.tif") is None
+    ('B04', True)
+    """
+    stem = Path(path).name
+    for suffix in RASTER_SUFFIXES:
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    m = _BAND_RE.search(stem)
+    if m is None:
+        return None
+    number, suffix = int(m.group(2)), m.group(3).upper()
+    # Sentinel-2 spells the narrow NIR band B8A, all others with two digits (B01 … B12)
+    return f"B{number}{suffix}" if suffix else f"B{number:02d}"
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A georeferenced pixel grid: CRS, affine transform and size.
+
+    ``bounds`` are ``(left, bottom, right, top)`` in CRS units.
+    """
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        if self.width < 1 or self.height < 1:
+            raise RasterReadError(
+                f"grid of {self.width}×{self.height} pixels is empty; a raster needs at least 1×1"
+            )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    @property
+    def res(self) -> tuple[float, float]:
+        """Pixel size (x, y) in CRS units, both positive."""
+        return abs(self.transform.a), abs(self.transform.e)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        left, top = self.transform @ (0, 0)
+        right, bottom = self.transform @ (self.width, self.height)
+        return min(left, right), min(bottom, top), max(left, right), max(bottom, top)
+
+    def window_transform(self, window: Window) -> Affine:
+        return self.transform @ Affine.translation(window.col_off, window.row_off)
+
+    def crop(self, window: Window) -> GridSpec:
+        """The sub-grid covered by ``window`` (same pixel lattice, smaller extent)."""
+        return GridSpec(
+            self.crs, self.window_transform(window), int(window.width), int(window.height)
+        )
+
+    def offset_in(self, other: GridSpec) -> tuple[int, int] | None:
+        """``(col, row)`` of this grid's origin in ``other`` if this grid is a pixel-aligned
+        sub-grid of ``other`` (same CRS and pixel size, whole-pixel offset, inside it), else None.
+        """
+        if self.crs != other.crs:
+            return None
+        a, o = self.transform, other.transform
+        px = max(abs(o.a), abs(o.e))
+        if abs(a.a - o.a) > 1e-9 * px or abs(a.e - o.e) > 1e-9 * px or a.b or a.d or o.b or o.d:
+            return None
+        col, row = (a.c - o.c) / o.a, (a.f - o.f) / o.e
+        ci, ri = round(col), round(row)
+        if abs(col - ci) > 1e-6 or abs(row - ri) > 1e-6:
+            return None
+        if ci < 0 or ri < 0 or ci + self.width > other.width or ri + self.height > other.height:
+            return None
+        return ci, ri
+
+    def same_as(self, other: GridSpec, tol: float = 1e-9) -> bool:
+        """True if both grids put every pixel at the same place."""
+        return (
+            self.crs == other.crs
+            and self.shape == other.shape
+            and self.transform.almost_equals(other.transform, precision=tol * max(self.res))
+        )
+
+
+@dataclass(frozen=True)
+class BandSource:
+    """One band of one file: ``path`` and 1-based ``index``, exposed under ``name``."""
+
+    path: str
+    index: int
+    name: str
+
+
+@runtime_checkable
+class Reader(Protocol):
+    """What the tiling engine reads from: a grid, band names, and windowed reads.
+
+    Implementations must be picklable and open their files lazily, because they are shipped to
+    Dask workers and read there.
+    """
+
+    @property
+    def grid(self) -> GridSpec: ...
+
+    @property
+    def band_names(self) -> tuple[str, ...]: ...
+
+    @property
+    def dtype(self) -> str: ...
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(data (bands, rows, cols), valid (rows, cols) bool)`` for ``window``."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-thread cache of open datasets. rasterio dataset handles must not be shared between threads;
+# each thread (local scheduler thread or distributed worker thread) keeps its own few handles.
+
+_local = threading.local()
+_CACHE_SIZE = 96
+
+
+def _cached(key: tuple[Any, ...], opener: Any) -> Any:
+    cache: OrderedDict[tuple[Any, ...], Any] | None = getattr(_local, "datasets", None)
+    if cache is None:
+        cache = _local.datasets = OrderedDict()
+    ds = cache.get(key)
+    if ds is None or ds.closed:
+        ds = opener()
+        cache[key] = ds
+        while len(cache) > _CACHE_SIZE:
+            _, old = cache.popitem(last=False)
+            old.close()
+    else:
+        cache.move_to_end(key)
+    return ds
+
+
+def close_cached_datasets() -> None:
+    """Close the datasets this thread keeps open (needed before deleting or replacing inputs)."""
+    cache = getattr(_local, "datasets", None)
+    while cache:
+        _, ds = cache.popitem()
+        ds.close()
+
+
+def _open(path: str) -> Any:
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RasterReadError(
+            f"cannot open {path} as a raster ({reason}); check that it is a complete GeoTIFF or "
+            "JPEG 2000 file"
+        ) from exc
+
+
+def _grid_of(ds: Any, path: str) -> GridSpec:
+    if ds.crs is None:
+        raise MissingCRSError(
+            f"{path} has no coordinate reference system; assign one (e.g. "
+            f"`gdal_edit.py -a_srs EPSG:32633 {path}`) or use a georeferenced export"
+        )
+    if ds.transform == Affine.identity() and not ds.gcps[0]:
+        raise MissingCRSError(
+            f"{path} has no geotransform (pixel coordinates only); export it with georeferencing"
+        )
+    if ds.transform.b != 0 or ds.transform.d != 0:
+        raise MissingCRSError(
+            f"{path} has a rotated geotransform; warp it north-up first (`gdalwarp in.tif out.tif`)"
+        )
+    return GridSpec(CRS.from_user_input(ds.crs), ds.transform, ds.width, ds.height)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Bands from one or more files, presented on one target grid.
+
+    Build scenes with :func:`open_scene`. ``nodata`` overrides the files' own nodata value (e.g. 0
+    for Sentinel-2 L1C digital numbers stored without a nodata tag).
+    """
+
+    bands: tuple[BandSource, ...]
+    grid: GridSpec
+    dtype: str
+    nodata: float | None = None
+    resampling: ResamplingName = "bilinear"
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self.bands)
+
+    @property
+    def count(self) -> int:
+        return len(self.bands)
+
+    def __repr__(self) -> str:
+        h, w = self.grid.shape
+        return (
+            f"Scene({self.count} bands {list(self.band_names)}, {w}×{h} px, "
+            f"res={self.grid.res}, crs={self.grid.crs.to_string()})"
+        )
+
+    # -- views -----------------------------------------------------------------------------
+
+    def on_grid(self, grid: GridSpec) -> Scene:
+        """The same bands resampled onto ``grid`` (any CRS, resolution or extent)."""
+        return replace(self, grid=grid)
+
+    def select(self, names: Sequence[str]) -> Scene:
+        """The bands called ``names``, in that order.
+
+        Raises:
+            BandMismatchError: if a name is not in the scene.
+        """
+        by_name = {b.name: b for b in self.bands}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise BandMismatchError(
+                f"scene has no band(s) {missing}; it has {list(self.band_names)}"
+            )
+        return replace(self, bands=tuple(by_name[n] for n in names))
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Read ``window`` of the target grid.
+
+        Returns:
+            ``data`` of shape ``(bands, rows, cols)`` in :attr:`dtype` and ``valid`` of shape
+            ``(rows, cols)``, False where any band is nodata or outside its footprint.
+        """
+        rows, cols = int(window.height), int(window.width)
+        # one read call per file: multi-band files decode each block once for all bands
+        groups: dict[str, list[int]] = {}
+        for k, band in enumerate(self.bands):
+            groups.setdefault(band.path, []).append(k)
+        single = len(groups) == 1
+        data = None if single else np.empty((self.count, rows, cols), dtype=self.dtype)
+        valid = np.ones((rows, cols), dtype=bool)
+        for path, ks in groups.items():
+            indexes = [self.bands[k].index for k in ks]
+            try:
+                arr, file_valid = self._read_file(path, indexes, window)
+            except RasterioIOError as exc:
+                raise RasterReadError(
+                    f"reading window {_fmt_window(window)} of {path} failed: "
+                    f"{str(exc).splitlines()[0] if str(exc) else exc!r}; the file may be "
+                    "truncated or corrupt"
+                ) from exc
+            if data is None:
+                data = arr.astype(self.dtype, copy=False)  # one multi-band file: no copy
+            else:
+                data[ks] = arr
+            valid &= file_valid
+        assert data is not None
+        return data, valid
+
+    def _read_file(
+        self, path: str, indexes: list[int], window: Window
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ds = _cached(("ds", path), lambda: _open(path))
+        native = GridSpec(ds.crs, ds.transform, ds.width, ds.height)
+        offset = self.grid.offset_in(native)
+        if offset is not None:
+            # same pixel lattice: read the file directly, no resampling
+            window = Window(
+                window.col_off + offset[0], window.row_off + offset[1], window.width, window.height
+            )
+            arr = ds.read(indexes, window=window)
+            valid = np.ones(arr.shape[1:], dtype=bool)
+            for k, index in enumerate(indexes):
+                flags = ds.mask_flag_enums[index - 1]
+                if MaskFlags.all_valid in flags:
+                    continue
+                if MaskFlags.nodata in flags and ds.nodata is not None:
+                    valid &= ~_equal_nodata(arr[k], ds.nodata)
+                else:  # per-dataset mask or alpha band
+                    valid &= ds.read_masks(index, window=window) > 0
+        else:
+            vrt = _cached(("vrt", path, self.grid, self.resampling), lambda: self._warped(ds))
+            arr = vrt.read(indexes, window=window)
+            # the alpha band added by the warped view is per dataset: one mask covers all bands
+            valid = vrt.read_masks(indexes[0], window=window) > 0
+        if self.nodata is not None:
+            valid &= ~_equal_nodata(arr, self.nodata).any(axis=0)
+        if arr.dtype.kind == "f":
+            valid &= np.isfinite(arr).all(axis=0)
+        return arr, valid
+
+    def _warped(self, ds: Any) -> WarpedVRT:
+        # add_alpha marks pixels outside the source footprint (and source nodata) as invalid even
+        # when the source has no nodata value to fill them with.
+        return WarpedVRT(
+            ds,
+            crs=self.grid.crs,
+            transform=self.grid.transform,
+            width=self.grid.width,
+            height=self.grid.height,
+            resampling=Resampling[self.resampling],
+            add_alpha=True,
+        )
+
+
+def _equal_nodata(arr: np.ndarray, nodata: float) -> np.ndarray:
+    if np.isnan(nodata):
+        return np.asarray(np.isnan(arr))
+    return np.asarray(arr == nodata)
+
+
+def _fmt_window(w: Window) -> str:
+    return f"(col {int(w.col_off)}, row {int(w.row_off)}, {int(w.width)}×{int(w.height)} px)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Constructors
+
+
+def _band_files(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES
+    )
+
+
+def open_scene(
+    source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    *,
+    bands: Sequence[str] | None = None,
+    grid: GridSpec | None = None,
+    nodata: float | None = None,
+    resampling: ResamplingName = "bilinear",
+) -> Scene:
+    """Open a multispectral scene.
+
+    Args:
+        source: One multi-band raster (GeoTIFF, COG, JPEG 2000, VRT); a folder of single-band
+            files whose names end in the band name (``..._B02.tif``, ``..._B8A.jp2``, the OSCD
+            ``imgs_1/`` and Sentinel-2 ``IMG_DATA`` layouts); or a list of such files.
+        bands: Keep only these bands, in this order.
+        grid: Target grid. Default: the grid of the finest-resolution band.
+        nodata: Value treated as nodata in every band, overriding the files' own.
+        resampling: How bands on other grids are resampled onto the target grid (bilinear for
+            reflectances; nearest for class codes).
+
+    Raises:
+        SceneNotFoundError: the path does not exist or holds no raster files.
+        RasterReadError: a file is not a readable raster.
+        MissingCRSError: a file has no CRS or geotransform.
+        BandMismatchError: duplicate band names, or ``bands`` names a band that is missing.
+    """
+    paths = _source_paths(source)
+    sources: list[BandSource] = []
+    grids: list[GridSpec] = []
+    dtypes: list[str] = []
+    for path in paths:
+        with _open(str(path)) as ds:
+            g = _grid_of(ds, str(path))
+            if len(paths) == 1:
+                names = _multiband_names(ds)
+                sources += [BandSource(str(path), i + 1, n) for i, n in enumerate(names)]
+                grids += [g] * ds.count
+                dtypes += list(ds.dtypes)
+            else:
+                if ds.count != 1:
+                    raise BandMismatchError(
+                        f"{path} has {ds.count} bands; a folder or list of files must hold one "
+                        "band per file (pass a multi-band file on its own instead)"
+                    )
+                name = band_name_from_path(path)
+                if name is None:
+                    raise BandMismatchError(
+                        f"cannot tell which band {path.name} is: band files must end in the band "
+                        "name, e.g. `..._B04.tif` or `..._B8A.jp2`"
+                    )
+                sources.append(BandSource(str(path), 1, name))
+                grids.append(g)
+                dtypes.append(ds.dtypes[0])
+    names = [s.name for s in sources]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise BandMismatchError(
+            f"band name(s) {dupes} occur more than once in {source}; keep one file per band"
+        )
+    if grid is None:
+        # finest band: smallest pixel area; ties keep the first, i.e. the lowest band name
+        grid = min(grids, key=lambda g: g.res[0] * g.res[1])
+    scene = Scene(
+        bands=tuple(sources),
+        grid=grid,
+        dtype=np.result_type(*dtypes).name,
+        nodata=nodata,
+        resampling=resampling,
+    )
+    if bands is not None:
+        scene = scene.select(bands)
+    log.debug("opened %r", scene)
+    return scene
+
+
+def _source_paths(source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
+    if isinstance(source, str | os.PathLike):
+        p = Path(source)
+        if not p.exists():
+            raise SceneNotFoundError(
+                f"{p} does not exist; pass a raster file or a folder of band files"
+            )
+        if p.is_dir():
+            files = _band_files(p)
+            if not files:
+                raise SceneNotFoundError(
+                    f"{p} holds no raster files ({', '.join(RASTER_SUFFIXES)}); pass the folder "
+                    "that contains the band files"
+                )
+            return files
+        return [p]
+    files = [Path(s) for s in source]
+    if not files:
+        raise SceneNotFoundError("an empty list of band files was given")
+    for f in files:
+        if not f.is_file():
+            raise SceneNotFoundError(f"band file {f} does not exist")
+    return files
+
+
+def _multiband_names(ds: Any) -> list[str]:
+    descriptions = list(ds.descriptions)
+    if all(descriptions) and len(set(descriptions)) == len(descriptions):
+        return [str(d) for d in descriptions]
+    return [f"band{i + 1}" for i in range(ds.count)]
