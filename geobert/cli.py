@@ -322,7 +322,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        print("geobert: interrupted; no output was written", file=sys.stderr)
+        if args.command == "pretrain":
+            print(
+                "geobert: interrupted; rerun with --resume to continue from the last checkpoint",
+                file=sys.stderr,
+            )
+        else:
+            print("geobert: interrupted; no output was written", file=sys.stderr)
         return 130
     except Cancelled:
         print("geobert: cancelled; no output was written", file=sys.stderr)

@@ -1,0 +1,132 @@
+"""The model card stored inside every geobert checkpoint.
+
+A checkpoint describes itself (timm's ``pretrained_cfg``, TorchGeo's weight ``meta``): architecture,
+band names in input order, per-band normalisation, ground sampling distance, tile size, what it was
+trained on, classes, and the geobert version. Loading matches a scene's bands against the card by
+name: another order is re-mapped; a missing band is an error unless a fill policy is named.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from geobert.errors import BandMismatchError, GeobertError
+
+__all__ = ["CARD_FORMAT", "FillPolicy", "ModelCard"]
+
+CARD_FORMAT = 1
+"""Version of the card layout; a reader refuses cards from a newer format."""
+
+FillPolicy = Literal["error", "mean"]
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything needed to use a checkpoint correctly.
+
+    Args:
+        arch: Registered architecture name (``geobert_s``…).
+        arch_config: Keyword arguments of the architecture.
+        task: What the weights do: ``mim`` (pretrained encoder), ``change``, ``landcover``.
+        bands: Band names in input-channel order.
+        scale: Multiplier from file values to physical units (1e-4 for Sentinel-2 L1C DN).
+        mean, std: Per-band mean and standard deviation after scaling, from the training data.
+        gsd_m: Ground sampling distance the model was trained at, in metres.
+        tile_size_px: Tile edge used in training and the default for inference.
+        classes: Class names (for classifiers), colours as ``#rrggbb``.
+        training: Free-form summary of the training data and recipe.
+        geobert_version: Version that wrote the checkpoint.
+        card_format: Layout version of this card.
+    """
+
+    arch: str
+    arch_config: dict[str, Any]
+    task: str
+    bands: tuple[str, ...]
+    scale: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    gsd_m: float
+    tile_size_px: int
+    classes: tuple[str, ...] = ()
+    colors: tuple[str, ...] = ()
+    training: dict[str, Any] = field(default_factory=dict)
+    geobert_version: str = ""
+    card_format: int = CARD_FORMAT
+
+    def __post_init__(self) -> None:
+        n = len(self.bands)
+        if len(self.mean) != n or len(self.std) != n:
+            raise GeobertError(
+                f"model card has {n} bands but {len(self.mean)} means and {len(self.std)} stds"
+            )
+        if any(s <= 0 for s in self.std):
+            raise GeobertError("model card has a non-positive band std")
+
+    # -- serialisation ---------------------------------------------------------------------
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "checkpoint") -> ModelCard:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise GeobertError(
+                f"{source} has an unreadable model card ({exc}); re-export it"
+            ) from exc
+        fmt = int(raw.get("card_format", 0))
+        if fmt > CARD_FORMAT:
+            raise GeobertError(
+                f"{source} was written by geobert {raw.get('geobert_version', '?')} (model card "
+                f"format {fmt}); this geobert reads format {CARD_FORMAT} or older: upgrade geobert "
+                "(pip install -U geobert)"
+            )
+        for key in ("bands", "mean", "std", "classes", "colors"):
+            if key in raw:
+                raw[key] = tuple(raw[key])
+        try:
+            return cls(**raw)
+        except TypeError as exc:
+            raise GeobertError(f"{source} has an incomplete model card ({exc})") from exc
+
+    # -- using the card --------------------------------------------------------------------
+
+    def band_indices(
+        self, available: Sequence[str], *, fill: FillPolicy = "error"
+    ) -> list[int | None]:
+        """Index into ``available`` for each of the card's bands, in the card's order.
+
+        ``None`` marks a band that is missing and will be filled with its training mean (only
+        with ``fill="mean"``).
+
+        Raises:
+            BandMismatchError: a band is missing and ``fill`` is ``"error"``.
+        """
+        pos = {name: i for i, name in enumerate(available)}
+        missing = [b for b in self.bands if b not in pos]
+        if missing and fill == "error":
+            raise BandMismatchError(
+                f"the model needs band(s) {missing} that the scene lacks (scene has "
+                f"{list(available)}, model expects {list(self.bands)}); provide them, or allow "
+                "filling missing bands with their training mean (fill='mean')"
+            )
+        return [pos.get(b) for b in self.bands]
+
+    def normalize(self, x: np.ndarray, indices: Sequence[int | None]) -> np.ndarray:
+        """Select, re-order and normalise ``(N, C_scene, H, W)`` values into the model's bands.
+
+        Missing bands (``None``) become 0, i.e. their training mean.
+        """
+        n, _, h, w = x.shape
+        out = np.zeros((n, len(self.bands), h, w), dtype=np.float32)
+        for k, idx in enumerate(indices):
+            if idx is not None:
+                out[:, k] = (x[:, idx] * self.scale - self.mean[k]) / self.std[k]
+        return out

@@ -1,0 +1,1 @@
+"""Training recipes (masked image modelling now; change and land cover heads later)."""

@@ -1,0 +1,140 @@
+"""Random training windows streamed from scenes through the ``tiles`` readers.
+
+No pre-extracted patch dataset: each batch is drawn from a generator seeded with ``(seed, k)``, so
+batch ``k`` is the same whatever the number of loader processes and whether training resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rasterio.windows import Window
+
+from geobert.errors import GeobertError, SceneNotFoundError
+from tiles.scene import RASTER_SUFFIXES, Scene, band_name_from_path, open_scene
+
+__all__ = ["WindowSampler", "discover_scenes"]
+
+log = logging.getLogger(__name__)
+
+
+def discover_scenes(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Expand data paths into scenes: raster files, and folders that directly hold band files.
+
+    A folder of folders (``oscd/images``) is searched recursively, so one path can name a whole
+    dataset.
+    """
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise SceneNotFoundError(f"training data path {p} does not exist")
+        if p.is_file():
+            found.append(p)
+            continue
+        for folder in sorted({p, *(d for d in p.rglob("*") if d.is_dir())}):
+            bands = [
+                f
+                for f in folder.iterdir()
+                if f.suffix.lower() in RASTER_SUFFIXES and band_name_from_path(f)
+            ]
+            if len(bands) >= 2:
+                found.append(folder)
+    if not found:
+        raise SceneNotFoundError(f"no scenes (band folders or rasters) found under {list(paths)}")
+    return found
+
+
+@dataclass
+class WindowSampler:
+    """Draw random square windows from scenes, skipping mostly-nodata ones, with flips/rot90.
+
+    Args:
+        scenes: Scenes with the bands wanted, in one band order.
+        window_px: Window edge in pixels.
+        min_valid: Minimum fraction of valid pixels for a window to be used.
+        augment: Random flips and 90° rotations.
+    """
+
+    scenes: Sequence[Scene]
+    window_px: int
+    min_valid: float = 0.95
+    augment: bool = True
+    max_tries: int = 50
+
+    def __post_init__(self) -> None:
+        usable = [s for s in self.scenes if min(s.grid.shape) >= self.window_px]
+        if not usable:
+            raise GeobertError(f"no scene is at least {self.window_px} px on each side")
+        self.scenes = usable
+        areas = np.array([s.grid.width * s.grid.height for s in usable], dtype=float)
+        self._p = areas / areas.sum()  # sample scenes by area: every pixel equally likely
+        self.skipped = 0
+
+    def window(self, rng: np.random.Generator) -> np.ndarray:
+        """One window ``(bands, window_px, window_px)`` float32 in file units."""
+        n = self.window_px
+        for _ in range(self.max_tries):
+            scene = self.scenes[rng.choice(len(self.scenes), p=self._p)]
+            r = int(rng.integers(0, scene.grid.height - n + 1))
+            c = int(rng.integers(0, scene.grid.width - n + 1))
+            data, valid = scene.read(Window(c, r, n, n))
+            if valid.mean() < self.min_valid:
+                self.skipped += 1
+                continue
+            x = data.astype(np.float32)
+            x[:, ~valid] = np.nan
+            if self.augment:
+                x = np.rot90(x, k=int(rng.integers(0, 4)), axes=(1, 2))
+                if rng.random() < 0.5:
+                    x = x[:, :, ::-1]
+            return np.ascontiguousarray(x)
+        raise GeobertError(
+            f"{self.max_tries} random {n} px windows in a row were mostly nodata; check the data "
+            "or lower min_valid"
+        )
+
+    def batch(self, seed: int, k: int, size: int) -> np.ndarray:
+        """Batch ``k`` of ``size`` windows, ``(size, bands, n, n)``.
+
+        The same arguments always give the same batch.
+        """
+        rng = np.random.default_rng([seed, k])
+        return np.stack([self.window(rng) for _ in range(size)])
+
+    def batches(self, seed: int, start: int, size: int) -> Iterator[np.ndarray]:
+        k = start
+        while True:
+            yield self.batch(seed, k, size)
+            k += 1
+
+
+def band_stats(
+    sampler: WindowSampler, *, seed: int, windows: int, scale: float
+) -> tuple[list[float], list[float]]:
+    """Per-band mean and std (after ``scale``) over ``windows`` random windows' valid pixels."""
+    # a batch index training never reaches (2**40), so the statistics windows are their own draw
+    x = sampler.batch(seed, 2**40, windows) * scale  # (N, C, n, n), NaN where invalid
+    flat = np.moveaxis(x, 1, 0).reshape(x.shape[1], -1)
+    mean = np.nanmean(flat, axis=1)
+    std = np.nanstd(flat, axis=1)
+    return [float(v) for v in mean], [float(max(v, 1e-6)) for v in std]
+
+
+def open_training_scenes(paths: Sequence[Path], bands: Sequence[str] | None) -> list[Scene]:
+    """Open scenes, keeping ``bands`` (default: the first scene's bands) in one order."""
+    scenes = []
+    for p in paths:
+        scene = open_scene(p)
+        if bands is None:
+            bands = scene.band_names
+        missing = [b for b in bands if b not in scene.band_names]
+        if missing:
+            log.warning("skipping %s: it lacks band(s) %s", p, missing)
+            continue
+        scenes.append(scene.select(bands))
+    return scenes
