@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
+import warnings
 from pathlib import Path
 
 import rasterio
@@ -66,6 +67,24 @@ def main() -> None:
     for date in ("imgs_1", "imgs_2"):
         crop_scene(oscd / date, HERE / "oscd_beirut" / date, "B02", win, compress="deflate")
     shutil.copy(oscd / "dates.txt", HERE / "oscd_beirut" / "dates.txt")
+    # its change label, cut as in the dataset: no CRS, pixel-aligned with imgs_1's B02 crop
+    label = args.shared / "oscd" / "labels" / "beirut" / "beirut-cm.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(label) as src:
+            cut = src.read(1, window=win)
+        (HERE / "oscd_beirut" / "labels").mkdir(exist_ok=True)
+        with rasterio.open(
+            HERE / "oscd_beirut" / "labels" / "beirut-cm.tif",
+            "w",
+            driver="GTiff",
+            width=cut.shape[1],
+            height=cut.shape[0],
+            count=1,
+            dtype="uint8",
+            compress="deflate",
+        ) as dst:
+            dst.write(cut, 1)
     # 120×120 px at 10 m of the JPEG 2000 scene (UTM 18N), written losslessly as JPEG 2000
     s2 = args.shared / "sentinel2_scene"
     crop_scene(
