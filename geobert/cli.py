@@ -26,21 +26,21 @@ os.environ.setdefault("GDAL_CACHEMAX", "64")
 from geobert.errors import Cancelled, GeobertError  # noqa: E402 - after the GDAL settings
 
 
-def _add_engine_args(p: argparse.ArgumentParser) -> None:
+def _add_engine_args(p: argparse.ArgumentParser, tile_px: int = 512, overlap_px: int = 64) -> None:
     g = p.add_argument_group("tiling and scheduling")
     g.add_argument(
         "--tile-size",
         type=int,
-        default=512,
+        default=tile_px,
         metavar="PX",
-        help="tile edge in pixels (default: 512)",
+        help=f"tile edge in pixels (default: {tile_px})",
     )
     g.add_argument(
         "--overlap",
         type=int,
-        default=64,
+        default=overlap_px,
         metavar="PX",
-        help="overlap between tiles in pixels, blended (default: 64)",
+        help=f"overlap between tiles in pixels, blended (default: {overlap_px})",
     )
     g.add_argument(
         "--batch-size", type=int, default=4, metavar="N", help="tiles per task (default: 4)"
@@ -97,6 +97,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("scene", help="raster file, or folder of single-band files (e.g. OSCD imgs_1/)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    p = sub.add_parser(
+        "change",
+        help="bi-temporal change detection: change probability, mask, polygons",
+        description="Detect change between two dates of a place with the geobert change model. "
+        "Writes change_probability.tif, change.tif (0 no change, 1 change, 255 nodata), "
+        "change.gpkg (one polygon per change region with area_m2, mean_probability, "
+        "max_probability), summary.json and quicklook.png into OUTDIR. The output grid is "
+        "BEFORE's finest-band grid, cropped to where both dates exist; pixels that are nodata "
+        "in either date are nodata, never change.",
+    )
+    p.add_argument("before", metavar="BEFORE", help="raster file or folder of band files")
+    p.add_argument("after", metavar="AFTER", help="the later date of the same place")
+    p.add_argument("-o", "--outdir", required=True, metavar="OUTDIR")
+    p.add_argument(
+        "-m", "--model", default=None, help="change checkpoint (default: shipped OSCD model)"
+    )
+    p.add_argument(
+        "--min-area",
+        type=float,
+        default=500.0,
+        metavar="M2",
+        help="minimum polygon area in m² (default: 500)",
+    )
+    p.add_argument(
+        "--simplify",
+        type=float,
+        default=5.0,
+        metavar="M",
+        help="polygon simplification tolerance in m (default: 5)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_engine_args(p, tile_px=256, overlap_px=32)
 
     p = sub.add_parser(
         "ndvi",
@@ -173,6 +207,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", nargs="+", required=True, metavar="PATH")
     p.add_argument("-o", "--outdir", required=True, metavar="OUTDIR")
     p.add_argument("--windows", type=int, default=64)
+
+    p = sub.add_parser(
+        "train-change",
+        help="fine-tune the change network on OSCD with a leave-cities-out split",
+        description="Train on the labelled OSCD cities that are neither validation nor test "
+        "cities; the decision threshold is chosen on the validation cities only.",
+    )
+    p.add_argument("--data", required=True, metavar="OSCD", help="OSCD root (images/, labels/)")
+    p.add_argument("--out", required=True, metavar="CKPT")
+    p.add_argument(
+        "--init",
+        choices=["mim", "scratch"],
+        default="mim",
+        help="encoder start (default: the shipped MIM encoder)",
+    )
+    p.add_argument(
+        "--encoder", default=None, metavar="CKPT", help="pretrained encoder (default: shipped)"
+    )
+    p.add_argument("--val-cities", nargs="+", required=True)
+    p.add_argument(
+        "--test-cities", nargs="+", required=True, help="never used in training or tuning"
+    )
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-q", "--quiet", action="store_true")
+
+    p = sub.add_parser(
+        "evaluate-change",
+        help="precision, recall, F1 and IoU of change models and CVA on OSCD cities",
+    )
+    p.add_argument("--data", required=True, metavar="OSCD")
+    p.add_argument("--models", nargs="+", required=True, metavar="CKPT")
+    p.add_argument("--names", nargs="+", default=None)
+    p.add_argument("--cities", nargs="+", required=True)
+    p.add_argument("-o", "--outdir", required=True)
 
     p = sub.add_parser(
         "export-onnx",
@@ -302,7 +371,91 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_change(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from geobert.change.oscd import list_cities
+    from geobert.change.train import ChangeTrainConfig, load_city, save_change_model, train_change
+    from geobert.models.checkpoint import read_card
+    from geobert.weights import pretrained_encoder_path
+
+    encoder = args.encoder or pretrained_encoder_path()
+    card = read_card(encoder)
+    labelled = {c.name: c for c in list_cities(args.data, labelled_only=True)}
+    held = set(args.val_cities) | set(args.test_cities)
+    unknown = sorted(held - set(labelled))
+    if unknown:
+        raise GeobertError(f"no labelled OSCD city {unknown}; labelled: {sorted(labelled)}")
+    train_names = sorted(set(labelled) - held)
+    cfg = ChangeTrainConfig(
+        init=args.init,
+        steps=args.steps,
+        seed=args.seed,
+        train_cities=tuple(train_names),
+        val_cities=tuple(args.val_cities),
+        extra={"test_cities": ",".join(args.test_cities)},
+    )
+    train = [load_city(labelled[n], card) for n in train_names]
+    val = [load_city(labelled[n], card) for n in args.val_cities]
+    bar = tqdm(total=cfg.steps, desc=f"train-change ({args.init})", unit="step", disable=args.quiet)
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        bar.n = step
+        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        bar.refresh()
+
+    try:
+        model, out_card = train_change(train, val, encoder, cfg, on_step=on_step)
+    finally:
+        bar.close()
+    save_change_model(model, out_card, args.out)
+    v = out_card.training["validation"]
+    print(
+        f"wrote {args.out}: threshold {out_card.training['threshold']:.2f}, validation F1 "
+        f"{v['f1']:.3f} on {', '.join(args.val_cities)}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_evaluate_change(args: argparse.Namespace) -> int:
+    from geobert.change.evaluate import evaluate_change
+
+    Path(args.outdir).mkdir(parents=True, exist_ok=True)
+    summary = evaluate_change(args.data, args.models, args.cities, args.outdir, args.names)
+    for method, res in summary["methods"].items():
+        print(f"{method:>24}: pooled F1 {res['pooled']['f1']:.3f}  IoU {res['pooled']['iou']:.3f}")
+    return 0
+
+
+def _cmd_change(args: argparse.Namespace) -> int:
+    from geobert._progress import TqdmProgress
+    from geobert.change.pipeline import detect_change
+
+    summary = detect_change(
+        args.before,
+        args.after,
+        args.outdir,
+        model=args.model,
+        overwrite=args.overwrite,
+        min_area_m2=args.min_area,
+        simplify_m=args.simplify,
+        config=_engine_config(args),
+        progress=TqdmProgress(desc="tiles", disable=args.quiet),
+    )
+    if not args.quiet:
+        print(
+            f"wrote {args.outdir}: {summary['polygons']} change polygons, "
+            f"{summary['polygon_area_m2'] / 1e4:.2f} ha, in {summary['seconds']['total']:.1f} s",
+            file=sys.stderr,
+        )
+    return 0
+
+
 COMMANDS = {
+    "change": _cmd_change,
+    "train-change": _cmd_train_change,
+    "evaluate-change": _cmd_evaluate_change,
     "info": _cmd_info,
     "ndvi": _cmd_ndvi,
     "pretrain": _cmd_pretrain,

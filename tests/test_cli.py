@@ -107,3 +107,16 @@ def test_bad_input_gives_one_clear_line(
     assert (tmp_path / "exists.tif").read_text() == "keep"
     assert not list(tmp_path.glob(".*partial*"))
     assert tree_checksums(oscd_before.parent) == before_sums
+
+
+def test_change_command_runs_on_the_example_pair(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "abudhabi"
+    out = tmp_path / "out"
+    proc = run("change", example / "imgs_1", example / "imgs_2", "-o", out, "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["change.gpkg", "change.tif", "change_probability.tif", "quicklook.png", "summary.json"]
+    )
+    again = run("change", example / "imgs_1", example / "imgs_2", "-o", out, "-q")
+    assert again.returncode == 2 and "pass --overwrite" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1

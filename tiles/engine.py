@@ -436,6 +436,7 @@ def map_tiles_to_raster(
     overwrite: bool = False,
     overview_resampling: OverviewResampling = "average",
     tags: dict[str, str] | None = None,
+    colormap: dict[int, tuple[int, int, int, int]] | None = None,
     config: EngineConfig | None = None,
     progress: Progress | None = None,
 ) -> RunReport:
@@ -459,6 +460,7 @@ def map_tiles_to_raster(
         overwrite=overwrite,
         overview_resampling=overview_resampling,
         tags=tags,
+        colormap=colormap,
     ) as writer:
         return map_tiles(
             reader,

@@ -180,8 +180,12 @@ class RasterWriter:
             "BIGTIFF": "IF_SAFER",
             "SPARSE_OK": "TRUE",
         }
+        if self.colormap:
+            profile["photometric"] = "palette"  # must be set before any pixel is written
         try:
             self._ds = rasterio.open(self._tmp, "w", **profile)
+            if self.colormap:
+                self._ds.write_colormap(1, self.colormap)
         except (RasterioIOError, OSError) as exc:
             self._cleanup()
             raise _io_error(self.path, exc) from exc
@@ -216,8 +220,6 @@ class RasterWriter:
             if self.band_names:
                 for i, name in enumerate(self.band_names, start=1):
                     ds.set_band_description(i, name)
-            if self.colormap:
-                ds.write_colormap(1, self.colormap)
             if self.tags:
                 ds.update_tags(**self.tags)
             # overviews are built on the uncompressed file (cheap), then the COG driver only

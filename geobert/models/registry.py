@@ -25,6 +25,10 @@ def list_models() -> list[str]:
     """Names accepted by :func:`create_model`."""
     import geobert.models.encoder  # noqa: F401 - registers the presets
 
+    if "changenet" not in _REGISTRY:
+        from geobert.change.train import changenet_factory
+
+        _REGISTRY["changenet"] = changenet_factory
     return sorted(_REGISTRY)
 
 

@@ -1,0 +1,55 @@
+"""The geobert change network: one encoder on both dates, fusion per pyramid level, light FPN.
+
+Both dates go through the same (Siamese) encoder. At every level the two feature maps are fused
+from their absolute difference and their concatenation (1×1 convolution), a top-down FPN merges
+the levels to stride 4, and a small head gives one change logit per pixel.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F  # noqa: N812 - torch's own convention
+
+from geobert.models.encoder import GeobertEncoder
+
+__all__ = ["ChangeNet"]
+
+
+def _conv_bn(cin: int, cout: int, k: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)
+    )
+
+
+class ChangeNet(nn.Module):
+    """Siamese encoder + per-level fusion + FPN decoder.
+
+    ``forward(before, after)`` takes two ``(B, C, H, W)`` normalised tensors (H, W multiples of
+    32) and returns change logits ``(B, 1, H, W)``.
+    """
+
+    def __init__(self, encoder: GeobertEncoder, decoder_dim: int = 64) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.fuse = nn.ModuleList(_conv_bn(3 * c, decoder_dim, 1) for c in encoder.feature_channels)
+        self.smooth = nn.ModuleList(
+            _conv_bn(decoder_dim, decoder_dim, 3) for _ in encoder.feature_channels
+        )
+        self.head = nn.Sequential(
+            _conv_bn(decoder_dim, decoder_dim, 3), nn.Conv2d(decoder_dim, 1, 1)
+        )
+
+    def forward(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        n = before.shape[0]
+        feats = self.encoder.forward_features(torch.cat([before, after]))  # one pass, both dates
+        fused = [
+            fuse(torch.cat([(f[:n] - f[n:]).abs(), f[:n], f[n:]], dim=1))
+            for fuse, f in zip(self.fuse, feats, strict=True)
+        ]
+        x = self.smooth[-1](fused[-1])
+        for level in range(len(fused) - 2, -1, -1):
+            x = F.interpolate(x, size=fused[level].shape[-2:], mode="bilinear", align_corners=False)
+            x = self.smooth[level](x + fused[level])
+        logits = self.head(x)
+        return F.interpolate(logits, size=before.shape[-2:], mode="bilinear", align_corners=False)

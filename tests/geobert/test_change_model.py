@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from geobert.change.metrics import scores
+from geobert.change.model import ChangeNet
+from geobert.change.oscd import list_cities
+from geobert.change.train import (
+    ChangeTrainConfig,
+    best_threshold,
+    load_city,
+    predict_city,
+    save_change_model,
+    train_change,
+)
+from geobert.errors import GeobertError
+from geobert.models import create_model, load_checkpoint
+from geobert.models.checkpoint import read_card
+from geobert.weights import pretrained_encoder_path
+from tests.geobert.test_change_basics import _oscd_tree
+
+S2 = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A")
+
+
+def test_changenet_shapes_any_band_count() -> None:
+    for bands in (4, 13):
+        model = ChangeNet(create_model("geobert_s", bands=[f"b{i}" for i in range(bands)])).eval()
+        with torch.no_grad():
+            out = model(torch.randn(2, bands, 64, 96), torch.randn(2, bands, 64, 96))
+        assert out.shape == (2, 1, 64, 96)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_tiny_training_run_improves_f1_and_round_trips(tmp_path: Path, oscd_before: Path) -> None:
+    torch.set_num_threads(2)
+    root = _oscd_tree(tmp_path, oscd_before.parent)
+    [city] = list_cities(root, labelled_only=True)
+    card = read_card(pretrained_encoder_path())
+    arrays = load_city(city, card)
+    assert arrays.before.shape == (13, 96, 96) and arrays.label.sum() > 0
+
+    untrained = ChangeNet(load_checkpoint(pretrained_encoder_path())[0])  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    _, before_scores = best_threshold([predict_city(untrained, arrays)], [arrays])
+    cfg = ChangeTrainConfig(
+        window_px=64,
+        batch_size=8,
+        steps=60,
+        lr=1e-3,
+        warmup_steps=5,
+        pos_fraction=0.7,
+        train_cities=("beirut",),
+        val_cities=("beirut",),
+    )
+    model, out_card = train_change([arrays], [arrays], pretrained_encoder_path(), cfg)
+    after = out_card.training["validation"]["f1"]
+    assert after > before_scores.f1 + 0.05, (before_scores.f1, after)
+    assert out_card.task == "change" and out_card.classes == ("no change", "change")
+
+    path = save_change_model(model, out_card, tmp_path / "change.safetensors")
+    loaded, card2 = load_checkpoint(path)
+    assert (
+        isinstance(loaded, ChangeNet)
+        and card2.training["threshold"] == out_card.training["threshold"]
+    )
+    p1, p2 = predict_city(model, arrays), predict_city(loaded, arrays)
+    np.testing.assert_array_equal(p1, p2)
+    t = card2.training["threshold"]
+    assert scores(p2 > t, arrays.label, arrays.valid).f1 == pytest.approx(after)
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_evaluation_refuses_models_tuned_on_its_cities(tmp_path: Path, oscd_before: Path) -> None:
+    from geobert.change.evaluate import evaluate_change
+    from geobert.models.card import ModelCard
+
+    root = _oscd_tree(tmp_path, oscd_before.parent)
+    enc_card = read_card(pretrained_encoder_path())
+    model = ChangeNet(create_model("geobert_s", bands=S2))  # type: ignore[arg-type]
+    card = ModelCard(
+        arch="changenet",
+        arch_config={"encoder": "geobert_s", "encoder_config": enc_card.arch_config},
+        task="change",
+        bands=S2,
+        scale=1e-4,
+        mean=enc_card.mean,
+        std=enc_card.std,
+        gsd_m=10.0,
+        tile_size_px=256,
+        training={
+            "threshold": 0.5,
+            "config": {"train_cities": ["paris"], "val_cities": ["beirut"]},
+        },
+    )
+    path = save_change_model(model, card, tmp_path / "m.safetensors")
+    with pytest.raises(GeobertError, match=r"trained or tuned on evaluation cities \['beirut'\]"):
+        evaluate_change(root, [path], ["beirut"], tmp_path)
+    shutil.rmtree(root)

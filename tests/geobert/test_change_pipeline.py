@@ -1,0 +1,140 @@
+"""`geobert change` end to end on the shipped example pair with the shipped model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+import shapely
+from rasterio.features import rasterize
+from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+from geobert.change.pipeline import OUTPUT_NAMES, detect_change
+from geobert.errors import BandMismatchError, OutputExistsError
+from tests.conftest import tree_checksums
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "abudhabi"
+
+
+@pytest.fixture(scope="module")
+def example_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:  # type: ignore[type-arg]
+    out = tmp_path_factory.mktemp("change")
+    sums = tree_checksums(EXAMPLE)
+    summary = detect_change(
+        EXAMPLE / "imgs_1", EXAMPLE / "imgs_2", out, min_area_m2=0, simplify_m=0
+    )
+    assert tree_checksums(EXAMPLE) == sums  # inputs untouched
+    return out, summary
+
+
+def test_outputs_exist_valid_and_georeferenced(example_run) -> None:  # type: ignore[no-untyped-def]
+    out, summary = example_run
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_NAMES)
+    with rasterio.open(next((EXAMPLE / "imgs_1").glob("*_B02.tif"))) as ref:
+        crs = ref.crs
+    for name in ("change.tif", "change_probability.tif"):
+        with rasterio.open(out / name) as ds:
+            assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+            assert ds.crs == crs and ds.shape == (
+                summary["grid"]["height"],
+                summary["grid"]["width"],
+            )
+    with rasterio.open(out / "change.tif") as ds:
+        change = ds.read(1)
+        assert ds.nodata == 255 and set(np.unique(change)) <= {0, 1, 255}
+        assert ds.colormap(1)[1][:3] == (230, 25, 25)
+    with rasterio.open(out / "change_probability.tif") as ds:
+        prob = ds.read(1)
+    t = summary["threshold"]
+    np.testing.assert_array_equal(change == 1, prob > t)
+    assert json.loads((out / "summary.json").read_text())["changed_pixels"] == int(
+        (change == 1).sum()
+    )
+
+
+def test_polygons_agree_with_the_change_raster(example_run) -> None:  # type: ignore[no-untyped-def]
+    out, summary = example_run
+    info = pyogrio.read_info(out / "change.gpkg")
+    assert list(info["fields"]) == ["area_m2", "mean_probability", "max_probability"]
+    _, _, geom, fields = pyogrio.raw.read(out / "change.gpkg")
+    geoms = shapely.from_wkb(geom)
+    assert len(geoms) == summary["polygons"] and shapely.is_valid(geoms).all()
+    with rasterio.open(out / "change.tif") as ds:
+        change = ds.read(1)
+        transform = ds.transform
+    burnt = rasterize([(g, 1) for g in geoms], out_shape=change.shape, transform=transform)
+    # without a mapping unit or simplification the polygons are exactly the changed pixels
+    np.testing.assert_array_equal(burnt == 1, change == 1)
+    mean_p, max_p = fields[1], fields[2]
+    assert np.all(mean_p > summary["threshold"]) and np.all(max_p >= mean_p)
+
+
+def _to_utm(src_dir: Path, dst_dir: Path) -> None:
+    dst_dir.mkdir()
+    for src in src_dir.glob("*.tif"):
+        with rasterio.open(src) as ds:
+            t, w, h = calculate_default_transform(
+                ds.crs, "EPSG:32640", ds.width, ds.height, *ds.bounds
+            )
+            out = np.zeros((h, w), ds.dtypes[0])
+            reproject(
+                ds.read(1),
+                out,
+                src_transform=ds.transform,
+                src_crs=ds.crs,
+                dst_transform=t,
+                dst_crs="EPSG:32640",
+                resampling=Resampling.bilinear,
+                dst_nodata=0,
+            )
+            profile = ds.profile | {
+                "crs": "EPSG:32640",
+                "transform": t,
+                "width": w,
+                "height": h,
+                "nodata": 0,
+            }
+        with rasterio.open(dst_dir / src.name, "w", **profile) as dst:
+            dst.write(out, 1)
+
+
+def test_second_date_in_another_crs_and_nodata_never_change(tmp_path: Path, example_run) -> None:  # type: ignore[no-untyped-def]
+    ref_out, _ = example_run
+    after = tmp_path / "after_utm"
+    _to_utm(EXAMPLE / "imgs_2", after)
+    # clouds/nodata: blank a block of the second date
+    for p in after.glob("*.tif"):
+        with rasterio.open(p, "r+") as ds:
+            a = ds.read(1)
+            a[: a.shape[0] // 3, : a.shape[1] // 3] = 0
+            ds.write(a, 1)
+    out = tmp_path / "out"
+    detect_change(EXAMPLE / "imgs_1", after, out, min_area_m2=0, simplify_m=0)
+    with rasterio.open(out / "change.tif") as ds, rasterio.open(ref_out / "change.tif") as ref:
+        change = ds.read(1)
+        assert ds.crs == ref.crs  # the first date's grid, not the second's
+    h, w = change.shape
+    assert (change[: h // 4, : w // 4] == 255).all()  # nodata in either date → nodata
+    assert (change[h // 2 :, w // 2 :] != 255).mean() > 0.95
+
+
+def test_bad_inputs_leave_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    few = tmp_path / "few"
+    few.mkdir()
+    for b in ("B02", "B03", "B04"):
+        shutil.copy(next((EXAMPLE / "imgs_2").glob(f"*_{b}.tif")), few)
+    with pytest.raises(BandMismatchError):
+        detect_change(EXAMPLE / "imgs_1", few, out)
+    assert not out.exists() or list(out.iterdir()) == []
+    out.mkdir(exist_ok=True)
+    (out / "change.tif").write_text("keep")
+    with pytest.raises(OutputExistsError, match="pass --overwrite"):
+        detect_change(EXAMPLE / "imgs_1", EXAMPLE / "imgs_2", out)
+    assert sorted(p.name for p in out.iterdir()) == ["change.tif"]
+    assert (out / "change.tif").read_text() == "keep"
