@@ -307,9 +307,21 @@ def _cmd_ndvi(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_pretrain(args: argparse.Namespace) -> int:
+def _step_bar(desc: str, total: int, quiet: bool) -> tuple[Any, Any]:
+    """A tqdm bar over training steps and the ``on_step(step, total, loss)`` callback feeding it."""
     from tqdm import tqdm
 
+    bar = tqdm(total=total, desc=desc, unit="step", disable=quiet)
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        bar.n = step
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        bar.refresh()
+
+    return bar, on_step
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
     from geobert.training.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig(
@@ -324,12 +336,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         seed=args.seed,
         time_budget_s=None if args.time_budget is None else args.time_budget * 60,
     )
-    bar = tqdm(total=cfg.steps, desc="pretrain", unit="step", disable=args.quiet)
-
-    def on_step(step: int, total: int, loss: float) -> None:
-        bar.n = step
-        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-        bar.refresh()
+    bar, on_step = _step_bar("pretrain", cfg.steps, args.quiet)
 
     try:
         card = pretrain(args.data, args.out, cfg, resume=args.resume, on_step=on_step)
@@ -372,8 +379,6 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_change(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from geobert.change.oscd import list_cities
     from geobert.change.train import ChangeTrainConfig, load_city, save_change_model, train_change
     from geobert.models.checkpoint import read_card
@@ -397,12 +402,7 @@ def _cmd_train_change(args: argparse.Namespace) -> int:
     )
     train = [load_city(labelled[n], card) for n in train_names]
     val = [load_city(labelled[n], card) for n in args.val_cities]
-    bar = tqdm(total=cfg.steps, desc=f"train-change ({args.init})", unit="step", disable=args.quiet)
-
-    def on_step(step: int, total: int, loss: float) -> None:
-        bar.n = step
-        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-        bar.refresh()
+    bar, on_step = _step_bar(f"train-change ({args.init})", cfg.steps, args.quiet)
 
     try:
         model, out_card = train_change(train, val, encoder, cfg, on_step=on_step)

@@ -11,7 +11,6 @@ cities; the test cities are never looked at here.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ from geobert.models.card import ModelCard
 from geobert.models.checkpoint import load_checkpoint
 from geobert.models.encoder import GeobertEncoder, pad_to_stride
 from geobert.models.registry import create_model
+from geobert.training.schedule import warmup_cosine
 from tiles.pair import align_pair
 
 __all__ = ["ChangeTrainConfig", "CityArrays", "load_city", "predict_city", "train_change"]
@@ -92,10 +92,8 @@ class ChangeTrainConfig:
     extra: dict[str, str] = field(default_factory=dict)
 
     def lr_at(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return self.lr * (step + 1) / self.warmup_steps
-        t = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
-        return 0.5 * self.lr * (1 + math.cos(math.pi * min(t, 1.0)))
+        """Linear warm-up, then cosine decay to zero."""
+        return warmup_cosine(step, steps=self.steps, warmup=self.warmup_steps, peak=self.lr)
 
 
 def _windows(

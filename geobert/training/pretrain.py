@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +33,7 @@ from geobert.models.checkpoint import save_checkpoint
 from geobert.models.encoder import GeobertEncoder
 from geobert.models.registry import create_model
 from geobert.models.simmim import SimMIM, random_mask
+from geobert.training.schedule import warmup_cosine
 from geobert.training.windows import (
     WindowSampler,
     band_stats,
@@ -83,10 +83,9 @@ class PretrainConfig:
 
     def lr_at(self, step: int) -> float:
         """Linear warm-up to ``lr``, then cosine decay to ``min_lr`` at ``steps``."""
-        if step < self.warmup_steps:
-            return self.lr * (step + 1) / self.warmup_steps
-        t = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
-        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * min(t, 1.0)))
+        return warmup_cosine(
+            step, steps=self.steps, warmup=self.warmup_steps, peak=self.lr, floor=self.min_lr
+        )
 
 
 def _normalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray, scale: float) -> np.ndarray:

@@ -112,3 +112,11 @@ def test_short_pretraining_on_real_crop_lowers_loss(
         on_step=lambda s, n, loss: resumed.append(loss),
     )
     np.testing.assert_allclose(resumed, losses[12:], rtol=1e-4)
+
+
+def test_schedule_doctest() -> None:
+    import doctest
+
+    import geobert.training.schedule
+
+    assert doctest.testmod(geobert.training.schedule).failed == 0
