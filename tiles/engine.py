@@ -285,9 +285,14 @@ def map_tiles(
     h, w = reader.grid.shape
     grid = TileGrid(h, w, config.tile_size_px, config.overlap_px)
     emit_lock = threading.Lock()
+    stopped = threading.Event()
 
     def locked_emit(window: Window, arr: np.ndarray) -> None:
+        # After a failure Dask's threaded scheduler re-raises at once while tasks already running
+        # in other threads go on; they must not reach `emit` (e.g. a writer being closed).
         with emit_lock:
+            if stopped.is_set():
+                raise Cancelled("the run already stopped")
             emit(window, arr)
 
     acc = BlendAccumulator(grid, out_bands, out_dtype, out_nodata, locked_emit)
@@ -302,6 +307,10 @@ def map_tiles(
         else:
             workers = _run_local(reader, factory, batches, consumer, config)
             name = config.scheduler or "threads"
+    except BaseException:
+        with emit_lock:  # waits for an emit in progress, then bars any later one
+            stopped.set()
+        raise
     finally:
         progress.finish()
     seconds = time.perf_counter() - t0
