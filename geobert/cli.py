@@ -380,8 +380,8 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
 
 def _cmd_train_change(args: argparse.Namespace) -> int:
     from geobert.change.oscd import list_cities
-    from geobert.change.train import ChangeTrainConfig, load_city, save_change_model, train_change
-    from geobert.models.checkpoint import read_card
+    from geobert.change.train import ChangeTrainConfig, load_city, train_change
+    from geobert.models.checkpoint import read_card, save_checkpoint
     from geobert.weights import pretrained_encoder_path
 
     encoder = args.encoder or pretrained_encoder_path()
@@ -408,7 +408,7 @@ def _cmd_train_change(args: argparse.Namespace) -> int:
         model, out_card = train_change(train, val, encoder, cfg, on_step=on_step)
     finally:
         bar.close()
-    save_change_model(model, out_card, args.out)
+    save_checkpoint(model, out_card, args.out)
     v = out_card.training["validation"]
     print(
         f"wrote {args.out}: threshold {out_card.training['threshold']:.2f}, validation F1 "

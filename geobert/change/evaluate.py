@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from geobert.change.cva import otsu_threshold
+from geobert.change.cva import cva_magnitude, otsu_threshold
 from geobert.change.metrics import ChangeScores, pooled, scores, to_markdown
 from geobert.change.model import ChangeNet
 from geobert.change.oscd import list_cities
@@ -24,9 +24,9 @@ __all__ = ["cva_scores", "evaluate_change"]
 
 def cva_scores(city: CityArrays, card: ModelCard) -> ChangeScores:
     """CVA magnitude on reflectances with an Otsu threshold computed on the city itself."""
+    # normalised values × std are reflectances minus the band mean, which the difference cancels
     std = np.asarray(card.std, np.float32)[:, None, None]
-    diff = (city.after - city.before) * std  # back to reflectance differences
-    mag = np.sqrt((diff * diff).sum(axis=0))
+    mag = cva_magnitude(city.before * std, city.after * std, scale=1.0)
     mag[~city.valid] = np.nan
     return scores(mag > otsu_threshold(mag), city.label, city.valid)
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F  # noqa: N812 - torch's own convention
 
-from geobert.models.encoder import GeobertEncoder
+from geobert.models.encoder import GeobertEncoder, pad_to_stride
 
 __all__ = ["ChangeNet"]
 
@@ -53,3 +53,11 @@ class ChangeNet(nn.Module):
             x = self.smooth[level](x + fused[level])
         logits = self.head(x)
         return F.interpolate(logits, size=before.shape[-2:], mode="bilinear", align_corners=False)
+
+    @torch.no_grad()
+    def predict(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        """Change probability ``(B, 1, H, W)`` for inputs of any size (reflect-padded to the
+        encoder's stride, cropped back)."""
+        bp, (h, w) = pad_to_stride(before, self.encoder.stride)
+        ap, _ = pad_to_stride(after, self.encoder.stride)
+        return torch.sigmoid(self(bp, ap))[:, :, :h, :w]

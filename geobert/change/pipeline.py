@@ -61,7 +61,6 @@ class ChangeTiles:
 
         from geobert.change.model import ChangeNet
         from geobert.models.checkpoint import load_checkpoint
-        from geobert.models.encoder import pad_to_stride
 
         torch.set_num_threads(self.torch_threads)
         model, card = load_checkpoint(self.model_path)
@@ -71,11 +70,7 @@ class ChangeTiles:
         def fn(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
             b = torch.from_numpy(card.normalize(x[:, :n], self.indices))
             a = torch.from_numpy(card.normalize(x[:, n:], self.indices))
-            bp, (h, w) = pad_to_stride(b, model.encoder.stride)
-            ap, _ = pad_to_stride(a, model.encoder.stride)
-            with torch.no_grad():
-                prob = torch.sigmoid(model(bp, ap))[:, :, :h, :w]
-            return prob.numpy()
+            return model.predict(b, a).numpy()
 
         return fn
 

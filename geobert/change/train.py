@@ -15,7 +15,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -29,7 +28,7 @@ from geobert.change.oscd import OscdCity, read_label
 from geobert.errors import GeobertError
 from geobert.models.card import ModelCard
 from geobert.models.checkpoint import load_checkpoint
-from geobert.models.encoder import GeobertEncoder, pad_to_stride
+from geobert.models.encoder import GeobertEncoder
 from geobert.models.registry import create_model
 from geobert.training.schedule import warmup_cosine
 from tiles.pair import align_pair
@@ -152,10 +151,7 @@ def predict_city(model: ChangeNet, city: CityArrays, tile_px: int = 512) -> np.n
             sl = (slice(None), slice(r0, min(h, r0 + tile_px)), slice(c0, min(w, c0 + tile_px)))
             b = torch.from_numpy(np.ascontiguousarray(city.before[sl]))[None]
             a = torch.from_numpy(np.ascontiguousarray(city.after[sl]))[None]
-            bp, (th, tw) = pad_to_stride(b, model.encoder.stride)
-            ap, _ = pad_to_stride(a, model.encoder.stride)
-            out = torch.sigmoid(model(bp, ap))[0, 0, :th, :tw]
-            prob[sl[1], sl[2]] = out.numpy()
+            prob[sl[1], sl[2]] = model.predict(b, a)[0, 0].numpy()
     return prob
 
 
@@ -262,9 +258,3 @@ def changenet_factory(bands: Sequence[str], **kwargs: Any) -> ChangeNet:
     enc = create_model(str(kwargs["encoder"]), bands=bands, **dict(kwargs["encoder_config"]))
     assert isinstance(enc, GeobertEncoder)
     return ChangeNet(enc, decoder_dim=int(kwargs.get("decoder_dim", 64)))
-
-
-def save_change_model(model: ChangeNet, card: ModelCard, path: str | os.PathLike[str]) -> Path:
-    from geobert.models.checkpoint import save_checkpoint
-
-    return save_checkpoint(model, card, path)

@@ -15,12 +15,11 @@ from geobert.change.train import (
     best_threshold,
     load_city,
     predict_city,
-    save_change_model,
     train_change,
 )
 from geobert.errors import GeobertError
 from geobert.models import create_model, load_checkpoint
-from geobert.models.checkpoint import read_card
+from geobert.models.checkpoint import read_card, save_checkpoint
 from geobert.weights import pretrained_encoder_path
 from tests.geobert.test_change_basics import _oscd_tree
 
@@ -63,7 +62,7 @@ def test_tiny_training_run_improves_f1_and_round_trips(tmp_path: Path, oscd_befo
     assert after > before_scores.f1 + 0.05, (before_scores.f1, after)
     assert out_card.task == "change" and out_card.classes == ("no change", "change")
 
-    path = save_change_model(model, out_card, tmp_path / "change.safetensors")
+    path = save_checkpoint(model, out_card, tmp_path / "change.safetensors")
     loaded, card2 = load_checkpoint(path)
     assert (
         isinstance(loaded, ChangeNet)
@@ -98,7 +97,7 @@ def test_evaluation_refuses_models_tuned_on_its_cities(tmp_path: Path, oscd_befo
             "config": {"train_cities": ["paris"], "val_cities": ["beirut"]},
         },
     )
-    path = save_change_model(model, card, tmp_path / "m.safetensors")
+    path = save_checkpoint(model, card, tmp_path / "m.safetensors")
     with pytest.raises(GeobertError, match=r"trained or tuned on evaluation cities \['beirut'\]"):
         evaluate_change(root, [path], ["beirut"], tmp_path)
     shutil.rmtree(root)
