@@ -223,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="encoder start (default: the shipped MIM encoder)",
     )
     p.add_argument(
+        "--arch",
+        choices=["changenet", "fcsiamdiff"],
+        default="changenet",
+        help="network: geobert's ChangeNet (default) or TorchGeo's FC-Siam-diff baseline "
+        "(needs --init scratch and the 'baselines' extra)",
+    )
+    p.add_argument(
         "--encoder", default=None, metavar="CKPT", help="pretrained encoder (default: shipped)"
     )
     p.add_argument("--val-cities", nargs="+", required=True)
@@ -240,7 +247,109 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, metavar="OSCD")
     p.add_argument("--models", nargs="+", required=True, metavar="CKPT")
     p.add_argument("--names", nargs="+", default=None)
-    p.add_argument("--cities", nargs="+", required=True)
+    p.add_argument("--cities", nargs="+", required=True, help="evaluation cities")
+    p.add_argument(
+        "--threshold-cities",
+        nargs="+",
+        default=None,
+        help="choose each model's threshold on these cities (default: the one in the model, "
+        "chosen on its validation cities); must not overlap the evaluation cities",
+    )
+    p.add_argument("-o", "--outdir", required=True)
+
+    p = sub.add_parser(
+        "classify",
+        help="land-cover map of a scene: classes, confidence, polygons, areas",
+        description="Classify SCENE with a land-cover model. Writes landcover.tif (uint8 class "
+        "codes, colour table, class names in the metadata, 255 nodata), confidence.tif, "
+        "landcover.gpkg (polygons per class region with class, area_ha, mean_confidence), "
+        "areas.csv (hectares and share per class), summary.json and quicklook.png into OUTDIR. "
+        "--mode patch classifies fixed cells instead (one class per cell; a grid of polygons).",
+    )
+    p.add_argument("scene", metavar="SCENE", help="raster file or folder of band files")
+    p.add_argument("-o", "--outdir", required=True, metavar="OUTDIR")
+    p.add_argument(
+        "-m", "--model", default=None, help="land-cover checkpoint (default: shipped model)"
+    )
+    p.add_argument(
+        "--mode",
+        choices=["pixel", "patch"],
+        default="pixel",
+        help="pixel map (default) or one class per cell",
+    )
+    p.add_argument(
+        "--cell-size",
+        type=int,
+        default=64,
+        metavar="PX",
+        help="cell edge in pixels for --mode patch (default: 64)",
+    )
+    p.add_argument(
+        "--min-area",
+        type=float,
+        default=5000.0,
+        metavar="M2",
+        help="minimum mapping unit in m²: smaller regions join their largest neighbour "
+        "(default: 5000 = 0.5 ha)",
+    )
+    p.add_argument(
+        "--simplify",
+        type=float,
+        default=5.0,
+        metavar="M",
+        help="polygon simplification tolerance in m; neighbours keep shared edges (default: 5)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_engine_args(p, tile_px=256, overlap_px=32)
+
+    p = sub.add_parser(
+        "train-landcover",
+        help="train a land-cover model from a scene and a layer of training polygons",
+        description="Burn the polygons (any CRS; reprojected) onto the scene grid, train the "
+        "pretrained encoder with a segmentation head on the labelled pixels, and score it on "
+        "hold-out blocks of the scene (a spatially blocked split: whole blocks are held out). "
+        "Class names and colours are stored in MODEL.",
+    )
+    p.add_argument("--image", required=True, metavar="SCENE", help="raster or band folder")
+    p.add_argument(
+        "--labels", required=True, metavar="POLYGONS", help="polygon layer (GeoPackage, shp…)"
+    )
+    p.add_argument("--class-field", required=True, metavar="FIELD", help="attribute with classes")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL", help="output .safetensors")
+    p.add_argument(
+        "--init",
+        choices=["mim", "scratch"],
+        default="mim",
+        help="encoder start (default: the shipped MIM encoder)",
+    )
+    p.add_argument("--encoder", default=None, metavar="CKPT", help="pretrained encoder")
+    p.add_argument("--steps", type=int, default=600, help="optimiser steps (default: 600)")
+    p.add_argument(
+        "--block-size", type=int, default=128, metavar="PX", help="split block edge (default: 128)"
+    )
+    p.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=0.25,
+        help="share of labelled blocks held out (default: 0.25)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing MODEL")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser(
+        "evaluate-landcover",
+        help="accuracy of land-cover models and a random forest on the same blocked hold-out",
+        description="Rebuild the models' blocked split, train a random forest on per-pixel band "
+        "values of the training pixels, and score everything on the hold-out blocks: overall "
+        "accuracy, macro-F1, per-class F1, confusion matrices (CSV + PNG).",
+    )
+    p.add_argument("--image", required=True, metavar="SCENE")
+    p.add_argument("--labels", required=True, metavar="POLYGONS")
+    p.add_argument("--class-field", required=True, metavar="FIELD")
+    p.add_argument("--models", nargs="+", required=True, metavar="MODEL")
+    p.add_argument("--names", nargs="+", default=None)
     p.add_argument("-o", "--outdir", required=True)
 
     p = sub.add_parser(
@@ -394,6 +503,7 @@ def _cmd_train_change(args: argparse.Namespace) -> int:
     train_names = sorted(set(labelled) - held)
     cfg = ChangeTrainConfig(
         init=args.init,
+        arch=args.arch,
         steps=args.steps,
         seed=args.seed,
         train_cities=tuple(train_names),
@@ -402,7 +512,7 @@ def _cmd_train_change(args: argparse.Namespace) -> int:
     )
     train = [load_city(labelled[n], card) for n in train_names]
     val = [load_city(labelled[n], card) for n in args.val_cities]
-    bar, on_step = _step_bar(f"train-change ({args.init})", cfg.steps, args.quiet)
+    bar, on_step = _step_bar(f"train-change ({args.arch}, {args.init})", cfg.steps, args.quiet)
 
     try:
         model, out_card = train_change(train, val, encoder, cfg, on_step=on_step)
@@ -422,7 +532,9 @@ def _cmd_evaluate_change(args: argparse.Namespace) -> int:
     from geobert.change.evaluate import evaluate_change
 
     Path(args.outdir).mkdir(parents=True, exist_ok=True)
-    summary = evaluate_change(args.data, args.models, args.cities, args.outdir, args.names)
+    summary = evaluate_change(
+        args.data, args.models, args.cities, args.outdir, args.names, args.threshold_cities
+    )
     for method, res in summary["methods"].items():
         print(f"{method:>24}: pooled F1 {res['pooled']['f1']:.3f}  IoU {res['pooled']['iou']:.3f}")
     return 0
@@ -452,8 +564,105 @@ def _cmd_change(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_classify(args: argparse.Namespace) -> int:
+    from geobert._progress import TqdmProgress
+    from geobert.landcover.pipeline import classify
+
+    summary = classify(
+        args.scene,
+        args.outdir,
+        model=args.model,
+        mode=args.mode,
+        overwrite=args.overwrite,
+        min_area_m2=args.min_area,
+        simplify_m=args.simplify,
+        cell_px=args.cell_size,
+        config=_engine_config(args),
+        progress=TqdmProgress(desc="tiles", disable=args.quiet),
+    )
+    if not args.quiet:
+        areas = ", ".join(f"{c} {a:.1f} ha" for c, a in summary["areas_ha"].items())
+        print(f"wrote {args.outdir} in {summary['seconds']:.1f} s: {areas}", file=sys.stderr)
+    return 0
+
+
+def _cmd_train_landcover(args: argparse.Namespace) -> int:
+    from geobert.landcover.train import (
+        LandCoverTrainConfig,
+        prepare_landcover,
+        source_of,
+        train_landcover,
+    )
+    from geobert.models.checkpoint import read_card, save_checkpoint
+    from geobert.weights import pretrained_encoder_path
+    from tiles.writer import check_output_path
+
+    check_output_path(args.output, overwrite=args.overwrite)
+    encoder = args.encoder or pretrained_encoder_path()
+    cfg = LandCoverTrainConfig(
+        init=args.init,
+        steps=args.steps,
+        block_px=args.block_size,
+        holdout_fraction=args.holdout_fraction,
+        seed=args.seed,
+    )
+    data = prepare_landcover(
+        args.image,
+        args.labels,
+        args.class_field,
+        read_card(encoder),
+        block_px=cfg.block_px,
+        holdout_fraction=cfg.holdout_fraction,
+        seed=cfg.seed,
+    )
+    rep = data.report
+    notes = [f"{rep['train_pixels']} training and {rep['holdout_pixels']} hold-out pixels"]
+    if rep["polygons_outside_scene"]:
+        notes.append(f"{rep['polygons_outside_scene']} polygons outside the scene were ignored")
+    if rep["geometries_repaired"]:
+        notes.append(f"{rep['geometries_repaired']} invalid geometries were repaired")
+    if rep["classes_without_pixels"]:
+        notes.append(
+            f"classes without pixels (dropped): {', '.join(rep['classes_without_pixels'])}"
+        )
+    print("train-landcover: " + "; ".join(notes), file=sys.stderr)
+    bar, on_step = _step_bar(f"train-landcover ({args.init})", cfg.steps, args.quiet)
+    try:
+        model, card = train_landcover(
+            data,
+            encoder,
+            cfg,
+            source=source_of(args.image, args.labels, args.class_field),
+            on_step=on_step,
+        )
+    finally:
+        bar.close()
+    save_checkpoint(model, card, args.output)
+    h = card.training["holdout"]
+    print(
+        f"wrote {args.output}: {len(card.classes)} classes; hold-out overall accuracy "
+        f"{h['overall_accuracy']:.3f}, macro-F1 {h['macro_f1']:.3f}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_evaluate_landcover(args: argparse.Namespace) -> int:
+    from geobert.landcover.evaluate import evaluate_landcover
+
+    summary = evaluate_landcover(
+        args.image, args.labels, args.class_field, args.models, args.outdir, args.names
+    )
+    for method, res in summary["methods"].items():
+        print(f"{method:>32}: OA {res['overall_accuracy']:.3f}  macro-F1 {res['macro_f1']:.3f}")
+    return 0
+
+
 COMMANDS = {
     "change": _cmd_change,
+    "classify": _cmd_classify,
+    "train-landcover": _cmd_train_landcover,
+    "evaluate-landcover": _cmd_evaluate_landcover,
     "train-change": _cmd_train_change,
     "evaluate-change": _cmd_evaluate_change,
     "info": _cmd_info,

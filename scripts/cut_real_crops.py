@@ -45,15 +45,53 @@ def crop_band_file(
             dst.write(data)
 
 
-def crop_scene(folder: Path, out: Path, ref_band: str, window: Window, **creation: object) -> None:
-    """Crop every band file of ``folder`` to the area of ``window`` on ``ref_band``'s grid."""
+def crop_scene(
+    folder: Path,
+    out: Path,
+    ref_band: str,
+    window: Window,
+    suffix: str | None = None,
+    **creation: object,
+) -> None:
+    """Crop every band file of ``folder`` to the area of ``window`` on ``ref_band``'s grid
+    (written with ``suffix``, default: the source's)."""
     ref = next(p for p in sorted(folder.iterdir()) if p.stem.endswith(ref_band))
     with rasterio.open(ref) as src:
         bounds = rasterio.windows.bounds(window, src.transform)
     for p in sorted(folder.iterdir()):
         if p.suffix.lower() not in (".tif", ".jp2"):
             continue
-        crop_band_file(p, out / p.name, bounds, **creation)
+        crop_band_file(p, out / (p.stem + (suffix or p.suffix)), bounds, **creation)
+
+
+def clip_polygons(src: Path, folder: Path, name: str) -> None:
+    """Copy the polygons of ``src`` that touch the crop in ``folder``, clipped to its bounds."""
+    import numpy as np
+    import pyogrio.raw
+    import shapely
+
+    ref = next(p for p in sorted(folder.iterdir()) if p.stem.endswith("B02"))
+    with rasterio.open(ref) as ds:
+        box = ds.bounds
+    meta, _, wkb, fields = pyogrio.raw.read(src)
+    clipped = shapely.clip_by_rect(shapely.from_wkb(wkb), *box)
+    multi = []
+    for g in clipped:  # polygonal parts only, as MultiPolygons like the source layer
+        parts = [p for p in shapely.get_parts(g) if p.geom_type == "Polygon" and p.area > 0]
+        multi.append(shapely.MultiPolygon(parts) if parts else None)
+    keep = np.array([m is not None for m in multi])
+    out = folder / name
+    out.unlink(missing_ok=True)
+    pyogrio.raw.write(
+        str(out),
+        geometry=shapely.to_wkb(np.array(multi, dtype=object)[keep]),
+        field_data=[f[keep] for f in fields],
+        fields=meta["fields"],
+        geometry_type="MultiPolygon",
+        crs=meta["crs"],
+        driver="GPKG",
+        dataset_options={"VERSION": "1.2"},
+    )
 
 
 def main() -> None:
@@ -109,6 +147,14 @@ def main() -> None:
             predictor=2,
         )
     shutil.copy(city / "dates.txt", EXAMPLES / "abudhabi" / "dates.txt")
+    # Brandenburg (land cover): 192×192 px of the labelled west with seven OSM classes, bands as
+    # GeoTIFF, and the OSM land-use polygons that touch it, clipped to it
+    bb = args.shared / "landcover_brandenburg"
+    gtiff = {"driver": "GTiff", "compress": "deflate", "predictor": 2, "suffix": ".tif"}
+    crop_scene(bb, HERE / "brandenburg", "B02", Window(672, 288, 192, 192), **gtiff)
+    clip_polygons(bb / "landuse_west.gpkg", HERE / "brandenburg", "landuse.gpkg")
+    # the land-cover example: 384×384 px of the scene's east, where no training polygon lies
+    crop_scene(bb, EXAMPLES / "brandenburg", "B02", Window(1100, 192, 384, 384), **gtiff)
     # Landsat 7 RGB with nodata 0 along the scene edge
     src = args.shared / "rasterio_samples" / "RGB.byte.tif"
     with rasterio.open(src) as ds:

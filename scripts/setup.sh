@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv (Python 3.11) and install geobert with its test tools. Safe to rerun.
+# GEOBERT_EXTRAS picks the optional dependency sets (default: dev,baselines — the test tools and
+# TorchGeo for the FC-Siam-diff baseline; use GEOBERT_EXTRAS=dev for a lighter install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
@@ -11,4 +13,4 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+.venv/bin/python -m pip install --quiet -e ".[${GEOBERT_EXTRAS:-dev,baselines}]"

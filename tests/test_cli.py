@@ -120,3 +120,53 @@ def test_change_command_runs_on_the_example_pair(tmp_path: Path) -> None:
     again = run("change", example / "imgs_1", example / "imgs_2", "-o", out, "-q")
     assert again.returncode == 2 and "pass --overwrite" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_classify_command_runs_on_the_example_scene(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "brandenburg"
+    out = tmp_path / "out"
+    proc = run("classify", example, "-o", out, "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["areas.csv", "confidence.tif", "landcover.gpkg", "landcover.tif", "quicklook.png",
+         "summary.json"]
+    )  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["grid"]["width"] == 384 and summary["mode"] == "pixel"
+    assert sum(summary["areas_ha"].values()) == pytest.approx(384 * 384 * 0.01, rel=1e-6)
+
+
+def test_landcover_training_errors_are_one_line(tmp_path: Path) -> None:
+    data = Path(__file__).resolve().parent / "data" / "brandenburg"
+    before = tree_checksums(data)
+    proc = run(
+        "train-landcover", "--image", data, "--labels", data / "landuse.gpkg",
+        "--class-field", "landuse", "-o", tmp_path / "m.safetensors",
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"geobert: error: {data / 'landuse.gpkg'} has no field 'landuse'; its fields are: "
+        "osm_id, fclass, name; pass one of them as --class-field"
+    ]
+    # polygons of another place: nothing overlaps the scene
+    far = tmp_path / "far.gpkg"
+    import pyogrio.raw
+    import shapely
+
+    pyogrio.raw.write(
+        str(far),
+        geometry=shapely.to_wkb(np.array([shapely.box(0, 0, 100, 100)], dtype=object)),
+        field_data=[np.array(["forest"], dtype=object)],
+        fields=["fclass"],
+        geometry_type="Polygon",
+        crs="EPSG:32633",
+        driver="GPKG",
+    )
+    proc = run(
+        "train-landcover", "--image", data, "--labels", far, "--class-field", "fclass",
+        "-o", tmp_path / "m.safetensors",
+    )  # fmt: skip
+    assert proc.returncode == 2 and "covers a pixel" in proc.stderr and "1 of 1 lie" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m.safetensors").exists()
+    assert tree_checksums(data) == before

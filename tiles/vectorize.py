@@ -31,7 +31,7 @@ from rasterio.windows import Window
 from tiles.errors import GeobertError, OutputExistsError
 from tiles.writer import check_output_path
 
-__all__ = ["PolygonLayer", "polygonize", "write_gpkg"]
+__all__ = ["PolygonLayer", "pixel_area_m2", "polygonize", "write_gpkg"]
 
 
 @dataclass
@@ -102,6 +102,20 @@ def polygonize(
         crs=crs,
         stats={k: v[order] for k, v in stats.items()},
     )
+
+
+def pixel_area_m2(path: str | os.PathLike[str]) -> float:
+    """Area of one pixel of a raster in m² (geodesic at the centre for geographic CRSs)."""
+    with rasterio.open(path) as ds:
+        if ds.crs is None:
+            raise GeobertError(f"{path} has no CRS; pixel areas need one")
+        if ds.crs.is_geographic:
+            lon, lat = ds.xy(ds.height // 2, ds.width // 2)
+            g = Geod(ellps="WGS84")
+            dx = g.inv(lon, lat, lon + ds.res[0], lat)[2]
+            dy = g.inv(lon, lat, lon, lat + ds.res[1])[2]
+            return float(dx * dy)
+        return float(ds.res[0] * ds.res[1] * ds.crs.linear_units_factor[1] ** 2)
 
 
 def _strip_pieces(

@@ -6,15 +6,15 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from geobert.change.cva import cva_magnitude, otsu_threshold
 from geobert.change.metrics import ChangeScores, pooled, scores, to_markdown
-from geobert.change.model import ChangeNet
+from geobert.change.model import ChangeModel
 from geobert.change.oscd import list_cities
-from geobert.change.train import CityArrays, load_city, predict_city
+from geobert.change.train import CityArrays, best_threshold, load_city, predict_city
 from geobert.errors import GeobertError
 from geobert.models.card import ModelCard
 from geobert.models.checkpoint import load_checkpoint
@@ -37,34 +37,54 @@ def evaluate_change(
     cities: Sequence[str],
     out_dir: str | os.PathLike[str],
     names: Sequence[str] | None = None,
+    threshold_cities: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Write ``change_eval.json`` and ``change_eval.md`` with per-city and pooled scores."""
+    """Write ``change_eval.json`` and ``change_eval.md`` with per-city and pooled scores.
+
+    Each model is thresholded at the value stored in its card (chosen on its validation cities),
+    or, with ``threshold_cities``, at the best pooled F1 on those cities. The latter lets the
+    validation cities be evaluated too (cross-fitting): the models never trained on them, and the
+    threshold then comes from other cities. Evaluation cities may never overlap a model's training
+    cities or the cities its threshold is chosen on.
+    """
     out_dir = Path(out_dir)
     by_name = {c.name: c for c in list_cities(oscd_root, labelled_only=True)}
-    missing = [c for c in cities if c not in by_name]
+    missing = [c for c in [*cities, *(threshold_cities or ())] if c not in by_name]
     if missing:
         raise GeobertError(f"no labelled OSCD city {missing} under {oscd_root}")
+    if threshold_cities is not None and set(threshold_cities) & set(cities):
+        raise GeobertError(
+            f"threshold cities {sorted(set(threshold_cities) & set(cities))} are also evaluation "
+            "cities; choose thresholds on other cities"
+        )
     models = [load_checkpoint(p) for p in checkpoints]
     names = list(names) if names else [Path(p).stem for p in checkpoints]
+    if len(names) != len(models):
+        raise GeobertError(f"{len(names)} names for {len(models)} models; give one name per model")
     for (_, card), name in zip(models, names, strict=True):
-        leaked = set(cities) & (
-            set(card.training["config"]["train_cities"])
-            | set(card.training["config"]["val_cities"])
+        tuned_on = (
+            card.training["config"]["val_cities"] if threshold_cities is None else threshold_cities
         )
+        leaked = set(cities) & (set(card.training["config"]["train_cities"]) | set(tuned_on))
         if leaked:
             raise GeobertError(f"{name} was trained or tuned on evaluation cities {sorted(leaked)}")
+    card0 = models[0][1]
+    thresholds = {n: float(m[1].training["threshold"]) for n, m in zip(names, models, strict=True)}
+    if threshold_cities is not None:
+        tune = [load_city(by_name[c], card0) for c in threshold_cities]
+        for (model, _), name in zip(models, names, strict=True):
+            probs = [predict_city(cast(ChangeModel, model), c) for c in tune]
+            thresholds[name] = best_threshold(probs, tune)[0]
+        del tune
     results: dict[str, dict[str, ChangeScores]] = {"CVA + Otsu": {}}
     for name in names:
         results[name] = {}
-    card0 = models[0][1]
     for city_name in cities:
         city = load_city(by_name[city_name], card0)
         results["CVA + Otsu"][city_name] = cva_scores(city, card0)
-        for (model, card), name in zip(models, names, strict=True):
-            assert isinstance(model, ChangeNet)
-            prob = predict_city(model, city)
-            t = float(card.training["threshold"])
-            results[name][city_name] = scores(prob > t, city.label, city.valid)
+        for (model, _), name in zip(models, names, strict=True):
+            prob = predict_city(cast(ChangeModel, model), city)
+            results[name][city_name] = scores(prob > thresholds[name], city.label, city.valid)
     summary = {
         "cities": list(cities),
         "methods": {
@@ -74,7 +94,10 @@ def evaluate_change(
             }
             for m, per in results.items()
         },
-        "thresholds": {n: m[1].training["threshold"] for n, m in zip(names, models, strict=True)},
+        "thresholds": thresholds,
+        "thresholds_chosen_on": (
+            list(threshold_cities) if threshold_cities is not None else "each model's validation"
+        ),
     }
     (out_dir / "change_eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out_dir / "change_eval.md").write_text(to_markdown(results))

@@ -7,19 +7,24 @@ the levels to stride 4, and a small head gives one change logit per pixel.
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F  # noqa: N812 - torch's own convention
 
 from geobert.models.encoder import GeobertEncoder, pad_to_stride
+from geobert.models.fpn import conv_bn, fpn_merge
 
-__all__ = ["ChangeNet"]
+__all__ = ["ChangeModel", "ChangeNet"]
 
 
-def _conv_bn(cin: int, cout: int, k: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)
-    )
+class ChangeModel(Protocol):
+    """What evaluation and inference need from a change network (ChangeNet, FC-Siam-diff)."""
+
+    def predict(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor: ...
+
+    def eval(self) -> Any: ...
 
 
 class ChangeNet(nn.Module):
@@ -32,12 +37,12 @@ class ChangeNet(nn.Module):
     def __init__(self, encoder: GeobertEncoder, decoder_dim: int = 64) -> None:
         super().__init__()
         self.encoder = encoder
-        self.fuse = nn.ModuleList(_conv_bn(3 * c, decoder_dim, 1) for c in encoder.feature_channels)
+        self.fuse = nn.ModuleList(conv_bn(3 * c, decoder_dim, 1) for c in encoder.feature_channels)
         self.smooth = nn.ModuleList(
-            _conv_bn(decoder_dim, decoder_dim, 3) for _ in encoder.feature_channels
+            conv_bn(decoder_dim, decoder_dim, 3) for _ in encoder.feature_channels
         )
         self.head = nn.Sequential(
-            _conv_bn(decoder_dim, decoder_dim, 3), nn.Conv2d(decoder_dim, 1, 1)
+            conv_bn(decoder_dim, decoder_dim, 3), nn.Conv2d(decoder_dim, 1, 1)
         )
 
     def forward(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
@@ -47,11 +52,7 @@ class ChangeNet(nn.Module):
             fuse(torch.cat([(f[:n] - f[n:]).abs(), f[:n], f[n:]], dim=1))
             for fuse, f in zip(self.fuse, feats, strict=True)
         ]
-        x = self.smooth[-1](fused[-1])
-        for level in range(len(fused) - 2, -1, -1):
-            x = F.interpolate(x, size=fused[level].shape[-2:], mode="bilinear", align_corners=False)
-            x = self.smooth[level](x + fused[level])
-        logits = self.head(x)
+        logits = self.head(fpn_merge(fused, self.smooth))
         return F.interpolate(logits, size=before.shape[-2:], mode="bilinear", align_corners=False)
 
     @torch.no_grad()

@@ -17,21 +17,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from geobert.errors import GeobertError, OutputExistsError, OutputNotWritableError
+from geobert._staging import staged_outputs
+from geobert.errors import GeobertError
 from tiles.engine import EngineConfig, TileFunction, map_tiles_to_raster
 from tiles.pair import ScenePair, align_pair
 from tiles.progress import Progress
 from tiles.scene import open_scene
-from tiles.vectorize import polygonize, write_gpkg
+from tiles.vectorize import pixel_area_m2, polygonize, write_gpkg
 
 __all__ = ["OUTPUT_NAMES", "ChangeTiles", "ThresholdTiles", "detect_change"]
 
@@ -123,24 +122,11 @@ def detect_change(
     card = read_card(model_path)
     if card.task != "change":
         raise GeobertError(f"{model_path} is a {card.task!r} model, not a change model")
-    out = Path(outdir)
-    existing = [n for n in OUTPUT_NAMES if (out / n).exists()]
-    if existing and not overwrite:
-        raise OutputExistsError(f"{out} already holds {existing}; pass --overwrite to replace them")
     pair = _pair(before, after)
     indices = tuple(card.band_indices(pair.before.band_names))
     config = config or EngineConfig(tile_size_px=card.tile_size_px, overlap_px=32, batch_size=4)
     workers = config.num_workers or os.cpu_count() or 1
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputNotWritableError(f"cannot create output folder {out}: {exc}") from exc
-    stage = out / f".geobert-change-{uuid.uuid4().hex[:8]}"
-    try:
-        stage.mkdir()
-    except OSError as exc:
-        raise OutputNotWritableError(f"output folder {out} is not writable: {exc}") from exc
-    try:
+    with staged_outputs(outdir, OUTPUT_NAMES, overwrite=overwrite, tag="change") as stage:
         t_infer = time.perf_counter()
         report = map_tiles_to_raster(
             pair,
@@ -191,7 +177,7 @@ def detect_change(
             },
         )
         changed_px, valid_px = _count(stage / "change.tif")
-        px_area = _pixel_area_m2(stage / "change.tif")
+        px_area = pixel_area_m2(stage / "change.tif")
         summary = {
             "before": str(before),
             "after": str(after),
@@ -219,10 +205,6 @@ def detect_change(
         _quicklook(pair, stage / "change.tif", stage / "quicklook.png")
         summary["seconds"]["total"] = round(time.perf_counter() - t0, 2)  # type: ignore[index]
         (stage / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        for name in OUTPUT_NAMES:
-            os.replace(stage / name, out / name)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     return summary
 
 
@@ -240,20 +222,6 @@ def _count(path: Path) -> tuple[int, int]:
             changed += int((a == 1).sum())
             valid += int((a != 255).sum())
     return changed, valid
-
-
-def _pixel_area_m2(path: Path) -> float:
-    import rasterio
-    from pyproj import Geod
-
-    with rasterio.open(path) as ds:
-        if ds.crs.is_geographic:
-            lon, lat = ds.xy(ds.height // 2, ds.width // 2)
-            g = Geod(ellps="WGS84")
-            dx = g.inv(lon, lat, lon + ds.res[0], lat)[2]
-            dy = g.inv(lon, lat, lon, lat + ds.res[1])[2]
-            return float(dx * dy)
-        return float(ds.res[0] * ds.res[1] * ds.crs.linear_units_factor[1] ** 2)
 
 
 def _quicklook(pair: ScenePair, change_path: Path, out: Path, size: int = 512) -> None:

@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 import geobert
+from geobert.change.baselines import FCSiamDiffNet
 from geobert.change.metrics import ChangeScores, pooled, scores
-from geobert.change.model import ChangeNet
+from geobert.change.model import ChangeModel, ChangeNet
 from geobert.change.oscd import OscdCity, read_label
 from geobert.errors import GeobertError
 from geobert.models.card import ModelCard
@@ -73,9 +74,14 @@ def load_city(city: OscdCity, card: ModelCard) -> CityArrays:
 
 @dataclass(frozen=True)
 class ChangeTrainConfig:
-    """Recipe of :func:`train_change` (stored in the checkpoint's model card)."""
+    """Recipe of :func:`train_change` (stored in the checkpoint's model card).
+
+    ``arch="fcsiamdiff"`` trains TorchGeo's FC-Siam-diff baseline with the same recipe; it has no
+    MIM weights, so it needs ``init="scratch"``.
+    """
 
     init: Literal["mim", "scratch"] = "mim"
+    arch: Literal["changenet", "fcsiamdiff"] = "changenet"
     window_px: int = 128
     batch_size: int = 16
     steps: int = 1000
@@ -141,7 +147,7 @@ def _loss(
 
 
 @torch.no_grad()
-def predict_city(model: ChangeNet, city: CityArrays, tile_px: int = 512) -> np.ndarray:
+def predict_city(model: ChangeModel, city: CityArrays, tile_px: int = 512) -> np.ndarray:
     """Change probability ``(H, W)`` for a whole city (tiles of ``tile_px``, reflect-padded)."""
     model.eval()
     h, w = city.label.shape
@@ -177,23 +183,19 @@ def train_change(
     cfg: ChangeTrainConfig,
     *,
     on_step: Callable[[int, int, float], None] | None = None,
-) -> tuple[ChangeNet, ModelCard]:
-    """Fine-tune (``init="mim"``) or train from scratch; return the model and its card."""
+) -> tuple[ChangeNet | FCSiamDiffNet, ModelCard]:
+    """Fine-tune (``init="mim"``) or train from scratch; return the model and its card.
+
+    The band list and normalisation come from the encoder checkpoint's card, for every
+    architecture, so all models see identical inputs.
+    """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    pretrained, enc_card = load_checkpoint(encoder_ckpt)
-    assert isinstance(pretrained, GeobertEncoder)
-    if cfg.init == "mim":
-        encoder = pretrained
-    else:
-        scratch = create_model(enc_card.arch, bands=enc_card.bands, **enc_card.arch_config)
-        assert isinstance(scratch, GeobertEncoder)
-        encoder = scratch
-    model = ChangeNet(encoder)
+    model, arch_config, enc_card = _build(cfg, encoder_ckpt)
     pos = sum(int(c.label[c.valid].sum()) for c in train)
     tot = sum(int(c.valid.sum()) for c in train)
     pos_weight = float(min(cfg.max_pos_weight, (tot - pos) / max(pos, 1)))
-    enc_params = list(model.encoder.parameters())
+    enc_params = list(_encoder_of(model).parameters())
     enc_ids = {id(p) for p in enc_params}
     head_params = [p for p in model.parameters() if id(p) not in enc_ids]
     opt = torch.optim.AdamW(
@@ -223,12 +225,8 @@ def train_change(
     probs = [predict_city(model, c) for c in val]
     threshold, val_scores = best_threshold(probs, val)
     card = ModelCard(
-        arch="changenet",
-        arch_config={
-            "encoder": enc_card.arch,
-            "encoder_config": enc_card.arch_config,
-            "decoder_dim": 64,
-        },
+        arch=cfg.arch,
+        arch_config=arch_config,
         task="change",
         bands=enc_card.bands,
         scale=enc_card.scale,
@@ -251,6 +249,30 @@ def train_change(
         geobert_version=geobert.__version__,
     )
     return model, card
+
+
+def _build(
+    cfg: ChangeTrainConfig, encoder_ckpt: str | os.PathLike[str]
+) -> tuple[ChangeNet | FCSiamDiffNet, dict[str, Any], ModelCard]:
+    pretrained, enc_card = load_checkpoint(encoder_ckpt)
+    assert isinstance(pretrained, GeobertEncoder)
+    if cfg.arch == "fcsiamdiff":
+        if cfg.init != "scratch":
+            raise GeobertError("FC-Siam-diff has no MIM weights; train it with init='scratch'")
+        return FCSiamDiffNet(len(enc_card.bands)), {"encoder_name": "resnet34"}, enc_card
+    if cfg.init == "mim":
+        encoder = pretrained
+    else:
+        scratch = create_model(enc_card.arch, bands=enc_card.bands, **enc_card.arch_config)
+        assert isinstance(scratch, GeobertEncoder)
+        encoder = scratch
+    config = {"encoder": enc_card.arch, "encoder_config": enc_card.arch_config, "decoder_dim": 64}
+    return ChangeNet(encoder), config, enc_card
+
+
+def _encoder_of(model: ChangeNet | FCSiamDiffNet) -> torch.nn.Module:
+    """The Siamese encoder, whose learning rate is scaled by ``encoder_lr_scale``."""
+    return model.encoder if isinstance(model, ChangeNet) else model.net.encoder
 
 
 def changenet_factory(bands: Sequence[str], **kwargs: Any) -> ChangeNet:

@@ -29,6 +29,14 @@ def list_models() -> list[str]:
         from geobert.change.train import changenet_factory
 
         _REGISTRY["changenet"] = changenet_factory
+    if "fcsiamdiff" not in _REGISTRY:
+        from geobert.change.baselines import fcsiamdiff_factory
+
+        _REGISTRY["fcsiamdiff"] = fcsiamdiff_factory
+    if "landcovernet" not in _REGISTRY:
+        from geobert.landcover.model import landcovernet_factory
+
+        _REGISTRY["landcovernet"] = landcovernet_factory
     return sorted(_REGISTRY)
 
 

@@ -1,8 +1,13 @@
 """Weights shipped with geobert (trained by the project itself; nothing is downloaded).
 
-``geobert_s_mim.safetensors``: the ``geobert_s`` encoder (5.1 M parameters) pretrained with SimMIM
-on Sentinel-2 L1C scenes; its model card (bands, normalisation, training data, steps) is inside
-the file: ``geobert.models.checkpoint.read_card(pretrained_encoder_path())``.
+* ``geobert_s_mim``: the ``geobert_s`` encoder (5.1 M parameters) pretrained with SimMIM on
+  Sentinel-2 L1C scenes (``scripts/pretrain_geobert_s.sh``);
+* ``changenet_s_oscd``: the change network fine-tuned on OSCD (``scripts/train_change_oscd.sh``);
+* ``landcover_s_bb``: the land-cover network trained on the Brandenburg scene and its
+  OpenStreetMap polygons (``scripts/train_landcover_bb.sh``).
+
+Each file's model card (bands, normalisation, classes, training data and recipe) is inside it:
+``geobert.models.checkpoint.read_card(pretrained_encoder_path(name))``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ _HERE = Path(__file__).resolve().parent
 
 
 def pretrained_encoder_path(name: str = "geobert_s_mim") -> Path:
-    """Path of a shipped checkpoint."""
+    """Path of a shipped checkpoint (default: the pretrained encoder)."""
     path = _HERE / f"{name}.safetensors"
     if not path.is_file():
         shipped = sorted(p.stem for p in _HERE.glob("*.safetensors"))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from geobert.change.train import (
 )
 from geobert.errors import GeobertError
 from geobert.models import create_model, load_checkpoint
+from geobert.models.card import ModelCard
 from geobert.models.checkpoint import read_card, save_checkpoint
 from geobert.weights import pretrained_encoder_path
 from tests.geobert.test_change_basics import _oscd_tree
@@ -101,3 +103,90 @@ def test_evaluation_refuses_models_tuned_on_its_cities(tmp_path: Path, oscd_befo
     with pytest.raises(GeobertError, match=r"trained or tuned on evaluation cities \['beirut'\]"):
         evaluate_change(root, [path], ["beirut"], tmp_path)
     shutil.rmtree(root)
+
+
+def _change_card(arch: str, arch_config: dict[str, object], **training: object) -> ModelCard:
+    enc_card = read_card(pretrained_encoder_path())
+    return ModelCard(
+        arch=arch,
+        arch_config=arch_config,
+        task="change",
+        bands=S2,
+        scale=1e-4,
+        mean=enc_card.mean,
+        std=enc_card.std,
+        gsd_m=10.0,
+        tile_size_px=256,
+        training=dict(training),
+    )
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_thresholds_from_other_cities_cross_fit(tmp_path: Path, oscd_before: Path) -> None:
+    from geobert.change.evaluate import evaluate_change
+
+    root = _oscd_tree(tmp_path, oscd_before.parent)
+    # a second labelled city with the same pixels: its best threshold is beirut's best threshold
+    shutil.copytree(root / "images" / "beirut", root / "images" / "twin")
+    (root / "labels" / "twin").mkdir()
+    shutil.copy(
+        root / "labels" / "beirut" / "beirut-cm.tif", root / "labels" / "twin" / "twin-cm.tif"
+    )
+    torch.manual_seed(0)
+    enc = load_checkpoint(pretrained_encoder_path())[0]
+    model = ChangeNet(enc)  # type: ignore[arg-type]
+    config = {
+        "encoder": "geobert_s",
+        "encoder_config": read_card(pretrained_encoder_path()).arch_config,
+    }
+    # validated on beirut: evaluating beirut is only allowed with thresholds from elsewhere
+    card = _change_card(
+        "changenet",
+        config,
+        threshold=0.95,
+        config={"train_cities": ["paris"], "val_cities": ["beirut"]},
+    )
+    path = save_checkpoint(model, card, tmp_path / "m.safetensors")
+    with pytest.raises(GeobertError, match="tuned on evaluation cities"):
+        evaluate_change(root, [path], ["beirut"], tmp_path)
+    with pytest.raises(GeobertError, match=r"threshold cities \['beirut'\] are also evaluation"):
+        evaluate_change(root, [path], ["beirut"], tmp_path, threshold_cities=["beirut"])
+    summary = evaluate_change(root, [path], ["beirut"], tmp_path, ["m"], threshold_cities=["twin"])
+    arrays = load_city(list_cities(root, labelled_only=True)[0], read_card(path))
+    t, best = best_threshold([predict_city(model, arrays)], [arrays])
+    assert summary["thresholds"] == {"m": t} and t != 0.95
+    assert summary["thresholds_chosen_on"] == ["twin"]
+    assert summary["methods"]["m"]["pooled"]["f1"] == pytest.approx(best.f1)
+    assert (tmp_path / "change_eval.md").read_text().count("| m |") == 2
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_fcsiamdiff_baseline_trains_with_the_same_recipe(tmp_path: Path, oscd_before: Path) -> None:
+    pytest.importorskip("torchgeo", reason="the FC-Siam-diff baseline needs geobert[baselines]")
+    from geobert.change.baselines import FCSiamDiffNet
+
+    torch.set_num_threads(2)
+    root = _oscd_tree(tmp_path, oscd_before.parent)
+    [city] = list_cities(root, labelled_only=True)
+    arrays = load_city(city, read_card(pretrained_encoder_path()))
+    cfg = ChangeTrainConfig(
+        init="scratch",
+        arch="fcsiamdiff",
+        window_px=64,
+        batch_size=4,
+        steps=3,
+        warmup_steps=1,
+        train_cities=("beirut",),
+        val_cities=("beirut",),
+    )
+    model, card = train_change([arrays], [arrays], pretrained_encoder_path(), cfg)
+    assert isinstance(model, FCSiamDiffNet) and card.arch == "fcsiamdiff"
+    assert card.bands == S2 and card.training["config"]["arch"] == "fcsiamdiff"
+    path = save_checkpoint(model, card, tmp_path / "fcsd.safetensors")
+    loaded, _ = load_checkpoint(path)
+    assert isinstance(loaded, FCSiamDiffNet)
+    prob = predict_city(loaded, arrays)  # 96 px: padded to the stride and cropped back
+    assert prob.shape == arrays.label.shape and 0 <= prob.min() <= prob.max() <= 1
+    np.testing.assert_array_equal(prob, predict_city(model, arrays))
+    with pytest.raises(GeobertError, match="has no MIM weights"):
+        train_change([arrays], [arrays], pretrained_encoder_path(), replace(cfg, init="mim"))

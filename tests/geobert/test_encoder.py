@@ -36,7 +36,9 @@ def _card(model: GeobertEncoder, **kw: object) -> ModelCard:
 
 def test_registry_doctest_and_presets() -> None:
     assert doctest.testmod(geobert.models.registry).failed == 0
-    assert {"changenet", "geobert_s", "geobert_t"} <= set(list_models())
+    assert {"changenet", "fcsiamdiff", "geobert_s", "geobert_t", "landcovernet"} <= set(
+        list_models()
+    )
     sizes = {
         n: sum(p.numel() for p in create_model(n, bands=S2).parameters())
         for n in ("geobert_s", "geobert_t")
@@ -44,7 +46,9 @@ def test_registry_doctest_and_presets() -> None:
     assert 4e6 < sizes["geobert_s"] < 6e6  # ~5 M, the CPU default
     assert 25e6 < sizes["geobert_t"] < 30e6  # Swin-T sized
     with pytest.raises(
-        GeobertError, match="unknown model 'nope'; available: changenet, geobert_s, geobert_t"
+        GeobertError,
+        match="unknown model 'nope'; available: changenet, fcsiamdiff, geobert_s, geobert_t, "
+        "landcovernet",
     ):
         create_model("nope", bands=S2)
 

@@ -1,0 +1,45 @@
+"""Write a command's outputs into a hidden folder beside them; publish them only on success."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from geobert.errors import OutputExistsError, OutputNotWritableError
+
+__all__ = ["staged_outputs"]
+
+
+@contextlib.contextmanager
+def staged_outputs(
+    outdir: str | os.PathLike[str], names: Sequence[str], *, overwrite: bool, tag: str
+) -> Iterator[Path]:
+    """Yield a fresh folder inside ``outdir`` to write ``names`` into.
+
+    On normal exit every name is moved into ``outdir`` (replacing older outputs); on any error
+    or interruption nothing in ``outdir`` changes. The folder is always removed. Existing outputs
+    without ``overwrite`` are refused before any work starts.
+    """
+    out = Path(outdir)
+    existing = [n for n in names if (out / n).exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(f"{out} already holds {existing}; pass --overwrite to replace them")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputNotWritableError(f"cannot create output folder {out}: {exc}") from exc
+    stage = out / f".geobert-{tag}-{uuid.uuid4().hex[:8]}"
+    try:
+        stage.mkdir()
+    except OSError as exc:
+        raise OutputNotWritableError(f"output folder {out} is not writable: {exc}") from exc
+    try:
+        yield stage
+        for name in names:
+            os.replace(stage / name, out / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

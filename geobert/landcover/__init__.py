@@ -1,0 +1,1 @@
+"""Land-cover mapping: train from a polygon layer, classify scenes, hand planners a map."""

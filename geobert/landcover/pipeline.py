@@ -1,0 +1,426 @@
+"""``geobert classify``: a scene in, a land-cover map planners can use out.
+
+The land-cover network runs over overlapping tiles through the Dask engine and its class
+probabilities are blended across tiles. Then, in OUTDIR:
+
+* ``landcover.tif`` — COG, uint8 class codes with an embedded colour table and the class names in
+  its metadata (``255`` = nodata);
+* ``confidence.tif`` — COG, float32 probability of the chosen class (NaN = nodata);
+* ``landcover.gpkg`` — polygons (GeoPackage 1.2): one per connected region of a class, with
+  ``class``, ``area_ha``, ``mean_confidence``; regions under the minimum mapping unit are merged
+  into their largest neighbour *before* vectorising (raster and polygons agree, and the polygons
+  still tile the valid area), then simplified so neighbours keep sharing their edges;
+* ``areas.csv`` — hectares and share of the valid area per class, from the raster's pixels;
+* ``summary.json`` and ``quicklook.png`` (the map with a legend).
+
+``mode="patch"`` classifies fixed cells instead (EuroSAT-style scene classification): each cell
+takes the class with the highest mean probability over its valid pixels; the rasters then have
+one pixel per cell and the GeoPackage one square per cell.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from geobert._staging import staged_outputs
+from geobert.errors import GeobertError
+from geobert.models.card import ModelCard
+from tiles.engine import EngineConfig, TileFunction, map_tiles
+from tiles.progress import Progress
+from tiles.scene import GridSpec, Scene, open_scene
+from tiles.vectorize import PolygonLayer, pixel_area_m2, polygonize, write_gpkg
+from tiles.writer import RasterWriter
+
+__all__ = ["OUTPUT_NAMES", "LandCoverTiles", "classify"]
+
+OUTPUT_NAMES = (
+    "landcover.tif",
+    "confidence.tif",
+    "landcover.gpkg",
+    "areas.csv",
+    "summary.json",
+    "quicklook.png",
+)
+NODATA = 255
+
+
+@dataclass(frozen=True)
+class LandCoverTiles:
+    """Tile-function factory: class probabilities of each tile (model loaded once per worker)."""
+
+    model_path: str
+    indices: tuple[int | None, ...]
+    torch_threads: int = 1
+
+    def __call__(self) -> TileFunction:
+        import torch
+
+        from geobert.landcover.model import LandCoverNet
+        from geobert.models.checkpoint import load_checkpoint
+
+        torch.set_num_threads(self.torch_threads)
+        model, card = load_checkpoint(self.model_path)
+        assert isinstance(model, LandCoverNet)
+        model.eval()
+
+        def fn(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+            return model.predict(torch.from_numpy(card.normalize(x, self.indices))).numpy()
+
+        return fn
+
+
+def _hex_rgba(color: str) -> tuple[int, int, int, int]:
+    c = color.lstrip("#")
+    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16), 255
+
+
+def _colormap(card: ModelCard) -> dict[int, tuple[int, int, int, int]]:
+    cmap = {i: _hex_rgba(c) for i, c in enumerate(card.colors)}
+    cmap[NODATA] = (0, 0, 0, 0)
+    return cmap
+
+
+def _tags(card: ModelCard) -> dict[str, str]:
+    return {
+        "classes": ",".join(f"{i}={c}" for i, c in enumerate(card.classes)) + f",{NODATA}=nodata",
+        "class_names": json.dumps(list(card.classes)),
+        "class_colors": json.dumps(list(card.colors)),
+    }
+
+
+def classify(
+    scene_path: str | os.PathLike[str],
+    outdir: str | os.PathLike[str],
+    *,
+    model: str | os.PathLike[str] | None = None,
+    mode: Literal["pixel", "patch"] = "pixel",
+    overwrite: bool = False,
+    min_area_m2: float = 5000.0,
+    simplify_m: float = 5.0,
+    cell_px: int = 64,
+    config: EngineConfig | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Classify a scene and write the outputs listed in the module docstring.
+
+    Args:
+        scene_path: A raster or a folder of band files.
+        outdir: Output folder (created if missing).
+        model: Land-cover checkpoint (default: the shipped Brandenburg model).
+        mode: ``pixel`` (a map) or ``patch`` (one class per ``cell_px`` cell).
+        overwrite: Replace existing outputs.
+        min_area_m2: Minimum mapping unit (pixel mode): smaller regions join their largest
+            neighbour.
+        simplify_m: Polygon simplification tolerance in metres (pixel mode).
+        cell_px: Cell edge in pixels (patch mode).
+        config: Tiling and scheduling (default: 256 px tiles, 32 px overlap).
+        progress: Progress and cancellation.
+    """
+    from geobert.models.checkpoint import read_card
+    from geobert.weights import pretrained_encoder_path
+
+    t0 = time.perf_counter()
+    model_path = Path(model) if model is not None else pretrained_encoder_path("landcover_s_bb")
+    card = read_card(model_path)
+    if card.task != "landcover":
+        raise GeobertError(f"{model_path} is a {card.task!r} model, not a land-cover model")
+    if mode not in ("pixel", "patch"):
+        raise GeobertError(f"unknown mode {mode!r}; use 'pixel' or 'patch'")
+    if cell_px < 1:
+        raise GeobertError(f"cell size must be at least 1 pixel, got {cell_px}")
+    scene = open_scene(scene_path)
+    indices = tuple(card.band_indices(scene.band_names))
+    config = config or EngineConfig(tile_size_px=card.tile_size_px, overlap_px=32, batch_size=4)
+    workers = config.num_workers or os.cpu_count() or 1
+    factory = LandCoverTiles(
+        str(model_path), indices, torch_threads=max(1, (os.cpu_count() or 1) // workers)
+    )
+    with staged_outputs(outdir, OUTPUT_NAMES, overwrite=overwrite, tag="classify") as stage:
+        if mode == "pixel":
+            report, extra = _run_pixel(
+                scene, factory, card, stage, min_area_m2, simplify_m, config, progress
+            )
+        else:
+            report, extra = _run_patch(scene, factory, card, stage, cell_px, config, progress)
+        areas = _write_areas(stage, card, extra.pop("pixel_counts"), extra.pop("pixel_area_m2"))
+        _quicklook(stage / "landcover.tif", card, stage / "quicklook.png")
+        summary = {
+            "scene": str(scene_path),
+            "model": str(model_path),
+            "mode": mode,
+            "classes": list(card.classes),
+            "grid": {
+                "crs": scene.grid.crs.to_string(),
+                "width": scene.grid.width,
+                "height": scene.grid.height,
+                "transform": list(scene.grid.transform)[:6],
+            },
+            "areas_ha": {r["class"]: r["area_ha"] for r in areas},
+            **extra,
+            "tiles": report.tiles,
+            "tiles_skipped_nodata": report.tiles_skipped,
+            "scheduler": report.scheduler,
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        (stage / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _run_pixel(
+    scene: Scene,
+    factory: LandCoverTiles,
+    card: ModelCard,
+    stage: Path,
+    min_area_m2: float,
+    simplify_m: float,
+    config: EngineConfig,
+    progress: Progress | None,
+) -> tuple[Any, dict[str, Any]]:
+    import rasterio
+    from rasterio.features import sieve
+    from rasterio.windows import Window
+
+    k = len(card.classes)
+    grid = scene.grid
+    h, w = grid.shape
+    raw = stage / "classes_raw.tif"
+    profile = {
+        "driver": "GTiff", "width": w, "height": h, "count": 1, "dtype": "uint8",
+        "crs": grid.crs, "transform": grid.transform, "nodata": NODATA, "tiled": True,
+        "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SAFER",
+    }  # fmt: skip
+    with (
+        rasterio.open(raw, "w", **profile) as raw_ds,
+        RasterWriter(
+            stage / "confidence.tif",
+            grid,
+            count=1,
+            dtype="float32",
+            nodata=float("nan"),
+            band_names=("confidence",),
+        ) as conf_w,
+    ):
+
+        def emit(window: Window, data: np.ndarray) -> None:
+            invalid = np.isnan(data[0])
+            cls = np.argmax(np.nan_to_num(data, nan=-1.0), axis=0).astype(np.uint8)
+            conf = np.max(data, axis=0)
+            cls[invalid] = NODATA
+            raw_ds.write(cls[None], window=window)
+            conf_w.write(window, conf[None].astype(np.float32))
+
+        report = map_tiles(
+            scene,
+            factory,
+            emit,
+            out_bands=k,
+            out_dtype="float32",
+            out_nodata=float("nan"),
+            config=config,
+            progress=progress,
+        )
+    px_area = pixel_area_m2(raw)
+    with rasterio.open(raw) as ds:
+        cls = ds.read(1)
+    min_px = int(np.ceil(min_area_m2 / px_area)) if min_area_m2 > 0 else 0
+    if min_px > 1:
+        cls = sieve(cls, size=min_px, mask=cls != NODATA, connectivity=4)
+    raw.unlink()
+    with RasterWriter(
+        stage / "landcover.tif",
+        grid,
+        count=1,
+        dtype="uint8",
+        nodata=NODATA,
+        band_names=("landcover",),
+        overview_resampling="nearest",
+        colormap=_colormap(card),
+        tags=_tags(card),
+    ) as cls_w:
+        for r0 in range(0, h, 1024):
+            n = min(1024, h - r0)
+            cls_w.write(Window(0, r0, w, n), cls[None, r0 : r0 + n])
+    counts = np.bincount(cls.ravel(), minlength=256)[:k]
+    del cls
+    layer = polygonize(
+        stage / "landcover.tif",
+        values=list(range(k)),
+        stats_path=stage / "confidence.tif",
+        stats_name="confidence",
+        simplify_m=simplify_m,
+    )
+    _write_layer(layer, card, stage / "landcover.gpkg", layer.stats.get("mean_confidence"))
+    return report, {
+        "pixel_counts": counts,
+        "pixel_area_m2": px_area,
+        "polygons": len(layer),
+        "min_area_m2": min_area_m2,
+        "simplify_m": simplify_m,
+    }
+
+
+def _run_patch(
+    scene: Scene,
+    factory: LandCoverTiles,
+    card: ModelCard,
+    stage: Path,
+    cell_px: int,
+    config: EngineConfig,
+    progress: Progress | None,
+) -> tuple[Any, dict[str, Any]]:
+    import shapely
+    from affine import Affine
+    from rasterio.windows import Window
+
+    k = len(card.classes)
+    grid = scene.grid
+    h, w = grid.shape
+    ny, nx = -(-h // cell_px), -(-w // cell_px)
+    sums = np.zeros((k, ny * nx), np.float64)
+    valid_px = np.zeros(ny * nx, np.int64)
+
+    def emit(window: Window, data: np.ndarray) -> None:
+        r0, c0 = int(window.row_off), int(window.col_off)
+        rows = (np.arange(r0, r0 + data.shape[1]) // cell_px)[:, None]
+        cols = (np.arange(c0, c0 + data.shape[2]) // cell_px)[None, :]
+        ids = (rows * nx + cols)[~np.isnan(data[0])]
+        valid_px[:] += np.bincount(ids, minlength=ny * nx)
+        for b in range(k):
+            sums[b] += np.bincount(ids, weights=data[b][~np.isnan(data[0])], minlength=ny * nx)
+
+    report = map_tiles(
+        scene,
+        factory,
+        emit,
+        out_bands=k,
+        out_dtype="float32",
+        out_nodata=float("nan"),
+        config=config,
+        progress=progress,
+    )
+    mean = sums / np.maximum(valid_px, 1)
+    has = valid_px > 0
+    cls = np.where(has, mean.argmax(axis=0), NODATA).astype(np.uint8)
+    conf = np.where(has, mean.max(axis=0), np.nan).astype(np.float32)
+    cell_grid = GridSpec(grid.crs, grid.transform @ Affine.scale(cell_px), nx, ny)
+    for name, arr, dtype, nodata, extra in (
+        ("landcover", cls, "uint8", NODATA, {"colormap": _colormap(card), "tags": _tags(card)}),
+        ("confidence", conf, "float32", float("nan"), {}),
+    ):
+        with RasterWriter(
+            stage / f"{name}.tif",
+            cell_grid,
+            count=1,
+            dtype=dtype,
+            nodata=nodata,
+            band_names=(name,),
+            overview_resampling="nearest" if name == "landcover" else "average",
+            **extra,  # type: ignore[arg-type]
+        ) as wr:
+            wr.write(Window(0, 0, nx, ny), arr.reshape(1, ny, nx))
+    ids = np.flatnonzero(has)
+    r, c = np.divmod(ids, nx)
+    t = grid.transform
+    x0, y0 = _apply(t, c * cell_px, r * cell_px)
+    x1, y1 = _apply(t, np.minimum((c + 1) * cell_px, w), np.minimum((r + 1) * cell_px, h))
+    boxes = shapely.box(
+        np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1), np.maximum(y0, y1)
+    )
+    px_area = pixel_area_m2(stage / "confidence.tif") / cell_px**2  # one pixel per cell there
+    layer = PolygonLayer(
+        geometry=np.asarray(boxes, dtype=object),
+        value=cls[ids].astype(np.int64),
+        area_m2=valid_px[ids] * px_area,
+        crs=grid.crs.to_wkt(),
+    )
+    _write_layer(layer, card, stage / "landcover.gpkg", conf[ids].astype(np.float64))
+    counts = np.array([valid_px[has & (cls == i)].sum() for i in range(k)])
+    return report, {
+        "pixel_counts": counts,
+        "pixel_area_m2": px_area,
+        "cells": int(has.sum()),
+        "cell_px": cell_px,
+    }
+
+
+def _apply(t: Any, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Affine transform of pixel corner coordinates (vectorised)."""
+    return t.a * cols + t.b * rows + t.c, t.d * cols + t.e * rows + t.f
+
+
+def _write_layer(
+    layer: PolygonLayer, card: ModelCard, path: Path, confidence: np.ndarray | None
+) -> None:
+    names = np.array(card.classes, dtype=object)
+    write_gpkg(
+        layer,
+        path,
+        layer_name="landcover",
+        fields={
+            "class": names[layer.value] if len(layer) else np.zeros(0, dtype=object),
+            "area_ha": np.round(layer.area_m2 / 1e4, 4),
+            "mean_confidence": (
+                np.round(confidence, 4) if confidence is not None else np.zeros(len(layer))
+            ),
+        },
+    )
+
+
+def _write_areas(
+    stage: Path, card: ModelCard, counts: np.ndarray, px_area: float
+) -> list[dict[str, Any]]:
+    total = float(counts.sum())
+    rows = [
+        {
+            "class": name,
+            "pixels": int(n),
+            "area_ha": round(float(n) * px_area / 1e4, 4),
+            "share_percent": round(100.0 * float(n) / total, 3) if total else 0.0,
+        }
+        for name, n in zip(card.classes, counts, strict=True)
+    ]
+    with open(stage / "areas.csv", "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=["class", "pixels", "area_ha", "share_percent"])
+        wr.writeheader()
+        wr.writerows(rows)
+    return rows
+
+
+def _quicklook(path: Path, card: ModelCard, out: Path, size: int = 768) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import rasterio
+    from matplotlib.patches import Patch
+    from rasterio.enums import Resampling
+
+    with rasterio.open(path) as ds:
+        step = max(1, int(np.ceil(max(ds.height, ds.width) / size)))
+        shape = (max(1, ds.height // step), max(1, ds.width // step))
+        cls = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
+    lut = np.zeros((256, 4), np.float32)
+    for i, c in enumerate(card.colors):
+        lut[i] = np.array(_hex_rgba(c)) / 255.0
+    fig, ax = plt.subplots(figsize=(9, 6), dpi=100)
+    ax.imshow(lut[cls], interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title("land cover")
+    present = set(np.unique(cls).tolist())
+    handles = [
+        Patch(color=c, label=n)
+        for i, (n, c) in enumerate(zip(card.classes, card.colors, strict=True))
+        if i in present
+    ]
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)

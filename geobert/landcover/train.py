@@ -1,0 +1,279 @@
+"""Train the land-cover network from a scene and a layer of training polygons.
+
+The polygons are burnt onto the scene's grid (:mod:`geobert.landcover.labels`), the labelled area
+(plus a margin) is read once and normalised with the encoder's model card, and the labelled pixels
+are split by blocks (:mod:`geobert.landcover.split`). Training windows are centred on training
+pixels of a class drawn uniformly (rare classes are seen as often as common ones), augmented with
+flips and rotations; the loss is class-weighted cross-entropy on training pixels only — hold-out
+blocks and unlabelled pixels never contribute. The hold-out blocks are scored once, after the last
+step; nothing (epochs, thresholds) is chosen on them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+import geobert
+from geobert.errors import GeobertError
+from geobert.landcover.labels import UNLABELLED, class_colors, rasterize_labels
+from geobert.landcover.metrics import ClassScores, confusion
+from geobert.landcover.model import LandCoverNet
+from geobert.landcover.split import split_masks
+from geobert.models.card import ModelCard
+from geobert.models.checkpoint import load_checkpoint
+from geobert.models.encoder import GeobertEncoder
+from geobert.models.registry import create_model
+from geobert.training.schedule import warmup_cosine
+from tiles.scene import open_scene
+
+__all__ = [
+    "LandCoverData",
+    "LandCoverTrainConfig",
+    "predict_image",
+    "prepare_landcover",
+    "source_of",
+    "train_landcover",
+]
+
+
+@dataclass(frozen=True)
+class LandCoverTrainConfig:
+    """Recipe of :func:`train_landcover` (stored in the checkpoint's model card)."""
+
+    init: Literal["mim", "scratch"] = "mim"
+    window_px: int = 128
+    batch_size: int = 16
+    steps: int = 600
+    lr: float = 5e-4
+    encoder_lr_scale: float = 0.5
+    weight_decay: float = 0.01
+    warmup_steps: int = 30
+    block_px: int = 128
+    holdout_fraction: float = 0.25
+    seed: int = 0
+
+    def lr_at(self, step: int) -> float:
+        return warmup_cosine(step, steps=self.steps, warmup=self.warmup_steps, peak=self.lr)
+
+
+@dataclass(frozen=True)
+class LandCoverData:
+    """The labelled part of a scene in memory, with its blocked split.
+
+    ``image`` is ``(C, H, W)`` normalised; ``codes`` ``(H, W)`` class codes (``UNLABELLED``
+    elsewhere, including invalid pixels); ``train``/``holdout`` are disjoint boolean masks.
+    """
+
+    image: np.ndarray
+    codes: np.ndarray
+    train: np.ndarray
+    holdout: np.ndarray
+    classes: tuple[str, ...]
+    report: dict[str, Any]
+
+
+def prepare_landcover(
+    scene_path: str | os.PathLike[str],
+    labels_path: str | os.PathLike[str],
+    class_field: str,
+    card: ModelCard,
+    *,
+    block_px: int,
+    holdout_fraction: float,
+    seed: int,
+    margin_px: int = 64,
+) -> LandCoverData:
+    """Rasterise the polygons, read the labelled area, split it. Classes without any pixel are
+    dropped (and named in ``report["classes_without_pixels"]``)."""
+    from rasterio.windows import Window
+
+    scene = open_scene(scene_path)
+    idx = card.band_indices(scene.band_names)
+    labels = rasterize_labels(labels_path, class_field, scene.grid)
+    rows, cols = np.nonzero(labels.codes != UNLABELLED)
+    if rows.size == 0:
+        raise GeobertError(
+            f"no polygon of {labels_path} covers a pixel of {scene_path} "
+            f"({labels.report['polygons_outside_scene']} of {labels.report['polygons']} lie "
+            "outside it); use polygons drawn on this scene"
+        )
+    h, w = scene.grid.shape
+    r0, r1 = max(0, rows.min() - margin_px), min(h, rows.max() + 1 + margin_px)
+    c0, c1 = max(0, cols.min() - margin_px), min(w, cols.max() + 1 + margin_px)
+    data, valid = scene.read(Window(c0, r0, c1 - c0, r1 - r0))
+    image = card.normalize(data[None].astype(np.float32), idx)[0]
+    image[:, ~valid] = 0.0
+    codes = labels.codes[r0:r1, c0:c1].copy()
+    codes[~valid] = UNLABELLED
+    kept = [i for i, c in enumerate(labels.classes) if np.any(codes == i)]
+    if len(kept) < 2:
+        raise GeobertError(
+            f"the polygons give {len(kept)} class with pixels on valid data; training needs two "
+            f"or more (classes found: {', '.join(labels.classes)})"
+        )
+    remap = np.full(256, UNLABELLED, np.uint8)
+    remap[kept] = np.arange(len(kept), dtype=np.uint8)
+    codes = remap[codes]
+    classes = tuple(labels.classes[i] for i in kept)
+    train, holdout = split_masks(codes, len(classes), block_px, holdout_fraction, seed)
+    report = {
+        **labels.report,
+        "classes_without_pixels": [c for c in labels.classes if c not in classes],
+        "window": [int(c0), int(r0), int(c1 - c0), int(r1 - r0)],
+        "train_pixels": int(train.sum()),
+        "holdout_pixels": int(holdout.sum()),
+    }
+    return LandCoverData(image, codes, train, holdout, classes, report)
+
+
+def _windows(
+    data: LandCoverData,
+    pools: list[np.ndarray],
+    cfg: LandCoverTrainConfig,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    n = cfg.window_px
+    _, h, w = data.image.shape
+    xs, ys = [], []
+    target = np.where(data.train, data.codes, UNLABELLED)
+    for _ in range(cfg.batch_size):
+        pool = pools[int(rng.integers(len(pools)))]
+        r, c = divmod(int(pool[rng.integers(pool.size)]), w)
+        r0 = int(np.clip(r - n // 2 + rng.integers(-n // 4, n // 4 + 1), 0, max(0, h - n)))
+        c0 = int(np.clip(c - n // 2 + rng.integers(-n // 4, n // 4 + 1), 0, max(0, w - n)))
+        x = data.image[:, r0 : r0 + n, c0 : c0 + n]
+        y = target[r0 : r0 + n, c0 : c0 + n]
+        if x.shape[1:] != (n, n):  # the labelled area is smaller than a window
+            x = np.pad(x, ((0, 0), (0, n - x.shape[1]), (0, n - x.shape[2])))
+            y = np.pad(y, ((0, n - y.shape[0]), (0, n - y.shape[1])), constant_values=UNLABELLED)
+        k = int(rng.integers(4))
+        x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k)
+        if rng.random() < 0.5:
+            x, y = x[..., ::-1], y[..., ::-1]
+        xs.append(x)
+        ys.append(y)
+    return np.ascontiguousarray(np.stack(xs)), np.ascontiguousarray(np.stack(ys))
+
+
+@torch.no_grad()
+def predict_image(model: LandCoverNet, image: np.ndarray, tile_px: int = 512) -> np.ndarray:
+    """Class probabilities ``(K, H, W)`` of a normalised ``(C, H, W)`` image, in tiles."""
+    model.eval()
+    _, h, w = image.shape
+    out = np.zeros((model.num_classes, h, w), np.float32)
+    for r0 in range(0, h, tile_px):
+        for c0 in range(0, w, tile_px):
+            sl = (slice(r0, min(h, r0 + tile_px)), slice(c0, min(w, c0 + tile_px)))
+            x = torch.from_numpy(np.ascontiguousarray(image[:, sl[0], sl[1]]))[None]
+            out[:, sl[0], sl[1]] = model.predict(x)[0].numpy()
+    return out
+
+
+def holdout_scores(probs: np.ndarray, data: LandCoverData) -> ClassScores:
+    """Scores of ``argmax(probs)`` on the hold-out pixels."""
+    pred = probs.argmax(axis=0)
+    truth = np.where(data.holdout, data.codes, UNLABELLED)
+    return ClassScores(data.classes, confusion(pred, truth, len(data.classes)))
+
+
+def train_landcover(
+    data: LandCoverData,
+    encoder_ckpt: str | os.PathLike[str],
+    cfg: LandCoverTrainConfig,
+    *,
+    source: dict[str, str] | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> tuple[LandCoverNet, ModelCard]:
+    """Train (``init="mim"``: from the pretrained encoder) and return the model and its card."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    pretrained, enc_card = load_checkpoint(encoder_ckpt)
+    assert isinstance(pretrained, GeobertEncoder)
+    if cfg.init == "mim":
+        encoder = pretrained
+    else:
+        scratch = create_model(enc_card.arch, bands=enc_card.bands, **enc_card.arch_config)
+        assert isinstance(scratch, GeobertEncoder)
+        encoder = scratch
+    k = len(data.classes)
+    model = LandCoverNet(encoder, k)
+    flat_train = data.train.ravel()
+    flat_codes = data.codes.ravel()
+    pools = [np.flatnonzero(flat_train & (flat_codes == i)) for i in range(k)]
+    pools = [p for p in pools if p.size]
+    freq = np.array([np.count_nonzero(flat_train & (flat_codes == i)) for i in range(k)], float)
+    weight = np.where(freq > 0, 1 / np.sqrt(np.maximum(freq, 1)), 0.0)
+    weight = weight / weight[freq > 0].mean()
+    enc_ids = {id(p) for p in model.encoder.parameters()}
+    opt = torch.optim.AdamW(
+        [
+            {"params": list(model.encoder.parameters()), "scale": cfg.encoder_lr_scale},
+            {"params": [p for p in model.parameters() if id(p) not in enc_ids], "scale": 1.0},
+        ],
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+    )
+    wt = torch.tensor(weight, dtype=torch.float32)
+    t0 = time.perf_counter()
+    model.train()
+    for step in range(cfg.steps):
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr_at(step) * g["scale"]
+        x, y = _windows(data, pools, cfg, rng)
+        logits = model(torch.from_numpy(x))
+        loss = F.cross_entropy(
+            logits, torch.from_numpy(y.astype(np.int64)), weight=wt, ignore_index=UNLABELLED
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]  # torch stubs lack it here
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
+        opt.step()
+        if on_step is not None:
+            on_step(step + 1, cfg.steps, float(loss.detach()))
+    train_s = time.perf_counter() - t0
+    scores = holdout_scores(predict_image(model, data.image), data)
+    card = ModelCard(
+        arch="landcovernet",
+        arch_config={
+            "encoder": enc_card.arch,
+            "encoder_config": enc_card.arch_config,
+            "decoder_dim": 64,
+            "num_classes": k,
+        },
+        task="landcover",
+        bands=enc_card.bands,
+        scale=enc_card.scale,
+        mean=enc_card.mean,
+        std=enc_card.std,
+        gsd_m=enc_card.gsd_m,
+        tile_size_px=256,
+        classes=data.classes,
+        colors=class_colors(data.classes),
+        training={
+            "recipe": "land cover from training polygons, spatially blocked hold-out",
+            "config": asdict(cfg),
+            "source": dict(source or {}),
+            "labels": data.report,
+            "class_weights": {c: float(v) for c, v in zip(data.classes, weight, strict=True)},
+            "holdout": scores.as_dict(),
+            "train_seconds": train_s,
+        },
+        geobert_version=geobert.__version__,
+    )
+    return model, card
+
+
+def source_of(
+    image: str | os.PathLike[str], labels: str | os.PathLike[str], field: str
+) -> dict[str, str]:
+    """What a card records about its training data (file names, not machine paths)."""
+    return {"image": Path(image).name, "labels": Path(labels).name, "class_field": field}

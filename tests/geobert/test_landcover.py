@@ -1,0 +1,232 @@
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pyogrio.raw
+import pytest
+import rasterio
+import shapely
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rasterio.features import rasterize
+
+from geobert.errors import BandMismatchError, GeobertError, OutputExistsError
+from geobert.landcover.labels import UNLABELLED, class_colors, rasterize_labels
+from geobert.landcover.metrics import ClassScores, confusion
+from geobert.landcover.split import block_ids, split_masks
+from geobert.landcover.train import LandCoverTrainConfig, prepare_landcover, train_landcover
+from geobert.models.checkpoint import load_checkpoint, read_card, save_checkpoint
+from geobert.weights import pretrained_encoder_path
+from tiles.scene import open_scene
+
+DATA = Path(__file__).parents[1] / "data" / "brandenburg"
+LABELS = DATA / "landuse.gpkg"
+CLASSES = ("farm", "forest", "grass", "meadow", "residential", "scrub", "water", "wetland")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    h=st.integers(8, 80),
+    w=st.integers(8, 80),
+    block=st.integers(4, 32),
+    fraction=st.floats(0.1, 0.6),
+    seed=st.integers(0, 10),
+    data=st.data(),
+)
+def test_blocked_split_never_shares_a_block(
+    h: int, w: int, block: int, fraction: float, seed: int, data: st.DataObject
+) -> None:
+    k = data.draw(st.integers(2, 4))
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, k + 1, size=(h, w)).astype(np.uint8)
+    codes[codes == k] = UNLABELLED
+    train, hold = split_masks(codes, k, block, fraction, seed)
+    assert not np.any(train & hold)
+    np.testing.assert_array_equal(train | hold, codes != UNLABELLED)
+    ids = block_ids(codes.shape, block)
+    assert not set(np.unique(ids[train])) & set(np.unique(ids[hold]))
+    for c in range(k):  # every class with pixels keeps some for training
+        if np.any(codes == c):
+            assert np.any(train & (codes == c))
+    assert split_masks(codes, k, block, fraction, seed)[1].tolist() == hold.tolist()
+
+
+def test_confusion_and_scores() -> None:
+    m = confusion(np.array([0, 1, 1, 2, 2]), np.array([0, 1, 0, 2, UNLABELLED]), 3)
+    assert m.tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
+    s = ClassScores(("a", "b", "c"), m)
+    assert s.overall_accuracy == pytest.approx(0.75)
+    np.testing.assert_allclose(s.f1, [2 / 3, 2 / 3, 1.0])
+    assert s.macro_f1 == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
+
+
+def test_labels_rasterised_reprojected_and_reported(tmp_path: Path) -> None:
+    grid = open_scene(DATA).grid
+    lab = rasterize_labels(LABELS, "fclass", grid)
+    assert lab.classes == CLASSES
+    assert lab.pixel_counts()["grass"] == 4  # a sliver of a polygon clipped by the crop
+    assert all(n > 0 for n in lab.pixel_counts().values())
+    assert lab.report["polygons_outside_scene"] == 0
+    assert class_colors(lab.classes)[CLASSES.index("water")] == "#2166ac"
+
+    # the same polygons in WGS 84, plus one far outside and one self-intersecting (bow-tie)
+    meta, _, wkb, fields = pyogrio.raw.read(LABELS)
+    import pyproj
+
+    tr = pyproj.Transformer.from_crs(32633, 4326, always_xy=True)
+    geoms = shapely.transform(
+        shapely.from_wkb(wkb), lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1]))
+    )
+    bowtie = shapely.Polygon([(13.0, 52.5), (13.01, 52.51), (13.01, 52.5), (13.0, 52.51)])
+    far = shapely.box(0.0, 0.0, 0.01, 0.01)
+    extra = np.array([bowtie, far], dtype=object)
+    out = tmp_path / "wgs84.gpkg"
+    pyogrio.raw.write(
+        str(out),
+        geometry=shapely.to_wkb(np.concatenate([geoms, extra])),
+        field_data=[
+            np.concatenate([f, np.array(["water", "forest"], dtype=object)]) for f in fields
+        ],
+        fields=meta["fields"],
+        geometry_type="Unknown",
+        crs="EPSG:4326",
+        driver="GPKG",
+    )
+    lab2 = rasterize_labels(out, "fclass", grid)
+    assert lab2.report["polygons_outside_scene"] == 2
+    assert lab2.report["geometries_repaired"] == 1
+    agree = np.mean(lab2.codes == lab.codes)
+    assert agree > 0.97, agree
+
+    with pytest.raises(
+        GeobertError, match="has no field 'landuse'; its fields are: osm_id, fclass, name"
+    ):
+        rasterize_labels(LABELS, "landuse", grid)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    torch.set_num_threads(2)
+    enc = pretrained_encoder_path()
+    cfg = LandCoverTrainConfig(
+        steps=40, window_px=64, batch_size=8, warmup_steps=4, lr=1e-3, block_px=48
+    )
+    data = prepare_landcover(
+        DATA, LABELS, "fclass", read_card(enc), block_px=48, holdout_fraction=0.25, seed=0
+    )
+    model, card = train_landcover(data, enc, cfg)
+    path = save_checkpoint(model, card, tmp_path_factory.mktemp("lc") / "lc.safetensors")
+    return path, {"data": data, "card": card}
+
+
+def test_training_uses_blocks_and_records_classes(trained: tuple[Path, dict]) -> None:
+    path, info = trained
+    data, card = info["data"], info["card"]
+    assert card.task == "landcover" and card.classes == CLASSES and len(card.colors) == 8
+    assert card.training["config"]["block_px"] == 48
+    assert data.train.sum() > 0 and data.holdout.sum() > 0 and not np.any(data.train & data.holdout)
+    hold = card.training["holdout"]
+    assert sum(sum(r) for r in hold["confusion"]) == int(data.holdout.sum())
+    # a short run on 192² px already beats always answering the most common hold-out class
+    ref = np.array(list(hold["reference_pixels"].values()))
+    assert hold["overall_accuracy"] > ref.max() / ref.sum(), hold
+    model, card2 = load_checkpoint(path)
+    assert card2.classes == CLASSES and model.num_classes == 8  # type: ignore[union-attr]
+
+
+def _read(path: Path) -> tuple[np.ndarray, dict[str, str], dict[int, tuple[int, ...]], object]:
+    with rasterio.open(path) as ds:
+        return ds.read(1), ds.tags(), ds.colormap(1), ds.transform
+
+
+def test_classify_pixel_mode_end_to_end(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    from geobert.landcover.pipeline import classify
+
+    path, _ = trained
+    out = tmp_path / "out"
+    summary = classify(DATA, out, model=path, min_area_m2=2000, simplify_m=0)
+    cls, tags, cmap, transform = _read(out / "landcover.tif")
+    scene = open_scene(DATA)
+    assert cls.shape == scene.grid.shape and transform == scene.grid.transform
+    assert json.loads(tags["class_names"]) == list(CLASSES)
+    assert cmap[CLASSES.index("water")][:3] == (0x21, 0x66, 0xAC)
+    assert set(np.unique(cls)) <= set(range(8))
+    with rasterio.open(out / "confidence.tif") as ds:
+        conf = ds.read(1)
+    assert np.all((conf >= 1 / 8 - 1e-6) & (conf <= 1 + 1e-6))
+    # areas.csv = pixel counts × pixel area (10 m pixels: 0.01 ha)
+    with open(out / "areas.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["class"] for r in rows] == list(CLASSES)
+    for i, r in enumerate(rows):
+        assert int(r["pixels"]) == int((cls == i).sum())
+        assert float(r["area_ha"]) == pytest.approx((cls == i).sum() * 0.01)
+    assert sum(float(r["share_percent"]) for r in rows) == pytest.approx(100, abs=0.01)
+    assert summary["areas_ha"] == {r["class"]: float(r["area_ha"]) for r in rows}
+    # polygons: valid, named, ≥ the mapping unit, and rasterising them gives the raster back
+    meta, _, wkb, fields = pyogrio.raw.read(out / "landcover.gpkg")
+    geoms = shapely.from_wkb(wkb)
+    names = dict(zip(meta["fields"], fields, strict=True))
+    assert shapely.is_valid(geoms).all() and set(names["class"]) <= set(CLASSES)
+    assert np.all(names["area_ha"] >= 0.2 - 1e-9)
+    burnt = rasterize(
+        [(g, CLASSES.index(c)) for g, c in zip(geoms, names["class"], strict=True)],
+        out_shape=cls.shape,
+        transform=transform,
+        fill=255,
+        dtype="uint8",
+    )
+    np.testing.assert_array_equal(burnt, cls)
+    assert pyogrio.read_info(out / "landcover.gpkg")["crs"] == "EPSG:32633"
+    assert (out / "quicklook.png").stat().st_size > 10_000
+    assert not list(out.glob(".geobert-*"))
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        classify(DATA, out, model=path)
+
+
+def test_classify_patch_mode(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    from geobert.landcover.pipeline import classify
+
+    path, _ = trained
+    summary = classify(DATA, tmp_path, model=path, mode="patch", cell_px=64)
+    cls, _, _, transform = _read(tmp_path / "landcover.tif")
+    assert cls.shape == (3, 3) and summary["cells"] == 9
+    assert transform.a == pytest.approx(640.0)
+    meta, _, wkb, fields = pyogrio.raw.read(tmp_path / "landcover.gpkg")
+    assert len(wkb) == 9
+    area = dict(zip(meta["fields"], fields, strict=True))["area_ha"]
+    np.testing.assert_allclose(area, 40.96)  # 64 × 64 px of 100 m²
+    np.testing.assert_allclose(shapely.area(shapely.from_wkb(wkb)), 409_600.0)
+
+
+def test_classify_refuses_mismatched_bands(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    from geobert.landcover.pipeline import classify
+
+    path, _ = trained
+    rgb = Path(__file__).parents[1] / "data" / "rgb_byte_edge.tif"
+    with pytest.raises(BandMismatchError):
+        classify(rgb, tmp_path / "x", model=path)
+    assert not (tmp_path / "x" / "landcover.tif").exists()
+
+
+def test_evaluate_with_random_forest(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    pytest.importorskip("sklearn", reason="the random-forest baseline needs geobert[baselines]")
+    from geobert.landcover.evaluate import evaluate_landcover
+
+    path, info = trained
+    summary = evaluate_landcover(DATA, LABELS, "fclass", [path], tmp_path, ["geobert"])
+    methods = summary["methods"]
+    assert set(methods) == {"random forest (per-pixel bands)", "geobert"}
+    n_hold = int(info["data"].holdout.sum())
+    for res in methods.values():
+        assert sum(sum(r) for r in res["confusion"]) == n_hold
+        assert 0 <= res["macro_f1"] <= 1
+    assert methods["geobert"]["overall_accuracy"] == pytest.approx(
+        info["card"].training["holdout"]["overall_accuracy"]
+    )
+    assert (tmp_path / "confusion_random_forest_per_pixel_bands.png").exists()
+    assert "| geobert |" in (tmp_path / "landcover_eval.md").read_text()
