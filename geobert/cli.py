@@ -26,7 +26,25 @@ os.environ.setdefault("GDAL_CACHEMAX", "64")
 from geobert.errors import Cancelled, GeobertError  # noqa: E402 - after the GDAL settings
 
 
-def _add_engine_args(p: argparse.ArgumentParser, tile_px: int = 512, overlap_px: int = 64) -> None:
+def _limit_malloc_arenas() -> None:
+    """Cap glibc's per-thread malloc arenas at 2 unless the user set ``MALLOC_ARENA_MAX``.
+
+    Dask threads, GDAL threads and torch each allocate and free large blocks; with one arena per
+    thread the freed memory stays scattered across arenas. Measured on `geobert change` (4392²
+    pair): peak RSS −100 MB (−7 %), run time +2 %.
+    """
+    if sys.platform != "linux" or "MALLOC_ARENA_MAX" in os.environ:
+        return
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
+
+
+def _add_engine_args(
+    p: argparse.ArgumentParser, tile_px: int = 512, overlap_px: int = 64, batch: int = 4
+) -> None:
     g = p.add_argument_group("tiling and scheduling")
     g.add_argument(
         "--tile-size",
@@ -43,7 +61,11 @@ def _add_engine_args(p: argparse.ArgumentParser, tile_px: int = 512, overlap_px:
         help=f"overlap between tiles in pixels, blended (default: {overlap_px})",
     )
     g.add_argument(
-        "--batch-size", type=int, default=4, metavar="N", help="tiles per task (default: 4)"
+        "--batch-size",
+        type=int,
+        default=batch,
+        metavar="N",
+        help=f"tiles per task (default: {batch})",
     )
     g.add_argument(
         "--workers",
@@ -130,7 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    _add_engine_args(p, tile_px=256, overlap_px=32)
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="inference arithmetic: fp32 (default) or bfloat16 autocast (faster on CPUs with "
+        "bf16 matrix units)",
+    )
+    _add_engine_args(p, tile_px=256, overlap_px=32, batch=2)
 
     p = sub.add_parser(
         "ndvi",
@@ -255,6 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="choose each model's threshold on these cities (default: the one in the model, "
         "chosen on its validation cities); must not overlap the evaluation cities",
     )
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="inference arithmetic: fp32 (default) or bfloat16 autocast (faster on CPUs with "
+        "bf16 matrix units)",
+    )
     p.add_argument("-o", "--outdir", required=True)
 
     p = sub.add_parser(
@@ -301,7 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    _add_engine_args(p, tile_px=256, overlap_px=32)
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="inference arithmetic: fp32 (default) or bfloat16 autocast (faster on CPUs with "
+        "bf16 matrix units)",
+    )
+    _add_engine_args(p, tile_px=256, overlap_px=32, batch=2)
 
     p = sub.add_parser(
         "train-landcover",
@@ -533,7 +576,13 @@ def _cmd_evaluate_change(args: argparse.Namespace) -> int:
 
     Path(args.outdir).mkdir(parents=True, exist_ok=True)
     summary = evaluate_change(
-        args.data, args.models, args.cities, args.outdir, args.names, args.threshold_cities
+        args.data,
+        args.models,
+        args.cities,
+        args.outdir,
+        args.names,
+        args.threshold_cities,
+        precision=args.precision,
     )
     for method, res in summary["methods"].items():
         print(f"{method:>24}: pooled F1 {res['pooled']['f1']:.3f}  IoU {res['pooled']['iou']:.3f}")
@@ -554,6 +603,7 @@ def _cmd_change(args: argparse.Namespace) -> int:
         simplify_m=args.simplify,
         config=_engine_config(args),
         progress=TqdmProgress(desc="tiles", disable=args.quiet),
+        precision=args.precision,
     )
     if not args.quiet:
         print(
@@ -579,6 +629,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         cell_px=args.cell_size,
         config=_engine_config(args),
         progress=TqdmProgress(desc="tiles", disable=args.quiet),
+        precision=args.precision,
     )
     if not args.quiet:
         areas = ", ".join(f"{c} {a:.1f} ha" for c, a in summary["areas_ha"].items())
@@ -677,6 +728,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``geobert`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _limit_malloc_arenas()
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

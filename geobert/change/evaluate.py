@@ -38,6 +38,7 @@ def evaluate_change(
     out_dir: str | os.PathLike[str],
     names: Sequence[str] | None = None,
     threshold_cities: Sequence[str] | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Write ``change_eval.json`` and ``change_eval.md`` with per-city and pooled scores.
 
@@ -45,7 +46,8 @@ def evaluate_change(
     or, with ``threshold_cities``, at the best pooled F1 on those cities. The latter lets the
     validation cities be evaluated too (cross-fitting): the models never trained on them, and the
     threshold then comes from other cities. Evaluation cities may never overlap a model's training
-    cities or the cities its threshold is chosen on.
+    cities or the cities its threshold is chosen on. ``precision="bf16"`` runs the networks
+    under bfloat16 autocast (to check what it costs in accuracy).
     """
     out_dir = Path(out_dir)
     by_name = {c.name: c for c in list_cities(oscd_root, labelled_only=True)}
@@ -73,7 +75,7 @@ def evaluate_change(
     if threshold_cities is not None:
         tune = [load_city(by_name[c], card0) for c in threshold_cities]
         for (model, _), name in zip(models, names, strict=True):
-            probs = [predict_city(cast(ChangeModel, model), c) for c in tune]
+            probs = [predict_city(cast(ChangeModel, model), c, precision=precision) for c in tune]
             thresholds[name] = best_threshold(probs, tune)[0]
         del tune
     results: dict[str, dict[str, ChangeScores]] = {"CVA + Otsu": {}}
@@ -83,7 +85,7 @@ def evaluate_change(
         city = load_city(by_name[city_name], card0)
         results["CVA + Otsu"][city_name] = cva_scores(city, card0)
         for (model, _), name in zip(models, names, strict=True):
-            prob = predict_city(cast(ChangeModel, model), city)
+            prob = predict_city(cast(ChangeModel, model), city, precision=precision)
             results[name][city_name] = scores(prob > thresholds[name], city.label, city.valid)
     summary = {
         "cities": list(cities),
@@ -95,6 +97,7 @@ def evaluate_change(
             for m, per in results.items()
         },
         "thresholds": thresholds,
+        "precision": precision,
         "thresholds_chosen_on": (
             list(threshold_cities) if threshold_cities is not None else "each model's validation"
         ),

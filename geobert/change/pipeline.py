@@ -26,6 +26,7 @@ import numpy as np
 
 from geobert._staging import staged_outputs
 from geobert.errors import GeobertError
+from geobert.models.precision import inference_autocast
 from tiles.engine import EngineConfig, TileFunction, map_tiles_to_raster
 from tiles.pair import ScenePair, align_pair
 from tiles.progress import Progress
@@ -54,6 +55,7 @@ class ChangeTiles:
     indices: tuple[int | None, ...]
     bands_per_date: int
     torch_threads: int = 1
+    precision: str = "fp32"
 
     def __call__(self) -> TileFunction:
         import torch
@@ -69,7 +71,9 @@ class ChangeTiles:
         def fn(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
             b = torch.from_numpy(card.normalize(x[:, :n], self.indices))
             a = torch.from_numpy(card.normalize(x[:, n:], self.indices))
-            return model.predict(b, a).numpy()
+            with inference_autocast(self.precision):
+                p = model.predict(b, a)
+            return p.float().numpy()
 
         return fn
 
@@ -98,6 +102,7 @@ def detect_change(
     simplify_m: float = 5.0,
     config: EngineConfig | None = None,
     progress: Progress | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Run change detection on two dates and write the outputs listed in the module docstring.
 
@@ -108,8 +113,10 @@ def detect_change(
         overwrite: Replace existing outputs.
         min_area_m2: Minimum mapping unit of the polygons.
         simplify_m: Polygon simplification tolerance in metres (shared edges are kept).
-        config: Tiling and scheduling (default: 256 px tiles with 32 px overlap).
+        config: Tiling and scheduling (default: 256 px tiles, 32 px overlap, 2 tiles per task).
         progress: Progress and cancellation.
+        precision: ``fp32`` or ``bf16`` (bfloat16 autocast: about 2× faster on CPUs with bf16
+            matrix units; see the README for its effect on accuracy).
 
     Returns:
         The summary also written to ``summary.json``.
@@ -124,7 +131,7 @@ def detect_change(
         raise GeobertError(f"{model_path} is a {card.task!r} model, not a change model")
     pair = _pair(before, after)
     indices = tuple(card.band_indices(pair.before.band_names))
-    config = config or EngineConfig(tile_size_px=card.tile_size_px, overlap_px=32, batch_size=4)
+    config = config or EngineConfig(tile_size_px=card.tile_size_px, overlap_px=32, batch_size=2)
     workers = config.num_workers or os.cpu_count() or 1
     with staged_outputs(outdir, OUTPUT_NAMES, overwrite=overwrite, tag="change") as stage:
         t_infer = time.perf_counter()
@@ -135,6 +142,7 @@ def detect_change(
                 indices,
                 len(pair.before.band_names),
                 torch_threads=max(1, (os.cpu_count() or 1) // workers),
+                precision=precision,
             ),
             stage / "change_probability.tif",
             band_names=("change_probability",),
@@ -183,6 +191,7 @@ def detect_change(
             "after": str(after),
             "model": str(model_path),
             "threshold": threshold,
+            "precision": precision,
             "bands": list(pair.before.band_names),
             "grid": {
                 "crs": pair.grid.crs.to_string(),
@@ -243,8 +252,8 @@ def _quicklook(pair: ScenePair, change_path: Path, out: Path, size: int = 512) -
         pick = [b for b in ("B04", "B03", "B02") if b in names] or names[:1]
         sub_scene = scene.select(pick * (3 // len(pick)) if len(pick) < 3 else pick)
         rows = []
-        for r0 in range(0, h, step * 64):
-            n = min(step * 64, h - r0)
+        for r0 in range(0, h, step * 8):
+            n = min(step * 8, h - r0)
             data, _ = sub_scene.read(Window(0, r0, w, n))
             rows.append(data[:, ::step, ::step].astype(np.float32))
         img = np.concatenate(rows, axis=1).transpose(1, 2, 0)

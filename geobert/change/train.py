@@ -30,6 +30,7 @@ from geobert.errors import GeobertError
 from geobert.models.card import ModelCard
 from geobert.models.checkpoint import load_checkpoint
 from geobert.models.encoder import GeobertEncoder
+from geobert.models.precision import inference_autocast
 from geobert.models.registry import create_model
 from geobert.training.schedule import warmup_cosine
 from tiles.pair import align_pair
@@ -147,7 +148,9 @@ def _loss(
 
 
 @torch.no_grad()
-def predict_city(model: ChangeModel, city: CityArrays, tile_px: int = 512) -> np.ndarray:
+def predict_city(
+    model: ChangeModel, city: CityArrays, tile_px: int = 512, precision: str = "fp32"
+) -> np.ndarray:
     """Change probability ``(H, W)`` for a whole city (tiles of ``tile_px``, reflect-padded)."""
     model.eval()
     h, w = city.label.shape
@@ -157,7 +160,9 @@ def predict_city(model: ChangeModel, city: CityArrays, tile_px: int = 512) -> np
             sl = (slice(None), slice(r0, min(h, r0 + tile_px)), slice(c0, min(w, c0 + tile_px)))
             b = torch.from_numpy(np.ascontiguousarray(city.before[sl]))[None]
             a = torch.from_numpy(np.ascontiguousarray(city.after[sl]))[None]
-            prob[sl[1], sl[2]] = model.predict(b, a)[0, 0].numpy()
+            with inference_autocast(precision):
+                p = model.predict(b, a)
+            prob[sl[1], sl[2]] = p[0, 0].float().numpy()
     return prob
 
 

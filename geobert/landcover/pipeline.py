@@ -33,6 +33,7 @@ import numpy as np
 from geobert._staging import staged_outputs
 from geobert.errors import GeobertError
 from geobert.models.card import ModelCard
+from geobert.models.precision import inference_autocast
 from tiles.engine import EngineConfig, TileFunction, map_tiles
 from tiles.progress import Progress
 from tiles.scene import GridSpec, Scene, open_scene
@@ -59,6 +60,7 @@ class LandCoverTiles:
     model_path: str
     indices: tuple[int | None, ...]
     torch_threads: int = 1
+    precision: str = "fp32"
 
     def __call__(self) -> TileFunction:
         import torch
@@ -72,7 +74,9 @@ class LandCoverTiles:
         model.eval()
 
         def fn(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
-            return model.predict(torch.from_numpy(card.normalize(x, self.indices))).numpy()
+            with inference_autocast(self.precision):
+                p = model.predict(torch.from_numpy(card.normalize(x, self.indices)))
+            return p.float().numpy()
 
         return fn
 
@@ -108,6 +112,7 @@ def classify(
     cell_px: int = 64,
     config: EngineConfig | None = None,
     progress: Progress | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Classify a scene and write the outputs listed in the module docstring.
 
@@ -121,8 +126,9 @@ def classify(
             neighbour.
         simplify_m: Polygon simplification tolerance in metres (pixel mode).
         cell_px: Cell edge in pixels (patch mode).
-        config: Tiling and scheduling (default: 256 px tiles, 32 px overlap).
+        config: Tiling and scheduling (default: 256 px tiles, 32 px overlap, 2 tiles per task).
         progress: Progress and cancellation.
+        precision: ``fp32`` or ``bf16`` (bfloat16 autocast).
     """
     from geobert.models.checkpoint import read_card
     from geobert.weights import pretrained_encoder_path
@@ -138,10 +144,13 @@ def classify(
         raise GeobertError(f"cell size must be at least 1 pixel, got {cell_px}")
     scene = open_scene(scene_path)
     indices = tuple(card.band_indices(scene.band_names))
-    config = config or EngineConfig(tile_size_px=card.tile_size_px, overlap_px=32, batch_size=4)
+    config = config or EngineConfig(tile_size_px=card.tile_size_px, overlap_px=32, batch_size=2)
     workers = config.num_workers or os.cpu_count() or 1
     factory = LandCoverTiles(
-        str(model_path), indices, torch_threads=max(1, (os.cpu_count() or 1) // workers)
+        str(model_path),
+        indices,
+        torch_threads=max(1, (os.cpu_count() or 1) // workers),
+        precision=precision,
     )
     with staged_outputs(outdir, OUTPUT_NAMES, overwrite=overwrite, tag="classify") as stage:
         if mode == "pixel":
@@ -156,6 +165,7 @@ def classify(
             "scene": str(scene_path),
             "model": str(model_path),
             "mode": mode,
+            "precision": precision,
             "classes": list(card.classes),
             "grid": {
                 "crs": scene.grid.crs.to_string(),

@@ -190,3 +190,20 @@ def test_fcsiamdiff_baseline_trains_with_the_same_recipe(tmp_path: Path, oscd_be
     np.testing.assert_array_equal(prob, predict_city(model, arrays))
     with pytest.raises(GeobertError, match="has no MIM weights"):
         train_change([arrays], [arrays], pretrained_encoder_path(), replace(cfg, init="mim"))
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_bf16_inference_agrees_with_fp32(tmp_path: Path, oscd_before: Path) -> None:
+    from geobert.models.precision import inference_autocast
+
+    root = _oscd_tree(tmp_path, oscd_before.parent)
+    model, card = load_checkpoint(pretrained_encoder_path("changenet_s_oscd"))
+    arrays = load_city(list_cities(root, labelled_only=True)[0], card)
+    p32 = predict_city(model, arrays)  # type: ignore[arg-type]
+    p16 = predict_city(model, arrays, precision="bf16")  # type: ignore[arg-type]
+    assert p16.dtype == np.float32 and not np.array_equal(p16, p32)  # it did run in bf16
+    assert np.abs(p16 - p32).mean() < 0.01 and np.abs(p16 - p32).max() < 0.15
+    t = card.training["threshold"]
+    assert np.mean((p16 > t) == (p32 > t)) > 0.99
+    with pytest.raises(GeobertError, match="unknown precision 'fp16'; use one of fp32, bf16"):
+        inference_autocast("fp16")

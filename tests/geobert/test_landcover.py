@@ -83,13 +83,14 @@ def test_labels_rasterised_reprojected_and_reported(tmp_path: Path) -> None:
     )
     bowtie = shapely.Polygon([(13.0, 52.5), (13.01, 52.51), (13.01, 52.5), (13.0, 52.51)])
     far = shapely.box(0.0, 0.0, 0.01, 0.01)
-    extra = np.array([bowtie, far], dtype=object)
+    extra = np.array([bowtie, far, far], dtype=object)
     out = tmp_path / "wgs84.gpkg"
     pyogrio.raw.write(
         str(out),
         geometry=shapely.to_wkb(np.concatenate([geoms, extra])),
         field_data=[
-            np.concatenate([f, np.array(["water", "forest"], dtype=object)]) for f in fields
+            np.concatenate([f, np.array(["water", "forest", "quarry"], dtype=object)])
+            for f in fields
         ],
         fields=meta["fields"],
         geometry_type="Unknown",
@@ -97,10 +98,22 @@ def test_labels_rasterised_reprojected_and_reported(tmp_path: Path) -> None:
         driver="GPKG",
     )
     lab2 = rasterize_labels(out, "fclass", grid)
-    assert lab2.report["polygons_outside_scene"] == 2
+    assert lab2.report["polygons_outside_scene"] == 3
     assert lab2.report["geometries_repaired"] == 1
-    agree = np.mean(lab2.codes == lab.codes)
+    assert lab2.report["classes_without_pixels"] == ["quarry"]
+    assert not np.any(lab2.codes == lab2.classes.index("quarry"))
+    lut = np.full(256, UNLABELLED, np.uint8)  # codes of lab2 (with quarry) → codes of lab
+    for i, c in enumerate(lab2.classes):
+        lut[i] = CLASSES.index(c) if c in CLASSES else UNLABELLED
+    codes2 = lut[lab2.codes]
+    agree = np.mean(codes2 == lab.codes)
     assert agree > 0.97, agree
+    # training drops the empty class and says so
+    data = prepare_landcover(
+        DATA, out, "fclass", read_card(pretrained_encoder_path()), block_px=64,
+        holdout_fraction=0.25, seed=0,
+    )  # fmt: skip
+    assert data.classes == CLASSES and data.report["classes_without_pixels"] == ["quarry"]
 
     with pytest.raises(
         GeobertError, match="has no field 'landuse'; its fields are: osm_id, fclass, name"
@@ -183,6 +196,13 @@ def test_classify_pixel_mode_end_to_end(trained: tuple[Path, dict], tmp_path: Pa
     np.testing.assert_array_equal(burnt, cls)
     assert pyogrio.read_info(out / "landcover.gpkg")["crs"] == "EPSG:32633"
     assert (out / "quicklook.png").stat().st_size > 10_000
+    # simplified polygons still tile the map: no overlaps, no gaps
+    classify(DATA, tmp_path / "simple", model=path, min_area_m2=2000, simplify_m=15)
+    simple = shapely.from_wkb(pyogrio.raw.read(tmp_path / "simple" / "landcover.gpkg")[2])
+    assert len(simple) == len(geoms) and shapely.is_valid(simple).all()
+    union = shapely.union_all(simple)
+    assert shapely.area(simple).sum() == pytest.approx(union.area, rel=1e-9)
+    assert union.area == pytest.approx(192 * 192 * 100.0, rel=1e-9)
     assert not list(out.glob(".geobert-*"))
     with pytest.raises(OutputExistsError, match="--overwrite"):
         classify(DATA, out, model=path)
