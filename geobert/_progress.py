@@ -1,14 +1,15 @@
-"""Progress sinks for front ends (a tqdm bar for the CLI)."""
+"""Progress sinks for front ends: a tqdm bar for people, progress lines for programs."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from tqdm import tqdm
 
 from tiles.progress import Progress
 
-__all__ = ["TqdmProgress"]
+__all__ = ["LineProgress", "TqdmProgress"]
 
 
 class TqdmProgress(Progress):
@@ -33,3 +34,34 @@ class TqdmProgress(Progress):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class LineProgress(Progress):
+    """``progress: P`` lines on stdout (P in percent, one decimal) for front ends such as the
+    QGIS plugin's worker. The first engine run of a command (the model) maps to 0–90 %, later
+    runs (post-processing) to 90–99 %; the command prints ``progress: 100.0`` when it succeeds,
+    so values only ever increase."""
+
+    def __init__(self, stream: Any = None) -> None:
+        import sys
+
+        self._stream = stream or sys.stdout
+        self._run = 0
+        self._last = -1.0
+        self._lock = threading.Lock()  # updates come from several engine threads
+
+    def start(self, total: int) -> None:
+        self._run += 1
+
+    def update(self, done: int, total: int) -> None:
+        frac = done / total if total else 1.0
+        pct = 90.0 * frac if self._run <= 1 else 90.0 + 9.0 * frac
+        self.emit(pct)
+
+    def emit(self, pct: float) -> None:
+        pct = round(pct, 1)
+        with self._lock:
+            if pct > self._last:
+                self._last = pct
+                self._stream.write(f"progress: {pct:.1f}\n")  # one write: lines never interleave
+                self._stream.flush()

@@ -26,6 +26,32 @@ os.environ.setdefault("GDAL_CACHEMAX", "64")
 from geobert.errors import Cancelled, GeobertError  # noqa: E402 - after the GDAL settings
 
 
+def _progress(args: argparse.Namespace) -> Any:
+    from geobert._progress import LineProgress, TqdmProgress
+
+    if args.progress_lines:
+        return LineProgress()
+    return TqdmProgress(desc="tiles", disable=args.quiet)
+
+
+def _done(args: argparse.Namespace) -> None:
+    if args.progress_lines:
+        print("progress: 100.0", flush=True)
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (a front end's Cancel, a batch system's kill) unwinds like Ctrl-C: staged outputs
+    are removed and the exit status is 130."""
+    import signal
+    import threading
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def _limit_malloc_arenas() -> None:
     """Cap glibc's per-thread malloc arenas at 2 unless the user set ``MALLOC_ARENA_MAX``.
 
@@ -110,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"geobert {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument(
+        "--progress-lines",
+        action="store_true",
+        help="report progress as 'progress: PERCENT' lines on stdout instead of a bar (for "
+        "programs driving geobert, such as the QGIS plugin)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -459,13 +491,19 @@ def _cmd_ndvi(args: argparse.Namespace) -> int:
     return 0
 
 
-def _step_bar(desc: str, total: int, quiet: bool) -> tuple[Any, Any]:
-    """A tqdm bar over training steps and the ``on_step(step, total, loss)`` callback feeding it."""
+def _step_bar(desc: str, total: int, quiet: bool, lines: bool = False) -> tuple[Any, Any]:
+    """A tqdm bar over training steps and the ``on_step(step, total, loss)`` callback feeding it
+    (with ``lines``: progress lines on stdout instead, training mapped to 0–90 %)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="step", disable=quiet)
+    from geobert._progress import LineProgress
+
+    bar = tqdm(total=total, desc=desc, unit="step", disable=quiet or lines)
+    line = LineProgress() if lines else None
 
     def on_step(step: int, total: int, loss: float) -> None:
+        if line is not None:
+            line.emit(90.0 * step / total)
         bar.n = step
         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         bar.refresh()
@@ -590,7 +628,6 @@ def _cmd_evaluate_change(args: argparse.Namespace) -> int:
 
 
 def _cmd_change(args: argparse.Namespace) -> int:
-    from geobert._progress import TqdmProgress
     from geobert.change.pipeline import detect_change
 
     summary = detect_change(
@@ -602,9 +639,10 @@ def _cmd_change(args: argparse.Namespace) -> int:
         min_area_m2=args.min_area,
         simplify_m=args.simplify,
         config=_engine_config(args),
-        progress=TqdmProgress(desc="tiles", disable=args.quiet),
+        progress=_progress(args),
         precision=args.precision,
     )
+    _done(args)
     if not args.quiet:
         print(
             f"wrote {args.outdir}: {summary['polygons']} change polygons, "
@@ -615,7 +653,6 @@ def _cmd_change(args: argparse.Namespace) -> int:
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
-    from geobert._progress import TqdmProgress
     from geobert.landcover.pipeline import classify
 
     summary = classify(
@@ -628,9 +665,10 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         simplify_m=args.simplify,
         cell_px=args.cell_size,
         config=_engine_config(args),
-        progress=TqdmProgress(desc="tiles", disable=args.quiet),
+        progress=_progress(args),
         precision=args.precision,
     )
+    _done(args)
     if not args.quiet:
         areas = ", ".join(f"{c} {a:.1f} ha" for c, a in summary["areas_ha"].items())
         print(f"wrote {args.outdir} in {summary['seconds']:.1f} s: {areas}", file=sys.stderr)
@@ -677,7 +715,9 @@ def _cmd_train_landcover(args: argparse.Namespace) -> int:
             f"classes without pixels (dropped): {', '.join(rep['classes_without_pixels'])}"
         )
     print("train-landcover: " + "; ".join(notes), file=sys.stderr)
-    bar, on_step = _step_bar(f"train-landcover ({args.init})", cfg.steps, args.quiet)
+    bar, on_step = _step_bar(
+        f"train-landcover ({args.init})", cfg.steps, args.quiet, lines=args.progress_lines
+    )
     try:
         model, card = train_landcover(
             data,
@@ -689,6 +729,7 @@ def _cmd_train_landcover(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     save_checkpoint(model, card, args.output)
+    _done(args)
     h = card.training["holdout"]
     print(
         f"wrote {args.output}: {len(card.classes)} classes; hold-out overall accuracy "
@@ -729,6 +770,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _limit_malloc_arenas()
+    _interrupt_on_sigterm()
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

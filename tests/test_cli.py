@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -170,3 +171,31 @@ def test_landcover_training_errors_are_one_line(tmp_path: Path) -> None:
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "m.safetensors").exists()
     assert tree_checksums(data) == before
+
+
+def test_progress_lines_and_sigterm_leave_nothing_behind(tmp_path: Path) -> None:
+    import signal
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "abudhabi"
+    cmd = [*GEOBERT, "--progress-lines", "change", str(example / "imgs_1"),
+           str(example / "imgs_2"), "-q", "--tile-size", "64", "--overlap", "16"]  # fmt: skip
+    # a complete run: increasing percentages on stdout, ending at 100
+    done = subprocess.run(
+        [*cmd, "-o", str(tmp_path / "ok")], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    values = [float(line.split(": ")[1]) for line in done.stdout.splitlines()]
+    assert values[-1] == 100.0 and len(values) > 5
+    assert all(a < b for a, b in itertools.pairwise(values))
+    # a run stopped by SIGTERM (what the QGIS plugin's Cancel sends) after its first progress line
+    out = tmp_path / "cancelled"
+    with subprocess.Popen(
+        [*cmd, "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("progress: ")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["geobert: interrupted; no output was written"]
+    assert list(out.iterdir()) == []  # no outputs, no staging folder

@@ -1,0 +1,372 @@
+"""The geobert Processing algorithms: each one runs a geobert worker process."""
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingOutputFile,
+    QgsProcessingOutputRasterLayer,
+    QgsProcessingOutputVectorLayer,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorLayer,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
+
+from . import styles
+from .settings import python_path, scheduler_address
+from .worker import WorkerResult, geobert_command, run_worker
+
+
+class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """Applies a geobert style to a result layer once Processing has loaded it."""
+
+    _alive: ClassVar[list["StylePostProcessor"]] = []  # Processing keeps only a raw pointer
+
+    def __init__(self, kind: str, colors: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.kind = kind
+        self.colors = colors or {}
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - QGIS API
+        apply_style(layer, self.kind, self.colors)
+
+    @classmethod
+    def create(cls, kind: str, colors: dict[str, str] | None = None) -> "StylePostProcessor":
+        proc = cls(kind, colors)
+        cls._alive.append(proc)
+        return proc
+
+
+def apply_style(layer: Any, kind: str, colors: dict[str, str] | None = None) -> None:
+    """Style a loaded geobert output by its kind."""
+    if kind == "change" and isinstance(layer, QgsRasterLayer):
+        styles.style_change_mask(layer)
+    elif kind == "probability" and isinstance(layer, QgsRasterLayer):
+        styles.style_probability(layer)
+    elif kind == "change_polygons" and isinstance(layer, QgsVectorLayer):
+        styles.style_change_polygons(layer)
+    elif kind == "landcover" and isinstance(layer, QgsRasterLayer):
+        styles.style_landcover(layer)
+    elif kind == "confidence" and isinstance(layer, QgsRasterLayer):
+        styles.style_probability(layer)
+    elif kind == "landcover_polygons" and isinstance(layer, QgsVectorLayer):
+        styles.style_landcover_polygons(layer, colors or {})
+
+
+class GeobertAlgorithm(QgsProcessingAlgorithm):
+    """Shared plumbing: run the worker, map its progress and errors onto Processing's."""
+
+    def createInstance(self):  # noqa: N802 - QGIS API
+        return type(self)()
+
+    def group(self) -> str:
+        return "geobert"
+
+    def groupId(self) -> str:  # noqa: N802 - QGIS API
+        return "geobert"
+
+    def run_geobert(self, args: list[str], feedback: QgsProcessingFeedback) -> WorkerResult:
+        cmd = geobert_command(python_path(), *args)
+        feedback.pushCommandInfo(" ".join(cmd))
+        result = run_worker(
+            cmd,
+            on_progress=feedback.setProgress,
+            is_cancelled=feedback.isCanceled,
+            on_line=feedback.pushInfo,
+        )
+        if result.cancelled:
+            raise QgsProcessingException("geobert: cancelled; no output was written")
+        if not result.ok:
+            feedback.pushDebugInfo(result.stderr)
+            raise QgsProcessingException(result.error or "the geobert worker failed")
+        return result
+
+    def add_layer(
+        self,
+        context: QgsProcessingContext,
+        path: str,
+        name: str,
+        output: str,
+        kind: str,
+        colors: dict[str, str] | None = None,
+    ) -> None:
+        details = QgsProcessingContext.LayerDetails(name, context.project(), output)
+        details.setPostProcessor(StylePostProcessor.create(kind, colors))
+        context.addLayerToLoadOnCompletion(path, details)
+
+
+def _scheduler_args(value: str) -> list[str]:
+    address = value.strip() or scheduler_address()
+    return ["--scheduler", address] if address else []
+
+
+class ChangeDetectionAlgorithm(GeobertAlgorithm):
+    BEFORE, AFTER, MODEL, MIN_AREA, SCHEDULER, OUTPUT_FOLDER = (
+        "BEFORE", "AFTER", "MODEL", "MIN_AREA", "SCHEDULER", "OUTPUT_FOLDER",
+    )  # fmt: skip
+
+    def name(self) -> str:
+        return "change"
+
+    def displayName(self) -> str:  # noqa: N802 - QGIS API
+        return "Change detection"
+
+    def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
+        return (
+            "Detects change between two dates of the same place with the geobert change model. "
+            "The later date is aligned onto the earlier date's grid. Writes a change probability "
+            "raster, a change mask (0 no change, 1 change, nodata where either date is invalid), "
+            "change polygons (area_m2, mean/max probability), summary.json and a quicklook into "
+            "the output folder."
+        )
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
+        self.addParameter(QgsProcessingParameterRasterLayer(self.BEFORE, "Earlier date"))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.AFTER, "Later date"))
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.MODEL, "Change model (default: shipped)", extension="safetensors",
+                optional=True,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.MIN_AREA, "Minimum polygon area (m²)",
+                QgsProcessingParameterNumber.Double, 500.0, minValue=0.0,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.SCHEDULER, "Dask scheduler (tcp://host:port; empty: this machine)",
+                defaultValue="", optional=True,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, "Output folder")
+        )
+        self.addOutput(QgsProcessingOutputRasterLayer("PROBABILITY", "Change probability"))
+        self.addOutput(QgsProcessingOutputRasterLayer("CHANGE", "Change mask"))
+        self.addOutput(QgsProcessingOutputVectorLayer("POLYGONS", "Change polygons"))
+        self.addOutput(QgsProcessingOutputFile("SUMMARY", "Summary (JSON)"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+        before = self.parameterAsRasterLayer(parameters, self.BEFORE, context)
+        after = self.parameterAsRasterLayer(parameters, self.AFTER, context)
+        if before is None or after is None:
+            raise QgsProcessingException("choose two raster layers: an earlier and a later date")
+        out = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)
+        os.makedirs(out, exist_ok=True)
+        args = ["change", before.source(), after.source(), "-o", out, "--overwrite", "-q"]
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        if model:
+            args += ["-m", model]
+        args += ["--min-area", str(self.parameterAsDouble(parameters, self.MIN_AREA, context))]
+        args += _scheduler_args(self.parameterAsString(parameters, self.SCHEDULER, context))
+        self.run_geobert(args, feedback)
+        dates = f"{before.name()} → {after.name()}"
+        paths = {
+            "PROBABILITY": str(Path(out) / "change_probability.tif"),
+            "CHANGE": str(Path(out) / "change.tif"),
+            "POLYGONS": str(Path(out) / "change.gpkg") + "|layername=change",
+            "SUMMARY": str(Path(out) / "summary.json"),
+        }
+        self.add_layer(
+            context,
+            paths["PROBABILITY"],
+            f"change probability {dates}",
+            "PROBABILITY",
+            "probability",
+        )
+        self.add_layer(context, paths["CHANGE"], f"change {dates}", "CHANGE", "change")
+        self.add_layer(
+            context, paths["POLYGONS"], f"change polygons {dates}", "POLYGONS", "change_polygons"
+        )
+        return {**paths, self.OUTPUT_FOLDER: out}
+
+
+class LandCoverAlgorithm(GeobertAlgorithm):
+    INPUT, MODEL, MODE, CELL_SIZE, MIN_AREA, SCHEDULER, OUTPUT_FOLDER = (
+        "INPUT", "MODEL", "MODE", "CELL_SIZE", "MIN_AREA", "SCHEDULER", "OUTPUT_FOLDER",
+    )  # fmt: skip
+    MODES: ClassVar[list[str]] = ["pixel", "patch"]
+
+    def name(self) -> str:
+        return "classify"
+
+    def displayName(self) -> str:  # noqa: N802 - QGIS API
+        return "Land-cover classification"
+
+    def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
+        return (
+            "Classifies a scene with a geobert land-cover model: class raster (with the model's "
+            "colours and names), confidence, polygons per class (class, area_ha, "
+            "mean_confidence), areas.csv and a quicklook, in the output folder."
+        )
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Scene"))
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.MODEL, "Land-cover model (default: shipped)", extension="safetensors",
+                optional=True,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterEnum(self.MODE, "Mode", options=self.MODES, defaultValue=0)
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.CELL_SIZE, "Cell size for patch mode (pixels)",
+                QgsProcessingParameterNumber.Integer, 64, minValue=1,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.MIN_AREA, "Minimum mapping unit (m²)",
+                QgsProcessingParameterNumber.Double, 5000.0, minValue=0.0,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.SCHEDULER, "Dask scheduler (tcp://host:port; empty: this machine)",
+                defaultValue="", optional=True,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, "Output folder")
+        )
+        self.addOutput(QgsProcessingOutputRasterLayer("LANDCOVER", "Land cover"))
+        self.addOutput(QgsProcessingOutputRasterLayer("CONFIDENCE", "Confidence"))
+        self.addOutput(QgsProcessingOutputVectorLayer("POLYGONS", "Land-cover polygons"))
+        self.addOutput(QgsProcessingOutputFile("AREAS", "Areas per class (CSV)"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+        scene = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if scene is None:
+            raise QgsProcessingException("choose a raster layer to classify")
+        out = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)
+        os.makedirs(out, exist_ok=True)
+        mode = self.MODES[self.parameterAsEnum(parameters, self.MODE, context)]
+        args = ["classify", scene.source(), "-o", out, "--overwrite", "-q", "--mode", mode]
+        args += ["--cell-size", str(self.parameterAsInt(parameters, self.CELL_SIZE, context))]
+        args += ["--min-area", str(self.parameterAsDouble(parameters, self.MIN_AREA, context))]
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        if model:
+            args += ["-m", model]
+        args += _scheduler_args(self.parameterAsString(parameters, self.SCHEDULER, context))
+        self.run_geobert(args, feedback)
+        paths = {
+            "LANDCOVER": str(Path(out) / "landcover.tif"),
+            "CONFIDENCE": str(Path(out) / "confidence.tif"),
+            "POLYGONS": str(Path(out) / "landcover.gpkg") + "|layername=landcover",
+            "AREAS": str(Path(out) / "areas.csv"),
+        }
+        colors = {n: c for _, n, c in styles.landcover_classes(QgsRasterLayer(paths["LANDCOVER"]))}
+        name = scene.name()
+        self.add_layer(context, paths["LANDCOVER"], f"land cover {name}", "LANDCOVER", "landcover")
+        self.add_layer(
+            context,
+            paths["CONFIDENCE"],
+            f"land-cover confidence {name}",
+            "CONFIDENCE",
+            "confidence",
+        )
+        self.add_layer(
+            context, paths["POLYGONS"], f"land-cover polygons {name}", "POLYGONS",
+            "landcover_polygons", colors,
+        )  # fmt: skip
+        return {**paths, self.OUTPUT_FOLDER: out}
+
+
+class TrainLandCoverAlgorithm(GeobertAlgorithm):
+    INPUT, LABELS, CLASS_FIELD, STEPS, OUTPUT = "INPUT", "LABELS", "CLASS_FIELD", "STEPS", "OUTPUT"
+
+    def name(self) -> str:
+        return "trainlandcover"
+
+    def displayName(self) -> str:  # noqa: N802 - QGIS API
+        return "Train land-cover model"
+
+    def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
+        return (
+            "Trains a land-cover model from a scene and a layer of training polygons with a "
+            "class field (any CRS). Whole blocks of the labelled area are held out and scored; "
+            "the scores are in the log and inside the model."
+        )
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Scene"))
+        self.addParameter(
+            QgsProcessingParameterVectorLayer(
+                self.LABELS, "Training polygons", [QgsProcessing.TypeVectorPolygon]
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterField(
+                self.CLASS_FIELD, "Class field", parentLayerParameterName=self.LABELS
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.STEPS, "Training steps", QgsProcessingParameterNumber.Integer, 600, minValue=1
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFileDestination(
+                self.OUTPUT, "Model", "geobert model (*.safetensors)"
+            )
+        )
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+        scene = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if scene is None:
+            raise QgsProcessingException("choose the raster layer the polygons were drawn on")
+        labels = self.parameterAsCompatibleSourceLayerPath(
+            parameters, self.LABELS, context, ["gpkg", "shp"], "gpkg", feedback
+        )
+        field = self.parameterAsString(parameters, self.CLASS_FIELD, context)
+        out = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
+        steps = self.parameterAsInt(parameters, self.STEPS, context)
+        args = ["train-landcover", "--image", scene.source(), "--labels", labels.split("|")[0],
+                "--class-field", field, "-o", out, "--steps", str(steps),
+                "--overwrite", "-q"]  # fmt: skip
+        self.run_geobert(args, feedback)
+        return {self.OUTPUT: out}
+
+
+class CheckEnvironmentAlgorithm(GeobertAlgorithm):
+    def name(self) -> str:
+        return "check"
+
+    def displayName(self) -> str:  # noqa: N802 - QGIS API
+        return "Check geobert environment"
+
+    def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
+        return "Reports whether the configured Python can run geobert, and how to install it."
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
+        pass
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+        from .worker import check_environment
+
+        ok, message = check_environment(python_path())
+        if not ok:
+            raise QgsProcessingException(message)
+        feedback.pushInfo(f"{python_path()}: {message}")
+        return {}

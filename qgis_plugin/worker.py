@@ -1,0 +1,143 @@
+"""Run the geobert command line as a worker process (no QGIS imports: testable anywhere).
+
+QGIS's own GDAL/GEOS/PROJ clash with the pip wheels geobert needs, so the plugin never imports
+geobert: it starts ``PYTHON -m geobert.cli --progress-lines COMMAND ...`` in the environment the
+user configured, turns its ``progress: P`` lines into progress updates, stops it with SIGTERM
+on cancel (geobert then removes its staged outputs), and reports its one-line error.
+"""
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+PROGRESS_PREFIX = "progress: "
+
+
+@dataclass
+class WorkerResult:
+    """Outcome of one worker run."""
+
+    returncode: int
+    cancelled: bool = False
+    error: str = ""
+    stderr: str = ""
+    stdout_lines: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.cancelled
+
+
+def geobert_command(python: str, *args: str) -> list[str]:
+    """The worker command line for ``args`` (a geobert subcommand and its options)."""
+    return [python, "-m", "geobert.cli", "--progress-lines", *args]
+
+
+def install_hint(python: str) -> str:
+    return (
+        f"install geobert into that environment: {python} -m pip install geobert "
+        "(or, from a source checkout, bash scripts/setup.sh and point the plugin to "
+        ".venv/bin/python)"
+    )
+
+
+def check_environment(python: str, timeout: float = 120.0) -> tuple[bool, str]:
+    """Whether ``python`` can run geobert; the message says what it found or how to fix it."""
+    try:
+        proc = subprocess.run(
+            [python, "-m", "geobert.cli", "--version"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except FileNotFoundError:
+        return False, f"no Python at {python}; set the geobert Python in the plugin settings"
+    except subprocess.TimeoutExpired:
+        return False, f"{python} did not answer within {timeout:.0f} s"
+    version = proc.stdout.strip()
+    if proc.returncode != 0 or not version.startswith("geobert "):
+        last = (proc.stderr.strip().splitlines() or [version or "no output"])[-1]
+        return False, f"{python} cannot run geobert ({last}); {install_hint(python)}"
+    return True, version
+
+
+def _error_line(stderr: str) -> str:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if ln.startswith("geobert:"):
+            return ln
+    return lines[-1] if lines else ""
+
+
+def run_worker(
+    command: list[str],
+    on_progress: Callable[[float], None],
+    is_cancelled: Callable[[], bool],
+    on_line: Callable[[str], None] | None = None,
+    poll_s: float = 0.1,
+    grace_s: float = 30.0,
+    env: dict | None = None,
+) -> WorkerResult:
+    """Run ``command``; report progress; stop it when ``is_cancelled()`` becomes true."""
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+        env={**os.environ, **(env or {})},
+    )
+    lines: list[str] = []
+    err_chunks: list[str] = []
+
+    def read_stdout() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.rstrip("\n")
+            lines.append(line)
+            if line.startswith(PROGRESS_PREFIX):
+                with contextlib.suppress(ValueError):
+                    on_progress(float(line[len(PROGRESS_PREFIX) :]))
+            elif on_line is not None and line:
+                on_line(line)
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            err_chunks.append(raw)
+
+    readers = [threading.Thread(target=read_stdout), threading.Thread(target=read_stderr)]
+    for t in readers:
+        t.daemon = True
+        t.start()
+    cancelled = False
+    while proc.poll() is None:
+        if not cancelled and is_cancelled():
+            cancelled = True
+            proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(poll_s)
+            if proc.poll() is None:
+                proc.kill()
+            break
+        time.sleep(poll_s)
+    proc.wait()
+    for t in readers:
+        t.join(timeout=5)
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+    stderr = "".join(err_chunks)
+    return WorkerResult(
+        returncode=proc.returncode,
+        cancelled=cancelled,
+        error=_error_line(stderr) if proc.returncode != 0 else "",
+        stderr=stderr,
+        stdout_lines=lines,
+    )

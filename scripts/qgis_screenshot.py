@@ -1,0 +1,57 @@
+"""Screenshot of the QGIS desktop with geobert change results loaded (for the README).
+
+Run by scripts/qgis_screenshot.sh inside Xvfb: ``qgis --code scripts/qgis_screenshot.py``.
+Environment: GEOBERT_SHOT_DIR (a finished ``geobert change`` output folder, plus before.tif),
+GEOBERT_SHOT_PNG (where to save), QGIS_PLUGINPATH (with geobert_qgis).
+"""
+
+import os
+import sys
+
+from qgis.core import (
+    QgsContrastEnhancement,
+    QgsMultiBandColorRenderer,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRasterMinMaxOrigin,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtCore import QTimer
+from qgis.utils import iface
+
+d = os.environ["GEOBERT_SHOT_DIR"]
+png = os.environ["GEOBERT_SHOT_PNG"]
+sys.path.insert(0, os.environ["QGIS_PLUGINPATH"])
+from geobert_qgis.algorithms import apply_style  # noqa: E402 - the plugin folder is added above
+
+before = QgsRasterLayer(os.path.join(d, "before.tif"), "abudhabi 2016 (B04, B03, B02)")
+before.setRenderer(QgsMultiBandColorRenderer(before.dataProvider(), 4, 3, 2))
+before.setContrastEnhancement(
+    QgsContrastEnhancement.StretchToMinimumMaximum, QgsRasterMinMaxOrigin.CumulativeCut
+)
+QgsProject.instance().addMapLayer(before)
+prob = os.path.join(d, "change_probability.tif")
+polys = os.path.join(d, "change.gpkg") + "|layername=change"
+layers = [
+    (QgsRasterLayer(prob, "change probability 2016 → 2018"), "probability"),
+    (QgsRasterLayer(os.path.join(d, "change.tif"), "change 2016 → 2018"), "change"),
+    (QgsVectorLayer(polys, "change polygons 2016 → 2018", "ogr"), "change_polygons"),
+]
+for layer, kind in layers:
+    QgsProject.instance().addMapLayer(layer)
+    apply_style(layer, kind)
+QgsProject.instance().layerTreeRoot().findLayer(layers[0][0].id()).setItemVisibilityChecked(False)
+
+
+def shoot():
+    iface.mapCanvas().setExtent(before.extent())
+    iface.mapCanvas().refreshAllLayers()
+    QTimer.singleShot(4000, save)
+
+
+def save():
+    iface.mainWindow().grab().save(png)
+    iface.actionExit().trigger()
+
+
+QTimer.singleShot(3000, shoot)

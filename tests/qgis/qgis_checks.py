@@ -1,0 +1,298 @@
+"""Checks that run inside a real QGIS (Debian's python3-qgis), headless.
+
+Run by tests/qgis/test_qgis_plugin.py as ``/usr/bin/python3 qgis_checks.py CHECK ARGS_JSON``;
+prints one JSON object with what it observed. The geobert worker is the Python given in the
+environment variable GEOBERT_PYTHON (the project's venv).
+"""
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def start_qgis():
+    from qgis.core import QgsApplication
+
+    QgsApplication.setPrefixPath("/usr", True)
+    app = QgsApplication([], False)
+    app.initQgis()
+    sys.path.append("/usr/share/qgis/python/plugins")
+    import processing
+    from processing.core.Processing import Processing
+
+    Processing.initialize()
+    return app, processing
+
+
+class StubIface:
+    """The parts of QgisInterface the plugin uses, recording what it adds."""
+
+    def __init__(self):
+        from qgis.PyQt.QtWidgets import QMainWindow
+
+        self.window = QMainWindow()
+        self.toolbar = []
+        self.menus = []
+
+    def mainWindow(self):  # noqa: N802
+        return self.window
+
+    def addToolBarIcon(self, action):  # noqa: N802
+        self.toolbar.append(action)
+
+    def removeToolBarIcon(self, action):  # noqa: N802
+        self.toolbar.remove(action)
+
+    def addPluginToRasterMenu(self, name, action):  # noqa: N802
+        self.menus.append((name, action))
+
+    def removePluginRasterMenu(self, name, action):  # noqa: N802
+        self.menus.remove((name, action))
+
+
+def load_plugin(plugin_dir: str):
+    import qgis.utils
+
+    sys.path.insert(0, plugin_dir)
+    qgis.utils.iface = StubIface()
+    assert qgis.utils.loadPlugin("geobert_qgis"), "loadPlugin failed"
+    assert qgis.utils.startPlugin("geobert_qgis"), "startPlugin failed"
+    return qgis.utils.plugins["geobert_qgis"]
+
+
+class Recorder:
+    def __init__(self):
+        from qgis.core import QgsProcessingFeedback
+
+        self.feedback = QgsProcessingFeedback()
+        self.values = []
+        self.feedback.progressChanged.connect(self.values.append)
+
+
+def renderer_info(layer):
+    r = layer.renderer()
+    info = {"type": r.type()}
+    if r.type() == "paletted":
+        info["classes"] = {
+            str(c.value): [c.label, c.color.name(), c.color.alpha()] for c in r.classes()
+        }
+    if r.type() == "categorizedSymbol":
+        info["categories"] = {c.value(): c.symbol().color().name() for c in r.categories()}
+    return info
+
+
+def check_change(args):
+    from qgis.core import QgsProcessingContext, QgsProject, QgsRasterLayer
+
+    _app, processing = start_qgis()
+    plugin = load_plugin(args["plugin_dir"])
+    import qgis.utils
+
+    iface = qgis.utils.iface
+    result = {
+        "plugin": type(plugin).__name__,
+        "toolbar": [a.text() for a in iface.toolbar],
+        "menus": [name for name, _ in iface.menus],
+        "algorithms": sorted(
+            a.id() for a in QgsApplication_registry().providerById("geobert").algorithms()
+        ),
+    }
+    before = QgsRasterLayer(args["before"], "abudhabi 2016")
+    after = QgsRasterLayer(args["after"], "abudhabi 2018")
+    rec = Recorder()
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    out = processing.run(
+        "geobert:change",
+        {"BEFORE": before, "AFTER": after, "OUTPUT_FOLDER": args["out"], "MIN_AREA": 500},
+        context=context,
+        feedback=rec.feedback,
+    )
+    # load and style as Processing does at the end of a dialog run
+    from processing.gui.Postprocessing import handleAlgorithmResults
+
+    alg = QgsApplication_registry().algorithmById("geobert:change")
+    handleAlgorithmResults(alg, context, rec.feedback, False, out)
+    layers = {lyr.name(): lyr for lyr in QgsProject.instance().mapLayers().values()}
+    result["outputs"] = {k: v for k, v in out.items()}
+    result["progress"] = rec.values
+    result["layers"] = {name: renderer_info(layer) for name, layer in layers.items()}
+    # draw the change layer over nothing and read pixel colours
+    result["render"] = render(layers, args["png"])
+    plugin.unload()
+    result["unloaded"] = (
+        not iface.toolbar
+        and not iface.menus
+        and QgsApplication_registry().providerById("geobert") is None
+    )
+    print(json.dumps(result))
+
+
+def processing_postprocessing():
+    """Processing's own loading and styling of results (importable once QGIS is started)."""
+    from processing.gui.Postprocessing import handleAlgorithmResults
+
+    return handleAlgorithmResults
+
+
+def QgsApplication_registry():  # noqa: N802
+    from qgis.core import QgsApplication
+
+    return QgsApplication.processingRegistry()
+
+
+def render(layers, png):
+    from qgis.core import QgsMapRendererParallelJob, QgsMapSettings
+    from qgis.PyQt.QtCore import QSize
+    from qgis.PyQt.QtGui import QColor
+
+    change = next(lyr for n, lyr in layers.items() if n.startswith("change abudhabi"))
+    settings = QgsMapSettings()
+    settings.setLayers([change])
+    settings.setBackgroundColor(QColor(255, 255, 255))
+    settings.setOutputSize(QSize(change.width(), change.height()))
+    settings.setExtent(change.extent())
+    settings.setDestinationCrs(change.crs())
+    job = QgsMapRendererParallelJob(settings)
+    job.start()
+    job.waitForFinished()
+    img = job.renderedImage()
+    img.save(png)
+    provider = change.dataProvider()
+    block = provider.block(1, change.extent(), change.width(), change.height())
+    red = white = 0
+    mismatch = 0
+    for row in range(change.height()):
+        for col in range(change.width()):
+            v = block.value(row, col)
+            c = QColor(img.pixel(col, row))
+            is_red = c.red() > 200 and c.green() < 60 and c.blue() < 60
+            is_white = c.red() > 250 and c.green() > 250 and c.blue() > 250
+            if v == 1:
+                red += is_red
+                mismatch += not is_red
+            elif v == 0:
+                white += is_white
+                mismatch += not is_white
+    return {"changed_drawn_red": red, "unchanged_drawn_white": white, "mismatch": mismatch}
+
+
+def check_cancel(args):
+    from qgis.core import QgsProcessingContext, QgsProcessingException, QgsRasterLayer
+
+    _app, processing = start_qgis()
+    load_plugin(args["plugin_dir"])
+    rec = Recorder()
+
+    def cancel_after_first_progress():
+        t0 = time.time()
+        # progressChanged is queued to the (blocked) main thread; the getter is live
+        while rec.feedback.progress() <= 0 and time.time() - t0 < 120:
+            time.sleep(0.05)
+        rec.feedback.cancel()
+
+    threading.Thread(target=cancel_after_first_progress, daemon=True).start()
+    error = ""
+    t0 = time.time()
+    try:
+        processing.run(
+            "geobert:change",
+            {
+                "BEFORE": QgsRasterLayer(args["before"]),
+                "AFTER": QgsRasterLayer(args["after"]),
+                "OUTPUT_FOLDER": args["out"],
+            },
+            context=QgsProcessingContext(),
+            feedback=rec.feedback,
+        )
+    except QgsProcessingException as exc:
+        error = str(exc)
+    print(
+        json.dumps(
+            {
+                "error": error,
+                "seconds": time.time() - t0,
+                "files": sorted(p.name for p in Path(args["out"]).iterdir()),
+            }
+        )
+    )
+
+
+def check_error(args):
+    from qgis.core import QgsProcessingContext, QgsProcessingException, QgsRasterLayer
+
+    _app, processing = start_qgis()
+    load_plugin(args["plugin_dir"])
+    error = ""
+    try:
+        processing.run(
+            "geobert:change",
+            {
+                "BEFORE": QgsRasterLayer(args["before"]),
+                "AFTER": QgsRasterLayer(args["after"]),
+                "OUTPUT_FOLDER": args["out"],
+            },
+            context=QgsProcessingContext(),
+            feedback=Recorder().feedback,
+        )
+    except QgsProcessingException as exc:
+        error = str(exc)
+    print(json.dumps({"error": error}))
+
+
+def check_classify(args):
+    from qgis.core import QgsProcessingContext, QgsProject, QgsRasterLayer
+
+    _app, processing = start_qgis()
+    handle_results = processing_postprocessing()
+    load_plugin(args["plugin_dir"])
+    rec = Recorder()
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    out = processing.run(
+        "geobert:classify",
+        {"INPUT": QgsRasterLayer(args["scene"], "brandenburg"), "OUTPUT_FOLDER": args["out"]},
+        context=context,
+        feedback=rec.feedback,
+    )
+    handle_results(
+        QgsApplication_registry().algorithmById("geobert:classify"),
+        context,
+        rec.feedback,
+        False,
+        out,
+    )
+    layers = {lyr.name(): renderer_info(lyr) for lyr in QgsProject.instance().mapLayers().values()}
+    print(json.dumps({"outputs": out, "progress": rec.values, "layers": layers}))
+
+
+def check_train(args):
+    from qgis.core import QgsProcessingContext, QgsRasterLayer, QgsVectorLayer
+
+    _app, processing = start_qgis()
+    load_plugin(args["plugin_dir"])
+    rec = Recorder()
+    labels = QgsVectorLayer(args["labels"], "training polygons", "ogr")
+    out = processing.run(
+        "geobert:trainlandcover",
+        {
+            "INPUT": QgsRasterLayer(args["scene"], "scene"),
+            "LABELS": labels,
+            "CLASS_FIELD": "fclass",
+            "STEPS": 3,
+            "OUTPUT": args["out"],
+        },
+        context=QgsProcessingContext(),
+        feedback=rec.feedback,
+    )
+    from qgis.core import QgsApplication
+
+    QgsApplication.processEvents()  # deliver the queued progress signals
+    print(json.dumps({"outputs": out, "progress": rec.values}))
+
+
+if __name__ == "__main__":
+    check, payload = sys.argv[1], json.loads(sys.argv[2])
+    globals()[f"check_{check}"](payload)

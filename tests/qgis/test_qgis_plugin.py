@@ -1,0 +1,209 @@
+"""The QGIS plugin in a real QGIS 3.22 (Debian's qgis + python3-qgis), headless.
+
+Each check runs in Debian's /usr/bin/python3 (tests/qgis/qgis_checks.py) or in qgis_process.bin,
+with the project's venv as the geobert worker. Without QGIS these tests are skipped, unless
+GEOBERT_REQUIRE_QGIS=1 (CI) turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window
+
+ROOT = Path(__file__).resolve().parents[2]
+QGIS_PYTHON = "/usr/bin/python3"
+QGIS_PROCESS = "/usr/bin/qgis_process.bin"
+HAVE_QGIS = (
+    Path(QGIS_PROCESS).exists()
+    and subprocess.run([QGIS_PYTHON, "-c", "import qgis.core"], capture_output=True).returncode == 0
+)
+
+if not HAVE_QGIS:
+    if os.environ.get("GEOBERT_REQUIRE_QGIS") == "1":
+        raise RuntimeError("QGIS is required here: apt-get install qgis python3-qgis")
+    pytest.skip("QGIS (qgis, python3-qgis) is not installed", allow_module_level=True)
+
+pytestmark = pytest.mark.qgis
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A plugin folder named as installed (geobert_qgis) and the example pair as two 13-band
+    GeoTIFFs (what a QGIS user has loaded as layers)."""
+    from tiles import align_pair, open_scene
+
+    d = tmp_path_factory.mktemp("qgis")
+    (d / "plugins").mkdir()
+    (d / "plugins" / "geobert_qgis").symlink_to(ROOT / "qgis_plugin")
+    ex = ROOT / "examples" / "abudhabi"
+    pair = align_pair(open_scene(ex / "imgs_1"), open_scene(ex / "imgs_2"))
+    h, w = pair.grid.shape
+    data, _ = pair.read(Window(0, 0, w, h))
+    n = len(pair.before.band_names)
+    for i, name in enumerate(("before", "after")):
+        profile = {"driver": "GTiff", "width": w, "height": h, "count": n, "dtype": "uint16",
+                   "crs": pair.grid.crs, "transform": pair.grid.transform}  # fmt: skip
+        with rasterio.open(d / f"{name}.tif", "w", **profile) as dst:
+            dst.write(data[i * n : (i + 1) * n].astype(np.uint16))
+            for b, band in enumerate(pair.before.band_names, start=1):
+                dst.set_band_description(b, band)
+    # a 4×4 mosaic of the pair, so a run lasts long enough to be cancelled half-way
+    for name in ("before", "after"):
+        with rasterio.open(d / f"{name}.tif") as src:
+            big = np.tile(src.read(), (1, 4, 4))
+            profile = src.profile | {"width": big.shape[2], "height": big.shape[1]}
+            with rasterio.open(d / f"big_{name}.tif", "w", **profile) as dst:
+                dst.write(big)
+                dst.descriptions = src.descriptions
+    # the same pixels without any georeferencing: a worker error
+    with rasterio.open(d / "before.tif") as src:
+        profile = src.profile | {"crs": None, "transform": rasterio.Affine.identity()}
+        with (
+            pytest.warns(rasterio.errors.NotGeoreferencedWarning),
+            rasterio.open(d / "nogeo.tif", "w", **profile) as dst,
+        ):
+            dst.write(src.read())
+    return {"dir": d, "plugins": d / "plugins", "before": d / "before.tif",
+            "after": d / "after.tif", "nogeo": d / "nogeo.tif",
+            "big_before": d / "big_before.tif", "big_after": d / "big_after.tif"}  # fmt: skip
+
+
+def _stack(folder: Path, out: Path) -> None:
+    """A band folder as one multi-band GeoTIFF with band names (a layer QGIS users load)."""
+    from tiles import open_scene
+
+    s = open_scene(folder)
+    data, _ = s.read(Window(0, 0, s.grid.width, s.grid.height))
+    profile = {"driver": "GTiff", "width": s.grid.width, "height": s.grid.height,
+               "count": s.count, "dtype": "uint16", "crs": s.grid.crs,
+               "transform": s.grid.transform}  # fmt: skip
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(data.astype(np.uint16))
+        for b, band in enumerate(s.band_names, start=1):
+            dst.set_band_description(b, band)
+
+
+def _qgis_env(home: Path) -> dict[str, str]:
+    return {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(home),
+            "XDG_RUNTIME_DIR": str(home), "GEOBERT_PYTHON": sys.executable,
+            "QGIS_PLUGINPATH": ""}  # fmt: skip
+
+
+def check(name: str, env: dict[str, Path], **args: object) -> dict:
+    payload = {"plugin_dir": str(env["plugins"]), **{k: str(v) for k, v in args.items()}}
+    home = env["dir"] / f"home-{name}"
+    home.mkdir(exist_ok=True)
+    proc = subprocess.run(
+        [QGIS_PYTHON, str(ROOT / "tests" / "qgis" / "qgis_checks.py"), name, json.dumps(payload)],
+        capture_output=True, text=True, timeout=600, env=_qgis_env(home),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_change_detection_in_qgis(env: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = check("change", env, before=env["before"], after=env["after"], out=out,
+                png=tmp_path / "render.png")  # fmt: skip
+    assert res["plugin"] == "GeobertPlugin" and res["menus"] == ["geobert"]
+    assert res["toolbar"] == ["geobert change detection…"]
+    assert res["algorithms"] == [
+        "geobert:change", "geobert:check", "geobert:classify", "geobert:trainlandcover"
+    ]  # fmt: skip
+    for key in ("CHANGE", "PROBABILITY", "SUMMARY"):
+        assert Path(res["outputs"][key]).is_file()
+    with rasterio.open(res["outputs"]["CHANGE"]) as ds, rasterio.open(env["before"]) as src:
+        assert ds.crs == src.crs and ds.transform == src.transform
+    progress = res["progress"]
+    assert progress[-1] == 100 and all(a <= b for a, b in itertools.pairwise(progress))
+    layers = res["layers"]
+    dates = "abudhabi 2016 → abudhabi 2018"
+    mask = layers[f"change {dates}"]
+    assert mask["type"] == "paletted"
+    assert mask["classes"]["1.0"] == ["change", "#e61919", 255]
+    assert mask["classes"]["0.0"][2] == 0  # unchanged: transparent
+    assert layers[f"change probability {dates}"]["type"] == "singlebandpseudocolor"
+    assert f"change polygons {dates}" in layers
+    render = res["render"]
+    total = render["changed_drawn_red"] + render["unchanged_drawn_white"] + render["mismatch"]
+    assert render["changed_drawn_red"] > 1000 and render["mismatch"] < 0.01 * total
+    assert res["unloaded"]
+
+
+def test_cancel_stops_the_worker_and_leaves_nothing(env: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    res = check("cancel", env, before=env["big_before"], after=env["big_after"], out=out)
+    assert "cancelled; no output was written" in res["error"]
+    assert res["files"] == []
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(out) not in ps  # the worker process is gone
+
+
+def test_worker_error_arrives_as_one_clear_message(env: dict[str, Path], tmp_path: Path) -> None:
+    res = check("error", env, before=env["nogeo"], after=env["after"], out=tmp_path / "out")
+    assert res["error"].startswith("geobert: error: ") and "Traceback" not in res["error"]
+    assert "CRS" in res["error"] or "georeferenc" in res["error"]
+
+
+def test_land_cover_in_qgis(env: dict[str, Path], tmp_path: Path) -> None:
+    from geobert.models.checkpoint import read_card
+    from geobert.weights import pretrained_encoder_path
+
+    scene = tmp_path / "scene.tif"
+    _stack(ROOT / "examples" / "brandenburg", scene)
+    res = check("classify", env, scene=scene, out=tmp_path / "out")
+    card = read_card(pretrained_encoder_path("landcover_s_bb"))
+    lc = res["layers"]["land cover brandenburg"]
+    assert lc["type"] == "paletted"
+    got = {v[0]: v[1] for v in lc["classes"].values()}
+    assert got == {n: c.lower() for n, c in zip(card.classes, card.colors, strict=True)}
+    polys = res["layers"]["land-cover polygons brandenburg"]
+    assert polys["type"] == "categorizedSymbol"
+    assert polys["categories"] == {
+        n: c.lower() for n, c in zip(card.classes, card.colors, strict=True)
+    }
+    assert res["progress"][-1] == 100
+
+
+def test_train_land_cover_model_in_qgis(env: dict[str, Path], tmp_path: Path) -> None:
+    from geobert.models.checkpoint import read_card
+
+    data = ROOT / "tests" / "data" / "brandenburg"
+    scene = tmp_path / "scene.tif"
+    _stack(data, scene)
+    model = tmp_path / "lc.safetensors"
+    res = check("train", env, scene=scene, labels=data / "landuse.gpkg", out=model)
+    assert res["outputs"]["OUTPUT"] == str(model)
+    card = read_card(model)
+    assert card.task == "landcover" and "forest" in card.classes
+    assert card.training["config"]["steps"] == 3
+    assert res["progress"][-1] == 100
+
+
+def test_change_detection_through_qgis_process(env: dict[str, Path], tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    qenv = _qgis_env(home) | {"QGIS_PLUGINPATH": str(env["plugins"])}
+    enable = subprocess.run([QGIS_PROCESS, "plugins", "enable", "geobert_qgis"],
+                            capture_output=True, text=True, timeout=300, env=qenv)  # fmt: skip
+    assert enable.returncode == 0, enable.stderr[-2000:]
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [QGIS_PROCESS, "--json", "run", "geobert:change", "--", f"BEFORE={env['before']}",
+         f"AFTER={env['after']}", f"OUTPUT_FOLDER={out}"],
+        capture_output=True, text=True, timeout=600, env=qenv,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout[proc.stdout.index("{") :])["results"]
+    assert Path(results["CHANGE"]).is_file() and Path(results["SUMMARY"]).is_file()
+    assert json.loads(Path(results["SUMMARY"]).read_text())["polygons"] >= 1

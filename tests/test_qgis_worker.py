@@ -1,0 +1,77 @@
+"""The QGIS plugin's worker runner, which has no QGIS imports, with real processes."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from qgis_plugin.worker import check_environment, geobert_command, run_worker
+
+FAKE = """
+import signal, sys, time
+def stop(*_):
+    print("geobert: interrupted; no output was written", file=sys.stderr)
+    sys.exit(130)
+signal.signal(signal.SIGTERM, stop)
+for p in (10, 20, 30):
+    print(f"progress: {p}.0", flush=True)
+    time.sleep(0.05)
+print("a plain line", flush=True)
+if sys.argv[1] == "fail":
+    print("Traceback noise", file=sys.stderr)
+    print("geobert: error: scene.tif has no CRS; assign one", file=sys.stderr)
+    sys.exit(2)
+if sys.argv[1] == "hang":
+    time.sleep(60)
+"""
+
+
+def test_progress_lines_errors_and_cancel(tmp_path: Path) -> None:
+    script = tmp_path / "fake.py"
+    script.write_text(FAKE)
+    seen: list[float] = []
+    lines: list[str] = []
+    ok = run_worker([sys.executable, str(script), "ok"], seen.append, lambda: False, lines.append)
+    assert ok.ok and seen == [10.0, 20.0, 30.0] and lines == ["a plain line"]
+    bad = run_worker([sys.executable, str(script), "fail"], seen.append, lambda: False)
+    assert not bad.ok and bad.returncode == 2
+    assert bad.error == "geobert: error: scene.tif has no CRS; assign one"
+    t0 = time.monotonic()
+    stop = run_worker(
+        [sys.executable, str(script), "hang"], lambda p: None, lambda: time.monotonic() - t0 > 1
+    )
+    assert stop.cancelled and stop.returncode == 130 and time.monotonic() - t0 < 20
+
+
+def test_environment_check_names_the_fix(tmp_path: Path) -> None:
+    ok, version = check_environment(sys.executable)
+    assert ok and version.startswith("geobert ")
+    ok, msg = check_environment(str(tmp_path / "nope" / "python"))
+    assert not ok and "no Python at" in msg
+    ok, msg = check_environment("/usr/bin/true")
+    assert not ok  # runs, but prints no geobert version
+    assert geobert_command("py", "change", "a", "b")[:4] == [
+        "py", "-m", "geobert.cli", "--progress-lines"
+    ]  # fmt: skip
+
+
+def test_plugin_zip_installs_as_one_folder(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    repo = tmp_path / "repo"
+    shutil.copytree(root / "qgis_plugin", repo / "qgis_plugin")
+    shutil.copytree(root / "scripts", repo / "scripts")
+    proc = subprocess.run(
+        ["bash", str(repo / "scripts" / "build_plugin_zip.sh")], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    names = zipfile.ZipFile(repo / "dist" / "geobert_qgis.zip").namelist()
+    assert {n.split("/")[0] for n in names} == {"geobert_qgis"}
+    for needed in ("metadata.txt", "__init__.py", "icon.svg", "provider.py", "worker.py"):
+        assert f"geobert_qgis/{needed}" in names
+    meta = zipfile.ZipFile(repo / "dist" / "geobert_qgis.zip").read("geobert_qgis/metadata.txt")
+    assert b"qgisMinimumVersion=3.22" in meta and b"hasProcessingProvider=yes" in meta
