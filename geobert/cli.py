@@ -428,6 +428,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--outdir", required=True)
 
     p = sub.add_parser(
+        "batch",
+        help="run many change pairs or classifications from a CSV/JSON manifest, resumably",
+        description="Run the items of MANIFEST (columns: id, command = change|classify, before "
+        "and after, or scene; optional model) one after another into OUTDIR/<id>/. Finished "
+        "items are skipped on a rerun, interrupted ones redone; a failing item is reported and "
+        "the others go on. Writes OUTDIR/batch_summary.csv. Exit status 0 if every item "
+        "succeeded, 1 if any failed.",
+    )
+    p.add_argument("manifest", metavar="MANIFEST", help="CSV with a header row, or a JSON list")
+    p.add_argument("-o", "--outdir", required=True, metavar="OUTDIR")
+    _add_engine_args(p, tile_px=256, overlap_px=32, batch=2)
+
+    p = sub.add_parser(
         "export-onnx",
         help="export an encoder to ONNX (fixed tile size, dynamic batch) and check it",
         description="Export the encoder of CKPT to ONNX with a dynamic batch axis and check its "
@@ -750,8 +763,29 @@ def _cmd_evaluate_landcover(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from geobert.batch import run_batch
+
+    def report(item: Any, status: str, error: str) -> None:
+        line = f"{item.id}: {status}" + (f" — {error.splitlines()[0]}" if error else "")
+        print(line, file=sys.stderr, flush=True)
+
+    rows = run_batch(args.manifest, args.outdir, config=_engine_config(args), on_item=report)
+    failed = [r["id"] for r in rows if r["status"] == "failed"]
+    done = sum(r["status"] == "done" for r in rows)
+    skipped = sum(r["status"] == "skipped" for r in rows)
+    print(
+        f"batch: {done} done, {skipped} already finished, {len(failed)} failed"
+        + (f" ({', '.join(failed)})" if failed else "")
+        + f"; see {Path(args.outdir) / 'batch_summary.csv'}",
+        file=sys.stderr,
+    )
+    return 1 if failed else 0
+
+
 COMMANDS = {
     "change": _cmd_change,
+    "batch": _cmd_batch,
     "classify": _cmd_classify,
     "train-landcover": _cmd_train_landcover,
     "evaluate-landcover": _cmd_evaluate_landcover,
@@ -789,6 +823,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Cancelled:
         print("geobert: cancelled; no output was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `geobert info … | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except GeobertError as exc:
         if args.debug:
             raise

@@ -1,0 +1,156 @@
+"""``geobert batch``: many change pairs or classifications from one manifest, resumably.
+
+A manifest is a CSV (header row) or JSON (a list of objects) with one item per row:
+
+* ``id`` — a name for the item (letters, digits, ``-``, ``_``, ``.``); its outputs go to
+  ``OUTDIR/<id>/``;
+* ``command`` — ``change`` or ``classify``;
+* ``before`` and ``after`` (change) or ``scene`` (classify) — paths or GDAL URLs;
+* optional ``model``.
+
+Items run one after another (each one uses every core, or the Dask cluster given). An item whose
+``summary.json`` exists is finished (outputs are published together, only on success) and is
+skipped; anything else is (re)done, after removing staging folders a killed run left behind. A
+failing item is recorded with its one-line error and the batch goes on. ``batch_summary.csv`` in
+OUTDIR lists every item with its status, seconds and error.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from geobert.errors import GeobertError
+from tiles.engine import EngineConfig
+
+__all__ = ["BatchItem", "read_manifest", "run_batch"]
+
+_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+_FIELDS = {"change": ("before", "after"), "classify": ("scene",)}
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    id: str
+    command: str
+    inputs: tuple[str, ...]
+    model: str | None = None
+
+
+def read_manifest(path: str | os.PathLike[str]) -> list[BatchItem]:
+    """Parse and check a CSV or JSON manifest; relative input paths are taken from its folder."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise GeobertError(f"cannot read manifest {p}: {exc.strerror or exc}") from None
+    rows: list[dict[str, Any]]
+    if p.suffix.lower() == ".json":
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise GeobertError(f"{p} is not valid JSON ({exc}); give a list of objects") from None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise GeobertError(f"{p} must hold a JSON list of objects, one per item")
+    else:
+        rows = list(csv.DictReader(text.splitlines()))
+    if not rows:
+        raise GeobertError(f"manifest {p} lists no items")
+    items, seen = [], set()
+    for n, row in enumerate(rows, start=1):
+        row = {str(k).strip(): ("" if v is None else str(v).strip()) for k, v in row.items()}
+        where = f"{p}, item {n}"
+        item_id, command = row.get("id", ""), row.get("command", "")
+        if not _ID.match(item_id):
+            raise GeobertError(f"{where}: id {item_id!r} must be letters, digits, '-', '_', '.'")
+        if item_id in seen:
+            raise GeobertError(f"{where}: id {item_id!r} is used twice; ids name output folders")
+        seen.add(item_id)
+        if command not in _FIELDS:
+            raise GeobertError(f"{where}: command {command!r} must be 'change' or 'classify'")
+        missing = [f for f in _FIELDS[command] if not row.get(f)]
+        if missing:
+            raise GeobertError(f"{where}: a {command} item needs {', '.join(missing)}")
+        inputs = tuple(_resolve(row[f], p.parent) for f in _FIELDS[command])
+        model = _resolve(row["model"], p.parent) if row.get("model") else None
+        items.append(BatchItem(item_id, command, inputs, model))
+    return items
+
+
+def _resolve(value: str, base: Path) -> str:
+    if value.startswith("/vsi") or "://" in value or Path(value).is_absolute():
+        return value
+    return str(base / value)
+
+
+def run_batch(
+    manifest: str | os.PathLike[str],
+    outdir: str | os.PathLike[str],
+    *,
+    config: EngineConfig | None = None,
+    on_item: Callable[[BatchItem, str, str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every unfinished item; return (and write to ``batch_summary.csv``) one row per item.
+
+    ``on_item(item, status, error)`` is called after each item (status ``done``, ``skipped`` or
+    ``failed``).
+    """
+    from geobert.change.pipeline import detect_change
+    from geobert.landcover.pipeline import classify
+
+    items = read_manifest(manifest)
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for item in items:
+        folder = out / item.id
+        t0 = time.perf_counter()
+        status, error = "done", ""
+        if (folder / "summary.json").is_file():
+            status = "skipped"
+        else:
+            for stale in folder.glob(".geobert-*"):  # left by a killed run
+                shutil.rmtree(stale, ignore_errors=True)
+            try:
+                opts: dict[str, Any] = {"model": item.model, "overwrite": True, "config": config}
+                if item.command == "change":
+                    detect_change(item.inputs[0], item.inputs[1], folder, **opts)
+                else:
+                    classify(item.inputs[0], folder, **opts)
+            except GeobertError as exc:
+                status, error = "failed", str(exc)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # one broken item must not stop the batch
+                status, error = "failed", f"unexpected {type(exc).__name__}: {exc}"
+        rows.append(
+            {
+                "id": item.id,
+                "command": item.command,
+                "status": status,
+                "seconds": round(time.perf_counter() - t0, 2),
+                "error": error.splitlines()[0] if error else "",
+                "outputs": str(folder),
+            }
+        )
+        if on_item is not None:
+            on_item(item, status, error)
+    _write_summary(out / "batch_summary.csv", rows)
+    return rows
+
+
+def _write_summary(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["id", "command", "status", "seconds", "error", "outputs"])
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
