@@ -26,6 +26,7 @@ import numpy as np
 
 from geobert._staging import staged_outputs
 from geobert.errors import GeobertError
+from geobert.models.card import fill_invalid
 from geobert.models.precision import inference_autocast
 from tiles.engine import EngineConfig, TileFunction, map_tiles_to_raster
 from tiles.pair import ScenePair, align_pair
@@ -69,8 +70,8 @@ class ChangeTiles:
         n = self.bands_per_date
 
         def fn(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
-            b = torch.from_numpy(card.normalize(x[:, :n], self.indices))
-            a = torch.from_numpy(card.normalize(x[:, n:], self.indices))
+            b = torch.from_numpy(fill_invalid(card.normalize(x[:, :n], self.indices), valid))
+            a = torch.from_numpy(fill_invalid(card.normalize(x[:, n:], self.indices), valid))
             with inference_autocast(self.precision):
                 p = model.predict(b, a)
             return p.float().numpy()
@@ -152,6 +153,11 @@ def detect_change(
             progress=progress,
         )
         t_infer = time.perf_counter() - t_infer
+        if report.tiles_skipped == report.tiles:
+            raise GeobertError(
+                f"no pixel is valid in both {before} and {after} (all nodata where they "
+                "overlap); check the nodata value and the cloud masks of both dates"
+            )
         threshold = float(card.training["threshold"])
         prob_scene = open_scene(stage / "change_probability.tif")
         map_tiles_to_raster(

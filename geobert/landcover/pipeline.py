@@ -32,7 +32,7 @@ import numpy as np
 
 from geobert._staging import staged_outputs
 from geobert.errors import GeobertError
-from geobert.models.card import ModelCard
+from geobert.models.card import ModelCard, fill_invalid
 from geobert.models.precision import inference_autocast
 from tiles.engine import EngineConfig, TileFunction, map_tiles
 from tiles.progress import Progress
@@ -75,7 +75,8 @@ class LandCoverTiles:
 
         def fn(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
             with inference_autocast(self.precision):
-                p = model.predict(torch.from_numpy(card.normalize(x, self.indices)))
+                x_n = fill_invalid(card.normalize(x, self.indices), valid)
+                p = model.predict(torch.from_numpy(x_n))
             return p.float().numpy()
 
         return fn
@@ -159,6 +160,10 @@ def classify(
             )
         else:
             report, extra = _run_patch(scene, factory, card, stage, cell_px, config, progress)
+        if report.tiles_skipped == report.tiles:
+            raise GeobertError(
+                f"{scene_path} has no valid pixel (all nodata); check its nodata value and masks"
+            )
         areas = _write_areas(stage, card, extra.pop("pixel_counts"), extra.pop("pixel_area_m2"))
         _quicklook(stage / "landcover.tif", card, stage / "quicklook.png")
         summary = {

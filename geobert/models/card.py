@@ -17,7 +17,7 @@ import numpy as np
 
 from geobert.errors import BandMismatchError, GeobertError
 
-__all__ = ["CARD_FORMAT", "FillPolicy", "ModelCard"]
+__all__ = ["CARD_FORMAT", "FillPolicy", "ModelCard", "fill_invalid"]
 
 CARD_FORMAT = 1
 """Version of the card layout; a reader refuses cards from a newer format."""
@@ -130,3 +130,16 @@ class ModelCard:
             if idx is not None:
                 out[:, k] = (x[:, idx] * self.scale - self.mean[k]) / self.std[k]
         return out
+
+
+def fill_invalid(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Normalised tiles with invalid or non-finite pixels set to 0 (the band mean).
+
+    A network mixes neighbouring pixels, so one NaN or inf (clouds masked as NaN in a float
+    raster) would otherwise turn a whole tile into NaN; those pixels are nodata in the output
+    anyway.
+    """
+    bad = ~valid[:, None] | ~np.isfinite(x)
+    if bad.any():
+        x = np.where(bad, np.float32(0), x)
+    return x

@@ -138,3 +138,46 @@ def test_bad_inputs_leave_nothing(tmp_path: Path) -> None:
         detect_change(EXAMPLE / "imgs_1", EXAMPLE / "imgs_2", out)
     assert sorted(p.name for p in out.iterdir()) == ["change.tif"]
     assert (out / "change.tif").read_text() == "keep"
+
+
+def test_nan_and_inf_in_a_float_scene_are_nodata_not_poison(tmp_path: Path) -> None:
+    from rasterio.windows import Window
+
+    from tiles import align_pair, open_scene
+
+    pair = align_pair(open_scene(EXAMPLE / "imgs_1"), open_scene(EXAMPLE / "imgs_2"))
+    h, w = pair.grid.shape
+    data, _ = pair.read(Window(0, 0, w, h))
+    n = len(pair.before.band_names)
+    for i, name in enumerate(("before", "after")):
+        arr = data[i * n : (i + 1) * n].astype(np.float32)
+        if name == "before":  # clouds masked as NaN, a sensor glitch as inf
+            arr[:, 20:60, 20:60] = np.nan
+            arr[:, 100:110, 200:210] = np.inf
+        profile = {"driver": "GTiff", "width": w, "height": h, "count": n, "dtype": "float32",
+                   "crs": pair.grid.crs, "transform": pair.grid.transform}  # fmt: skip
+        with rasterio.open(tmp_path / f"{name}.tif", "w", **profile) as dst:
+            dst.write(arr)
+            dst.descriptions = pair.before.band_names
+    detect_change(tmp_path / "before.tif", tmp_path / "after.tif", tmp_path / "out")
+    with rasterio.open(tmp_path / "out" / "change.tif") as ds:
+        change = ds.read(1)
+    bad = np.zeros((h, w), bool)
+    bad[20:60, 20:60] = bad[100:110, 200:210] = True
+    assert (change[bad] == 255).all()
+    assert (change[~bad] != 255).all()  # one NaN must not blank its whole tile
+
+
+def test_all_nodata_scene_is_an_error_not_an_empty_map(tmp_path: Path) -> None:
+    from geobert.errors import GeobertError
+
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    for p in (EXAMPLE / "imgs_1").glob("*.tif"):
+        with rasterio.open(p) as src:
+            profile = src.profile | {"nodata": 0}
+            with rasterio.open(blank / p.name, "w", **profile) as dst:
+                dst.write(np.zeros((1, src.height, src.width), src.dtypes[0]))
+    with pytest.raises(GeobertError, match="no pixel is valid in both"):
+        detect_change(blank, EXAMPLE / "imgs_2", tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []

@@ -250,3 +250,18 @@ def test_evaluate_with_random_forest(trained: tuple[Path, dict], tmp_path: Path)
     )
     assert (tmp_path / "confusion_random_forest_per_pixel_bands.png").exists()
     assert "| geobert |" in (tmp_path / "landcover_eval.md").read_text()
+
+
+def test_classify_refuses_an_all_nodata_scene(tmp_path: Path) -> None:
+    from geobert.landcover.pipeline import classify
+
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    for p in DATA.glob("*.tif"):
+        with rasterio.open(p) as src:
+            profile = src.profile | {"nodata": 0}
+            with rasterio.open(blank / p.name, "w", **profile) as dst:
+                dst.write(np.zeros((1, src.height, src.width), src.dtypes[0]))
+    with pytest.raises(GeobertError, match="has no valid pixel"):
+        classify(blank, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
