@@ -1,0 +1,147 @@
+"""The bad-input matrix: every case exits non-zero with one clear line on stderr, writes nothing
+at the final output paths and leaves its inputs byte-for-byte unchanged."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyogrio.raw
+import pytest
+import rasterio
+import shapely
+from rasterio.transform import from_origin
+from rasterio.windows import Window
+
+from tests.conftest import tree_checksums
+
+ROOT = Path(__file__).resolve().parents[1]
+GEOBERT = [sys.executable, "-m", "geobert.cli"]
+BB = ROOT / "tests" / "data" / "brandenburg"
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Good and broken inputs, all made from the shipped example pair."""
+    from safetensors.torch import load_file, save_file
+
+    from geobert.weights import pretrained_encoder_path
+    from tiles import align_pair, open_scene
+
+    d = tmp_path_factory.mktemp("bad")
+    ex = ROOT / "examples" / "abudhabi"
+    pair = align_pair(open_scene(ex / "imgs_1"), open_scene(ex / "imgs_2"))
+    h, w = pair.grid.shape
+    data, _ = pair.read(Window(0, 0, w, h))
+    n = len(pair.before.band_names)
+    profile = {"driver": "GTiff", "width": w, "height": h, "count": n, "dtype": "uint16",
+               "crs": pair.grid.crs, "transform": pair.grid.transform}  # fmt: skip
+
+    def write(name: str, arr: np.ndarray, **changes: object) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            prof = profile | {"count": arr.shape[0]} | changes
+            with rasterio.open(d / name, "w", **prof) as dst:
+                dst.write(arr)
+                dst.descriptions = pair.before.band_names[: arr.shape[0]]
+
+    before, after = data[:n].astype(np.uint16), data[n:].astype(np.uint16)
+    write("before.tif", before)
+    write("after.tif", after)
+    write("nocrs.tif", before, crs=None, transform=rasterio.Affine.identity())
+    write("far.tif", after, transform=from_origin(0.0, 0.0, 1e-4, 1e-4))
+    write("rgb.tif", before[[3, 2, 1]])
+    write("blank.tif", np.zeros_like(before), nodata=0)
+    raw = (d / "before.tif").read_bytes()
+    (d / "truncated.tif").write_bytes(raw[: len(raw) // 3])
+    (d / "text.tif").write_text("this is not a raster\n")
+    (d / "empty.tif").write_bytes(b"")
+    (d / "corrupt.safetensors").write_bytes(b"\x00garbage" * 64)
+    # a checkpoint from a future geobert: same weights, newer card format
+    src = pretrained_encoder_path("changenet_s_oscd")
+    with open(src, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    meta = dict(header["__metadata__"])
+    key = next(k for k, v in meta.items() if '"card_format"' in v)
+    card = json.loads(meta[key])
+    card["card_format"] = 99
+    meta[key] = json.dumps(card)
+    save_file(load_file(src), str(d / "future.safetensors"), metadata=meta)
+    (d / "exists").mkdir()
+    (d / "exists" / "change.tif").write_text("keep me")
+    (d / "manifest.json").write_text("{not json")
+    far_polys = d / "far.gpkg"
+    pyogrio.raw.write(
+        str(far_polys),
+        geometry=shapely.to_wkb(np.array([shapely.box(0, 0, 100, 100)], dtype=object)),
+        field_data=[np.array(["forest"], dtype=object)],
+        fields=["fclass"], geometry_type="Polygon", crs="EPSG:32633", driver="GPKG",
+    )  # fmt: skip
+    return d
+
+
+Case = Callable[[Path, Path], list[str]]
+CASES: dict[str, tuple[Case, str]] = {
+    "truncated tiff": (lambda d, o: ["change", d / "truncated.tif", d / "after.tif", "-o", o],
+                       "cannot open"),
+    "text file named .tif": (lambda d, o: ["change", d / "text.tif", d / "after.tif", "-o", o],
+                             "cannot open"),
+    "zero-size file": (lambda d, o: ["change", d / "empty.tif", d / "after.tif", "-o", o],
+                       "cannot open"),
+    "missing crs": (lambda d, o: ["change", d / "nocrs.tif", d / "after.tif", "-o", o],
+                    "no coordinate reference system"),
+    "non-overlapping dates": (lambda d, o: ["change", d / "before.tif", d / "far.tif", "-o", o],
+                              "do not overlap"),
+    "bands do not match the model": (
+        lambda d, o: ["change", d / "rgb.tif", d / "rgb.tif", "-o", o], "B01"),
+    "all-nodata scene": (lambda d, o: ["change", d / "blank.tif", d / "after.tif", "-o", o],
+                         "no pixel is valid"),
+    "corrupt model file": (
+        lambda d, o: ["change", d / "before.tif", d / "after.tif", "-o", o, "-m",
+                      d / "corrupt.safetensors"], "not a geobert model file"),
+    "model from a newer geobert": (
+        lambda d, o: ["change", d / "before.tif", d / "after.tif", "-o", o, "-m",
+                      d / "future.safetensors"], "upgrade"),
+    "output exists without --overwrite": (
+        lambda d, o: ["change", d / "before.tif", d / "after.tif", "-o", d / "exists"],
+        "pass --overwrite"),
+    "unwritable output directory": (
+        lambda d, o: ["change", d / "before.tif", d / "after.tif", "-o", "/proc/geobert-out"],
+        "cannot create output folder"),
+    "classify: wrong bands": (lambda d, o: ["classify", d / "rgb.tif", "-o", o], "B01"),
+    "classify: not a raster": (lambda d, o: ["classify", d / "text.tif", "-o", o], "cannot open"),
+    "train: missing class field": (
+        lambda d, o: ["train-landcover", "--image", BB, "--labels", BB / "landuse.gpkg",
+                      "--class-field", "landuse", "-o", o / "m.safetensors"],
+        "its fields are: osm_id, fclass, name"),
+    "train: polygons outside the scene": (
+        lambda d, o: ["train-landcover", "--image", BB, "--labels", d / "far.gpkg",
+                      "--class-field", "fclass", "-o", o / "m.safetensors"], "1 of 1 lie"),
+    "batch: broken manifest": (lambda d, o: ["batch", d / "manifest.json", "-o", o],
+                               "is not valid JSON"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input(case: str, inputs: Path, tmp_path: Path) -> None:
+    args, message = CASES[case]
+    out = tmp_path / "out"
+    out.mkdir()
+    watched = [inputs, BB]
+    before = [tree_checksums(p) for p in watched]
+    argv = [str(a) for a in args(inputs, out)]
+    if argv[0] != "batch":
+        argv.append("-q")  # no progress bar: stderr holds only what went wrong
+    proc = subprocess.run([*GEOBERT, *argv], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("geobert: error: "), proc.stderr
+    assert message in lines[0], lines[0]
+    assert list(out.iterdir()) == []  # nothing at the final paths, no staging left
+    assert [tree_checksums(p) for p in watched] == before
+    assert (inputs / "exists" / "change.tif").read_text() == "keep me"
