@@ -68,6 +68,18 @@ def _limit_malloc_arenas() -> None:
         ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
 
 
+def _add_precision_arg(p: argparse.ArgumentParser) -> None:
+    # geobert.models.precision.PRECISIONS, spelled out: importing geobert.models loads torch,
+    # which would slow down every command, --help included
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="inference arithmetic: fp32 (default) or bfloat16 autocast (faster on CPUs with "
+        "bf16 matrix units)",
+    )
+
+
 def _add_engine_args(
     p: argparse.ArgumentParser, tile_px: int = 512, overlap_px: int = 64, batch: int = 4
 ) -> None:
@@ -184,13 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--precision",
-        choices=["fp32", "bf16"],
-        default="fp32",
-        help="inference arithmetic: fp32 (default) or bfloat16 autocast (faster on CPUs with "
-        "bf16 matrix units)",
-    )
+    _add_precision_arg(p)
     _add_engine_args(p, tile_px=256, overlap_px=32, batch=2)
 
     p = sub.add_parser(
@@ -316,13 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="choose each model's threshold on these cities (default: the one in the model, "
         "chosen on its validation cities); must not overlap the evaluation cities",
     )
-    p.add_argument(
-        "--precision",
-        choices=["fp32", "bf16"],
-        default="fp32",
-        help="inference arithmetic: fp32 (default) or bfloat16 autocast (faster on CPUs with "
-        "bf16 matrix units)",
-    )
+    _add_precision_arg(p)
     p.add_argument("-o", "--outdir", required=True)
 
     p = sub.add_parser(
@@ -369,13 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--precision",
-        choices=["fp32", "bf16"],
-        default="fp32",
-        help="inference arithmetic: fp32 (default) or bfloat16 autocast (faster on CPUs with "
-        "bf16 matrix units)",
-    )
+    _add_precision_arg(p)
     _add_engine_args(p, tile_px=256, overlap_px=32, batch=2)
 
     p = sub.add_parser(

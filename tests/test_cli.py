@@ -199,3 +199,13 @@ def test_progress_lines_and_sigterm_leave_nothing_behind(tmp_path: Path) -> None
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == ["geobert: interrupted; no output was written"]
     assert list(out.iterdir()) == []  # no outputs, no staging folder
+
+
+def test_precision_choices_match_the_library() -> None:
+    from geobert.cli import build_parser
+    from geobert.models.precision import PRECISIONS
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for command in ("change", "classify", "evaluate-change"):
+        opt = next(a for a in sub.choices[command]._actions if a.dest == "precision")
+        assert tuple(opt.choices) == PRECISIONS

@@ -28,10 +28,10 @@ from geobert.change.model import ChangeModel, ChangeNet
 from geobert.change.oscd import OscdCity, read_label
 from geobert.errors import GeobertError
 from geobert.models.card import ModelCard
-from geobert.models.checkpoint import load_checkpoint
 from geobert.models.encoder import GeobertEncoder
 from geobert.models.precision import inference_autocast
 from geobert.models.registry import create_model
+from geobert.training.finetune import scaled_adamw, set_lr, start_encoder
 from geobert.training.schedule import warmup_cosine
 from tiles.pair import align_pair
 
@@ -200,23 +200,17 @@ def train_change(
     pos = sum(int(c.label[c.valid].sum()) for c in train)
     tot = sum(int(c.valid.sum()) for c in train)
     pos_weight = float(min(cfg.max_pos_weight, (tot - pos) / max(pos, 1)))
-    enc_params = list(_encoder_of(model).parameters())
-    enc_ids = {id(p) for p in enc_params}
-    head_params = [p for p in model.parameters() if id(p) not in enc_ids]
-    opt = torch.optim.AdamW(
-        [
-            {"params": enc_params, "scale": cfg.encoder_lr_scale},
-            {"params": head_params, "scale": 1.0},
-        ],
+    opt = scaled_adamw(
+        model,
+        _encoder_of(model),
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
+        encoder_lr_scale=cfg.encoder_lr_scale,
     )
     t0 = time.perf_counter()
     model.train()
     for step in range(cfg.steps):
-        lr = cfg.lr_at(step)
-        for g in opt.param_groups:
-            g["lr"] = lr * g["scale"]
+        set_lr(opt, cfg.lr_at(step))
         xb, xa, y, v = _windows(train, cfg, rng)
         logits = model(torch.from_numpy(xb), torch.from_numpy(xa))
         loss = _loss(logits, torch.from_numpy(y), torch.from_numpy(v), pos_weight)
@@ -259,18 +253,14 @@ def train_change(
 def _build(
     cfg: ChangeTrainConfig, encoder_ckpt: str | os.PathLike[str]
 ) -> tuple[ChangeNet | FCSiamDiffNet, dict[str, Any], ModelCard]:
-    pretrained, enc_card = load_checkpoint(encoder_ckpt)
-    assert isinstance(pretrained, GeobertEncoder)
     if cfg.arch == "fcsiamdiff":
         if cfg.init != "scratch":
             raise GeobertError("FC-Siam-diff has no MIM weights; train it with init='scratch'")
+        # the card gives bands and normalisation; loading the whole encoder (not just the card)
+        # keeps the torch RNG stream, hence the baseline's initial weights, as in the shipped run
+        _, enc_card = start_encoder(encoder_ckpt, "mim")
         return FCSiamDiffNet(len(enc_card.bands)), {"encoder_name": "resnet34"}, enc_card
-    if cfg.init == "mim":
-        encoder = pretrained
-    else:
-        scratch = create_model(enc_card.arch, bands=enc_card.bands, **enc_card.arch_config)
-        assert isinstance(scratch, GeobertEncoder)
-        encoder = scratch
+    encoder, enc_card = start_encoder(encoder_ckpt, cfg.init)
     config = {"encoder": enc_card.arch, "encoder_config": enc_card.arch_config, "decoder_dim": 64}
     return ChangeNet(encoder), config, enc_card
 

@@ -29,9 +29,7 @@ from geobert.landcover.metrics import ClassScores, confusion
 from geobert.landcover.model import LandCoverNet
 from geobert.landcover.split import split_masks
 from geobert.models.card import ModelCard
-from geobert.models.checkpoint import load_checkpoint
-from geobert.models.encoder import GeobertEncoder
-from geobert.models.registry import create_model
+from geobert.training.finetune import scaled_adamw, set_lr, start_encoder
 from geobert.training.schedule import warmup_cosine
 from tiles.scene import open_scene
 
@@ -196,38 +194,28 @@ def train_landcover(
     """Train (``init="mim"``: from the pretrained encoder) and return the model and its card."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    pretrained, enc_card = load_checkpoint(encoder_ckpt)
-    assert isinstance(pretrained, GeobertEncoder)
-    if cfg.init == "mim":
-        encoder = pretrained
-    else:
-        scratch = create_model(enc_card.arch, bands=enc_card.bands, **enc_card.arch_config)
-        assert isinstance(scratch, GeobertEncoder)
-        encoder = scratch
+    encoder, enc_card = start_encoder(encoder_ckpt, cfg.init)
     k = len(data.classes)
     model = LandCoverNet(encoder, k)
     flat_train = data.train.ravel()
     flat_codes = data.codes.ravel()
     pools = [np.flatnonzero(flat_train & (flat_codes == i)) for i in range(k)]
+    freq = np.array([p.size for p in pools], float)
     pools = [p for p in pools if p.size]
-    freq = np.array([np.count_nonzero(flat_train & (flat_codes == i)) for i in range(k)], float)
     weight = np.where(freq > 0, 1 / np.sqrt(np.maximum(freq, 1)), 0.0)
     weight = weight / weight[freq > 0].mean()
-    enc_ids = {id(p) for p in model.encoder.parameters()}
-    opt = torch.optim.AdamW(
-        [
-            {"params": list(model.encoder.parameters()), "scale": cfg.encoder_lr_scale},
-            {"params": [p for p in model.parameters() if id(p) not in enc_ids], "scale": 1.0},
-        ],
+    opt = scaled_adamw(
+        model,
+        model.encoder,
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
+        encoder_lr_scale=cfg.encoder_lr_scale,
     )
     wt = torch.tensor(weight, dtype=torch.float32)
     t0 = time.perf_counter()
     model.train()
     for step in range(cfg.steps):
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr_at(step) * g["scale"]
+        set_lr(opt, cfg.lr_at(step))
         x, y = _windows(data, pools, cfg, rng)
         logits = model(torch.from_numpy(x))
         loss = F.cross_entropy(
