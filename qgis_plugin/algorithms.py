@@ -96,6 +96,44 @@ class GeobertAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(result.error or "the geobert worker failed")
         return result
 
+    MODEL, MIN_AREA, SCHEDULER, OUTPUT_FOLDER = "MODEL", "MIN_AREA", "SCHEDULER", "OUTPUT_FOLDER"
+
+    def add_model_parameter(self, label: str) -> None:
+        self.addParameter(
+            QgsProcessingParameterFile(self.MODEL, label, extension="safetensors", optional=True)
+        )
+
+    def add_area_scheduler_output_parameters(self, area_label: str, min_area: float) -> None:
+        """Minimum area, Dask scheduler and output folder: shared by the mapping tools."""
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.MIN_AREA, area_label, QgsProcessingParameterNumber.Double, min_area,
+                minValue=0.0,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.SCHEDULER, "Dask scheduler (tcp://host:port; empty: this machine)",
+                defaultValue="", optional=True,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, "Output folder")
+        )
+
+    def output_folder(self, parameters, context) -> str:
+        out = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)
+        os.makedirs(out, exist_ok=True)
+        return out
+
+    def run_arguments(self, parameters, context) -> list[str]:
+        """The worker options for the model, minimum area and scheduler parameters."""
+        args = ["--min-area", str(self.parameterAsDouble(parameters, self.MIN_AREA, context))]
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        if model:
+            args += ["-m", model]
+        return args + _scheduler_args(self.parameterAsString(parameters, self.SCHEDULER, context))
+
     def add_layer(
         self,
         context: QgsProcessingContext,
@@ -116,9 +154,7 @@ def _scheduler_args(value: str) -> list[str]:
 
 
 class ChangeDetectionAlgorithm(GeobertAlgorithm):
-    BEFORE, AFTER, MODEL, MIN_AREA, SCHEDULER, OUTPUT_FOLDER = (
-        "BEFORE", "AFTER", "MODEL", "MIN_AREA", "SCHEDULER", "OUTPUT_FOLDER",
-    )  # fmt: skip
+    BEFORE, AFTER = "BEFORE", "AFTER"
 
     def name(self) -> str:
         return "change"
@@ -138,27 +174,8 @@ class ChangeDetectionAlgorithm(GeobertAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
         self.addParameter(QgsProcessingParameterRasterLayer(self.BEFORE, "Earlier date"))
         self.addParameter(QgsProcessingParameterRasterLayer(self.AFTER, "Later date"))
-        self.addParameter(
-            QgsProcessingParameterFile(
-                self.MODEL, "Change model (default: shipped)", extension="safetensors",
-                optional=True,
-            )
-        )  # fmt: skip
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.MIN_AREA, "Minimum polygon area (m²)",
-                QgsProcessingParameterNumber.Double, 500.0, minValue=0.0,
-            )
-        )  # fmt: skip
-        self.addParameter(
-            QgsProcessingParameterString(
-                self.SCHEDULER, "Dask scheduler (tcp://host:port; empty: this machine)",
-                defaultValue="", optional=True,
-            )
-        )  # fmt: skip
-        self.addParameter(
-            QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, "Output folder")
-        )
+        self.add_model_parameter("Change model (default: shipped)")
+        self.add_area_scheduler_output_parameters("Minimum polygon area (m²)", 500.0)
         self.addOutput(QgsProcessingOutputRasterLayer("PROBABILITY", "Change probability"))
         self.addOutput(QgsProcessingOutputRasterLayer("CHANGE", "Change mask"))
         self.addOutput(QgsProcessingOutputVectorLayer("POLYGONS", "Change polygons"))
@@ -169,15 +186,9 @@ class ChangeDetectionAlgorithm(GeobertAlgorithm):
         after = self.parameterAsRasterLayer(parameters, self.AFTER, context)
         if before is None or after is None:
             raise QgsProcessingException("choose two raster layers: an earlier and a later date")
-        out = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)
-        os.makedirs(out, exist_ok=True)
+        out = self.output_folder(parameters, context)
         args = ["change", before.source(), after.source(), "-o", out, "--overwrite", "-q"]
-        model = self.parameterAsFile(parameters, self.MODEL, context)
-        if model:
-            args += ["-m", model]
-        args += ["--min-area", str(self.parameterAsDouble(parameters, self.MIN_AREA, context))]
-        args += _scheduler_args(self.parameterAsString(parameters, self.SCHEDULER, context))
-        self.run_geobert(args, feedback)
+        self.run_geobert(args + self.run_arguments(parameters, context), feedback)
         dates = f"{before.name()} → {after.name()}"
         paths = {
             "PROBABILITY": str(Path(out) / "change_probability.tif"),
@@ -200,9 +211,7 @@ class ChangeDetectionAlgorithm(GeobertAlgorithm):
 
 
 class LandCoverAlgorithm(GeobertAlgorithm):
-    INPUT, MODEL, MODE, CELL_SIZE, MIN_AREA, SCHEDULER, OUTPUT_FOLDER = (
-        "INPUT", "MODEL", "MODE", "CELL_SIZE", "MIN_AREA", "SCHEDULER", "OUTPUT_FOLDER",
-    )  # fmt: skip
+    INPUT, MODE, CELL_SIZE = "INPUT", "MODE", "CELL_SIZE"
     MODES: ClassVar[list[str]] = ["pixel", "patch"]
 
     def name(self) -> str:
@@ -220,12 +229,7 @@ class LandCoverAlgorithm(GeobertAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Scene"))
-        self.addParameter(
-            QgsProcessingParameterFile(
-                self.MODEL, "Land-cover model (default: shipped)", extension="safetensors",
-                optional=True,
-            )
-        )  # fmt: skip
+        self.add_model_parameter("Land-cover model (default: shipped)")
         self.addParameter(
             QgsProcessingParameterEnum(self.MODE, "Mode", options=self.MODES, defaultValue=0)
         )
@@ -235,21 +239,7 @@ class LandCoverAlgorithm(GeobertAlgorithm):
                 QgsProcessingParameterNumber.Integer, 64, minValue=1,
             )
         )  # fmt: skip
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.MIN_AREA, "Minimum mapping unit (m²)",
-                QgsProcessingParameterNumber.Double, 5000.0, minValue=0.0,
-            )
-        )  # fmt: skip
-        self.addParameter(
-            QgsProcessingParameterString(
-                self.SCHEDULER, "Dask scheduler (tcp://host:port; empty: this machine)",
-                defaultValue="", optional=True,
-            )
-        )  # fmt: skip
-        self.addParameter(
-            QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, "Output folder")
-        )
+        self.add_area_scheduler_output_parameters("Minimum mapping unit (m²)", 5000.0)
         self.addOutput(QgsProcessingOutputRasterLayer("LANDCOVER", "Land cover"))
         self.addOutput(QgsProcessingOutputRasterLayer("CONFIDENCE", "Confidence"))
         self.addOutput(QgsProcessingOutputVectorLayer("POLYGONS", "Land-cover polygons"))
@@ -259,17 +249,11 @@ class LandCoverAlgorithm(GeobertAlgorithm):
         scene = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if scene is None:
             raise QgsProcessingException("choose a raster layer to classify")
-        out = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)
-        os.makedirs(out, exist_ok=True)
+        out = self.output_folder(parameters, context)
         mode = self.MODES[self.parameterAsEnum(parameters, self.MODE, context)]
         args = ["classify", scene.source(), "-o", out, "--overwrite", "-q", "--mode", mode]
         args += ["--cell-size", str(self.parameterAsInt(parameters, self.CELL_SIZE, context))]
-        args += ["--min-area", str(self.parameterAsDouble(parameters, self.MIN_AREA, context))]
-        model = self.parameterAsFile(parameters, self.MODEL, context)
-        if model:
-            args += ["-m", model]
-        args += _scheduler_args(self.parameterAsString(parameters, self.SCHEDULER, context))
-        self.run_geobert(args, feedback)
+        self.run_geobert(args + self.run_arguments(parameters, context), feedback)
         paths = {
             "LANDCOVER": str(Path(out) / "landcover.tif"),
             "CONFIDENCE": str(Path(out) / "confidence.tif"),
