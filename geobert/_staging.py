@@ -21,25 +21,40 @@ def staged_outputs(
     """Yield a fresh folder inside ``outdir`` to write ``names`` into.
 
     On normal exit every name is moved into ``outdir`` (replacing older outputs); on any error
-    or interruption nothing in ``outdir`` changes. The folder is always removed. Existing outputs
-    without ``overwrite`` are refused before any work starts.
+    or interruption nothing in ``outdir`` changes, and an ``outdir`` this call created is removed
+    again. The staging folder is always removed. Existing outputs without ``overwrite`` are
+    refused before any work starts.
     """
     out = Path(outdir)
     existing = [n for n in names if (out / n).exists()]
     if existing and not overwrite:
         raise OutputExistsError(f"{out} already holds {existing}; pass --overwrite to replace them")
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputNotWritableError(f"cannot create output folder {out}: {exc}") from exc
+        raise OutputNotWritableError(
+            f"cannot create output folder {out} ({exc.strerror}); choose a writable folder with -o"
+        ) from exc
     stage = out / f".geobert-{tag}-{uuid.uuid4().hex[:8]}"
     try:
         stage.mkdir()
     except OSError as exc:
-        raise OutputNotWritableError(f"output folder {out} is not writable: {exc}") from exc
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise OutputNotWritableError(
+            f"output folder {out} is not writable ({exc.strerror}); choose a writable folder "
+            "with -o"
+        ) from exc
+    ok = False
     try:
         yield stage
         for name in names:
             os.replace(stage / name, out / name)
+        ok = True
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        if created and not ok:
+            with contextlib.suppress(OSError):  # only if empty: never remove anything else
+                out.rmdir()

@@ -8,6 +8,7 @@ with exit status 2; anything unexpected is printed as one line too, with the hin
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -66,6 +67,23 @@ def _limit_malloc_arenas() -> None:
 
     with contextlib.suppress(OSError, AttributeError):  # not glibc
         ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
+
+
+def _silence_libtiff_stderr() -> None:
+    """Stop libtiff printing its own error lines (``_tiffWriteProc: No space left on device.``)
+    straight to stderr. GDAL reports the same failures as errors, which geobert turns into its
+    one-line messages; the raw lines would only duplicate them."""
+    import contextlib
+    import ctypes
+    import importlib.util
+
+    spec = importlib.util.find_spec("rasterio")
+    if spec is None or spec.origin is None:
+        return
+    libs = Path(spec.origin).parent.parent / "rasterio.libs"
+    for lib in sorted(libs.glob("libtiff-*.so*")):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(str(lib)).TIFFSetErrorHandler(None)
 
 
 def _add_precision_arg(p: argparse.ArgumentParser) -> None:
@@ -195,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="polygon simplification tolerance in m (default: 5)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no warnings")
     _add_precision_arg(p)
     _add_engine_args(p, tile_px=256, overlap_px=32, batch=2)
 
@@ -218,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--nodata", type=float, default=None, help="input value to treat as nodata")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no warnings")
     _add_engine_args(p)
 
     p = sub.add_parser(
@@ -262,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop (and save) after this many minutes",
     )
     p.add_argument("--resume", action="store_true", help="continue from CKPT.train.pt")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no warnings")
 
     p = sub.add_parser(
         "evaluate-mim",
@@ -368,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="polygon simplification tolerance in m; neighbours keep shared edges (default: 5)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no warnings")
     _add_precision_arg(p)
     _add_engine_args(p, tile_px=256, overlap_px=32, batch=2)
 
@@ -385,6 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels", required=True, metavar="POLYGONS", help="polygon layer (GeoPackage, shp…)"
     )
     p.add_argument("--class-field", required=True, metavar="FIELD", help="attribute with classes")
+    p.add_argument(
+        "--fix-geometries",
+        action="store_true",
+        help="repair invalid polygons (shapely make_valid) instead of stopping with an error",
+    )
     p.add_argument("-o", "--output", required=True, metavar="MODEL", help="output .safetensors")
     p.add_argument(
         "--init",
@@ -405,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing MODEL")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no warnings")
 
     p = sub.add_parser(
         "evaluate-landcover",
@@ -420,6 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", required=True, metavar="MODEL")
     p.add_argument("--names", nargs="+", default=None)
     p.add_argument("-o", "--outdir", required=True)
+    p.add_argument(
+        "--fix-geometries",
+        action="store_true",
+        help="repair invalid polygons (shapely make_valid) instead of stopping with an error",
+    )
 
     p = sub.add_parser(
         "batch",
@@ -710,6 +738,7 @@ def _cmd_train_landcover(args: argparse.Namespace) -> int:
         block_px=cfg.block_px,
         holdout_fraction=cfg.holdout_fraction,
         seed=cfg.seed,
+        fix_geometries=args.fix_geometries,
     )
     rep = data.report
     notes = [f"{rep['train_pixels']} training and {rep['holdout_pixels']} hold-out pixels"]
@@ -750,7 +779,13 @@ def _cmd_evaluate_landcover(args: argparse.Namespace) -> int:
     from geobert.landcover.evaluate import evaluate_landcover
 
     summary = evaluate_landcover(
-        args.image, args.labels, args.class_field, args.models, args.outdir, args.names
+        args.image,
+        args.labels,
+        args.class_field,
+        args.models,
+        args.outdir,
+        args.names,
+        fix_geometries=args.fix_geometries,
     )
     for method, res in summary["methods"].items():
         print(f"{method:>32}: OA {res['overall_accuracy']:.3f}  macro-F1 {res['macro_f1']:.3f}")
@@ -793,14 +828,35 @@ COMMANDS = {
 }
 
 
+_DISK_HINTS = {
+    errno.ENOSPC: "free space on that disk or write elsewhere (-o)",
+    errno.EDQUOT: "free space within your quota or write elsewhere (-o)",
+    errno.EROFS: "the disk is read-only; write elsewhere (-o)",
+    errno.EACCES: "you lack permission there; write elsewhere (-o)",
+    errno.EFBIG: "the file system cannot hold a file that large; write elsewhere (-o)",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``geobert`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _limit_malloc_arenas()
+    if not (args.debug or args.verbose):
+        # GDAL prints errors raised outside rasterio's handlers ("ERROR 1: TIFF…") itself; they
+        # reach the user as geobert's one-line errors instead. --verbose/--debug show them.
+        os.environ.setdefault("CPL_LOG", os.devnull)
+        _silence_libtiff_stderr()
     _interrupt_on_sigterm()
+    quiet = getattr(args, "quiet", False) and not (args.debug or args.verbose)
     logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING,
+        level=logging.DEBUG
+        if args.debug
+        else logging.INFO
+        if args.verbose
+        else logging.ERROR
+        if quiet  # -q: GDAL's warnings about a broken file too; the error line says enough
+        else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
@@ -828,6 +884,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
+        hint = _DISK_HINTS.get(exc.errno or 0) if isinstance(exc, OSError) else None
+        if hint is not None and isinstance(exc, OSError):
+            where = f" ({exc.filename})" if exc.filename else ""
+            print(f"geobert: error: {exc.strerror}{where}; {hint}", file=sys.stderr)
+            return 2
         text = str(exc).splitlines()[0] if str(exc) else ""
         print(
             f"geobert: unexpected error: {type(exc).__name__}: {text} (rerun with --debug for "

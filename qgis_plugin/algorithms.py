@@ -14,6 +14,7 @@ from qgis.core import (
     QgsProcessingOutputFile,
     QgsProcessingOutputRasterLayer,
     QgsProcessingOutputVectorLayer,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
@@ -279,6 +280,7 @@ class LandCoverAlgorithm(GeobertAlgorithm):
 
 class TrainLandCoverAlgorithm(GeobertAlgorithm):
     INPUT, LABELS, CLASS_FIELD, STEPS, OUTPUT = "INPUT", "LABELS", "CLASS_FIELD", "STEPS", "OUTPUT"
+    FIX_GEOMETRIES = "FIX_GEOMETRIES"
 
     def name(self) -> str:
         return "trainlandcover"
@@ -311,6 +313,13 @@ class TrainLandCoverAlgorithm(GeobertAlgorithm):
             )
         )
         self.addParameter(
+            QgsProcessingParameterBoolean(
+                self.FIX_GEOMETRIES,
+                "Repair invalid polygons (otherwise an invalid polygon stops the run)",
+                defaultValue=False,
+            )
+        )
+        self.addParameter(
             QgsProcessingParameterFileDestination(
                 self.OUTPUT, "Model", "geobert model (*.safetensors)"
             )
@@ -329,6 +338,8 @@ class TrainLandCoverAlgorithm(GeobertAlgorithm):
         args = ["train-landcover", "--image", scene.source(), "--labels", labels.split("|")[0],
                 "--class-field", field, "-o", out, "--steps", str(steps),
                 "--overwrite", "-q"]  # fmt: skip
+        if self.parameterAsBool(parameters, self.FIX_GEOMETRIES, context):
+            args.append("--fix-geometries")
         self.run_geobert(args, feedback)
         return {self.OUTPUT: out}
 

@@ -4,6 +4,7 @@ at the final output paths and leaves its inputs byte-for-byte unchanged."""
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 import warnings
@@ -57,6 +58,14 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write("far.tif", after, transform=from_origin(0.0, 0.0, 1e-4, 1e-4))
     write("rgb.tif", before[[3, 2, 1]])
     write("blank.tif", np.zeros_like(before), nodata=0)
+    write("one.tif", before[:, :1, :1], width=1, height=1)
+    # the classic CRS slip: the same coordinates labelled with another UTM zone
+    write("wrongzone.tif", after, crs="EPSG:32633")
+    nonfinite = np.full(before.shape, np.nan, np.float32)
+    nonfinite[:, :, ::2] = np.inf
+    write("nonfinite.tif", nonfinite, dtype="float32")
+    write("huge.tif", before[:, :64, :64], width=64, height=64)
+    _claim_dimensions(d / "huge.tif", 2_000_000_000, 2_000_000_000)
     raw = (d / "before.tif").read_bytes()
     (d / "truncated.tif").write_bytes(raw[: len(raw) // 3])
     (d / "text.tif").write_text("this is not a raster\n")
@@ -82,7 +91,32 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         field_data=[np.array(["forest"], dtype=object)],
         fields=["fclass"], geometry_type="Polygon", crs="EPSG:32633", driver="GPKG",
     )  # fmt: skip
+    # the training polygons plus one bow-tie (a self-intersecting ring) inside the scene
+    _, _, wkb, fields = pyogrio.raw.read(BB / "landuse.gpkg", columns=["fclass"])
+    x0, y0 = shapely.from_wkb(wkb[0]).centroid.coords[0]
+    bowtie = shapely.Polygon([(x0, y0), (x0 + 50, y0 + 50), (x0 + 50, y0), (x0, y0 + 50)])
+    assert not shapely.is_valid(bowtie)
+    pyogrio.raw.write(
+        str(d / "bowtie.gpkg"),
+        geometry=np.append(wkb, shapely.to_wkb(shapely.MultiPolygon([bowtie]))).astype(object),
+        field_data=[np.append(fields[0], "farmland").astype(object)],
+        fields=["fclass"], geometry_type="MultiPolygon",
+        crs=pyogrio.read_info(BB / "landuse.gpkg")["crs"], driver="GPKG",
+    )  # fmt: skip
     return d
+
+
+def _claim_dimensions(path: Path, width: int, height: int) -> None:
+    """Rewrite ImageWidth/ImageLength in a little-endian TIFF's first IFD (a corrupt header)."""
+    raw = bytearray(path.read_bytes())
+    assert raw[:4] == b"II*\x00"
+    ifd = struct.unpack_from("<I", raw, 4)[0]
+    for i in range(struct.unpack_from("<H", raw, ifd)[0]):
+        entry = ifd + 2 + 12 * i
+        tag = struct.unpack_from("<H", raw, entry)[0]
+        if tag in (256, 257):  # LONG, one value
+            struct.pack_into("<HHII", raw, entry, tag, 4, 1, width if tag == 256 else height)
+    path.write_bytes(bytes(raw))
 
 
 Case = Callable[[Path, Path], list[str]]
@@ -113,6 +147,16 @@ CASES: dict[str, tuple[Case, str]] = {
     "unwritable output directory": (
         lambda d, o: ["change", d / "before.tif", d / "after.tif", "-o", "/proc/geobert-out"],
         "cannot create output folder"),
+    "1-pixel raster": (lambda d, o: ["change", d / "one.tif", d / "after.tif", "-o", o],
+                       "need at least 32×32 px"),
+    "absurd dimensions in the header": (
+        lambda d, o: ["change", d / "huge.tif", d / "after.tif", "-o", o],
+        "claims 2000000000×2000000000 pixels"),
+    "NaN/inf float raster": (lambda d, o: ["change", d / "nonfinite.tif", d / "after.tif", "-o", o],
+                             "no pixel is valid"),
+    "CRS mismatch between dates": (
+        lambda d, o: ["change", d / "before.tif", d / "wrongzone.tif", "-o", o],
+        "one of them carries the wrong CRS"),
     "classify: wrong bands": (lambda d, o: ["classify", d / "rgb.tif", "-o", o], "B01"),
     "classify: not a raster": (lambda d, o: ["classify", d / "text.tif", "-o", o], "cannot open"),
     "train: missing class field": (
@@ -122,6 +166,10 @@ CASES: dict[str, tuple[Case, str]] = {
     "train: polygons outside the scene": (
         lambda d, o: ["train-landcover", "--image", BB, "--labels", d / "far.gpkg",
                       "--class-field", "fclass", "-o", o / "m.safetensors"], "1 of 1 lie"),
+    "train: invalid polygon geometry": (
+        lambda d, o: ["train-landcover", "--image", BB, "--labels", d / "bowtie.gpkg",
+                      "--class-field", "fclass", "-o", o / "m.safetensors"],
+        "1 of 57 polygons"),
     "batch: broken manifest": (lambda d, o: ["batch", d / "manifest.json", "-o", o],
                                "is not valid JSON"),
 }  # fmt: skip

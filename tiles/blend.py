@@ -3,8 +3,9 @@
 Tiles may arrive in any order. The raster is partitioned into blocks of constant tile coverage
 (:meth:`~tiles.grid.TileGrid.blocks`). A block covered by a single tile is emitted as soon as that
 tile arrives, untouched (its blending weight is exactly 1). A block inside an overlap keeps a
-weighted sum until the last tile covering it arrives; it is then divided by the sum of the weights
-(separable, so computed from the grid rather than stored), masked and emitted. Memory is
+weighted part per covering tile until the last one arrives; the parts are then summed in tile order
+(so the bytes written do not depend on which worker finished first), divided by the sum of the
+weights (separable, so computed from the grid rather than stored), masked and emitted. Memory is
 bounded by the overlap strips waiting for a neighbour, a small fraction of one row of tiles.
 """
 
@@ -29,8 +30,10 @@ Emit = Callable[[Window, np.ndarray], None]
 @dataclass
 class _Block:
     remaining: int
-    total: np.ndarray  # (bands, rows, cols) weighted sum
     valid: np.ndarray  # (rows, cols) bool, AND over the covering tiles
+    # weighted outputs of the covering tiles so far, by tile index: summed in index order once
+    # all have arrived, so the result does not depend on the order tiles finish in
+    parts: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -125,22 +128,27 @@ class BlendAccumulator:
                 block = self._pending.get((a, b))
                 if block is None:
                     block = self._pending[(a, b)] = _Block(
-                        remaining=cover,
-                        total=np.zeros((self.bands, r1 - r0, c1 - c0), dtype=self._acc),
-                        valid=np.ones((r1 - r0, c1 - c0), dtype=bool),
+                        remaining=cover, valid=np.ones((r1 - r0, c1 - c0), dtype=bool)
                     )
+            weighted = None
+            if part is not None:
+                w = np.outer(self._row_w[i][rs], self._col_w[j][cs]).astype(self._acc)
+                weighted = part.astype(self._acc) * w
             with block.lock:
                 block.valid &= v
-                if part is not None:
-                    w = np.outer(self._row_w[i][rs], self._col_w[j][cs]).astype(self._acc)
-                    block.total += part * w
+                if weighted is not None:
+                    block.parts[(i, j)] = weighted
                 block.remaining -= 1
                 finished = block.remaining == 0
             if finished:  # the last covering tile owns the block from here on
                 with self._lock:
                     del self._pending[(a, b)]
-                block.total /= np.outer(self._row_wsum[a], self._col_wsum[b]).astype(self._acc)
-                self._emit(win, self._finish(block.total, block.valid))
+                total = None
+                for key in sorted(block.parts):
+                    total = block.parts[key] if total is None else total + block.parts[key]
+                if total is not None:
+                    total /= np.outer(self._row_wsum[a], self._col_wsum[b]).astype(self._acc)
+                self._emit(win, self._finish(total, block.valid))
 
     def _emit(self, win: Window, arr: np.ndarray) -> None:
         self.emit(win, arr)

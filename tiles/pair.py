@@ -29,13 +29,30 @@ def common_window(before: GridSpec, after: GridSpec) -> Window:
     Raises:
         NoOverlapError: if the footprints do not intersect.
     """
-    after_bounds = transform_bounds(after.crs, before.crs, *after.bounds, densify_pts=21)
+    same_crs = after.crs == before.crs
+    try:
+        after_bounds = transform_bounds(after.crs, before.crs, *after.bounds, densify_pts=21)
+    except Exception as exc:  # CRSError, or a footprint outside the target CRS's domain
+        raise NoOverlapError(
+            f"the second date ({after.crs.to_string()}) cannot be placed in the first date's "
+            f"{before.crs.to_string()} ({exc}); check that both have the right CRS"
+        ) from exc
     shared = box(*before.bounds).intersection(box(*after_bounds))
     if shared.is_empty or shared.area == 0:
+        where = (
+            f"both in {before.crs.to_string()}"
+            if same_crs
+            else f"in {before.crs.to_string()}; the second date's CRS is {after.crs.to_string()}"
+        )
+        hint = (
+            "pass two images of the same place"
+            if same_crs
+            else "if they show the same place, one of them carries the wrong CRS (check both "
+            "with `gdalinfo`)"
+        )
         raise NoOverlapError(
             f"the two dates do not overlap: first date covers {_fmt_bounds(before.bounds)}, second "
-            f"date covers {_fmt_bounds(after_bounds)} (both in {before.crs.to_string()}); pass two "
-            "images of the same place"
+            f"date covers {_fmt_bounds(after_bounds)} ({where}); {hint}"
         )
     left, bottom, right, top = shared.bounds
     inv = ~before.transform

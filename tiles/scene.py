@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import RasterioIOError
@@ -48,6 +49,11 @@ log = logging.getLogger(__name__)
 ResamplingName = Literal["nearest", "bilinear", "cubic", "average"]
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt")
+
+#: Largest raster side and pixel count accepted. A header beyond this is corrupt or hostile (a
+#: 13-band uint16 scene of 2**34 px is 450 GB); real mosaics that large are tiled first.
+MAX_SIDE_PX = 1 << 20
+MAX_PIXELS = 1 << 34
 
 # "..._B8A.jp2", "T33UUU_..._B01.tif", "s2_B12.jp2", "B4.TIF" (Landsat), "band_03.tif"
 _BAND_RE = re.compile(r"(?:^|[_\-.])(B(?:AND)?_?(\d{1,2})(A?))$", re.IGNORECASE)
@@ -209,7 +215,7 @@ def close_cached_datasets() -> None:
 def _open(path: str) -> Any:
     try:
         return rasterio.open(path)
-    except RasterioIOError as exc:
+    except (RasterioIOError, CPLE_BaseError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise RasterReadError(
             f"cannot open {path} as a raster ({reason}); check that it is a complete GeoTIFF or "
@@ -231,7 +237,34 @@ def _grid_of(ds: Any, path: str) -> GridSpec:
         raise MissingCRSError(
             f"{path} has a rotated geotransform; warp it north-up first (`gdalwarp in.tif out.tif`)"
         )
+    check_dimensions(ds.width, ds.height, path)
     return GridSpec(CRS.from_user_input(ds.crs), ds.transform, ds.width, ds.height)
+
+
+def check_dimensions(width: int, height: int, path: str) -> None:
+    """Refuse raster headers whose size no real scene has (corrupt or crafted files).
+
+    >>> check_dimensions(10980, 10980, "T33UUU.tif")
+    >>> check_dimensions(2_000_000_000, 64, "bad.tif")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    tiles.errors.RasterReadError: bad.tif claims 2000000000×64 pixels, beyond geobert's limit ...
+    """
+    if max(width, height) > MAX_SIDE_PX or width * height > MAX_PIXELS:
+        raise RasterReadError(
+            f"{path} claims {width}×{height} pixels, beyond geobert's limit of {MAX_SIDE_PX} px "
+            f"per side and {MAX_PIXELS} px in all; the header is probably corrupt (check it with "
+            f"`gdalinfo {path}`), or split the raster with `gdal_retile.py`"
+        )
+
+
+def is_gdal_url(source: str) -> bool:
+    """True for paths GDAL resolves itself: ``/vsicurl/…``, ``/vsis3/…``, ``https://…``, ``s3://…``.
+
+    >>> [is_gdal_url(s) for s in ["/vsis3/b/k.tif", "https://h/x.tif", "data/x.tif", "C:/x.tif"]]
+    [True, True, False, False]
+    """
+    return source.startswith("/vsi") or re.match(r"^[a-z][a-z0-9+.-]+://", source) is not None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,7 +340,7 @@ class Scene:
             indexes = [self.bands[k].index for k in ks]
             try:
                 arr, file_valid = self._read_file(path, indexes, window)
-            except RasterioIOError as exc:
+            except (RasterioIOError, CPLE_BaseError) as exc:
                 raise RasterReadError(
                     f"reading window {_fmt_window(window)} of {path} failed: "
                     f"{str(exc).splitlines()[0] if str(exc) else exc!r}; the file may be "
@@ -434,8 +467,8 @@ def open_scene(
                 name = band_name_from_path(path)
                 if name is None:
                     raise BandMismatchError(
-                        f"cannot tell which band {path.name} is: band files must end in the band "
-                        "name, e.g. `..._B04.tif` or `..._B8A.jp2`"
+                        f"cannot tell which band {Path(path).name} is: band files must end in "
+                        "the band name, e.g. `..._B04.tif` or `..._B8A.jp2`"
                     )
                 sources.append(BandSource(str(path), 1, name))
                 grids.append(g)
@@ -462,8 +495,10 @@ def open_scene(
     return scene
 
 
-def _source_paths(source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
+def _source_paths(source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[str]:
     if isinstance(source, str | os.PathLike):
+        if isinstance(source, str) and is_gdal_url(source):
+            return [_gdal_path(source)]  # GDAL reads it (and says so if it cannot)
         p = Path(source)
         if not p.exists():
             raise SceneNotFoundError(
@@ -476,15 +511,25 @@ def _source_paths(source: str | os.PathLike[str] | Iterable[str | os.PathLike[st
                     f"{p} holds no raster files ({', '.join(RASTER_SUFFIXES)}); pass the folder "
                     "that contains the band files"
                 )
-            return files
-        return [p]
-    files = [Path(s) for s in source]
-    if not files:
+            return [str(f) for f in files]
+        return [str(p)]
+    items = [str(s) if isinstance(s, str) else os.fspath(s) for s in source]
+    if not items:
         raise SceneNotFoundError("an empty list of band files was given")
-    for f in files:
-        if not f.is_file():
+    for f in items:
+        if not is_gdal_url(f) and not Path(f).is_file():
             raise SceneNotFoundError(f"band file {f} does not exist")
-    return files
+    return [_gdal_path(f) if is_gdal_url(f) else f for f in items]
+
+
+def _gdal_path(url: str) -> str:
+    """``https://…`` → ``/vsicurl/https://…``, ``s3://b/k`` → ``/vsis3/b/k``; ``/vsi…`` as is."""
+    if url.startswith(("http://", "https://", "ftp://")):
+        return "/vsicurl/" + url
+    m = re.match(r"^(s3|gs|az)://(.*)$", url)
+    if m:
+        return {"s3": "/vsis3/", "gs": "/vsigs/", "az": "/vsiaz/"}[m.group(1)] + m.group(2)
+    return url
 
 
 def _multiband_names(ds: Any) -> list[str]:

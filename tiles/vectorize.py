@@ -29,7 +29,7 @@ from rasterio.features import rasterize, shapes
 from rasterio.windows import Window
 
 from tiles.errors import GeobertError, OutputExistsError
-from tiles.writer import check_output_path
+from tiles.writer import check_output_path, output_error
 
 __all__ = ["PolygonLayer", "pixel_area_m2", "polygonize", "write_gpkg"]
 
@@ -268,6 +268,7 @@ def write_gpkg(
 
     Written under a temporary name and renamed when complete.
     """
+    import pyogrio.errors
     import pyogrio.raw
 
     out = check_output_path(path, overwrite=overwrite)
@@ -293,6 +294,10 @@ def write_gpkg(
         if out.exists() and not overwrite:  # pragma: no cover - raced with another writer
             raise OutputExistsError(f"{out} appeared while writing; pass --overwrite")
         os.replace(tmp, out)
+    except (OSError, pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+        if isinstance(exc, GeobertError):
+            raise
+        raise output_error(out, exc) from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import logging
 import os
+import shutil
 import uuid
 from pathlib import Path
 from types import TracebackType
@@ -21,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import rasterio
 import rasterio.shutil
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
@@ -42,6 +44,9 @@ OverviewResampling = Literal["average", "nearest", "mode"]
 
 BLOCK_PX = 512
 """Internal tile size of written rasters (and of their overviews)."""
+
+FULL_DISK_BYTES = 1 << 20
+"""Free space under which a failed write is reported as a full disk."""
 
 
 def overview_factors(width: int, height: int, block_px: int = BLOCK_PX) -> list[int]:
@@ -91,16 +96,46 @@ def _fits(value: float, dtype: np.dtype[Any]) -> bool:
     return bool(info.min <= value <= info.max)
 
 
-def _io_error(path: Path, exc: BaseException) -> OutputNotWritableError:
+def output_error(path: Path, exc: BaseException) -> OutputNotWritableError:
+    """The error to raise when writing ``path`` failed with ``exc`` (full disk named as such)."""
     text = str(exc)
-    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left" in text:
+    folder = path.parent.parent if path.parent.name.startswith(".geobert-") else path.parent
+    if _disk_full(path, exc):
         return OutputNotWritableError(
-            f"the disk holding {path.parent} is full while writing {path.name}; free space or "
+            f"the disk holding {folder} is full while writing {path.name}; free space or "
             "write elsewhere"
         )
     return OutputNotWritableError(
         f"writing {path} failed: {text.splitlines()[0] if text else type(exc).__name__}"
     )
+
+
+def _check_complete(path: Path) -> None:
+    """Read the last pixel of every band of a finished file.
+
+    GDAL's COG driver does not always report a write that ran out of space; the file it leaves
+    is cut short. Tiles are stored in row order after the overviews, so the bottom-right tile of
+    the last band is the end of the file: if it decodes, nothing is missing.
+    """
+    with rasterio.open(path) as ds:
+        ds.read(window=Window(ds.width - 1, ds.height - 1, 1, 1))
+
+
+def _disk_full(path: Path, exc: BaseException) -> bool:
+    """Whether a failed write ran out of space. GDAL often reports only "Write failed" (the
+    ENOSPC went to libtiff's own error handler), so the free space is checked as well."""
+    chain: BaseException | None = exc
+    while chain is not None:
+        if (isinstance(chain, OSError) and chain.errno == errno.ENOSPC) or "No space left" in str(
+            chain
+        ):
+            return True
+        chain = chain.__cause__ or chain.__context__
+    try:
+        usage = shutil.disk_usage(path.parent)
+    except OSError:
+        return False
+    return usage.total > 0 and usage.free < FULL_DISK_BYTES  # /proc and friends have no size
 
 
 class RasterWriter:
@@ -186,9 +221,9 @@ class RasterWriter:
             self._ds = rasterio.open(self._tmp, "w", **profile)
             if self.colormap:
                 self._ds.write_colormap(1, self.colormap)
-        except (RasterioIOError, OSError) as exc:
+        except (RasterioIOError, CPLE_BaseError, OSError) as exc:
             self._cleanup()
-            raise _io_error(self.path, exc) from exc
+            raise output_error(self.path, exc) from exc
         return self
 
     def write(self, window: Window, data: np.ndarray) -> None:
@@ -199,8 +234,8 @@ class RasterWriter:
             )
         try:
             self._ds.write(data.astype(self.dtype, copy=False), window=window)
-        except (RasterioIOError, OSError) as exc:
-            raise _io_error(self.path, exc) from exc
+        except (RasterioIOError, CPLE_BaseError, OSError) as exc:
+            raise output_error(self.path, exc) from exc
 
     def __exit__(
         self,
@@ -241,9 +276,10 @@ class RasterWriter:
                 BIGTIFF="IF_SAFER",
                 NUM_THREADS="ALL_CPUS",
             )
+            _check_complete(self._tmp_cog)
             os.replace(self._tmp_cog, self.path)
-        except (RasterioIOError, OSError) as exc:
-            raise _io_error(self.path, exc) from exc
+        except (RasterioIOError, CPLE_BaseError, OSError) as exc:
+            raise output_error(self.path, exc) from exc
         log.info("wrote %s", self.path)
 
     def _cleanup(self) -> None:

@@ -20,14 +20,17 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from geobert._staging import staged_outputs
 from geobert.errors import GeobertError
-from geobert.models.card import fill_invalid
+from geobert.models.card import ModelCard, fill_invalid
 from geobert.models.precision import inference_autocast
+
+if TYPE_CHECKING:
+    from geobert.models.checkpoint import ModelFile
 from tiles.engine import EngineConfig, TileFunction, map_tiles_to_raster
 from tiles.pair import ScenePair, align_pair
 from tiles.progress import Progress
@@ -52,9 +55,13 @@ class ChangeTiles:
     ``indices`` maps the model's bands to positions in one date's bands (None: fill with mean).
     """
 
-    model_path: str
+    model: ModelFile
     indices: tuple[int | None, ...]
     bands_per_date: int
+    #: Intra-op threads of torch in each worker. 1 (default): parallelism comes from the Dask
+    #: workers, and every tile is computed the same way whatever their number — oneDNN's
+    #: convolutions round differently with different thread counts, so more would make the
+    #: output bytes depend on the worker layout.
     torch_threads: int = 1
     precision: str = "fp32"
 
@@ -62,10 +69,9 @@ class ChangeTiles:
         import torch
 
         from geobert.change.model import ChangeNet
-        from geobert.models.checkpoint import load_checkpoint
 
         torch.set_num_threads(self.torch_threads)
-        model, card = load_checkpoint(self.model_path)
+        model, card = self.model.load()
         assert isinstance(model, ChangeNet)
         n = self.bands_per_date
 
@@ -122,7 +128,7 @@ def detect_change(
     Returns:
         The summary also written to ``summary.json``.
     """
-    from geobert.models.checkpoint import read_card
+    from geobert.models.checkpoint import ModelFile, read_card
     from geobert.weights import pretrained_encoder_path
 
     t0 = time.perf_counter()
@@ -130,19 +136,17 @@ def detect_change(
     card = read_card(model_path)
     if card.task != "change":
         raise GeobertError(f"{model_path} is a {card.task!r} model, not a change model")
-    pair = _pair(before, after)
+    pair = _pair(before, after, card)
     indices = tuple(card.band_indices(pair.before.band_names))
     config = config or EngineConfig(tile_size_px=card.tile_size_px, overlap_px=32, batch_size=2)
-    workers = config.num_workers or os.cpu_count() or 1
     with staged_outputs(outdir, OUTPUT_NAMES, overwrite=overwrite, tag="change") as stage:
         t_infer = time.perf_counter()
         report = map_tiles_to_raster(
             pair,
             ChangeTiles(
-                str(model_path),
+                ModelFile(str(model_path)),
                 indices,
                 len(pair.before.band_names),
-                torch_threads=max(1, (os.cpu_count() or 1) // workers),
                 precision=precision,
             ),
             stage / "change_probability.tif",
@@ -216,6 +220,7 @@ def detect_change(
             "tiles_skipped_nodata": report.tiles_skipped,
             "seconds": {"inference": round(t_infer, 2), "total": None},
             "scheduler": report.scheduler,
+            "workers": report.workers,
         }
         _quicklook(pair, stage / "change.tif", stage / "quicklook.png")
         summary["seconds"]["total"] = round(time.perf_counter() - t0, 2)  # type: ignore[index]
@@ -223,8 +228,16 @@ def detect_change(
     return summary
 
 
-def _pair(before: str | os.PathLike[str], after: str | os.PathLike[str]) -> ScenePair:
-    return align_pair(open_scene(before), open_scene(after))
+def _pair(
+    before: str | os.PathLike[str], after: str | os.PathLike[str], card: ModelCard
+) -> ScenePair:
+    scenes = []
+    for path in (before, after):
+        scenes.append(open_scene(path))
+        card.check_scene_size(scenes[-1].grid.shape, path)
+    pair = align_pair(*scenes)
+    card.check_scene_size(pair.grid.shape, f"the overlap of {before} and {after}")
+    return pair
 
 
 def _count(path: Path) -> tuple[int, int]:

@@ -73,6 +73,7 @@ def evaluate_landcover(
     checkpoints: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     names: Sequence[str] | None = None,
+    fix_geometries: bool = False,
 ) -> dict[str, Any]:
     """Score the models and the random forest on the hold-out blocks; write the reports."""
     out = Path(out_dir)
@@ -93,7 +94,14 @@ def evaluate_landcover(
     block_px, fraction, seed = splits.pop()
     card0 = models[0][1]
     data = prepare_landcover(
-        image, labels, class_field, card0, block_px=block_px, holdout_fraction=fraction, seed=seed
+        image,
+        labels,
+        class_field,
+        card0,
+        block_px=block_px,
+        holdout_fraction=fraction,
+        seed=seed,
+        fix_geometries=fix_geometries,
     )
     for (_, card), name in zip(models, names, strict=True):
         if tuple(card.classes) != data.classes:

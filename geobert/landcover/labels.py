@@ -110,9 +110,21 @@ def _read_polygons(
     return geoms, values, info.get("crs")
 
 
-def rasterize_labels(path: str | os.PathLike[str], class_field: str, grid: GridSpec) -> LabelRaster:
+def rasterize_labels(
+    path: str | os.PathLike[str],
+    class_field: str,
+    grid: GridSpec,
+    *,
+    fix_geometries: bool = False,
+) -> LabelRaster:
     """Burn the polygons of ``path`` onto ``grid`` with one code per distinct ``class_field``
-    value (sorted by name). Classes are kept even when no pixel falls in them (see ``report``)."""
+    value (sorted by name). Classes are kept even when no pixel falls in them (see ``report``).
+
+    Invalid geometries (self-intersections, bow-ties) are an error, as in QGIS Processing's
+    default: a bow-tie burns a different area than the one its author drew. With
+    ``fix_geometries`` they are repaired with :func:`shapely.make_valid` and counted in
+    ``report["geometries_repaired"]``.
+    """
     import pyproj
     import shapely
     from rasterio.features import rasterize
@@ -127,6 +139,14 @@ def rasterize_labels(path: str | os.PathLike[str], class_field: str, grid: GridS
         raise GeobertError(f"{path} holds no polygons with a {class_field!r} value")
     geoms, values = geoms[poly], values[poly]
     invalid = ~shapely.is_valid(geoms)
+    if invalid.any() and not fix_geometries:
+        first = int(np.flatnonzero(invalid)[0])
+        raise GeobertError(
+            f"{int(invalid.sum())} of {len(geoms)} polygons in {path} have invalid geometry "
+            f"(e.g. {values[first]!r}: {shapely.is_valid_reason(geoms[first])}); fix them "
+            "(QGIS: Vector ▸ Geometry Tools ▸ Fix Geometries) or pass --fix-geometries to "
+            "repair them"
+        )
     geoms[invalid] = shapely.make_valid(geoms[invalid])
     src = pyproj.CRS.from_user_input(crs)
     dst = pyproj.CRS.from_user_input(grid.crs.to_wkt())

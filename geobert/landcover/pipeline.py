@@ -26,7 +26,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from geobert._staging import staged_outputs
 from geobert.errors import GeobertError
 from geobert.models.card import ModelCard, fill_invalid
 from geobert.models.precision import inference_autocast
+
+if TYPE_CHECKING:
+    from geobert.models.checkpoint import ModelFile
 from tiles.engine import EngineConfig, TileFunction, map_tiles
 from tiles.progress import Progress
 from tiles.scene import GridSpec, Scene, open_scene
@@ -57,8 +60,12 @@ NODATA = 255
 class LandCoverTiles:
     """Tile-function factory: class probabilities of each tile (model loaded once per worker)."""
 
-    model_path: str
+    model: ModelFile
     indices: tuple[int | None, ...]
+    #: Intra-op threads of torch in each worker. 1 (default): parallelism comes from the Dask
+    #: workers, and every tile is computed the same way whatever their number — oneDNN's
+    #: convolutions round differently with different thread counts, so more would make the
+    #: output bytes depend on the worker layout.
     torch_threads: int = 1
     precision: str = "fp32"
 
@@ -66,10 +73,9 @@ class LandCoverTiles:
         import torch
 
         from geobert.landcover.model import LandCoverNet
-        from geobert.models.checkpoint import load_checkpoint
 
         torch.set_num_threads(self.torch_threads)
-        model, card = load_checkpoint(self.model_path)
+        model, card = self.model.load()
         assert isinstance(model, LandCoverNet)
         model.eval()
 
@@ -131,7 +137,7 @@ def classify(
         progress: Progress and cancellation.
         precision: ``fp32`` or ``bf16`` (bfloat16 autocast).
     """
-    from geobert.models.checkpoint import read_card
+    from geobert.models.checkpoint import ModelFile, read_card
     from geobert.weights import pretrained_encoder_path
 
     t0 = time.perf_counter()
@@ -144,13 +150,12 @@ def classify(
     if cell_px < 1:
         raise GeobertError(f"cell size must be at least 1 pixel, got {cell_px}")
     scene = open_scene(scene_path)
+    card.check_scene_size(scene.grid.shape, scene_path)
     indices = tuple(card.band_indices(scene.band_names))
     config = config or EngineConfig(tile_size_px=card.tile_size_px, overlap_px=32, batch_size=2)
-    workers = config.num_workers or os.cpu_count() or 1
     factory = LandCoverTiles(
-        str(model_path),
+        ModelFile(str(model_path)),
         indices,
-        torch_threads=max(1, (os.cpu_count() or 1) // workers),
         precision=precision,
     )
     with staged_outputs(outdir, OUTPUT_NAMES, overwrite=overwrite, tag="classify") as stage:
@@ -183,6 +188,7 @@ def classify(
             "tiles": report.tiles,
             "tiles_skipped_nodata": report.tiles_skipped,
             "scheduler": report.scheduler,
+            "workers": report.workers,
             "seconds": round(time.perf_counter() - t0, 2),
         }
         (stage / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

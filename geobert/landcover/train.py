@@ -89,14 +89,17 @@ def prepare_landcover(
     holdout_fraction: float,
     seed: int,
     margin_px: int = 64,
+    fix_geometries: bool = False,
 ) -> LandCoverData:
     """Rasterise the polygons, read the labelled area, split it. Classes without any pixel are
-    dropped (and named in ``report["classes_without_pixels"]``)."""
+    dropped (and named in ``report["classes_without_pixels"]``); invalid polygons are an error
+    unless ``fix_geometries`` (see :func:`rasterize_labels`)."""
     from rasterio.windows import Window
 
     scene = open_scene(scene_path)
+    card.check_scene_size(scene.grid.shape, scene_path)
     idx = card.band_indices(scene.band_names)
-    labels = rasterize_labels(labels_path, class_field, scene.grid)
+    labels = rasterize_labels(labels_path, class_field, scene.grid, fix_geometries=fix_geometries)
     rows, cols = np.nonzero(labels.codes != UNLABELLED)
     if rows.size == 0:
         raise GeobertError(

@@ -17,12 +17,15 @@ import numpy as np
 
 from geobert.errors import BandMismatchError, GeobertError
 
-__all__ = ["CARD_FORMAT", "FillPolicy", "ModelCard", "fill_invalid"]
+__all__ = ["CARD_FORMAT", "MIN_SCENE_PX", "FillPolicy", "ModelCard", "fill_invalid"]
 
 CARD_FORMAT = 1
 """Version of the card layout; a reader refuses cards from a newer format."""
 
 FillPolicy = Literal["error", "mean"]
+
+MIN_SCENE_PX = 32
+"""Smallest scene side a model accepts: the encoder's total stride (4 px patches, 3 merges)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,20 @@ class ModelCard:
                 "filling missing bands with their training mean (fill='mean')"
             )
         return [pos.get(b) for b in self.bands]
+
+    def check_scene_size(self, shape: tuple[int, int], what: object) -> None:
+        """Refuse scenes smaller than one encoder window (``MIN_SCENE_PX`` a side).
+
+        A 1-pixel raster would run — the tile is padded — but the map would be the padding's,
+        not the scene's.
+        """
+        h, w = shape
+        if min(h, w) < MIN_SCENE_PX:
+            raise GeobertError(
+                f"{what} is {w}×{h} pixels; geobert models need at least {MIN_SCENE_PX}×"
+                f"{MIN_SCENE_PX} px ({MIN_SCENE_PX * self.gsd_m:g} m at {self.gsd_m:g} m); "
+                "pass a larger area"
+            )
 
     def normalize(self, x: np.ndarray, indices: Sequence[int | None]) -> np.ndarray:
         """Select, re-order and normalise ``(N, C_scene, H, W)`` values into the model's bands.

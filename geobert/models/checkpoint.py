@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch.nn as nn
 from safetensors import SafetensorError
@@ -13,7 +16,7 @@ from geobert.errors import GeobertError
 from geobert.models.card import ModelCard
 from geobert.models.registry import create_model
 
-__all__ = ["load_checkpoint", "read_card", "save_checkpoint"]
+__all__ = ["ModelFile", "load_checkpoint", "read_card", "save_checkpoint"]
 
 _CARD_KEY = "geobert_card"
 
@@ -55,11 +58,58 @@ def read_card(path: str | os.PathLike[str]) -> ModelCard:
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelCard]:
     """Rebuild the model a checkpoint describes and load its weights (eval mode)."""
     card = read_card(path)
-    model = create_model(card.arch, bands=card.bands, **card.arch_config)
     try:
         state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise GeobertError(f"{path}: cannot read the weights ({exc})") from exc
+    return _build(card, state, str(path)), card
+
+
+def load_checkpoint_bytes(data: bytes, source: str) -> tuple[nn.Module, ModelCard]:
+    """:func:`load_checkpoint` from the file's bytes (``source`` names it in errors)."""
+    from safetensors.torch import load
+
+    try:
+        n = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
+        card = ModelCard.from_json(meta[_CARD_KEY], source=source)
+        state = load(data)
+    except (SafetensorError, ValueError, KeyError) as exc:
+        raise GeobertError(f"{source} is not a geobert model file ({exc})") from exc
+    return _build(card, state, source), card
+
+
+def _build(card: ModelCard, state: dict[str, Any], source: str) -> nn.Module:
+    model = create_model(card.arch, bands=card.bands, **card.arch_config)
+    try:
         model.load_state_dict(state, strict=True)
-    except (SafetensorError, RuntimeError) as exc:
-        raise GeobertError(f"{path}: weights do not match the model card ({exc})") from exc
+    except RuntimeError as exc:
+        raise GeobertError(f"{source}: weights do not match the model card ({exc})") from exc
     model.eval()
-    return model, card
+    return model
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A checkpoint path that travels to Dask workers with its contents.
+
+    Pickling (what sending a tile-function factory to a cluster does) carries the file's bytes,
+    so workers on other machines need neither the file nor geobert installed at the same path;
+    used in-process, only the path is kept and nothing is copied.
+    """
+
+    path: str
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "data": Path(self.path).read_bytes()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        object.__setattr__(self, "path", state["path"])
+        object.__setattr__(self, "_data", state["data"])
+
+    def load(self) -> tuple[nn.Module, ModelCard]:
+        """The model and its card (eval mode)."""
+        data: bytes | None = getattr(self, "_data", None)
+        if data is None:
+            return load_checkpoint(self.path)
+        return load_checkpoint_bytes(data, self.path)

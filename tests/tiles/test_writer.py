@@ -15,7 +15,7 @@ from rasterio.windows import Window
 import tiles.writer
 from tiles.errors import OutputExistsError, OutputNotWritableError
 from tiles.scene import GridSpec
-from tiles.writer import RasterWriter, _io_error, check_output_path
+from tiles.writer import RasterWriter, check_output_path, output_error
 
 GRID = GridSpec(CRS.from_epsg(32633), Affine(10, 0, 300000, 0, -10, 5800000), 1200, 1100)
 
@@ -114,6 +114,6 @@ def test_unwritable_file_system_is_a_clear_error() -> None:
 
 
 def test_full_disk_is_reported_as_such() -> None:
-    err = _io_error(Path("/data/out.tif"), OSError(errno.ENOSPC, "No space left on device"))
+    err = output_error(Path("/data/out.tif"), OSError(errno.ENOSPC, "No space left on device"))
     assert isinstance(err, OutputNotWritableError)
     assert "disk holding /data is full" in str(err)

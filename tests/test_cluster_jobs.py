@@ -1,0 +1,296 @@
+"""`geobert change` and `geobert classify` on a real dask.distributed cluster: a scheduler and two
+worker processes started with the `dask` CLI on loopback, inputs read by the workers over HTTP
+(`/vsicurl/`), results written by the client. Faults: a worker killed mid-job, the client
+interrupted. Every raster must be byte-identical to a one-worker run on this machine."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+GEOBERT = [sys.executable, "-m", "geobert.cli"]
+CHANGE_RASTERS = ("change_probability.tif", "change.tif")
+LANDCOVER_RASTERS = ("landcover.tif", "confidence.tif")
+
+
+# -- inputs -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def big_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The shipped example pair mirrored into a 4×4 mosaic (1024² px, 13 bands, 18 tasks of two
+    256 px tiles): long enough to kill a worker in the middle of the job."""
+    from tiles import align_pair, open_scene
+
+    d = tmp_path_factory.mktemp("pair")
+    ex = ROOT / "examples" / "abudhabi"
+    pair = align_pair(open_scene(ex / "imgs_1"), open_scene(ex / "imgs_2"))
+    h, w = pair.grid.shape
+    data, _ = pair.read(Window(0, 0, w, h))
+    n = len(pair.before.band_names)
+    paths = []
+    for k, name in enumerate(("before", "after")):
+        tile = data[k * n : (k + 1) * n].astype(np.uint16)
+        row = np.concatenate([tile, tile[:, :, ::-1]] * 2, axis=2)
+        mosaic = np.concatenate([row, row[:, ::-1]] * 2, axis=1)
+        path = d / f"{name}.tif"
+        profile = {"driver": "GTiff", "width": mosaic.shape[2], "height": mosaic.shape[1],
+                   "count": n, "dtype": "uint16", "crs": pair.grid.crs, "tiled": True,
+                   "transform": pair.grid.transform}  # fmt: skip
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(mosaic)
+            dst.descriptions = pair.before.band_names
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+class _RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with HTTP range requests, which GDAL's /vsicurl/ relies on."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def send_head(self):  # type: ignore[no-untyped-def]
+        m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        path = Path(self.translate_path(self.path))
+        if m is None or not path.is_file():
+            return super().send_head()
+        size = path.stat().st_size
+        start, end = int(m[1]), min(int(m[2] or size - 1), size - 1)
+        if start >= size:
+            self.send_error(416)
+            return None
+        f = path.open("rb")
+        f.seek(start)
+        self.send_response(206)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        return _Limited(f, end - start + 1)
+
+
+class _Limited:
+    """A file object that ends after ``n`` bytes (for ``copyfile`` in the handler)."""
+
+    def __init__(self, f, n: int) -> None:  # type: ignore[no-untyped-def]
+        self.f, self.left = f, n
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.left if size < 0 else min(size, self.left)
+        data = self.f.read(size)
+        self.left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self.f.close()
+
+
+@contextlib.contextmanager
+def http_server(folder: Path) -> Iterator[str]:
+    handler = functools.partial(_RangeHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# -- a cluster started the way the README says ----------------------------------------------------
+
+
+@dataclass
+class Cluster:
+    address: str
+    scheduler: subprocess.Popen[bytes]
+    workers: list[subprocess.Popen[bytes]]
+
+    def stop(self) -> None:
+        for p in [*self.workers, self.scheduler]:
+            if p.poll() is None:
+                p.terminate()
+        for p in [*self.workers, self.scheduler]:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def start_cluster(tmp: Path, n_workers: int = 2) -> Cluster:
+    from distributed import Client
+
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env, "cwd": tmp}
+    sched_file = tmp / "scheduler.json"
+    sched = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+             "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file)]  # fmt: skip
+    scheduler = subprocess.Popen(sched, **quiet)
+    deadline = time.monotonic() + 60
+    while not sched_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    import json
+
+    time.sleep(0.2)  # let the writer finish the file
+    address = json.loads(sched_file.read_text())["address"]
+    cluster = Cluster(address, scheduler, [])
+    for k in range(n_workers):
+        worker = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                  "--no-nanny", "--no-dashboard", "--host", "127.0.0.1", "--memory-limit", "3GiB",
+                  "--local-directory", str(tmp / f"w{k}")]  # fmt: skip
+        cluster.workers.append(subprocess.Popen(worker, **quiet))
+    with Client(address, timeout=30) as client:
+        client.wait_for_workers(n_workers, timeout=60)
+    return cluster
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = start_cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def geobert(*args: object, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [*GEOBERT, *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def assert_same_bytes(a: Path, b: Path, names: tuple[str, ...]) -> None:
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+@pytest.fixture(scope="module")
+def reference(big_pair: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The change outputs of a one-worker run on this machine."""
+    out = tmp_path_factory.mktemp("ref") / "out"
+    geobert("change", *big_pair, "-o", out, "--workers", 1, "-q")
+    return out
+
+
+# -- tests ----------------------------------------------------------------------------------------
+
+
+def test_change_is_byte_identical_on_1_and_2_workers_and_a_remote_cluster(
+    big_pair: tuple[Path, Path], reference: Path, cluster: Cluster, tmp_path: Path
+) -> None:
+    geobert("change", *big_pair, "-o", tmp_path / "two", "--workers", 2, "-q")
+    assert_same_bytes(reference, tmp_path / "two", CHANGE_RASTERS)
+    # remote: the workers fetch the dates over HTTP; the client writes the results
+    with http_server(big_pair[0].parent) as url:
+        before, after = f"{url}/before.tif", f"{url}/after.tif"
+        geobert("change", before, after, "-o", tmp_path / "remote", "--scheduler",
+                cluster.address, "-q")  # fmt: skip
+    assert_same_bytes(reference, tmp_path / "remote", CHANGE_RASTERS)
+    import json
+
+    summary = json.loads((tmp_path / "remote" / "summary.json").read_text())
+    assert summary["before"] == before
+    assert summary["scheduler"] == cluster.address and summary["workers"] == 2
+
+
+def test_classify_is_byte_identical_on_1_and_2_workers_and_a_remote_cluster(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    scene = ROOT / "examples" / "brandenburg"
+    outs = {}
+    for name, opts in [("one", ["--workers", 1]), ("two", ["--workers", 2]),
+                       ("remote", ["--scheduler", cluster.address])]:  # fmt: skip
+        outs[name] = tmp_path / name
+        geobert("classify", scene, "-o", outs[name], "--tile-size", 128, *opts, "-q")
+    assert_same_bytes(outs["one"], outs["two"], LANDCOVER_RASTERS)
+    assert_same_bytes(outs["one"], outs["remote"], LANDCOVER_RASTERS)
+    assert (outs["one"] / "areas.csv").read_text() == (outs["remote"] / "areas.csv").read_text()
+
+
+def _start_watched(args: list[object]) -> tuple[subprocess.Popen[str], list[float]]:
+    """Start geobert with progress lines; a thread collects the percentages."""
+    proc = subprocess.Popen(
+        [*GEOBERT, "--progress-lines", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[float] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("progress: "):
+                seen.append(float(line.split()[1]))
+
+    threading.Thread(target=read, daemon=True).start()
+    return proc, seen
+
+
+def _wait_for_progress(
+    proc: subprocess.Popen[str], seen: list[float], timeout: float = 300.0
+) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        started = [p for p in seen if p > 0]
+        if started:
+            return started[0]
+        time.sleep(0.02)
+    raise AssertionError(f"no progress before the job ended (rc {proc.poll()})")
+
+
+def test_a_worker_killed_mid_job_changes_nothing(
+    big_pair: tuple[Path, Path], reference: Path, cluster: Cluster, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    proc, seen = _start_watched(["change", *big_pair, "-o", out, "--scheduler", cluster.address])
+    at = _wait_for_progress(proc, seen)
+    victim = cluster.workers[0]
+    victim.kill()  # SIGKILL: no goodbye to the scheduler; its tasks are lost and redone
+    victim.wait()
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert at < 80 and seen[-1] == 100  # killed in the middle; finished on the other worker
+    assert_same_bytes(reference, out, CHANGE_RASTERS)
+
+
+def test_interrupted_client_leaves_nothing_and_a_rerun_succeeds(
+    big_pair: tuple[Path, Path], reference: Path, cluster: Cluster, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    proc, seen = _start_watched(["change", *big_pair, "-o", out, "--scheduler", cluster.address])
+    _wait_for_progress(proc, seen)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "geobert: interrupted; no output was written"
+    assert not out.exists()  # the folder it created is gone too: no partial or staging files
+    geobert("change", *big_pair, "-o", out, "--scheduler", cluster.address, "-q")
+    assert_same_bytes(reference, out, CHANGE_RASTERS)
