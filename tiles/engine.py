@@ -33,6 +33,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from tiles.blend import BlendAccumulator, Emit
+from tiles.cache import block_cache_need, grow_block_cache, set_block_cache
 from tiles.errors import Cancelled, GeobertError, TileFailedError
 from tiles.grid import TileGrid
 from tiles.progress import Progress
@@ -111,6 +112,10 @@ class EngineConfig:
         batches_in_flight: Batches submitted ahead on a distributed cluster (default: 2 per
             worker thread).
         connect_timeout_s: How long to try reaching a distributed scheduler.
+        size_block_cache: Raise GDAL's block cache (never lower it; at most 1/8 of RAM) in each
+            process for the run, to hold the input blocks the tiles in flight touch, so each block
+            is decoded about once (see :mod:`tiles.cache`). The local process's limit is put back
+            afterwards.
     """
 
     tile_size_px: int = 512
@@ -120,6 +125,7 @@ class EngineConfig:
     num_workers: int | None = None
     batches_in_flight: int | None = None
     connect_timeout_s: float = 15.0
+    size_block_cache: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -165,10 +171,13 @@ def _compute_batch(
     reader: Reader,
     factory: TileFunctionFactory,
     tiles: list[tuple[int, int, Window]] | _Opaque,
+    block_cache: int | None = None,
 ) -> list[TileResult]:
-    """Read a batch of windows and run the tile function on the ones with valid pixels."""
+    """Read a batch of windows and run the tile function on the ones with valid pixels
+    (first raising this process's block cache to ``block_cache`` bytes if it is smaller)."""
     if isinstance(tiles, _Opaque):
         tiles = tiles.value
+    grow_block_cache(block_cache)
     results: list[TileResult] = []
     stack: list[np.ndarray] = []
     masks: list[np.ndarray] = []
@@ -208,9 +217,11 @@ def _compute_batch(
     return results
 
 
-def _batches(grid: TileGrid, batch_size: int) -> Iterator[list[tuple[int, int, Window]]]:
+def _batches(
+    grid: TileGrid, batch_size: int, block_rows: int = 1
+) -> Iterator[list[tuple[int, int, Window]]]:
     batch: list[tuple[int, int, Window]] = []
-    for i, j in grid.indices():
+    for i, j in grid.block_order(block_rows):
         batch.append((i, j, grid.window(i, j)))
         if len(batch) == batch_size:
             yield batch
@@ -297,7 +308,8 @@ def map_tiles(
 
     acc = BlendAccumulator(grid, out_bands, out_dtype, out_nodata, locked_emit)
     consumer = _Consumer(acc, progress, total=len(grid))
-    batches = list(_batches(grid, config.batch_size))
+    hint = getattr(reader, "block_rows", None)  # optional: see Scene.block_rows
+    batches = list(_batches(grid, config.batch_size, int(hint()) if callable(hint) else 1))
     t0 = time.perf_counter()
     progress.start(len(grid))
     try:
@@ -335,19 +347,44 @@ def _run_local(
     consume: _Consumer,
     config: EngineConfig,
 ) -> int:
-    from dask.base import compute
     from dask.delayed import delayed
 
     workers = 1 if config.scheduler == "sync" else (config.num_workers or os.cpu_count() or 1)
     scheduler = "sync" if workers == 1 else "threads"
     reader_d = delayed(reader, traverse=False)
     factory_d = delayed(factory, traverse=False)
-    token = uuid.uuid4().hex[:8]
     # Dask orders independent tasks by key, not in the order they were built, so one graph of all
     # batches would blend tiles from all over the raster at once and keep partially blended cores
-    # of the whole raster in memory. Waves of a few batches per thread, in row-major order, bound
-    # the cores in flight to about one row of tiles; inside a wave the threads stay busy.
+    # of the whole raster in memory. Waves of a few batches per thread, in block order
+    # (TileGrid.block_order), bound the cores in flight to about one block row of tiles; inside a
+    # wave the threads stay busy.
     wave = 4 * workers
+    previous = None
+    if config.size_block_cache:
+        stride = config.tile_size_px - config.overlap_px
+        need = block_cache_need(reader, config.tile_size_px, stride, wave * config.batch_size)
+        previous = grow_block_cache(need)
+    try:
+        _run_waves(reader_d, factory_d, batches, consume, wave, scheduler, workers)
+    finally:
+        if previous is not None:
+            set_block_cache(previous)
+    return workers
+
+
+def _run_waves(
+    reader_d: Any,
+    factory_d: Any,
+    batches: list[list[tuple[int, int, Window]]],
+    consume: _Consumer,
+    wave: int,
+    scheduler: str,
+    workers: int,
+) -> None:
+    from dask.base import compute
+    from dask.delayed import delayed
+
+    token = uuid.uuid4().hex[:8]
     for start in range(0, len(batches), wave):
         sinks = []
         for k in range(start, min(start + wave, len(batches))):
@@ -356,7 +393,6 @@ def _run_local(
             )
             sinks.append(delayed(consume, pure=False)(res, dask_key_name=f"blend-{token}-{k}"))
         compute(*sinks, scheduler=scheduler, num_workers=workers)
-    return workers
 
 
 def _run_distributed(
@@ -386,6 +422,12 @@ def _run_distributed(
                 f"`dask worker {address}`"
             )
         in_flight = config.batches_in_flight or 2 * threads
+        need = None
+        if config.size_block_cache:
+            stride = config.tile_size_px - config.overlap_px
+            need = block_cache_need(
+                reader, config.tile_size_px, stride, in_flight * config.batch_size
+            )
         token = uuid.uuid4().hex[:8]
         [reader_f] = client.scatter([reader], broadcast=True, hash=False)
         [factory_f] = client.scatter([factory], broadcast=True, hash=False)
@@ -402,6 +444,7 @@ def _run_distributed(
                         reader_f,
                         factory_f,
                         batch,
+                        need,
                         key=f"tiles-{token}-{k}",
                         retries=1,
                     )

@@ -110,6 +110,14 @@ class ScenePair:
     def dtype(self) -> str:
         return np.result_type(self.before.dtype, self.after.dtype).name
 
+    def block_cache_bytes(self, rows: int, cols: int) -> int:
+        """Block cache for a window of both dates (see :meth:`Scene.block_cache_bytes`)."""
+        return self.before.block_cache_bytes(rows, cols) + self.after.block_cache_bytes(rows, cols)
+
+    def block_rows(self) -> int:
+        """The taller of the two dates' storage blocks (see :meth:`Scene.block_rows`)."""
+        return max(self.before.block_rows(), self.after.block_rows())
+
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         a, va = self.before.read(window)
         b, vb = self.after.read(window)

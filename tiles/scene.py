@@ -13,6 +13,7 @@ Arrays on this side are ``(bands, rows, cols)``; validity is a ``(rows, cols)`` 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import threading
@@ -27,7 +28,7 @@ import rasterio
 from affine import Affine
 from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
-from rasterio.enums import MaskFlags, Resampling
+from rasterio.enums import Interleaving, MaskFlags, Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
@@ -320,6 +321,40 @@ class Scene:
         return replace(self, bands=tuple(by_name[n] for n in names))
 
     # -- reading ---------------------------------------------------------------------------
+
+    def block_rows(self) -> int:
+        """Height of the tallest storage block among the files, in rows of the target grid (a
+        hint for the order tiles are read in; 1 for files stored in single-row strips)."""
+        tallest = 1
+        for path in dict.fromkeys(b.path for b in self.bands):
+            ds = _cached(("ds", path), lambda path=path: _open(path))
+            rows = ds.block_shapes[0][0]
+            if ds.crs == self.grid.crs:
+                rows = rows * abs(ds.transform.e / self.grid.transform.e)
+            tallest = max(tallest, round(rows))
+        return tallest
+
+    def block_cache_bytes(self, rows: int, cols: int) -> int:
+        """Bytes of GDAL block cache that hold every storage block a ``rows`` × ``cols`` window
+        of the target grid (anywhere) touches, summed over the files."""
+        total = 0
+        for path in dict.fromkeys(b.path for b in self.bands):
+            ds = _cached(("ds", path), lambda path=path: _open(path))
+            bh, bw = ds.block_shapes[0]
+            sy = sx = 1.0
+            if ds.crs == self.grid.crs:
+                sy = abs(self.grid.transform.e / ds.transform.e)
+                sx = abs(self.grid.transform.a / ds.transform.a)
+            n_rows = min(math.ceil(rows * sy / bh) + 1, math.ceil(ds.height / bh))
+            n_cols = min(math.ceil(cols * sx / bw) + 1, math.ceil(ds.width / bw))
+            # a pixel-interleaved file decodes (and caches) all its bands at once
+            bands = (
+                ds.count
+                if ds.interleaving == Interleaving.pixel
+                else sum(b.path == path for b in self.bands)
+            )
+            total += n_rows * n_cols * bh * bw * bands * np.dtype(ds.dtypes[0]).itemsize
+        return total
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Read ``window`` of the target grid.

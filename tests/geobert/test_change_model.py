@@ -207,3 +207,25 @@ def test_bf16_inference_agrees_with_fp32(tmp_path: Path, oscd_before: Path) -> N
     assert np.mean((p16 > t) == (p32 > t)) > 0.99
     with pytest.raises(GeobertError, match="unknown precision 'fp16'; use one of fp32, bf16"):
         inference_autocast("fp16")
+
+
+def test_model_file_travels_to_workers_with_its_bytes(tmp_path: Path) -> None:
+    import pickle
+
+    from geobert.models.checkpoint import ModelFile
+
+    src = pretrained_encoder_path("changenet_s_oscd")
+    local = tmp_path / "m.safetensors"
+    shutil.copy(src, local)
+    blob = pickle.dumps(ModelFile(str(local)))  # what scattering a tile factory does
+    assert len(blob) >= local.stat().st_size
+    local.unlink()  # a worker on another machine has no such file
+    model, card = pickle.loads(blob).load()
+    ref, ref_card = load_checkpoint(src)
+    assert card == ref_card and not model.training
+    for (k, a), (_, b) in zip(model.state_dict().items(), ref.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    (tmp_path / "junk.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json")
+    broken = pickle.loads(pickle.dumps(ModelFile(str(tmp_path / "junk.safetensors"))))
+    with pytest.raises(GeobertError, match=r"junk\.safetensors is not a geobert model file"):
+        broken.load()

@@ -10,6 +10,7 @@ import rasterio
 from rasterio.windows import Window
 
 from tests.conftest import Identity, tree_checksums
+from tiles.cache import block_cache_need, current_cache_bytes, set_block_cache
 from tiles.engine import EngineConfig, map_tiles, map_tiles_to_raster
 from tiles.errors import Cancelled, OutputExistsError, TileFailedError
 from tiles.pair import align_pair
@@ -266,3 +267,62 @@ def test_pair_through_engine_masks_either_date(
     got, _ = _read_all(out)
     want, _ = pair.read(Window(0, 0, pair.grid.width, pair.grid.height))
     np.testing.assert_array_equal(got, want)
+
+
+@dataclass(frozen=True)
+class CacheProbe:
+    """Tile function that records GDAL's block-cache limit while the run reads tiles."""
+
+    seen: list[int]
+
+    def __call__(self):  # type: ignore[no-untyped-def]
+        def fn(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+            self.seen.append(current_cache_bytes())
+            return x[:, :1]
+
+        return fn
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+def test_block_cache_sized_for_the_run_then_put_back(tmp_path: Path) -> None:
+    # a pixel-interleaved 13-band GeoTIFF in 256 px blocks, read in 96 px tiles
+    path = tmp_path / "s.tif"
+    profile = {"driver": "GTiff", "width": 1024, "height": 768, "count": 13, "dtype": "uint16",
+               "crs": "EPSG:32633", "transform": rasterio.Affine(10, 0, 0, 0, -10, 0),
+               "tiled": True, "blockxsize": 256, "blockysize": 256}  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.ones((13, 768, 1024), np.uint16))
+    scene = open_scene(path)
+    assert scene.block_rows() == 256
+    # a 512² window anywhere touches at most 3×3 blocks of 256² × 13 bands × 2 bytes
+    assert scene.block_cache_bytes(512, 512) == 3 * 3 * 256 * 256 * 13 * 2
+    need = block_cache_need(scene, 96, 80, tiles_in_flight=8)
+    # 96 px tiles every 80 px: 4 tile rows per block row, so 8 tiles in flight span 2 columns
+    assert need == scene.block_cache_bytes(256 + 96, 2 * 80 + 96)
+    set_block_cache(1 << 20)
+    try:
+        probe = CacheProbe([])
+        cfg = EngineConfig(tile_size_px=96, overlap_px=16, batch_size=2, num_workers=1)
+        map_tiles(scene, probe, lambda w, a: None, out_bands=1, config=cfg)
+        assert probe.seen and set(probe.seen) == {need}
+        assert current_cache_bytes() == 1 << 20  # put back after the run
+        cfg = EngineConfig(tile_size_px=96, overlap_px=16, num_workers=1, size_block_cache=False)
+        probe = CacheProbe([])
+        map_tiles(scene, probe, lambda w, a: None, out_bands=1, config=cfg)
+        assert set(probe.seen) == {1 << 20}
+    finally:
+        set_block_cache(64 << 20)
+
+
+def test_block_order_visits_every_tile_once_block_row_by_block_row() -> None:
+    from tiles.grid import TileGrid
+
+    g = TileGrid(2000, 1500, 256, 32)
+    order = g.block_order(512)
+    assert sorted(order) == sorted(g.indices())
+    groups = [g.row_spans[i][0] // 512 for i, _ in order]
+    assert groups == sorted(groups)  # never back to an earlier block row
+    first = [t for t in order if g.row_spans[t[0]][0] // 512 == 0]
+    assert first[:3] == [(0, 0), (1, 0), (2, 0)]  # column by column inside a block row

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -193,3 +194,25 @@ def test_scene_is_picklable_and_reads_after_unpickling(oscd_before: Path) -> Non
     np.testing.assert_array_equal(
         clone.read(Window(0, 0, 8, 8))[0], scene.read(Window(0, 0, 8, 8))[0]
     )
+
+
+def test_doctests_of_scene_and_cache() -> None:
+    import doctest
+
+    import tiles.cache
+    import tiles.scene
+
+    assert doctest.testmod(tiles.scene).failed == 0
+    assert doctest.testmod(tiles.cache).failed == 0
+
+
+def test_urls_go_to_gdal_untouched_or_as_vsi_paths() -> None:
+    from tiles.scene import _source_paths
+
+    assert _source_paths("https://example.org/a b.tif") == ["/vsicurl/https://example.org/a b.tif"]
+    assert _source_paths("s3://bucket/k/x.tif") == ["/vsis3/bucket/k/x.tif"]
+    assert _source_paths("/vsizip//data/a.zip/x.tif") == ["/vsizip//data/a.zip/x.tif"]
+    with pytest.raises(
+        RasterReadError, match=re.escape("cannot open /vsicurl/http://127.0.0.1:9/x")
+    ):
+        open_scene("http://127.0.0.1:9/x.tif")
