@@ -20,7 +20,9 @@ Blending (:mod:`tiles.blend`) makes the output independent of tile arrival order
 
 from __future__ import annotations
 
+import collections
 import logging
+import math
 import os
 import threading
 import time
@@ -309,12 +311,14 @@ def map_tiles(
     acc = BlendAccumulator(grid, out_bands, out_dtype, out_nodata, locked_emit)
     consumer = _Consumer(acc, progress, total=len(grid))
     hint = getattr(reader, "block_rows", None)  # optional: see Scene.block_rows
-    batches = list(_batches(grid, config.batch_size, int(hint()) if callable(hint) else 1))
+    block_rows = max(1, int(hint())) if callable(hint) else 1
+    batches = list(_batches(grid, config.batch_size, block_rows))
     t0 = time.perf_counter()
     progress.start(len(grid))
     try:
         if config.scheduler is not None and "://" in config.scheduler:
-            workers = _run_distributed(reader, factory, batches, consumer, config)
+            groups = [grid.row_spans[b[0][0]][0] // block_rows for b in batches]
+            workers = _run_distributed(reader, factory, batches, groups, consumer, config)
             name = config.scheduler
         else:
             workers = _run_local(reader, factory, batches, consumer, config)
@@ -395,10 +399,33 @@ def _run_waves(
         compute(*sinks, scheduler=scheduler, num_workers=workers)
 
 
+def spread_over_workers(groups: list[int], n: int) -> list[list[int]]:
+    """Batches for each of ``n`` workers, in the order each should run them: the batches of each
+    block-row group (``groups[k]`` is batch ``k``'s) are cut into ``n`` contiguous runs, one per
+    worker. Each worker process then reads its own stretch of input blocks into its own block
+    cache, instead of every worker decoding every block.
+
+    >>> spread_over_workers([0, 0, 0, 0, 1, 1, 1], 2)
+    [[0, 1, 4], [2, 3, 5, 6]]
+    """
+    queues: list[list[int]] = [[] for _ in range(n)]
+    start = 0
+    while start < len(groups):
+        end = start
+        while end < len(groups) and groups[end] == groups[start]:
+            end += 1
+        size = end - start
+        for w in range(n):
+            queues[w] += range(start + size * w // n, start + size * (w + 1) // n)
+        start = end
+    return queues
+
+
 def _run_distributed(
     reader: Reader,
     factory: TileFunctionFactory,
     batches: list[list[tuple[int, int, Window]]],
+    groups: list[int],
     consume: _Consumer,
     config: EngineConfig,
 ) -> int:
@@ -422,43 +449,52 @@ def _run_distributed(
                 f"`dask worker {address}`"
             )
         in_flight = config.batches_in_flight or 2 * threads
+        slots = sorted(client.nthreads())  # worker addresses
         need = None
         if config.size_block_cache:
             stride = config.tile_size_px - config.overlap_px
-            need = block_cache_need(
-                reader, config.tile_size_px, stride, in_flight * config.batch_size
-            )
+            per_worker = math.ceil(in_flight * config.batch_size / len(slots))
+            need = block_cache_need(reader, config.tile_size_px, stride, per_worker)
         token = uuid.uuid4().hex[:8]
         [reader_f] = client.scatter([reader], broadcast=True, hash=False)
         [factory_f] = client.scatter([factory], broadcast=True, hash=False)
-        todo = iter(enumerate(batches))
+        queues = [collections.deque(q) for q in spread_over_workers(groups, len(slots))]
         ac = as_completed(loop=client.loop)
+        slot_of: dict[object, int] = {}
 
-        def submit_next() -> None:
-            nxt = next(todo, None)
-            if nxt is not None:
-                k, batch = nxt
-                ac.add(
-                    client.submit(
-                        _compute_batch,
-                        reader_f,
-                        factory_f,
-                        batch,
-                        need,
-                        key=f"tiles-{token}-{k}",
-                        retries=1,
-                    )
-                )
+        def submit_next(slot: int) -> None:
+            # the worker's own next batch; when its run is done, the last batch of the longest
+            # remaining run (far from where that worker is reading)
+            queue = queues[slot] if queues[slot] else max(queues, key=len)
+            if not queue:
+                return
+            k = queue.popleft() if queue is queues[slot] else queue.pop()
+            fut = client.submit(
+                _compute_batch,
+                reader_f,
+                factory_f,
+                batches[k],
+                need,
+                key=f"tiles-{token}-{k}",
+                workers=[slots[slot]],
+                allow_other_workers=True,  # a lost worker's batches run elsewhere
+                retries=1,
+            )
+            slot_of[fut.key] = slot
+            ac.add(fut)
 
-        for _ in range(in_flight):
-            submit_next()
+        per_slot = max(1, in_flight // len(slots))
+        for _ in range(per_slot):
+            for slot in range(len(slots)):
+                submit_next(slot)
         for fut in ac:
+            slot = slot_of.pop(fut.key)
             try:
                 results = fut.result()
             finally:
                 fut.release()
             consume(results)
-            submit_next()
+            submit_next(slot)
         return threads
     finally:
         client.close()
