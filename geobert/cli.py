@@ -134,8 +134,9 @@ def _add_engine_args(
         "--scheduler",
         default=None,
         metavar="ADDRESS",
-        help="run on an existing dask.distributed cluster, e.g. tcp://10.0.0.5:8786 "
-        "(default: Dask's threaded scheduler on this machine)",
+        help="run on an existing dask.distributed cluster, e.g. tcp://10.0.0.5:8786; the "
+        "workers read the inputs (paths valid on every worker, or URLs such as https://… and "
+        "s3://…) and this machine writes the outputs (default: Dask's threaded scheduler here)",
     )
 
 

@@ -234,14 +234,31 @@ def test_classify_is_byte_identical_on_1_and_2_workers_and_a_remote_cluster(
     assert (outs["one"] / "areas.csv").read_text() == (outs["remote"] / "areas.csv").read_text()
 
 
-def _start_watched(args: list[object]) -> tuple[subprocess.Popen[str], list[float]]:
-    """Start geobert with progress lines; a thread collects the percentages."""
-    proc = subprocess.Popen(
-        [*GEOBERT, "--progress-lines", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+@dataclass
+class Watched:
+    """A geobert process with ``--progress-lines``; a thread collects the percentages (the only
+    reader of its stdout), stderr goes to a file."""
+
+    proc: subprocess.Popen[str]
+    seen: list[float]
+    reader: threading.Thread
+    stderr: Path
+
+    def finish(self, timeout: float) -> tuple[int, str]:
+        """Wait for the exit; return the exit status and stderr, with every progress line read."""
+        rc = self.proc.wait(timeout=timeout)
+        self.reader.join(timeout=30)
+        return rc, self.stderr.read_text()
+
+
+def _start_watched(args: list[object], stderr: Path) -> Watched:
+    with stderr.open("w") as err:
+        proc = subprocess.Popen(
+            [*GEOBERT, "--progress-lines", *map(str, args)],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
     seen: list[float] = []
 
     def read() -> None:
@@ -250,8 +267,9 @@ def _start_watched(args: list[object]) -> tuple[subprocess.Popen[str], list[floa
             if line.startswith("progress: "):
                 seen.append(float(line.split()[1]))
 
-    threading.Thread(target=read, daemon=True).start()
-    return proc, seen
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return Watched(proc, seen, reader, stderr)
 
 
 def _wait_for_progress(
@@ -270,14 +288,16 @@ def test_a_worker_killed_mid_job_changes_nothing(
     big_pair: tuple[Path, Path], reference: Path, cluster: Cluster, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    proc, seen = _start_watched(["change", *big_pair, "-o", out, "--scheduler", cluster.address])
-    at = _wait_for_progress(proc, seen)
+    job = _start_watched(
+        ["change", *big_pair, "-o", out, "--scheduler", cluster.address], tmp_path / "err.txt"
+    )
+    at = _wait_for_progress(job.proc, job.seen)
     victim = cluster.workers[0]
     victim.kill()  # SIGKILL: no goodbye to the scheduler; its tasks are lost and redone
     victim.wait()
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err
-    assert at < 80 and seen[-1] == 100  # killed in the middle; finished on the other worker
+    rc, err = job.finish(timeout=600)
+    assert rc == 0, err
+    assert at < 80 and job.seen[-1] == 100  # killed in the middle; finished on the other worker
     assert_same_bytes(reference, out, CHANGE_RASTERS)
 
 
@@ -285,11 +305,13 @@ def test_interrupted_client_leaves_nothing_and_a_rerun_succeeds(
     big_pair: tuple[Path, Path], reference: Path, cluster: Cluster, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    proc, seen = _start_watched(["change", *big_pair, "-o", out, "--scheduler", cluster.address])
-    _wait_for_progress(proc, seen)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    job = _start_watched(
+        ["change", *big_pair, "-o", out, "--scheduler", cluster.address], tmp_path / "err.txt"
+    )
+    _wait_for_progress(job.proc, job.seen)
+    job.proc.send_signal(signal.SIGTERM)
+    rc, err = job.finish(timeout=120)
+    assert rc == 130, err
     assert err.strip().splitlines()[-1] == "geobert: interrupted; no output was written"
     assert not out.exists()  # the folder it created is gone too: no partial or staging files
     geobert("change", *big_pair, "-o", out, "--scheduler", cluster.address, "-q")
