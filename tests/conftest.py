@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
+from tiles.pair import ScenePair
+
 # CI machines are shared and noisy: judge properties, not per-example timings.
 settings.register_profile("geobert", deadline=None, max_examples=100)
 settings.load_profile("geobert")
@@ -35,6 +37,21 @@ def s2_jp2() -> Path:
 @pytest.fixture(scope="session")
 def rgb_edge() -> Path:
     return DATA / "rgb_byte_edge.tif"
+
+
+def read_example_pair() -> tuple[ScenePair, np.ndarray, np.ndarray]:
+    """The shipped Abu Dhabi example pair on one grid: ``(pair, before, after)`` as uint16
+    ``(bands, rows, cols)`` arrays."""
+    from rasterio.windows import Window
+
+    from tiles import align_pair, open_scene
+
+    ex = DATA.parent.parent / "examples" / "abudhabi"
+    pair = align_pair(open_scene(ex / "imgs_1"), open_scene(ex / "imgs_2"))
+    h, w = pair.grid.shape
+    data, _ = pair.read(Window(0, 0, w, h))
+    n = len(pair.before.band_names)
+    return pair, data[:n].astype(np.uint16), data[n:].astype(np.uint16)
 
 
 def tree_checksums(root: Path) -> dict[str, str]:

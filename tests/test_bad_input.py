@@ -17,9 +17,8 @@ import pytest
 import rasterio
 import shapely
 from rasterio.transform import from_origin
-from rasterio.windows import Window
 
-from tests.conftest import tree_checksums
+from tests.conftest import read_example_pair, tree_checksums
 
 ROOT = Path(__file__).resolve().parents[1]
 GEOBERT = [sys.executable, "-m", "geobert.cli"]
@@ -32,14 +31,10 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from safetensors.torch import load_file, save_file
 
     from geobert.weights import pretrained_encoder_path
-    from tiles import align_pair, open_scene
 
     d = tmp_path_factory.mktemp("bad")
-    ex = ROOT / "examples" / "abudhabi"
-    pair = align_pair(open_scene(ex / "imgs_1"), open_scene(ex / "imgs_2"))
-    h, w = pair.grid.shape
-    data, _ = pair.read(Window(0, 0, w, h))
-    n = len(pair.before.band_names)
+    pair, before, after = read_example_pair()
+    n, h, w = before.shape
     profile = {"driver": "GTiff", "width": w, "height": h, "count": n, "dtype": "uint16",
                "crs": pair.grid.crs, "transform": pair.grid.transform}  # fmt: skip
 
@@ -51,7 +46,6 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 dst.write(arr)
                 dst.descriptions = pair.before.band_names[: arr.shape[0]]
 
-    before, after = data[:n].astype(np.uint16), data[n:].astype(np.uint16)
     write("before.tif", before)
     write("after.tif", after)
     write("nocrs.tif", before, crs=None, transform=rasterio.Affine.identity())

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from rasterio.windows import Window
+
+from tests.conftest import read_example_pair
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -39,17 +40,11 @@ LANDCOVER_RASTERS = ("landcover.tif", "confidence.tif")
 def big_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The shipped example pair mirrored into a 4×4 mosaic (1024² px, 13 bands, 18 tasks of two
     256 px tiles): long enough to kill a worker in the middle of the job."""
-    from tiles import align_pair, open_scene
-
     d = tmp_path_factory.mktemp("pair")
-    ex = ROOT / "examples" / "abudhabi"
-    pair = align_pair(open_scene(ex / "imgs_1"), open_scene(ex / "imgs_2"))
-    h, w = pair.grid.shape
-    data, _ = pair.read(Window(0, 0, w, h))
+    pair, *dates = read_example_pair()
     n = len(pair.before.band_names)
     paths = []
-    for k, name in enumerate(("before", "after")):
-        tile = data[k * n : (k + 1) * n].astype(np.uint16)
+    for tile, name in zip(dates, ("before", "after"), strict=True):
         row = np.concatenate([tile, tile[:, :, ::-1]] * 2, axis=2)
         mosaic = np.concatenate([row, row[:, ::-1]] * 2, axis=1)
         path = d / f"{name}.tif"
