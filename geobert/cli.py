@@ -86,6 +86,14 @@ def _silence_libtiff_stderr() -> None:
             ctypes.CDLL(str(lib)).TIFFSetErrorHandler(None)
 
 
+def _add_fix_geometries_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--fix-geometries",
+        action="store_true",
+        help="repair invalid polygons (shapely make_valid) instead of stopping with an error",
+    )
+
+
 def _add_precision_arg(p: argparse.ArgumentParser) -> None:
     # geobert.models.precision.PRECISIONS, spelled out: importing geobert.models loads torch,
     # which would slow down every command, --help included
@@ -404,11 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels", required=True, metavar="POLYGONS", help="polygon layer (GeoPackage, shp…)"
     )
     p.add_argument("--class-field", required=True, metavar="FIELD", help="attribute with classes")
-    p.add_argument(
-        "--fix-geometries",
-        action="store_true",
-        help="repair invalid polygons (shapely make_valid) instead of stopping with an error",
-    )
+    _add_fix_geometries_arg(p)
     p.add_argument("-o", "--output", required=True, metavar="MODEL", help="output .safetensors")
     p.add_argument(
         "--init",
@@ -444,11 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", required=True, metavar="MODEL")
     p.add_argument("--names", nargs="+", default=None)
     p.add_argument("-o", "--outdir", required=True)
-    p.add_argument(
-        "--fix-geometries",
-        action="store_true",
-        help="repair invalid polygons (shapely make_valid) instead of stopping with an error",
-    )
+    _add_fix_geometries_arg(p)
 
     p = sub.add_parser(
         "batch",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import json
 import os
 import re
 import signal
@@ -146,8 +147,6 @@ def start_cluster(tmp: Path, n_workers: int = 2) -> Cluster:
     deadline = time.monotonic() + 60
     while not sched_file.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    import json
-
     time.sleep(0.2)  # let the writer finish the file
     address = json.loads(sched_file.read_text())["address"]
     cluster = Cluster(address, scheduler, [])
@@ -208,8 +207,6 @@ def test_change_is_byte_identical_on_1_and_2_workers_and_a_remote_cluster(
         geobert("change", before, after, "-o", tmp_path / "remote", "--scheduler",
                 cluster.address, "-q")  # fmt: skip
     assert_same_bytes(reference, tmp_path / "remote", CHANGE_RASTERS)
-    import json
-
     summary = json.loads((tmp_path / "remote" / "summary.json").read_text())
     assert summary["before"] == before
     assert summary["scheduler"] == cluster.address and summary["workers"] == 2

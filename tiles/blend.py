@@ -133,7 +133,7 @@ class BlendAccumulator:
             weighted = None
             if part is not None:
                 w = np.outer(self._row_w[i][rs], self._col_w[j][cs]).astype(self._acc)
-                weighted = part.astype(self._acc) * w
+                weighted = np.multiply(part, w, dtype=self._acc)
             with block.lock:
                 block.valid &= v
                 if weighted is not None:

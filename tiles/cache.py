@@ -22,6 +22,7 @@ __all__ = [
     "configured_cache_bytes",
     "current_cache_bytes",
     "grow_block_cache",
+    "reader_block_rows",
     "set_block_cache",
 ]
 
@@ -56,19 +57,24 @@ def configured_cache_bytes(value: str | None = None, ram: int | None = None) -> 
     return int(n * (1 << 20)) if n < 100000 else int(n)
 
 
+def reader_block_rows(reader: object) -> int:
+    """The reader's storage block height in rows (its optional ``block_rows()``), else 1."""
+    hint = getattr(reader, "block_rows", None)
+    return max(1, int(hint())) if callable(hint) else 1
+
+
 def block_cache_need(
-    reader: object, tile_px: int, stride_px: int, tiles_in_flight: int
+    reader: object, block_rows: int, tile_px: int, stride_px: int, tiles_in_flight: int
 ) -> int | None:
     """Bytes of block cache for the tiles in flight of ``reader`` (None if it cannot tell).
 
-    Tiles run column by column within a block row (``block_rows`` high), so the ones in flight
-    cover that block row plus a tile, over ``tiles_in_flight / tile rows per group`` columns.
+    Tiles run column by column within a block row (``block_rows`` high, see
+    :func:`reader_block_rows`), so the ones in flight cover that block row plus a tile, over
+    ``tiles_in_flight / tile rows per group`` columns.
     """
-    rows_hint = getattr(reader, "block_rows", None)
     bytes_for = getattr(reader, "block_cache_bytes", None)
-    if not callable(rows_hint) or not callable(bytes_for):
+    if not callable(bytes_for):
         return None
-    block_rows = max(1, int(rows_hint()))
     per_group = max(1, math.ceil(block_rows / stride_px))
     cols = math.ceil(tiles_in_flight / per_group)
     return int(bytes_for(block_rows + tile_px, cols * stride_px + tile_px))

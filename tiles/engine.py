@@ -35,7 +35,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from tiles.blend import BlendAccumulator, Emit
-from tiles.cache import block_cache_need, grow_block_cache, set_block_cache
+from tiles.cache import block_cache_need, grow_block_cache, reader_block_rows, set_block_cache
 from tiles.errors import Cancelled, GeobertError, TileFailedError
 from tiles.grid import TileGrid
 from tiles.progress import Progress
@@ -310,18 +310,19 @@ def map_tiles(
 
     acc = BlendAccumulator(grid, out_bands, out_dtype, out_nodata, locked_emit)
     consumer = _Consumer(acc, progress, total=len(grid))
-    hint = getattr(reader, "block_rows", None)  # optional: see Scene.block_rows
-    block_rows = max(1, int(hint())) if callable(hint) else 1
+    block_rows = reader_block_rows(reader)
     batches = list(_batches(grid, config.batch_size, block_rows))
     t0 = time.perf_counter()
     progress.start(len(grid))
     try:
         if config.scheduler is not None and "://" in config.scheduler:
             groups = [grid.row_spans[b[0][0]][0] // block_rows for b in batches]
-            workers = _run_distributed(reader, factory, batches, groups, consumer, config)
+            workers = _run_distributed(
+                reader, factory, batches, groups, block_rows, consumer, config
+            )
             name = config.scheduler
         else:
-            workers = _run_local(reader, factory, batches, consumer, config)
+            workers = _run_local(reader, factory, batches, block_rows, consumer, config)
             name = config.scheduler or "threads"
     except BaseException:
         with emit_lock:  # waits for an emit in progress, then bars any later one
@@ -344,10 +345,21 @@ def map_tiles(
     return report
 
 
+def _cache_need(
+    reader: Reader, config: EngineConfig, block_rows: int, tiles_in_flight: int
+) -> int | None:
+    """Block cache for the run (None: leave GDAL's as it is)."""
+    if not config.size_block_cache:
+        return None
+    stride = config.tile_size_px - config.overlap_px
+    return block_cache_need(reader, block_rows, config.tile_size_px, stride, tiles_in_flight)
+
+
 def _run_local(
     reader: Reader,
     factory: TileFunctionFactory,
     batches: list[list[tuple[int, int, Window]]],
+    block_rows: int,
     consume: _Consumer,
     config: EngineConfig,
 ) -> int:
@@ -363,11 +375,7 @@ def _run_local(
     # (TileGrid.block_order), bound the cores in flight to about one block row of tiles; inside a
     # wave the threads stay busy.
     wave = 4 * workers
-    previous = None
-    if config.size_block_cache:
-        stride = config.tile_size_px - config.overlap_px
-        need = block_cache_need(reader, config.tile_size_px, stride, wave * config.batch_size)
-        previous = grow_block_cache(need)
+    previous = grow_block_cache(_cache_need(reader, config, block_rows, wave * config.batch_size))
     try:
         _run_waves(reader_d, factory_d, batches, consume, wave, scheduler, workers)
     finally:
@@ -426,6 +434,7 @@ def _run_distributed(
     factory: TileFunctionFactory,
     batches: list[list[tuple[int, int, Window]]],
     groups: list[int],
+    block_rows: int,
     consume: _Consumer,
     config: EngineConfig,
 ) -> int:
@@ -442,19 +451,17 @@ def _run_distributed(
             "to run on this machine"
         ) from exc
     try:
-        threads: int = sum(client.nthreads().values())
+        nthreads = client.nthreads()  # worker address -> threads
+        threads: int = sum(nthreads.values())
         if threads == 0:
             raise GeobertError(
                 f"the Dask scheduler at {address} has no workers; start some with "
                 f"`dask worker {address}`"
             )
         in_flight = config.batches_in_flight or 2 * threads
-        slots = sorted(client.nthreads())  # worker addresses
-        need = None
-        if config.size_block_cache:
-            stride = config.tile_size_px - config.overlap_px
-            per_worker = math.ceil(in_flight * config.batch_size / len(slots))
-            need = block_cache_need(reader, config.tile_size_px, stride, per_worker)
+        slots = sorted(nthreads)
+        per_worker = math.ceil(in_flight * config.batch_size / len(slots))
+        need = _cache_need(reader, config, block_rows, per_worker)
         token = uuid.uuid4().hex[:8]
         [reader_f] = client.scatter([reader], broadcast=True, hash=False)
         [factory_f] = client.scatter([factory], broadcast=True, hash=False)

@@ -179,9 +179,27 @@ def render(layers, png):
     return {"changed_drawn_red": red, "unchanged_drawn_white": white, "mismatch": mismatch}
 
 
-def check_cancel(args):
+def run_change_for_error(processing, args, feedback) -> str:
+    """Run geobert:change on args' dates into args' folder; the Processing error text, or ""."""
     from qgis.core import QgsProcessingContext, QgsProcessingException, QgsRasterLayer
 
+    try:
+        processing.run(
+            "geobert:change",
+            {
+                "BEFORE": QgsRasterLayer(args["before"]),
+                "AFTER": QgsRasterLayer(args["after"]),
+                "OUTPUT_FOLDER": args["out"],
+            },
+            context=QgsProcessingContext(),
+            feedback=feedback,
+        )
+    except QgsProcessingException as exc:
+        return str(exc)
+    return ""
+
+
+def check_cancel(args):
     _app, processing = start_qgis()
     load_plugin(args["plugin_dir"])
     rec = Recorder()
@@ -194,21 +212,8 @@ def check_cancel(args):
         rec.feedback.cancel()
 
     threading.Thread(target=cancel_after_first_progress, daemon=True).start()
-    error = ""
     t0 = time.time()
-    try:
-        processing.run(
-            "geobert:change",
-            {
-                "BEFORE": QgsRasterLayer(args["before"]),
-                "AFTER": QgsRasterLayer(args["after"]),
-                "OUTPUT_FOLDER": args["out"],
-            },
-            context=QgsProcessingContext(),
-            feedback=rec.feedback,
-        )
-    except QgsProcessingException as exc:
-        error = str(exc)
+    error = run_change_for_error(processing, args, rec.feedback)
     print(
         json.dumps(
             {
@@ -221,25 +226,9 @@ def check_cancel(args):
 
 
 def check_error(args):
-    from qgis.core import QgsProcessingContext, QgsProcessingException, QgsRasterLayer
-
     _app, processing = start_qgis()
     load_plugin(args["plugin_dir"])
-    error = ""
-    try:
-        processing.run(
-            "geobert:change",
-            {
-                "BEFORE": QgsRasterLayer(args["before"]),
-                "AFTER": QgsRasterLayer(args["after"]),
-                "OUTPUT_FOLDER": args["out"],
-            },
-            context=QgsProcessingContext(),
-            feedback=Recorder().feedback,
-        )
-    except QgsProcessingException as exc:
-        error = str(exc)
-    print(json.dumps({"error": error}))
+    print(json.dumps({"error": run_change_for_error(processing, args, Recorder().feedback)}))
 
 
 def check_classify(args):

@@ -298,7 +298,7 @@ def test_block_cache_sized_for_the_run_then_put_back(tmp_path: Path) -> None:
     assert scene.block_rows() == 256
     # a 512² window anywhere touches at most 3×3 blocks of 256² × 13 bands × 2 bytes
     assert scene.block_cache_bytes(512, 512) == 3 * 3 * 256 * 256 * 13 * 2
-    need = block_cache_need(scene, 96, 80, tiles_in_flight=8)
+    need = block_cache_need(scene, scene.block_rows(), 96, 80, tiles_in_flight=8)
     # 96 px tiles every 80 px: 4 tile rows per block row, so 8 tiles in flight span 2 columns
     assert need == scene.block_cache_bytes(256 + 96, 2 * 80 + 96)
     set_block_cache(1 << 20)
