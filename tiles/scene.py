@@ -182,8 +182,11 @@ class Reader(Protocol):
 
 
 # ---------------------------------------------------------------------------------------------
-# Per-thread cache of open datasets. rasterio dataset handles must not be shared between threads;
-# each thread (local scheduler thread or distributed worker thread) keeps its own few handles.
+# Open datasets. A rasterio dataset handle must not be used by two threads at once. Metadata
+# lookups use a per-thread cache of handles; pixel reads go through one handle per file and
+# process, used under its lock: GDAL caches decoded blocks per handle, so per-thread handles made
+# every thread decode the same input blocks again (measured: 1.8x the decoding CPU with 2
+# threads).
 
 _local = threading.local()
 _CACHE_SIZE = 96
@@ -205,12 +208,61 @@ def _cached(key: tuple[Any, ...], opener: Any) -> Any:
     return ds
 
 
+class _Shared:
+    """A dataset (or warped view) shared by the threads of a process, used under ``lock``, with
+    the per-band mask rule worked out once."""
+
+    __slots__ = ("base", "ds", "lock", "masks")
+
+    def __init__(self, ds: Any, base: Any = None) -> None:
+        self.ds = ds
+        self.base = base  # the dataset under a warped view, closed with it
+        self.lock = threading.Lock()
+        #: per band: None (all valid), "nodata" (compare with the nodata value), "mask"
+        self.masks: list[str | None] = []
+        for flags in ds.mask_flag_enums:
+            if MaskFlags.all_valid in flags:
+                self.masks.append(None)
+            elif MaskFlags.nodata in flags and ds.nodata is not None:
+                self.masks.append("nodata")
+            else:  # per-dataset mask or alpha band
+                self.masks.append("mask")
+
+    def close(self) -> None:
+        with self.lock:
+            self.ds.close()
+            if self.base is not None:
+                self.base.close()
+
+
+_shared: OrderedDict[tuple[Any, ...], _Shared] = OrderedDict()
+_shared_lock = threading.Lock()
+
+
+def _shared_handle(key: tuple[Any, ...], opener: Any) -> _Shared:
+    with _shared_lock:
+        handle = _shared.get(key)
+        if handle is None or handle.ds.closed:
+            handle = _shared[key] = opener()
+            while len(_shared) > _CACHE_SIZE:
+                _, old = _shared.popitem(last=False)
+                old.close()
+        else:
+            _shared.move_to_end(key)
+        return handle
+
+
 def close_cached_datasets() -> None:
-    """Close the datasets this thread keeps open (needed before deleting or replacing inputs)."""
+    """Close the datasets this thread keeps open and the read handles this process shares
+    (needed before deleting or replacing inputs)."""
     cache = getattr(_local, "datasets", None)
     while cache:
         _, ds = cache.popitem()
         ds.close()
+    with _shared_lock:
+        while _shared:
+            _, handle = _shared.popitem()
+            handle.close()
 
 
 def _open(path: str) -> Any:
@@ -400,26 +452,37 @@ class Scene:
             window = Window(
                 window.col_off + offset[0], window.row_off + offset[1], window.width, window.height
             )
-            arr = ds.read(indexes, window=window)
-            valid = np.ones(arr.shape[1:], dtype=bool)
-            for k, index in enumerate(indexes):
-                flags = ds.mask_flag_enums[index - 1]
-                if MaskFlags.all_valid in flags:
-                    continue
-                if MaskFlags.nodata in flags and ds.nodata is not None:
-                    valid &= ~_equal_nodata(arr[k], ds.nodata)
-                else:  # per-dataset mask or alpha band
-                    valid &= ds.read_masks(index, window=window) > 0
+            shared = _shared_handle(("ds", path), lambda: _Shared(_open(path)))
+            with shared.lock:
+                arr = shared.ds.read(indexes, window=window)
+                valid = np.ones(arr.shape[1:], dtype=bool)
+                for k, index in enumerate(indexes):
+                    rule = shared.masks[index - 1]
+                    if rule == "nodata":
+                        valid &= ~_equal_nodata(arr[k], shared.ds.nodata)
+                    elif rule == "mask":
+                        valid &= shared.ds.read_masks(index, window=window) > 0
         else:
-            vrt = _cached(("vrt", path, self.grid, self.resampling), lambda: self._warped(ds))
-            arr = vrt.read(indexes, window=window)
-            # the alpha band added by the warped view is per dataset: one mask covers all bands
-            valid = vrt.read_masks(indexes[0], window=window) > 0
+            shared = _shared_handle(
+                ("vrt", path, self.grid, self.resampling), lambda: self._shared_warped(path)
+            )
+            with shared.lock:
+                arr = shared.ds.read(indexes, window=window)
+                # the alpha band added by the warped view is per dataset: one mask for all bands
+                valid = shared.ds.read_masks(indexes[0], window=window) > 0
         if self.nodata is not None:
             valid &= ~_equal_nodata(arr, self.nodata).any(axis=0)
         if arr.dtype.kind == "f":
             valid &= np.isfinite(arr).all(axis=0)
         return arr, valid
+
+    def _shared_warped(self, path: str) -> _Shared:
+        base = _open(path)
+        try:
+            return _Shared(self._warped(base), base)
+        except BaseException:
+            base.close()
+            raise
 
     def _warped(self, ds: Any) -> WarpedVRT:
         # add_alpha marks pixels outside the source footprint (and source nodata) as invalid even
