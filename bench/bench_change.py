@@ -107,6 +107,12 @@ def run_peak() -> dict[str, Any]:
 
 
 def run_model() -> dict[str, Any]:
+    """The model alone on batches of tile pairs, all cores, with each attention kernel.
+
+    FLOPs are counted with the explicit attention (the counter does not see inside the fused
+    kernel; both do the same arithmetic); the faster kernel is the one reported, and the one the
+    TorchGeo loop gets.
+    """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -117,21 +123,30 @@ def run_model() -> dict[str, Any]:
     model, card = load_checkpoint(pretrained_encoder_path("changenet_s_oscd"))
     model.eval()
     b, a = torch.randn(BATCH, len(card.bands), TILE, TILE), torch.randn(BATCH, 13, TILE, TILE)
+    speed = {}
     with torch.no_grad():
+        model.encoder.set_fused_attention(False)
         with FlopCounterMode(display=False) as fc:
             model(b, a)
         flops = fc.get_total_flops()
-        for _ in range(2):
-            model(b, a)
-        best = float("inf")
-        for _ in range(5):
-            t0 = time.perf_counter()
-            model(b, a)
-            best = min(best, time.perf_counter() - t0)
+        for fused in (True, False, True, False):  # alternated: the machine drifts
+            model.encoder.set_fused_attention(fused)
+            for _ in range(2):
+                model(b, a)
+            for _ in range(5):
+                t0 = time.perf_counter()
+                model(b, a)
+                dt = time.perf_counter() - t0
+                key = "fused" if fused else "explicit"
+                speed[key] = min(speed.get(key, float("inf")), dt)
+    attention = min(speed, key=lambda k: speed[k])
+    best = speed[attention]
     return {
         "gflop_per_batch": flops / 1e9,
         "gflops": flops / best / 1e9,
         "mpx_per_s": BATCH * TILE * TILE / best / 1e6,
+        "attention": attention,
+        "mpx_per_s_by_attention": {k: BATCH * TILE * TILE / v / 1e6 for k, v in speed.items()},
     }
 
 
@@ -147,8 +162,9 @@ def run_geobert(before: Path, after: Path, out: Path, precision: str) -> dict[st
     return {"seconds": time.perf_counter() - t0, "polygons": summary["polygons"]}
 
 
-def run_torchgeo(before: Path, after: Path, out: Path) -> dict[str, Any]:
-    """The loop as a TorchGeo user writes it (GridGeoSampler + DataLoader + stitching)."""
+def run_torchgeo(before: Path, after: Path, out: Path, attention: str) -> dict[str, Any]:
+    """The loop as a TorchGeo user writes it (GridGeoSampler + DataLoader + stitching), with the
+    attention kernel that ran the model fastest on all cores."""
     import pyogrio.raw
     import rasterio
     import shapely
@@ -165,6 +181,7 @@ def run_torchgeo(before: Path, after: Path, out: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     model, card = load_checkpoint(pretrained_encoder_path("changenet_s_oscd"))
     model.eval()
+    model.encoder.set_fused_attention(attention == "fused")
     threshold = float(card.training["threshold"])
     scale = torch.tensor(card.scale)
     mean = torch.tensor(card.mean)[None, :, None, None]
@@ -259,7 +276,7 @@ def child(kind: str, args: argparse.Namespace) -> None:
     elif kind == "geobert_bf16":
         res = run_geobert(before, after, out, "bf16")
     else:
-        res = run_torchgeo(before, after, out)
+        res = run_torchgeo(before, after, out, args.attention)
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(res))
 
@@ -295,14 +312,16 @@ def _pss_mb(pids: list[int]) -> float:
     return total / 1024
 
 
-def spawn(kind: str, before: Path, after: Path, out: Path) -> dict[str, Any]:
+def spawn(
+    kind: str, before: Path, after: Path, out: Path, attention: str = "fused"
+) -> dict[str, Any]:
     """Run one measurement in a fresh process; its JSON line is returned (and printed).
 
     The peak memory is the largest sampled (4×/s) PSS sum over the process and its children.
     """
     env = {**os.environ, **BENCH_ENV}
     cmd = [sys.executable, __file__, "--child", kind, "--before", str(before)]
-    cmd += ["--after", str(after), "--out", str(out)]
+    cmd += ["--after", str(after), "--out", str(out), "--attention", attention]
     peak = 0.0
     with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         while proc.poll() is None:
@@ -335,6 +354,7 @@ def main() -> None:
     p.add_argument("--before")
     p.add_argument("--after")
     p.add_argument("--out")
+    p.add_argument("--attention", default="fused", choices=["fused", "explicit"])
     args = p.parse_args()
     if args.child:
         child(args.child, args)
@@ -342,10 +362,10 @@ def main() -> None:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     before, after = build_pair(Path(args.oscd), args.city, work, args.size)
-    res: dict[str, Any] = {
-        k: spawn(k, before, after, work / k)
-        for k in ("peak", "model", "geobert", "torchgeo", "geobert_bf16")
-    }
+    res: dict[str, Any] = {k: spawn(k, before, after, work / k) for k in ("peak", "model")}
+    attention = res["model"]["attention"]
+    for k in ("geobert", "torchgeo", "geobert_bf16"):
+        res[k] = spawn(k, before, after, work / k, attention)
     res["mask_agreement"] = agreement(
         work / "geobert" / "change.tif", work / "torchgeo" / "change.tif"
     )
@@ -366,6 +386,9 @@ def main() -> None:
         "memory_ratio": g["peak_pss_mb"] / t["peak_pss_mb"],
         "model_share_of_peak": res["model"]["gflops"] / res["peak"]["gflops"],
     }
+    by_att = ", ".join(
+        f"{k} {v:.2f} Mpx/s" for k, v in summary["model"]["mpx_per_s_by_attention"].items()
+    )
     here = Path(__file__).parent
     (here / "results_change.json").write_text(json.dumps(summary, indent=2) + "\n")
     s = summary
@@ -387,7 +410,9 @@ model (shipped `changenet_s_oscd`), tiles {TILE} px with {OVERLAP} px overlap, b
   process and its DataLoader worker, sampled 4×/s; target ≤ 0.5×)
 - model alone: {s["model"]["gflops"]:.0f} GFLOP/s ({s["model"]["mpx_per_s"]:.2f} Mpx/s of tile
   pairs) = **{100 * s["model_share_of_peak"]:.0f} %** of the fp32 matmul peak measured in the same
-  run ({s["peak"]["gflops"]:.0f} GFLOP/s; target ≥ 30 %)
+  run ({s["peak"]["gflops"]:.0f} GFLOP/s; target ≥ 30 %), on all cores with the faster attention
+  kernel ({s["model"]["attention"]}: {by_att}); the TorchGeo loop uses that kernel too. geobert
+  runs one intra-op thread per worker, where the fused kernel is the faster one.
 - change masks agree on {100 * s["mask_agreement"]:.2f} % of pixels (blending differs: sin² weights
   vs the mean of overlapping tiles)
 """
