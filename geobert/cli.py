@@ -431,6 +431,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.25,
         help="share of labelled blocks held out (default: 0.25)",
     )
+    p.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="set aside this share of the training blocks (blocked like the hold-out) and keep "
+        "the weights of the step with the best macro-F1 on them; the hold-out is never used to "
+        "choose (default: 0, train on all training blocks and keep the last step)",
+    )
+    p.add_argument(
+        "--validate-every",
+        type=int,
+        default=100,
+        metavar="N",
+        help="steps between validation scores (default: 100)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing MODEL")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no warnings")
@@ -730,6 +746,8 @@ def _cmd_train_landcover(args: argparse.Namespace) -> int:
         block_px=args.block_size,
         holdout_fraction=args.holdout_fraction,
         seed=args.seed,
+        validation_fraction=args.validation_fraction,
+        validate_every=args.validate_every,
     )
     data = prepare_landcover(
         args.image,
@@ -768,8 +786,12 @@ def _cmd_train_landcover(args: argparse.Namespace) -> int:
     save_checkpoint(model, card, args.output)
     _done(args)
     h = card.training["holdout"]
+    chosen = ""
+    if "validation" in card.training:
+        v = card.training["validation"]
+        chosen = f"; kept step {v['best_step']} (validation macro-F1 {v['scores']['macro_f1']:.3f})"
     print(
-        f"wrote {args.output}: {len(card.classes)} classes; hold-out overall accuracy "
+        f"wrote {args.output}: {len(card.classes)} classes{chosen}; hold-out overall accuracy "
         f"{h['overall_accuracy']:.3f}, macro-F1 {h['macro_f1']:.3f}",
         file=sys.stderr,
     )

@@ -7,6 +7,11 @@ pixels of a class drawn uniformly (rare classes are seen as often as common ones
 flips and rotations; the loss is class-weighted cross-entropy on training pixels only — hold-out
 blocks and unlabelled pixels never contribute. The hold-out blocks are scored once, after the last
 step; nothing (epochs, thresholds) is chosen on them.
+
+With ``validation_fraction`` > 0 some of the *training* blocks are set aside as a validation set
+(blocked the same way, drawn with another seed): the network trains on the rest, is scored on them
+every ``validate_every`` steps, and keeps the weights of its best validation macro-F1. The step
+count is then chosen without touching the hold-out.
 """
 
 from __future__ import annotations
@@ -40,7 +45,11 @@ __all__ = [
     "prepare_landcover",
     "source_of",
     "train_landcover",
+    "validation_split",
 ]
+
+#: Added to the split seed to draw the validation blocks (another draw than the hold-out's).
+VALIDATION_SEED_OFFSET = 1000
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,18 @@ class LandCoverTrainConfig:
     block_px: int = 128
     holdout_fraction: float = 0.25
     seed: int = 0
+    #: Share of the training blocks used to pick the best step (0: train on all, keep the last).
+    validation_fraction: float = 0.0
+    validate_every: int = 100
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.validation_fraction < 1:
+            raise GeobertError(
+                f"validation fraction {self.validation_fraction} must be at least 0 and below 1 "
+                "(e.g. 0.2: a fifth of the training blocks)"
+            )
+        if self.validate_every < 1:
+            raise GeobertError(f"validate every {self.validate_every} steps: must be at least 1")
 
     def lr_at(self, step: int) -> float:
         return warmup_cosine(step, steps=self.steps, warmup=self.warmup_steps, peak=self.lr)
@@ -136,8 +157,18 @@ def prepare_landcover(
     return LandCoverData(image, codes, train, holdout, classes, report)
 
 
+def validation_split(
+    data: LandCoverData, fraction: float, block_px: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, validation)`` masks: whole blocks of ``data.train`` set aside for validation
+    (hold-out blocks have no training pixels, so they are never drawn)."""
+    inner = np.where(data.train, data.codes, UNLABELLED)
+    return split_masks(inner, len(data.classes), block_px, fraction, seed + VALIDATION_SEED_OFFSET)
+
+
 def _windows(
     data: LandCoverData,
+    train: np.ndarray,
     pools: list[np.ndarray],
     cfg: LandCoverTrainConfig,
     rng: np.random.Generator,
@@ -145,7 +176,7 @@ def _windows(
     n = cfg.window_px
     _, h, w = data.image.shape
     xs, ys = [], []
-    target = np.where(data.train, data.codes, UNLABELLED)
+    target = np.where(train, data.codes, UNLABELLED)
     for _ in range(cfg.batch_size):
         pool = pools[int(rng.integers(len(pools)))]
         r, c = divmod(int(pool[rng.integers(pool.size)]), w)
@@ -179,10 +210,12 @@ def predict_image(model: LandCoverNet, image: np.ndarray, tile_px: int = 512) ->
     return out
 
 
-def holdout_scores(probs: np.ndarray, data: LandCoverData) -> ClassScores:
-    """Scores of ``argmax(probs)`` on the hold-out pixels."""
+def holdout_scores(
+    probs: np.ndarray, data: LandCoverData, where: np.ndarray | None = None
+) -> ClassScores:
+    """Scores of ``argmax(probs)`` on the hold-out pixels (or on the pixels of ``where``)."""
     pred = probs.argmax(axis=0)
-    truth = np.where(data.holdout, data.codes, UNLABELLED)
+    truth = np.where(data.holdout if where is None else where, data.codes, UNLABELLED)
     return ClassScores(data.classes, confusion(pred, truth, len(data.classes)))
 
 
@@ -200,7 +233,15 @@ def train_landcover(
     encoder, enc_card = start_encoder(encoder_ckpt, cfg.init)
     k = len(data.classes)
     model = LandCoverNet(encoder, k)
-    flat_train = data.train.ravel()
+    train, val = data.train, None
+    if cfg.validation_fraction > 0:
+        train, val = validation_split(data, cfg.validation_fraction, cfg.block_px, cfg.seed)
+        if not val.any():
+            raise GeobertError(
+                "the training blocks are too few to set some aside for validation; lower "
+                "--block-size or leave out --validation-fraction"
+            )
+    flat_train = train.ravel()
     flat_codes = data.codes.ravel()
     pools = [np.flatnonzero(flat_train & (flat_codes == i)) for i in range(k)]
     freq = np.array([p.size for p in pools], float)
@@ -215,11 +256,13 @@ def train_landcover(
         encoder_lr_scale=cfg.encoder_lr_scale,
     )
     wt = torch.tensor(weight, dtype=torch.float32)
+    curve: list[tuple[int, float]] = []
+    best: tuple[float, int, dict[str, torch.Tensor], ClassScores] | None = None
     t0 = time.perf_counter()
     model.train()
     for step in range(cfg.steps):
         set_lr(opt, cfg.lr_at(step))
-        x, y = _windows(data, pools, cfg, rng)
+        x, y = _windows(data, train, pools, cfg, rng)
         logits = model(torch.from_numpy(x))
         loss = F.cross_entropy(
             logits, torch.from_numpy(y.astype(np.int64)), weight=wt, ignore_index=UNLABELLED
@@ -228,9 +271,26 @@ def train_landcover(
         loss.backward()  # type: ignore[no-untyped-call]  # torch stubs lack it here
         torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
         opt.step()
+        if val is not None and ((step + 1) % cfg.validate_every == 0 or step + 1 == cfg.steps):
+            scores = holdout_scores(predict_image(model, data.image), data, where=val)
+            model.train()
+            curve.append((step + 1, scores.macro_f1))
+            if best is None or scores.macro_f1 > best[0]:
+                state = {n: t.detach().clone() for n, t in model.state_dict().items()}
+                best = (scores.macro_f1, step + 1, state, scores)
         if on_step is not None:
             on_step(step + 1, cfg.steps, float(loss.detach()))
     train_s = time.perf_counter() - t0
+    validation: dict[str, Any] | None = None
+    if best is not None and val is not None:
+        model.load_state_dict(best[2])
+        validation = {
+            "pixels": int(val.sum()),
+            "training_pixels_used": int(train.sum()),
+            "best_step": best[1],
+            "macro_f1_by_step": [[n, round(f, 4)] for n, f in curve],
+            "scores": best[3].as_dict(),
+        }
     scores = holdout_scores(predict_image(model, data.image), data)
     card = ModelCard(
         arch="landcovernet",
@@ -256,6 +316,7 @@ def train_landcover(
             "labels": data.report,
             "class_weights": {c: float(v) for c, v in zip(data.classes, weight, strict=True)},
             "holdout": scores.as_dict(),
+            **({"validation": validation} if validation is not None else {}),
             "train_seconds": train_s,
         },
         geobert_version=geobert.__version__,

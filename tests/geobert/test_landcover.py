@@ -18,7 +18,14 @@ from geobert.errors import BandMismatchError, GeobertError, OutputExistsError
 from geobert.landcover.labels import UNLABELLED, class_colors, rasterize_labels
 from geobert.landcover.metrics import ClassScores, confusion
 from geobert.landcover.split import block_ids, split_masks
-from geobert.landcover.train import LandCoverTrainConfig, prepare_landcover, train_landcover
+from geobert.landcover.train import (
+    LandCoverTrainConfig,
+    holdout_scores,
+    predict_image,
+    prepare_landcover,
+    train_landcover,
+    validation_split,
+)
 from geobert.models.checkpoint import load_checkpoint, read_card, save_checkpoint
 from geobert.weights import pretrained_encoder_path
 from tiles.scene import open_scene
@@ -151,6 +158,35 @@ def test_training_uses_blocks_and_records_classes(trained: tuple[Path, dict]) ->
     assert hold["overall_accuracy"] > ref.max() / ref.sum(), hold
     model, card2 = load_checkpoint(path)
     assert card2.classes == CLASSES and model.num_classes == 8  # type: ignore[union-attr]
+
+
+def test_validation_blocks_choose_the_step_without_the_holdout() -> None:
+    torch.set_num_threads(2)
+    enc = pretrained_encoder_path()
+    cfg = LandCoverTrainConfig(
+        steps=30, window_px=64, batch_size=8, warmup_steps=4, lr=1e-3, block_px=48,
+        validation_fraction=0.3, validate_every=10,
+    )  # fmt: skip
+    data = prepare_landcover(
+        DATA, LABELS, "fclass", read_card(enc), block_px=48, holdout_fraction=0.25, seed=0
+    )
+    train, val = validation_split(data, cfg.validation_fraction, cfg.block_px, cfg.seed)
+    # validation = whole training blocks; never a hold-out pixel, never a training pixel
+    assert val.any() and train.any()
+    assert not np.any(val & data.holdout) and not np.any(val & train)
+    assert np.array_equal(train | val, data.train)
+    ids = block_ids(data.codes.shape, 48)
+    assert not set(np.unique(ids[val])) & set(np.unique(ids[train]))
+    model, card = train_landcover(data, enc, cfg)
+    v = card.training["validation"]
+    assert [s for s, _ in v["macro_f1_by_step"]] == [10, 20, 30]
+    best = max(v["macro_f1_by_step"], key=lambda r: r[1])
+    assert v["best_step"] == best[0] and v["pixels"] == int(val.sum())
+    # the model handed back is the one of the best step: scoring it again gives that score
+    again = holdout_scores(predict_image(model, data.image), data, where=val)
+    assert again.macro_f1 == pytest.approx(v["scores"]["macro_f1"], abs=1e-6)
+    with pytest.raises(GeobertError, match=r"validation fraction 1\.0 must be at least 0"):
+        LandCoverTrainConfig(validation_fraction=1.0)
 
 
 def _read(path: Path) -> tuple[np.ndarray, dict[str, str], dict[int, tuple[int, ...]], object]:
