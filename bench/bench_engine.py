@@ -159,7 +159,7 @@ def run_engine(src: Path, out: Path, kind: str, workers: int) -> dict[str, float
     from tiles import EngineConfig, map_tiles_to_raster, open_scene
     from tiles.engine import gdal_threads_per_reader
 
-    # the engine's policy (as in the CLI): decoder threads fill the cores Dask threads leave idle
+    # the engine's policy (as in the CLI): a read decodes its blocks on every core
     os.environ["GDAL_NUM_THREADS"] = str(gdal_threads_per_reader(workers))
 
     scene = open_scene(src)

@@ -152,7 +152,7 @@ def _engine_config(args: argparse.Namespace) -> Any:
     from tiles import EngineConfig
     from tiles.engine import gdal_threads_per_reader
 
-    # GDAL's own decoder threads fill the cores that the local Dask threads leave idle
+    # a read decodes its blocks on every core (reads of a file are one at a time)
     os.environ.setdefault(
         "GDAL_NUM_THREADS", str(gdal_threads_per_reader(args.workers or os.cpu_count() or 1))
     )

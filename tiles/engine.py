@@ -81,15 +81,17 @@ _functions_lock = threading.Lock()
 
 
 def gdal_threads_per_reader(workers: int) -> int:
-    """GDAL decoder threads for each reading thread, so that all threads together ≈ CPU cores.
+    """GDAL decoder threads for a read: every core, whatever the number of workers.
 
-    A sequential loop profits from GDAL decoding blocks on every core; with one Dask thread per
-    core, extra decoder threads only oversubscribe the CPU (measured: 4 % slower on 2 cores).
+    Reads of a file go through one handle per process, one read at a time (see
+    :mod:`tiles.scene`), so the read in progress should decode its blocks on all cores; the other
+    workers' computation fills them otherwise. Measured on 2 cores, 2 workers, a trivial op over a
+    10980² 13-band scene: 14.1 s with one decoder thread per read, 10.5 s with two.
 
-    >>> gdal_threads_per_reader(os.cpu_count() or 1)
-    1
+    >>> gdal_threads_per_reader(2) == (os.cpu_count() or 1)
+    True
     """
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
+    return os.cpu_count() or 1
 
 
 def load_function(factory: TileFunctionFactory) -> TileFunction:
