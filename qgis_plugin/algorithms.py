@@ -280,7 +280,7 @@ class LandCoverAlgorithm(GeobertAlgorithm):
 
 class TrainLandCoverAlgorithm(GeobertAlgorithm):
     INPUT, LABELS, CLASS_FIELD, STEPS, OUTPUT = "INPUT", "LABELS", "CLASS_FIELD", "STEPS", "OUTPUT"
-    FIX_GEOMETRIES = "FIX_GEOMETRIES"
+    FIX_GEOMETRIES, VALIDATION_FRACTION = "FIX_GEOMETRIES", "VALIDATION_FRACTION"
 
     def name(self) -> str:
         return "trainlandcover"
@@ -292,7 +292,9 @@ class TrainLandCoverAlgorithm(GeobertAlgorithm):
         return (
             "Trains a land-cover model from a scene and a layer of training polygons with a "
             "class field (any CRS). Whole blocks of the labelled area are held out and scored; "
-            "the scores are in the log and inside the model."
+            "the scores are in the log and inside the model. A validation share above 0 sets "
+            "that share of the training blocks aside and keeps the training step that scores "
+            "best on them (the held-out blocks are never used to choose)."
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
@@ -320,6 +322,16 @@ class TrainLandCoverAlgorithm(GeobertAlgorithm):
             )
         )
         self.addParameter(
+            QgsProcessingParameterNumber(
+                self.VALIDATION_FRACTION,
+                "Share of training blocks for choosing the step (0: keep the last step)",
+                QgsProcessingParameterNumber.Double,
+                0.0,
+                minValue=0.0,
+                maxValue=0.9,
+            )
+        )
+        self.addParameter(
             QgsProcessingParameterFileDestination(
                 self.OUTPUT, "Model", "geobert model (*.safetensors)"
             )
@@ -340,6 +352,9 @@ class TrainLandCoverAlgorithm(GeobertAlgorithm):
                 "--overwrite", "-q"]  # fmt: skip
         if self.parameterAsBool(parameters, self.FIX_GEOMETRIES, context):
             args.append("--fix-geometries")
+        validation = self.parameterAsDouble(parameters, self.VALIDATION_FRACTION, context)
+        if validation > 0:
+            args += ["--validation-fraction", str(validation)]
         self.run_geobert(args, feedback)
         return {self.OUTPUT: out}
 

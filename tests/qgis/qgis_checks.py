@@ -271,6 +271,7 @@ def check_train(args):
             "LABELS": labels,
             "CLASS_FIELD": "fclass",
             "STEPS": 3,
+            "VALIDATION_FRACTION": 0.3,
             "OUTPUT": args["out"],
         },
         context=QgsProcessingContext(),

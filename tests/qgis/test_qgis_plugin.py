@@ -187,6 +187,8 @@ def test_train_land_cover_model_in_qgis(env: dict[str, Path], tmp_path: Path) ->
     card = read_card(model)
     assert card.task == "landcover" and "forest" in card.classes
     assert card.training["config"]["steps"] == 3
+    v = card.training["validation"]  # validation blocks were set aside and scored
+    assert v["pixels"] > 0 and v["best_step"] == 3  # scored every 100 steps and at the last
     assert res["progress"][-1] == 100
 
 
