@@ -12,13 +12,14 @@ Arrays on this side are ``(bands, rows, cols)``; validity is a ``(rows, cols)`` 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -252,6 +253,18 @@ def _shared_handle(key: tuple[Any, ...], opener: Any) -> _Shared:
         return handle
 
 
+@contextlib.contextmanager
+def _using(key: tuple[Any, ...], opener: Any) -> Iterator[_Shared]:
+    """The shared handle for ``key``, held under its lock (reopened if it was evicted and closed
+    between the lookup and the lock)."""
+    while True:
+        handle = _shared_handle(key, opener)
+        with handle.lock:
+            if not handle.ds.closed:
+                yield handle
+                return
+
+
 def close_cached_datasets() -> None:
     """Close the datasets this thread keeps open and the read handles this process shares
     (needed before deleting or replacing inputs)."""
@@ -452,8 +465,7 @@ class Scene:
             window = Window(
                 window.col_off + offset[0], window.row_off + offset[1], window.width, window.height
             )
-            shared = _shared_handle(("ds", path), lambda: _Shared(_open(path)))
-            with shared.lock:
+            with _using(("ds", path), lambda: _Shared(_open(path))) as shared:
                 arr = shared.ds.read(indexes, window=window)
                 valid = np.ones(arr.shape[1:], dtype=bool)
                 for k, index in enumerate(indexes):
@@ -463,10 +475,8 @@ class Scene:
                     elif rule == "mask":
                         valid &= shared.ds.read_masks(index, window=window) > 0
         else:
-            shared = _shared_handle(
-                ("vrt", path, self.grid, self.resampling), lambda: self._shared_warped(path)
-            )
-            with shared.lock:
+            key = ("vrt", path, self.grid, self.resampling)
+            with _using(key, lambda: self._shared_warped(path)) as shared:
                 arr = shared.ds.read(indexes, window=window)
                 # the alpha band added by the warped view is per dataset: one mask for all bands
                 valid = shared.ds.read_masks(indexes[0], window=window) > 0

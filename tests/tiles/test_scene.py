@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
+import tiles.scene
 from tiles.errors import (
     BandMismatchError,
     MissingCRSError,
@@ -75,6 +77,24 @@ def test_window_reads_equal_slices_of_a_full_read(oscd_before: Path) -> None:
     full, _ = scene.read(Window(0, 0, scene.grid.width, scene.grid.height))
     part, _ = scene.read(Window(20, 30, 40, 50))
     np.testing.assert_array_equal(part, full[:, 30:80, 20:60])
+
+
+def test_threads_share_read_handles_safely(
+    oscd_before: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 13 band files (10, 20 and 60 m: direct and warped reads) through a handle cache of 2, so
+    # handles are evicted and closed while other threads are between lookup and read
+    scene = open_scene(oscd_before)
+    h, w = scene.grid.shape
+    windows = [Window(c, r, 48, 40) for r in range(0, h - 40, 37) for c in range(0, w - 48, 41)]
+    want = [scene.read(win) for win in windows]
+    monkeypatch.setattr(tiles.scene, "_CACHE_SIZE", 2)
+    tiles.scene.close_cached_datasets()
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(scene.read, windows * 8))
+    for (a, va), (b, vb) in zip(want * 8, got, strict=True):
+        assert np.array_equal(a, b) and np.array_equal(va, vb)
+    tiles.scene.close_cached_datasets()
 
 
 def test_jpeg2000_band_files(s2_jp2: Path) -> None:
