@@ -193,20 +193,24 @@ _local = threading.local()
 _CACHE_SIZE = 96
 
 
+def _lru(cache: OrderedDict[tuple[Any, ...], Any], key: tuple[Any, ...], opener: Any) -> Any:
+    """``cache[key]``, opened if missing or closed; the least recently used beyond
+    ``_CACHE_SIZE`` are closed."""
+    item = cache.get(key)
+    if item is None or item.closed:
+        item = cache[key] = opener()
+        while len(cache) > _CACHE_SIZE:
+            cache.popitem(last=False)[1].close()
+    else:
+        cache.move_to_end(key)
+    return item
+
+
 def _cached(key: tuple[Any, ...], opener: Any) -> Any:
     cache: OrderedDict[tuple[Any, ...], Any] | None = getattr(_local, "datasets", None)
     if cache is None:
         cache = _local.datasets = OrderedDict()
-    ds = cache.get(key)
-    if ds is None or ds.closed:
-        ds = opener()
-        cache[key] = ds
-        while len(cache) > _CACHE_SIZE:
-            _, old = cache.popitem(last=False)
-            old.close()
-    else:
-        cache.move_to_end(key)
-    return ds
+    return _lru(cache, key, opener)
 
 
 class _Shared:
@@ -229,6 +233,10 @@ class _Shared:
             else:  # per-dataset mask or alpha band
                 self.masks.append("mask")
 
+    @property
+    def closed(self) -> bool:
+        return bool(self.ds.closed)
+
     def close(self) -> None:
         with self.lock:
             self.ds.close()
@@ -242,14 +250,7 @@ _shared_lock = threading.Lock()
 
 def _shared_handle(key: tuple[Any, ...], opener: Any) -> _Shared:
     with _shared_lock:
-        handle = _shared.get(key)
-        if handle is None or handle.ds.closed:
-            handle = _shared[key] = opener()
-            while len(_shared) > _CACHE_SIZE:
-                _, old = _shared.popitem(last=False)
-                old.close()
-        else:
-            _shared.move_to_end(key)
+        handle: _Shared = _lru(_shared, key, opener)
         return handle
 
 
@@ -260,7 +261,7 @@ def _using(key: tuple[Any, ...], opener: Any) -> Iterator[_Shared]:
     while True:
         handle = _shared_handle(key, opener)
         with handle.lock:
-            if not handle.ds.closed:
+            if not handle.closed:
                 yield handle
                 return
 
