@@ -56,7 +56,7 @@ def _interrupt_on_sigterm() -> None:
 def _limit_malloc_arenas() -> None:
     """Cap glibc's per-thread malloc arenas at 2 unless the user set ``MALLOC_ARENA_MAX``.
 
-    Dask threads, GDAL threads and torch each allocate and free large blocks; with one arena per
+    Worker threads, GDAL threads and torch each allocate and free large blocks; with one arena per
     thread the freed memory stays scattered across arenas. Measured on `geobert change` (4392²
     pair): peak RSS −100 MB (−7 %), run time +2 %.
     """
@@ -144,7 +144,7 @@ def _add_engine_args(
         metavar="ADDRESS",
         help="run on an existing dask.distributed cluster, e.g. tcp://10.0.0.5:8786; the "
         "workers read the inputs (paths valid on every worker, or URLs such as https://… and "
-        "s3://…) and this machine writes the outputs (default: Dask's threaded scheduler here)",
+        "s3://…) and this machine writes the outputs (default: a pool of threads here)",
     )
 
 
@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="geobert",
-        description="Multispectral remote sensing on a Dask tiling engine.",
+        description="Multispectral remote sensing on a tiling engine (local threads or Dask).",
     )
     parser.add_argument("--version", action="version", version=f"geobert {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ndvi",
         help="normalised difference index (NDVI) of a scene, or its change between two dates",
         description="Compute (A - B) / (A + B) for two bands (default Sentinel-2 B08, B04: NDVI) "
-        "over tiles with Dask and write a Cloud-Optimized GeoTIFF. With AFTER, write "
+        "over tiles and write a Cloud-Optimized GeoTIFF. With AFTER, write "
         "nd(AFTER) - nd(BEFORE) on BEFORE's grid, cropped to where both dates exist; pixels that "
         "are nodata in either date are nodata (NaN).",
     )

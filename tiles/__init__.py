@@ -1,4 +1,4 @@
-"""geobert's tiling engine: scenes, tile grids, Dask execution, blending and raster output.
+"""geobert's tiling engine: scenes, tile grids, threaded or Dask execution, blending, raster output.
 
 This package knows numpy, rasterio and dask; it never imports torch or QGIS.
 """

@@ -1,7 +1,7 @@
 """``geobert change``: two scenes in, a change layer and planner polygons out.
 
 Both dates are aligned on the first date's grid (any CRS or resolution), the change network runs
-over overlapping tiles through the Dask engine (loaded once per worker), tile outputs are blended
+over overlapping tiles through the tiling engine (loaded once per worker), tile outputs are blended
 without seams, and the results are written to a staging folder inside OUTDIR and moved into place
 only when everything succeeded:
 
@@ -58,7 +58,7 @@ class ChangeTiles:
     model: ModelFile
     indices: tuple[int | None, ...]
     bands_per_date: int
-    #: Intra-op threads of torch in each worker. 1 (default): parallelism comes from the Dask
+    #: Intra-op threads of torch in each worker. 1 (default): parallelism comes from the engine's
     #: workers, and every tile is computed the same way whatever their number — oneDNN's
     #: convolutions round differently with different thread counts, so more would make the
     #: output bytes depend on the worker layout.

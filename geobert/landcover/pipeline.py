@@ -1,6 +1,6 @@
 """``geobert classify``: a scene in, a land-cover map planners can use out.
 
-The land-cover network runs over overlapping tiles through the Dask engine and its class
+The land-cover network runs over overlapping tiles through the tiling engine and its class
 probabilities are blended across tiles. Then, in OUTDIR:
 
 * ``landcover.tif`` — COG, uint8 class codes with an embedded colour table and the class names in
@@ -62,7 +62,7 @@ class LandCoverTiles:
 
     model: ModelFile
     indices: tuple[int | None, ...]
-    #: Intra-op threads of torch in each worker. 1 (default): parallelism comes from the Dask
+    #: Intra-op threads of torch in each worker. 1 (default): parallelism comes from the engine's
     #: workers, and every tile is computed the same way whatever their number — oneDNN's
     #: convolutions round differently with different thread counts, so more would make the
     #: output bytes depend on the worker layout.
