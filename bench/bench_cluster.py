@@ -36,6 +36,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_change import BENCH_ENV, _pss_mb, _tree, build_pair
 
+from tiles.testing import LoopbackCluster
+
 ROOT = Path(__file__).resolve().parents[1]
 GEOBERT = [sys.executable, "-m", "geobert.cli"]
 BATCH_CITIES = ("beirut", "dubai", "lasvegas", "milano")
@@ -44,43 +46,10 @@ BATCH_CITIES = ("beirut", "dubai", "lasvegas", "milano")
 # -- a cluster from the dask CLI ------------------------------------------------------------------
 
 
-class DaskCLICluster:
+def loopback_cluster(n_workers: int, work: Path) -> LoopbackCluster:
     """``dask scheduler`` plus ``n`` single-threaded ``dask worker`` processes on loopback."""
-
-    def __init__(self, n_workers: int, workdir: Path) -> None:
-        env = {**os.environ, **BENCH_ENV, "PYTHONPATH": str(ROOT)}
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
-        sched_file = workdir / f"scheduler-{n_workers}.json"
-        sched_file.unlink(missing_ok=True)
-        sched = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                 "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file)]  # fmt: skip
-        self.procs = [subprocess.Popen(sched, **quiet)]
-        while not sched_file.exists():
-            time.sleep(0.1)
-        time.sleep(0.3)
-        self.address = json.loads(sched_file.read_text())["address"]
-        for k in range(n_workers):
-            worker = [sys.executable, "-m", "distributed.cli.dask_worker", self.address,
-                      "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1",
-                      "--local-directory", str(workdir / f"worker-{n_workers}-{k}")]  # fmt: skip
-            self.procs.append(subprocess.Popen(worker, **quiet))
-        from distributed import Client
-
-        with Client(self.address, timeout=60) as client:
-            client.wait_for_workers(n_workers, timeout=120)
-
-    def __enter__(self) -> DaskCLICluster:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for p in reversed(self.procs):
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:  # a worker stuck in shutdown
-                p.kill()
-                p.wait()
+    env = {**os.environ, **BENCH_ENV, "PYTHONPATH": str(ROOT)}
+    return LoopbackCluster.start(work / f"cluster-{n_workers}", n_workers, env=env)
 
 
 # -- measurements ---------------------------------------------------------------------------------
@@ -123,7 +92,7 @@ def scaling(before: Path, after: Path, work: Path, repeats: int = 3) -> dict[str
         for workers in (1, 2):
             key = f"cluster-{workers}"
             out = work / key
-            with DaskCLICluster(workers, work) as cluster:
+            with loopback_cluster(workers, work) as cluster:
                 cmd = [*base, "-o", str(out), "--scheduler", cluster.address]
                 res = run_measured(cmd, out)
             samples.setdefault(key, []).append(res)
@@ -229,7 +198,7 @@ def overhead(work: Path) -> dict[str, Any]:
     res: dict[str, Any] = {"tasks": tasks}
     res["engine_threads_tasks_per_s"] = engine(None)
     res["dask_threads_tasks_per_s"] = plain_threads(tasks)
-    with DaskCLICluster(2, work) as cluster, Client(cluster.address) as client:
+    with loopback_cluster(2, work) as cluster, Client(cluster.address) as client:
         t0 = time.perf_counter()
         client.gather(client.map(_noop, range(tasks), pure=False))
         res["distributed_map_tasks_per_s"] = tasks / (time.perf_counter() - t0)

@@ -25,6 +25,7 @@ import pytest
 import rasterio
 
 from tests.conftest import read_example_pair
+from tiles.testing import LoopbackCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -118,55 +119,15 @@ def http_server(folder: Path) -> Iterator[str]:
 # -- a cluster started the way the README says ----------------------------------------------------
 
 
-@dataclass
-class Cluster:
-    address: str
-    scheduler: subprocess.Popen[bytes]
-    workers: list[subprocess.Popen[bytes]]
-
-    def stop(self) -> None:
-        for p in [*self.workers, self.scheduler]:
-            if p.poll() is None:
-                p.terminate()
-        for p in [*self.workers, self.scheduler]:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
-
-def start_cluster(tmp: Path, n_workers: int = 2) -> Cluster:
-    from distributed import Client
-
+def start_cluster(tmp: Path, n_workers: int = 2) -> LoopbackCluster:
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env, "cwd": tmp}
-    sched_file = tmp / "scheduler.json"
-    sched = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-             "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file)]  # fmt: skip
-    scheduler = subprocess.Popen(sched, **quiet)
-    deadline = time.monotonic() + 60
-    while not sched_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.2)  # let the writer finish the file
-    address = json.loads(sched_file.read_text())["address"]
-    cluster = Cluster(address, scheduler, [])
-    for k in range(n_workers):
-        worker = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
-                  "--no-nanny", "--no-dashboard", "--host", "127.0.0.1", "--memory-limit", "3GiB",
-                  "--local-directory", str(tmp / f"w{k}")]  # fmt: skip
-        cluster.workers.append(subprocess.Popen(worker, **quiet))
-    with Client(address, timeout=30) as client:
-        client.wait_for_workers(n_workers, timeout=60)
-    return cluster
+    return LoopbackCluster.start(tmp, n_workers, env=env, memory_limit="3GiB")
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = start_cluster(tmp_path)
-    try:
+def cluster(tmp_path: Path) -> Iterator[LoopbackCluster]:
+    with start_cluster(tmp_path / "cluster") as c:
         yield c
-    finally:
-        c.stop()
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -197,7 +158,7 @@ def reference(big_pair: tuple[Path, Path], tmp_path_factory: pytest.TempPathFact
 
 
 def test_change_is_byte_identical_on_1_and_2_workers_and_a_remote_cluster(
-    big_pair: tuple[Path, Path], reference: Path, cluster: Cluster, tmp_path: Path
+    big_pair: tuple[Path, Path], reference: Path, cluster: LoopbackCluster, tmp_path: Path
 ) -> None:
     geobert("change", *big_pair, "-o", tmp_path / "two", "--workers", 2, "-q")
     assert_same_bytes(reference, tmp_path / "two", CHANGE_RASTERS)
@@ -213,7 +174,7 @@ def test_change_is_byte_identical_on_1_and_2_workers_and_a_remote_cluster(
 
 
 def test_classify_is_byte_identical_on_1_and_2_workers_and_a_remote_cluster(
-    cluster: Cluster, tmp_path: Path
+    cluster: LoopbackCluster, tmp_path: Path
 ) -> None:
     scene = ROOT / "examples" / "brandenburg"
     outs = {}
@@ -277,7 +238,7 @@ def _wait_for_progress(
 
 
 def test_a_worker_killed_mid_job_changes_nothing(
-    big_pair: tuple[Path, Path], reference: Path, cluster: Cluster, tmp_path: Path
+    big_pair: tuple[Path, Path], reference: Path, cluster: LoopbackCluster, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     job = _start_watched(
@@ -294,7 +255,7 @@ def test_a_worker_killed_mid_job_changes_nothing(
 
 
 def test_interrupted_client_leaves_nothing_and_a_rerun_succeeds(
-    big_pair: tuple[Path, Path], reference: Path, cluster: Cluster, tmp_path: Path
+    big_pair: tuple[Path, Path], reference: Path, cluster: LoopbackCluster, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     job = _start_watched(
