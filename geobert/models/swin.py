@@ -8,8 +8,9 @@ gives the same weights and the same training run), and the same arithmetic
 (``tests/geobert/test_swin.py`` checks all three against timm).
 
 Why not timm itself: importing timm imports torchvision, about 190 MB of resident memory and
-0.9 s in every process that runs a model, for nothing the encoder uses (measured, README
-"Performance"). timm and torchvision remain test and baseline dependencies.
+0.9 s in every process that runs a model, for nothing the encoder uses (measured; README,
+"Speed and memory against a TorchGeo-style loop"). timm and torchvision remain test and baseline
+dependencies.
 
 Tokens are NHWC throughout. Window and shift sizes per stage are fixed at construction from a
 reference input size (as timm does with ``img_size``); the attention masks of shifted windows
