@@ -160,7 +160,7 @@ def run_engine(src: Path, out: Path, kind: str, workers: int) -> dict[str, float
     from tiles.engine import gdal_threads_per_reader
 
     # the engine's policy (as in the CLI): a read decodes its blocks on every core
-    os.environ["GDAL_NUM_THREADS"] = str(gdal_threads_per_reader(workers))
+    os.environ["GDAL_NUM_THREADS"] = str(gdal_threads_per_reader())
 
     scene = open_scene(src)
     t0 = time.perf_counter()

@@ -153,9 +153,7 @@ def _engine_config(args: argparse.Namespace) -> Any:
     from tiles.engine import gdal_threads_per_reader
 
     # a read decodes its blocks on every core (reads of a file are one at a time)
-    os.environ.setdefault(
-        "GDAL_NUM_THREADS", str(gdal_threads_per_reader(args.workers or os.cpu_count() or 1))
-    )
+    os.environ.setdefault("GDAL_NUM_THREADS", str(gdal_threads_per_reader()))
     return EngineConfig(
         tile_size_px=args.tile_size,
         overlap_px=args.overlap,

@@ -80,7 +80,7 @@ _functions: dict[Any, TileFunction] = {}
 _functions_lock = threading.Lock()
 
 
-def gdal_threads_per_reader(workers: int) -> int:
+def gdal_threads_per_reader() -> int:
     """GDAL decoder threads for a read: every core, whatever the number of workers.
 
     Reads of a file go through one handle per process, one read at a time (see
@@ -88,7 +88,7 @@ def gdal_threads_per_reader(workers: int) -> int:
     workers' computation fills them otherwise. Measured on 2 cores, 2 workers, a trivial op over a
     10980² 13-band scene: 14.1 s with one decoder thread per read, 10.5 s with two.
 
-    >>> gdal_threads_per_reader(2) == (os.cpu_count() or 1)
+    >>> gdal_threads_per_reader() == (os.cpu_count() or 1)
     True
     """
     return os.cpu_count() or 1
