@@ -215,14 +215,15 @@ def _cached(key: tuple[Any, ...], opener: Any) -> Any:
 
 class _Shared:
     """A dataset (or warped view) shared by the threads of a process, used under ``lock``, with
-    the per-band mask rule worked out once."""
+    its grid and per-band mask rule worked out once."""
 
-    __slots__ = ("base", "ds", "lock", "masks")
+    __slots__ = ("base", "ds", "grid", "lock", "masks")
 
     def __init__(self, ds: Any, base: Any = None) -> None:
         self.ds = ds
         self.base = base  # the dataset under a warped view, closed with it
         self.lock = threading.Lock()
+        self.grid = GridSpec(ds.crs, ds.transform, ds.width, ds.height)
         #: per band: None (all valid), "nodata" (compare with the nodata value), "mask"
         self.masks: list[str | None] = []
         for flags in ds.mask_flag_enums:
@@ -458,15 +459,15 @@ class Scene:
     def _read_file(
         self, path: str, indexes: list[int], window: Window
     ) -> tuple[np.ndarray, np.ndarray]:
-        ds = _cached(("ds", path), lambda: _open(path))
-        native = GridSpec(ds.crs, ds.transform, ds.width, ds.height)
-        offset = self.grid.offset_in(native)
+        direct = ("ds", path)
+        # the file's grid (fixed once opened; read without the lock)
+        offset = self.grid.offset_in(_shared_handle(direct, lambda: _Shared(_open(path))).grid)
         if offset is not None:
             # same pixel lattice: read the file directly, no resampling
             window = Window(
                 window.col_off + offset[0], window.row_off + offset[1], window.width, window.height
             )
-            with _using(("ds", path), lambda: _Shared(_open(path))) as shared:
+            with _using(direct, lambda: _Shared(_open(path))) as shared:
                 arr = shared.ds.read(indexes, window=window)
                 valid = np.ones(arr.shape[1:], dtype=bool)
                 for k, index in enumerate(indexes):
