@@ -20,6 +20,7 @@ works.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -89,9 +90,13 @@ def relative_position_index(size: int) -> torch.Tensor:
     return rel[..., 0] * (2 * size - 1) + rel[..., 1]
 
 
+@functools.lru_cache(maxsize=64)
 def shifted_window_mask(h: int, w: int, size: int, shift: int) -> torch.Tensor:
     """``(windows, size², size²)`` additive mask: 0 between tokens that were neighbours before
-    the cyclic shift, :data:`MASK_LOGIT` between tokens the shift brought together."""
+    the cyclic shift, :data:`MASK_LOGIT` between tokens the shift brought together.
+
+    Cached: every shifted block of every batch asks for the same few sizes. Callers must not
+    modify the tensor in place."""
     region = torch.zeros(1, h, w, 1)
     label = 0
     for rows in (slice(0, -size), slice(-size, -shift), slice(-shift, None)):
