@@ -445,6 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="steps between validation scores (default: 100)",
     )
+    p.add_argument(
+        "--ema-decay",
+        type=float,
+        default=0.0,
+        metavar="D",
+        help="keep an exponential moving average of the weights over the steps, e.g. 0.99 (about "
+        "the last 100 steps), instead of the last step's weights (default: 0, the last step's)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing MODEL")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no warnings")
@@ -746,6 +754,7 @@ def _cmd_train_landcover(args: argparse.Namespace) -> int:
         seed=args.seed,
         validation_fraction=args.validation_fraction,
         validate_every=args.validate_every,
+        ema_decay=args.ema_decay,
     )
     data = prepare_landcover(
         args.image,

@@ -2,27 +2,34 @@
 # Train the land-cover model on the Brandenburg scene + OpenStreetMap polygons, from the shipped
 # MIM encoder and (same recipe) from scratch, then score both and a random forest on the same
 # spatially blocked hold-out. The MIM-initialised model is the shipped default, by design.
-# Usage: bash scripts/train_landcover_bb.sh [DATA_DIR] [STEPS] [SEED] [VALIDATION_FRACTION]
+# Usage: bash scripts/train_landcover_bb.sh [DATA_DIR] [STEPS] [SEED] [VALIDATION_FRACTION] [EMA]
 #
 # Split: 128 px (1.28 km) blocks of the labelled area, 25 % of the labelled blocks held out,
 # seed 0 by default (rebuilt identically by evaluate-landcover). Nothing is chosen on the hold-out
 # blocks. Another SEED draws another blocked split (and initialisation) into runs/landcover_seedN:
 # how much the comparison moves with the split. VALIDATION_FRACTION > 0 sets that share of the
 # training blocks aside and keeps each network's step with the best macro-F1 on them (scored every
-# 100 steps) into runs/landcover_seedN_valF.
+# 100 steps) into runs/landcover_seedN_valF. EMA > 0 (e.g. 0.99) keeps a moving average of the
+# weights instead of the last step's, into runs/landcover_seedN_emaD.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data/landcover_brandenburg}
 STEPS=${2:-800}
 SEED=${3:-0}
 VAL=${4:-0}
-OUT=runs/landcover
-if [ "$SEED" != 0 ]; then OUT=runs/landcover_seed$SEED; fi
+EMA=${5:-0}
 EXTRA=()
+SUFFIX=""
 if [ "$VAL" != 0 ]; then
-    OUT=runs/landcover_seed${SEED}_val$VAL
-    EXTRA=(--validation-fraction "$VAL" --validate-every 100)
+    SUFFIX+=_val$VAL
+    EXTRA+=(--validation-fraction "$VAL" --validate-every 100)
 fi
+if [ "$EMA" != 0 ]; then
+    SUFFIX+=_ema$EMA
+    EXTRA+=(--ema-decay "$EMA")
+fi
+OUT=runs/landcover
+if [ "$SEED" != 0 ] || [ -n "$SUFFIX" ]; then OUT=runs/landcover_seed$SEED$SUFFIX; fi
 mkdir -p "$OUT"
 for init in mim scratch; do
     [ -f "$OUT/landcover_$init.safetensors" ] && continue

@@ -12,6 +12,9 @@ With ``validation_fraction`` > 0 some of the *training* blocks are set aside as 
 (blocked the same way, drawn with another seed): the network trains on the rest, is scored on them
 every ``validate_every`` steps, and keeps the weights of its best validation macro-F1. The step
 count is then chosen without touching the hold-out.
+
+With ``ema_decay`` > 0 the model kept (and validated) is an exponential moving average of the
+weights over the steps (:class:`~geobert.training.ema.WeightEma`) instead of the last step's.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from geobert.landcover.metrics import ClassScores, confusion
 from geobert.landcover.model import LandCoverNet
 from geobert.landcover.split import split_masks
 from geobert.models.card import ModelCard
+from geobert.training.ema import WeightEma
 from geobert.training.finetune import scaled_adamw, set_lr, start_encoder
 from geobert.training.schedule import warmup_cosine
 from tiles.scene import open_scene
@@ -70,8 +74,15 @@ class LandCoverTrainConfig:
     #: Share of the training blocks used to pick the best step (0: train on all, keep the last).
     validation_fraction: float = 0.0
     validate_every: int = 100
+    #: Keep an exponential moving average of the weights with this decay (0: the last step's).
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.ema_decay < 1:
+            raise GeobertError(
+                f"EMA decay {self.ema_decay} must be at least 0 and below 1 (e.g. 0.99: an "
+                "average over about the last 100 steps; 0: keep the last step's weights)"
+            )
         if not 0 <= self.validation_fraction < 1:
             raise GeobertError(
                 f"validation fraction {self.validation_fraction} must be at least 0 and below 1 "
@@ -256,6 +267,7 @@ def train_landcover(
         encoder_lr_scale=cfg.encoder_lr_scale,
     )
     wt = torch.tensor(weight, dtype=torch.float32)
+    ema = WeightEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     curve: list[tuple[int, float]] = []
     best: tuple[float, int, dict[str, torch.Tensor], ClassScores] | None = None
     t0 = time.perf_counter()
@@ -271,16 +283,21 @@ def train_landcover(
         loss.backward()  # type: ignore[no-untyped-call]  # torch stubs lack it here
         torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
         opt.step()
+        if ema is not None:
+            ema.update(model)
+        kept = model if ema is None else ema.model
         if val is not None and ((step + 1) % cfg.validate_every == 0 or step + 1 == cfg.steps):
-            scores = holdout_scores(predict_image(model, data.image), data, where=val)
+            scores = holdout_scores(predict_image(kept, data.image), data, where=val)
             model.train()
             curve.append((step + 1, scores.macro_f1))
             if best is None or scores.macro_f1 > best[0]:
-                state = {n: t.detach().clone() for n, t in model.state_dict().items()}
+                state = {n: t.detach().clone() for n, t in kept.state_dict().items()}
                 best = (scores.macro_f1, step + 1, state, scores)
         if on_step is not None:
             on_step(step + 1, cfg.steps, float(loss.detach()))
     train_s = time.perf_counter() - t0
+    if ema is not None:
+        model.load_state_dict(ema.model.state_dict())
     validation: dict[str, Any] | None = None
     if best is not None and val is not None:
         model.load_state_dict(best[2])
