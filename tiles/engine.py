@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -51,6 +51,7 @@ from tiles.writer import OverviewResampling, RasterWriter
 
 __all__ = [
     "EngineConfig",
+    "InputSample",
     "RunReport",
     "TileFunction",
     "TileFunctionFactory",
@@ -58,6 +59,7 @@ __all__ = [
     "load_function",
     "map_tiles",
     "map_tiles_to_raster",
+    "sample_lattice",
 ]
 
 log = logging.getLogger(__name__)
@@ -151,8 +153,28 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class InputSample:
+    """Ask a run for every ``step``-th input pixel (rows and columns ``0, step, 2·step, …``) of
+    some input ``bands``, taken from the tiles as they are read: a decimated copy of the input,
+    e.g. for a quicklook, without decoding the input a second time.
+
+    The run's :class:`RunReport` then carries it as ``sample``, float32 of shape
+    ``(len(bands), ceil(height / step), ceil(width / step))``, NaN where the input is invalid.
+    """
+
+    step: int
+    bands: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.step < 1:
+            raise GeobertError(f"sample step {self.step} must be at least 1")
+        if not self.bands:
+            raise GeobertError("a sample needs at least one band")
+
+
+@dataclass(frozen=True)
 class RunReport:
-    """What a run did: tile counts, pixels and wall time."""
+    """What a run did: tile counts, pixels and wall time (and the input sample, if asked)."""
 
     tiles: int
     tiles_skipped: int
@@ -160,13 +182,40 @@ class RunReport:
     seconds: float
     scheduler: str
     workers: int
+    sample: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def megapixels_per_s(self) -> float:
         return self.pixels / 1e6 / self.seconds if self.seconds > 0 else float("inf")
 
 
-TileResult = tuple[tuple[int, int], np.ndarray | None, np.ndarray]
+def sample_lattice(
+    window: Window, data: np.ndarray, valid: np.ndarray, sample: InputSample
+) -> tuple[int, int, np.ndarray]:
+    """The pixels of a read window on the run's sampling lattice (rows and columns that are
+    multiples of ``sample.step``): ``(first lattice row, first lattice column, values)``, values
+    ``(len(sample.bands), rows, cols)`` float32, NaN where ``valid`` is False.
+
+    >>> data = np.arange(2 * 5 * 6, dtype=np.float32).reshape(2, 5, 6)
+    >>> valid = np.ones((5, 6), bool); valid[4, 5] = False
+    >>> i, j, v = sample_lattice(Window(3, 2, 6, 5), data, valid, InputSample(2, (1,)))
+    >>> i, j, v.shape   # rows 2, 4, 6 and columns 4, 6, 8 of the raster
+    (1, 2, (1, 3, 3))
+    >>> v[0, :, 0].tolist(), v[0, 2, 2]
+    ([31.0, 43.0, 55.0], np.float32(nan))
+    """
+    step = sample.step
+    r0, c0 = int(window.row_off), int(window.col_off)
+    fr, fc = -(-r0 // step) * step, -(-c0 // step) * step  # first lattice row/col in the window
+    rows = np.arange(fr - r0, data.shape[1], step)
+    cols = np.arange(fc - c0, data.shape[2], step)
+    values = data[np.asarray(sample.bands)][:, rows][:, :, cols].astype(np.float32)
+    values[:, ~valid[np.ix_(rows, cols)]] = np.nan
+    return fr // step, fc // step, values
+
+
+Sampled = tuple[int, int, np.ndarray] | None
+TileResult = tuple[tuple[int, int], np.ndarray | None, np.ndarray, Sampled]
 
 
 def _compute_batch(
@@ -174,9 +223,11 @@ def _compute_batch(
     factory: TileFunctionFactory,
     tiles: list[tuple[int, int, Window]],
     block_cache: int | None = None,
+    sample: InputSample | None = None,
 ) -> list[TileResult]:
     """Read a batch of windows and run the tile function on the ones with valid pixels
-    (first raising this process's block cache to ``block_cache`` bytes if it is smaller)."""
+    (first raising this process's block cache to ``block_cache`` bytes if it is smaller; with
+    ``sample``, also taking each window's lattice pixels)."""
     grow_block_cache(block_cache)
     results: list[TileResult] = []
     stack: list[np.ndarray] = []
@@ -184,7 +235,8 @@ def _compute_batch(
     live: list[int] = []
     for i, j, window in tiles:
         data, valid = reader.read(window)
-        results.append(((i, j), None, valid))
+        sampled = None if sample is None else sample_lattice(window, data, valid, sample)
+        results.append(((i, j), None, valid, sampled))
         if valid.any():
             live.append(len(results) - 1)
             stack.append(data)
@@ -212,8 +264,8 @@ def _compute_batch(
             "return (N, bands, H, W) with the input's N, H and W"
         )
     for k, idx in enumerate(live):
-        ij, _, valid = results[idx]
-        results[idx] = (ij, out[k], valid)
+        ij, _, valid, sampled = results[idx]
+        results[idx] = (ij, out[k], valid, sampled)
     return results
 
 
@@ -231,12 +283,20 @@ def _batches(
 
 
 class _Consumer:
-    """Feeds batch results into the blender; counts progress; honours cancellation."""
+    """Feeds batch results into the blender (and lattice samples into ``sample``); counts
+    progress; honours cancellation."""
 
-    def __init__(self, acc: BlendAccumulator, progress: Progress, total: int) -> None:
+    def __init__(
+        self,
+        acc: BlendAccumulator,
+        progress: Progress,
+        total: int,
+        sample: np.ndarray | None = None,
+    ) -> None:
         self.acc = acc
         self.progress = progress
         self.total = total
+        self.sample = sample
         self.done = 0
         self.skipped = 0
         self.lock = threading.Lock()
@@ -244,11 +304,14 @@ class _Consumer:
     def __call__(self, results: list[TileResult]) -> int:
         if self.progress.cancelled():
             raise Cancelled("the run was cancelled")
-        for (i, j), data, valid in results:
+        for (i, j), data, valid, sampled in results:
             self.acc.add(i, j, data, valid)
+            if self.sample is not None and sampled is not None:
+                si, sj, values = sampled
+                self.sample[:, si : si + values.shape[1], sj : sj + values.shape[2]] = values
         with self.lock:
             self.done += len(results)
-            self.skipped += sum(1 for _, d, _ in results if d is None)
+            self.skipped += sum(1 for r in results if r[1] is None)
             done = self.done
         self.progress.update(done, self.total)
         return len(results)
@@ -264,6 +327,7 @@ def map_tiles(
     out_nodata: float | None = float("nan"),
     config: EngineConfig | None = None,
     progress: Progress | None = None,
+    sample: InputSample | None = None,
 ) -> RunReport:
     """Run ``factory()``'s tile function over ``reader`` and emit the blended output.
 
@@ -279,6 +343,8 @@ def map_tiles(
         out_nodata: Value for pixels where the input is invalid.
         config: Tiling and scheduling options.
         progress: Progress and cancellation callbacks.
+        sample: Also keep every ``sample.step``-th input pixel of some bands, read on the way
+            (returned as the report's ``sample``; see :class:`InputSample`).
 
     Returns:
         A :class:`RunReport`; tiles without any valid pixel are skipped (not passed to the
@@ -304,7 +370,11 @@ def map_tiles(
             emit(window, arr)
 
     acc = BlendAccumulator(grid, out_bands, out_dtype, out_nodata, locked_emit)
-    consumer = _Consumer(acc, progress, total=len(grid))
+    sampled = None
+    if sample is not None:
+        shape = (len(sample.bands), -(-h // sample.step), -(-w // sample.step))
+        sampled = np.full(shape, np.nan, np.float32)
+    consumer = _Consumer(acc, progress, total=len(grid), sample=sampled)
     block_rows = reader_block_rows(reader)
     batches = list(_batches(grid, config.batch_size, block_rows))
     t0 = time.perf_counter()
@@ -313,11 +383,11 @@ def map_tiles(
         if config.scheduler is not None and "://" in config.scheduler:
             groups = [grid.row_spans[b[0][0]][0] // block_rows for b in batches]
             workers = _run_distributed(
-                reader, factory, batches, groups, block_rows, consumer, config
+                reader, factory, batches, groups, block_rows, consumer, config, sample
             )
             name = config.scheduler
         else:
-            workers = _run_local(reader, factory, batches, block_rows, consumer, config)
+            workers = _run_local(reader, factory, batches, block_rows, consumer, config, sample)
             name = config.scheduler or "threads"
     except BaseException:
         with emit_lock:  # waits for an emit in progress, then bars any later one
@@ -328,7 +398,7 @@ def map_tiles(
     seconds = time.perf_counter() - t0
     if acc.pending:  # pragma: no cover - an internal invariant of the grid and blender
         raise AssertionError(f"{acc.pending} output windows were never completed")
-    report = RunReport(len(grid), consumer.skipped, h * w, seconds, name, workers)
+    report = RunReport(len(grid), consumer.skipped, h * w, seconds, name, workers, sampled)
     log.info(
         "processed %d tiles (%d skipped, no valid pixels) in %.1f s, %.2f Mpx/s on %s",
         report.tiles,
@@ -357,6 +427,7 @@ def _run_local(
     block_rows: int,
     consume: _Consumer,
     config: EngineConfig,
+    sample: InputSample | None = None,
 ) -> int:
     workers = 1 if config.scheduler == "sync" else (config.num_workers or os.cpu_count() or 1)
     # A sliding window over a pool of threads, in block order (TileGrid.block_order): a few
@@ -372,9 +443,9 @@ def _run_local(
     try:
         if workers == 1:
             for batch in batches:
-                consume(_compute_batch(reader, factory, batch))
+                consume(_compute_batch(reader, factory, batch, None, sample))
         else:
-            _run_window(reader, factory, batches, consume, workers, in_flight)
+            _run_window(reader, factory, batches, consume, workers, in_flight, sample)
     finally:
         if previous is not None:
             set_block_cache(previous)
@@ -389,6 +460,7 @@ def _run_window(
     consume: _Consumer,
     workers: int,
     in_flight: int,
+    sample: InputSample | None = None,
 ) -> None:
     from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
@@ -399,7 +471,7 @@ def _run_window(
         def submit() -> None:
             batch = next(todo, None)
             if batch is not None:
-                pending.add(pool.submit(_compute_batch, reader, factory, batch))
+                pending.add(pool.submit(_compute_batch, reader, factory, batch, None, sample))
 
         try:
             for _ in range(in_flight):
@@ -447,6 +519,7 @@ def _run_distributed(
     block_rows: int,
     consume: _Consumer,
     config: EngineConfig,
+    sample: InputSample | None = None,
 ) -> int:
     from distributed import Client, as_completed
 
@@ -492,6 +565,7 @@ def _run_distributed(
                 factory_f,
                 batches[k],
                 need,
+                sample,
                 key=f"tiles-{token}-{k}",
                 workers=[slots[slot]],
                 allow_other_workers=True,  # a lost worker's batches run elsewhere
@@ -544,6 +618,7 @@ def map_tiles_to_raster(
     colormap: dict[int, tuple[int, int, int, int]] | None = None,
     config: EngineConfig | None = None,
     progress: Progress | None = None,
+    sample: InputSample | None = None,
 ) -> RunReport:
     """:func:`map_tiles` streamed into a Cloud-Optimized GeoTIFF at ``path``.
 
@@ -576,4 +651,5 @@ def map_tiles_to_raster(
             out_nodata=nodata,
             config=config,
             progress=progress,
+            sample=sample,
         )

@@ -15,6 +15,7 @@ import math
 import os
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import rasterio
 import shapely
 from affine import Affine
 from pyproj import Geod
+from rasterio.enums import MaskFlags
 from rasterio.features import rasterize, shapes
 from rasterio.windows import Window
 
@@ -88,12 +90,20 @@ def polygonize(
     keep = area >= min_area_m2
     pixel_geoms, geoms, vals, area = pixel_geoms[keep], geoms[keep], vals[keep], area[keep]
     stats: dict[str, np.ndarray] = {}
-    if stats_path is not None and len(geoms):
-        mean, vmax = _zonal_mean_max(stats_path, pixel_geoms, transform, shape, strip_rows)
-        stats = {f"mean_{stats_name}": mean, f"max_{stats_name}": vmax}
-    if simplify_m > 0 and len(geoms):
-        geoms = shapely.coverage_simplify(geoms, _tolerance(simplify_m, crs, geoms))
-        area = _area_m2(geoms, crs)
+    with ThreadPoolExecutor(1, thread_name_prefix="geobert-zonal") as pool:
+        # the zonal statistics (GDAL rasterisation, numpy) run beside the simplification (GEOS):
+        # both release the GIL, and neither needs the other's result
+        zonal = None
+        if stats_path is not None and len(geoms):
+            zonal = pool.submit(
+                _zonal_mean_max, stats_path, pixel_geoms, transform, shape, strip_rows
+            )
+        if simplify_m > 0 and len(geoms):
+            geoms = shapely.coverage_simplify(geoms, _tolerance(simplify_m, crs, geoms))
+            area = _area_m2(geoms, crs)
+        if zonal is not None:
+            mean, vmax = zonal.result()
+            stats = {f"mean_{stats_name}": mean, f"max_{stats_name}": vmax}
     order = np.lexsort((-area, vals))  # by value, then largest first
     return PolygonLayer(
         geometry=geoms[order],
@@ -135,15 +145,38 @@ def _strip_pieces(
             continue
         # pixel coordinates (col, row) of the whole raster: integers, so pieces of neighbouring
         # strips share edges exactly and join without floating-point slivers
-        for geom, value in shapes(
-            arr, mask=mask, connectivity=4, transform=Affine.translation(0, r0)
-        ):
-            poly = shapely.geometry.shape(geom)
-            _, top, _, bottom = poly.bounds
-            touches = (r0 > 0 and top == r0) or (r0 + rows < height and bottom == r0 + rows)
-            pieces.append((poly, int(value)))
-            on_boundary.append(touches)
+        found = list(shapes(arr, mask=mask, connectivity=4, transform=Affine.translation(0, r0)))
+        polys = _polygons([g["coordinates"] for g, _ in found])
+        _, top, _, bottom = np.asarray(shapely.bounds(polys)).T
+        touches = ((r0 > 0) & (top == r0)) | ((r0 + rows < height) & (bottom == r0 + rows))
+        pieces += [(poly, int(v)) for poly, (_, v) in zip(polys, found, strict=True)]
+        on_boundary += touches.tolist()
     return pieces, on_boundary
+
+
+def _polygons(rings_per_polygon: list[list[list[tuple[float, float]]]]) -> np.ndarray:
+    """Polygons from GeoJSON-style coordinates (each a shell, then its holes), built in one
+    vectorised call instead of one Python object per ring.
+
+    >>> square = [(0, 0), (3, 0), (3, 3), (0, 3), (0, 0)]
+    >>> hole = [(1, 1), (2, 1), (2, 2), (1, 2), (1, 1)]
+    >>> shapely.area(_polygons([[square, hole], [[(5, 5), (6, 5), (6, 6), (5, 5)]]])).tolist()
+    [8.0, 0.5]
+    """
+    if not rings_per_polygon:
+        return np.empty(0, dtype=object)
+    coords: list[tuple[float, float]] = []
+    ring_sizes: list[int] = []
+    ring_owner: list[int] = []
+    for k, rings in enumerate(rings_per_polygon):
+        for ring in rings:
+            coords += ring
+            ring_sizes.append(len(ring))
+            ring_owner.append(k)
+    rings_arr = shapely.linearrings(
+        np.asarray(coords, dtype=float), indices=np.repeat(np.arange(len(ring_sizes)), ring_sizes)
+    )
+    return np.asarray(shapely.polygons(rings_arr, indices=np.asarray(ring_owner)))
 
 
 def _join_boundary_pieces(
@@ -230,6 +263,7 @@ def _zonal_mean_max(
     with rasterio.open(stats_path) as ds:
         if ds.shape != shape or not ds.transform.almost_equals(transform):
             raise GeobertError(f"{stats_path} is not on the grid of the class raster")
+        per_dataset_mask = MaskFlags.per_dataset in ds.mask_flag_enums[0]
         for r0 in range(0, shape[0], strip_rows):
             rows = min(strip_rows, shape[0] - r0)
             win = Window(0, r0, shape[1], rows)
@@ -243,13 +277,24 @@ def _zonal_mean_max(
                 fill=0,
                 dtype="int32",
             )
-            vals = ds.read(1, window=win, masked=True)
-            ok = (ids > 0) & ~np.ma.getmaskarray(vals) & np.isfinite(vals.filled(np.nan))
-            data = vals.filled(np.nan)[ok].astype(float)
+            vals = ds.read(1, window=win)
+            ok = ids > 0
+            if per_dataset_mask:
+                ok &= ds.read_masks(1, window=win) > 0
+            elif ds.nodata is not None and not np.isnan(ds.nodata):
+                ok &= vals != ds.nodata
+            if vals.dtype.kind == "f":
+                ok &= np.isfinite(vals)
+            data = vals[ok].astype(float)
             lab = ids[ok]
             total += np.bincount(lab, weights=data, minlength=n + 1)
             count += np.bincount(lab, minlength=n + 1)
-            np.maximum.at(vmax, lab, data)
+            if lab.size:
+                order = np.argsort(lab, kind="stable")
+                lab, data = lab[order], data[order]
+                starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]])
+                first = lab[starts]
+                vmax[first] = np.maximum(vmax[first], np.maximum.reduceat(data, starts))
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total / count
     vmax[count == 0] = np.nan

@@ -31,13 +31,16 @@ from geobert.models.precision import inference_autocast
 
 if TYPE_CHECKING:
     from geobert.models.checkpoint import ModelFile
-from tiles.engine import EngineConfig, TileFunction, map_tiles_to_raster
+from rasterio.windows import Window
+
+from tiles.engine import EngineConfig, InputSample, TileFunction, map_tiles
 from tiles.pair import ScenePair, align_pair
 from tiles.progress import Progress
 from tiles.scene import open_scene
 from tiles.vectorize import pixel_area_m2, polygonize, write_gpkg
+from tiles.writer import RasterWriter
 
-__all__ = ["OUTPUT_NAMES", "ChangeTiles", "ThresholdTiles", "detect_change"]
+__all__ = ["OUTPUT_NAMES", "ChangeTiles", "detect_change"]
 
 OUTPUT_NAMES = (
     "change_probability.tif",
@@ -85,17 +88,26 @@ class ChangeTiles:
         return fn
 
 
-@dataclass(frozen=True)
-class ThresholdTiles:
-    """Tile-function factory: probability → 0/1 at ``threshold`` (nodata handled by the engine)."""
+class _ChangeWriter:
+    """The engine's emit: writes the blended probability and, thresholded, the change mask
+    (0/1, 255 where the probability is nodata) in the same pass, counting changed and valid
+    pixels on the way."""
 
-    threshold: float
+    def __init__(self, probability: RasterWriter, mask: RasterWriter, threshold: float) -> None:
+        self.probability = probability
+        self.mask = mask
+        self.threshold = threshold
+        self.changed = 0
+        self.valid = 0
 
-    def __call__(self) -> TileFunction:
-        def fn(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
-            return (x > self.threshold).astype(np.float32)
-
-        return fn
+    def __call__(self, window: Window, arr: np.ndarray) -> None:
+        self.probability.write(window, arr)
+        valid = ~np.isnan(arr)
+        change = (arr > self.threshold).astype(np.uint8)  # NaN > t is False
+        change[~valid] = 255
+        self.mask.write(window, change)
+        self.changed += int(np.count_nonzero(change == 1))
+        self.valid += int(np.count_nonzero(valid))
 
 
 def detect_change(
@@ -139,43 +151,52 @@ def detect_change(
     pair = _pair(before, after, card)
     indices = tuple(card.band_indices(pair.before.band_names))
     config = config or EngineConfig(tile_size_px=card.tile_size_px, overlap_px=32, batch_size=2)
+    threshold = float(card.training["threshold"])
+    sample = _quicklook_sample(pair)
     with staged_outputs(outdir, OUTPUT_NAMES, overwrite=overwrite, tag="change") as stage:
-        t_infer = time.perf_counter()
-        report = map_tiles_to_raster(
-            pair,
-            ChangeTiles(
-                ModelFile(str(model_path)),
-                indices,
-                len(pair.before.band_names),
-                precision=precision,
-            ),
-            stage / "change_probability.tif",
-            band_names=("change_probability",),
-            dtype="float32",
-            nodata=float("nan"),
-            config=config,
-            progress=progress,
-        )
-        t_infer = time.perf_counter() - t_infer
-        if report.tiles_skipped == report.tiles:
-            raise GeobertError(
-                f"no pixel is valid in both {before} and {after} (all nodata where they "
-                "overlap); check the nodata value and the cloud masks of both dates"
+        with (
+            RasterWriter(
+                stage / "change_probability.tif",
+                pair.grid,
+                count=1,
+                dtype="float32",
+                nodata=float("nan"),
+                band_names=("change_probability",),
+            ) as prob_out,
+            RasterWriter(
+                stage / "change.tif",
+                pair.grid,
+                count=1,
+                dtype="uint8",
+                nodata=255,
+                band_names=("change",),
+                overview_resampling="nearest",
+                tags={"classes": "0=no change,1=change,255=nodata", "threshold": str(threshold)},
+                colormap={0: (0, 0, 0, 0), 1: (230, 25, 25, 255), 255: (0, 0, 0, 0)},
+            ) as mask_out,
+        ):
+            counts = _ChangeWriter(prob_out, mask_out, threshold)
+            report = map_tiles(
+                pair,
+                ChangeTiles(
+                    ModelFile(str(model_path)),
+                    indices,
+                    len(pair.before.band_names),
+                    precision=precision,
+                ),
+                counts,
+                out_bands=1,
+                out_dtype="float32",
+                out_nodata=float("nan"),
+                config=config,
+                progress=progress,
+                sample=sample,
             )
-        threshold = float(card.training["threshold"])
-        prob_scene = open_scene(stage / "change_probability.tif")
-        map_tiles_to_raster(
-            prob_scene,
-            ThresholdTiles(threshold),
-            stage / "change.tif",
-            band_names=("change",),
-            dtype="uint8",
-            nodata=255,
-            overview_resampling="nearest",
-            tags={"classes": "0=no change,1=change,255=nodata", "threshold": str(threshold)},
-            colormap={0: (0, 0, 0, 0), 1: (230, 25, 25, 255), 255: (0, 0, 0, 0)},
-            config=EngineConfig(tile_size_px=1024, overlap_px=0, num_workers=config.num_workers),
-        )
+            if report.tiles_skipped == report.tiles:
+                raise GeobertError(
+                    f"no pixel is valid in both {before} and {after} (all nodata where they "
+                    "overlap); check the nodata value and the cloud masks of both dates"
+                )
         layer = polygonize(
             stage / "change.tif",
             values=[1],
@@ -194,7 +215,7 @@ def detect_change(
                 "max_probability": layer.stats.get("max_probability", np.zeros(len(layer))),
             },
         )
-        changed_px, valid_px = _count(stage / "change.tif")
+        changed_px, valid_px = counts.changed, counts.valid
         px_area = pixel_area_m2(stage / "change.tif")
         summary = {
             "before": str(before),
@@ -218,11 +239,12 @@ def detect_change(
             "simplify_m": simplify_m,
             "tiles": report.tiles,
             "tiles_skipped_nodata": report.tiles_skipped,
-            "seconds": {"inference": round(t_infer, 2), "total": None},
+            "seconds": {"inference": round(report.seconds, 2), "total": None},
             "scheduler": report.scheduler,
             "workers": report.workers,
         }
-        _quicklook(pair, stage / "change.tif", stage / "quicklook.png")
+        assert report.sample is not None
+        _quicklook(report.sample, stage / "change.tif", stage / "quicklook.png")
         summary["seconds"]["total"] = round(time.perf_counter() - t0, 2)  # type: ignore[index]
         (stage / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -240,46 +262,47 @@ def _pair(
     return pair
 
 
-def _count(path: Path) -> tuple[int, int]:
-    import rasterio
-
-    changed = valid = 0
-    with rasterio.open(path) as ds:
-        for _, win in ds.block_windows(1):
-            a = ds.read(1, window=win)
-            changed += int((a == 1).sum())
-            valid += int((a != 255).sum())
-    return changed, valid
+QUICKLOOK_PX = 512
+"""Longest side of each panel of ``quicklook.png``, in pixels (about)."""
 
 
-def _quicklook(pair: ScenePair, change_path: Path, out: Path, size: int = 512) -> None:
+def _quicklook_sample(pair: ScenePair, size: int = QUICKLOOK_PX) -> InputSample:
+    """Natural colour (B04, B03, B02, or the first band in grey) of both dates, every ``step``-th
+    pixel, taken by the engine from the tiles it reads anyway."""
+    h, w = pair.grid.shape
+    step = max(1, int(np.ceil(max(h, w) / size)))
+    n = len(pair.before.band_names)
+
+    def rgb(names: tuple[str, ...]) -> list[int]:
+        pick = [names.index(b) for b in ("B04", "B03", "B02") if b in names]
+        return pick if len(pick) == 3 else [0, 0, 0]
+
+    return InputSample(
+        step, tuple(rgb(pair.before.band_names) + [n + i for i in rgb(pair.after.band_names)])
+    )
+
+
+def _stretch(img: np.ndarray) -> np.ndarray:
+    """(3, h, w) values → (h, w, 3) in [0, 1], 2–98 % stretch over the valid pixels; nodata
+    (NaN) black."""
+    valid = np.isfinite(img)
+    lo, hi = np.percentile(img[valid], [2, 98]) if valid.any() else (0.0, 1.0)
+    out = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
+    out[~valid] = 0.0
+    return np.asarray(out.transpose(1, 2, 0))
+
+
+def _quicklook(sample: np.ndarray, change_path: Path, out: Path) -> None:
+    """Before, after and the change overlay side by side, from the run's input ``sample``
+    (``(6, h, w)``: both dates' natural colour, NaN where either date is invalid)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import rasterio
     from rasterio.enums import Resampling
-    from rasterio.windows import Window
 
-    h, w = pair.grid.shape
-
-    step = max(1, int(np.ceil(max(h, w) / size)))
-
-    def rgb(scene: Any) -> np.ndarray:
-        # natural colour, decimated strip by strip: memory stays at one strip of three bands
-        names = list(scene.band_names)
-        pick = [b for b in ("B04", "B03", "B02") if b in names] or names[:1]
-        sub_scene = scene.select(pick * (3 // len(pick)) if len(pick) < 3 else pick)
-        rows = []
-        for r0 in range(0, h, step * 8):
-            n = min(step * 8, h - r0)
-            data, _ = sub_scene.read(Window(0, r0, w, n))
-            rows.append(data[:, ::step, ::step].astype(np.float32))
-        img = np.concatenate(rows, axis=1).transpose(1, 2, 0)
-        lo, hi = np.percentile(img, [2, 98])
-        return np.asarray(np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1))
-
-    before_rgb, after_rgb = rgb(pair.before), rgb(pair.after)
+    before_rgb, after_rgb = _stretch(sample[:3]), _stretch(sample[3:])
     with rasterio.open(change_path) as ds:
         change = ds.read(1, out_shape=before_rgb.shape[:2], resampling=Resampling.nearest)
     overlay = after_rgb.copy()

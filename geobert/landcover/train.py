@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -285,7 +285,7 @@ def train_landcover(
         opt.step()
         if ema is not None:
             ema.update(model)
-        kept = model if ema is None else ema.model
+        kept = model if ema is None else cast(LandCoverNet, ema.model)
         if val is not None and ((step + 1) % cfg.validate_every == 0 or step + 1 == cfg.steps):
             scores = holdout_scores(predict_image(kept, data.image), data, where=val)
             model.train()

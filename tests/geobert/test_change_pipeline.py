@@ -52,9 +52,10 @@ def test_outputs_exist_valid_and_georeferenced(example_run) -> None:  # type: ig
         prob = ds.read(1)
     t = summary["threshold"]
     np.testing.assert_array_equal(change == 1, prob > t)
-    assert json.loads((out / "summary.json").read_text())["changed_pixels"] == int(
-        (change == 1).sum()
-    )
+    np.testing.assert_array_equal(change == 255, np.isnan(prob))
+    written = json.loads((out / "summary.json").read_text())
+    assert written["changed_pixels"] == int((change == 1).sum())
+    assert written["valid_pixels"] == int((change != 255).sum())
 
 
 def test_polygons_agree_with_the_change_raster(example_run) -> None:  # type: ignore[no-untyped-def]

@@ -10,7 +10,7 @@ import rasterio
 
 from tests.conftest import Identity
 from tests.tiles.test_engine import CountingLoad
-from tiles.engine import EngineConfig, map_tiles, map_tiles_to_raster
+from tiles.engine import EngineConfig, InputSample, map_tiles, map_tiles_to_raster
 from tiles.errors import GeobertError
 from tiles.pair import align_pair
 from tiles.scene import open_scene
@@ -40,6 +40,7 @@ def test_cluster_output_identical_to_local(
 ) -> None:
     pair = align_pair(open_scene(oscd_before), open_scene(oscd_after))
     outs = {}
+    samples = {}
     for name, scheduler in [("local", None), ("cluster", cluster.scheduler_address)]:
         outs[name] = tmp_path / f"{name}.tif"
         report = map_tiles_to_raster(
@@ -50,12 +51,17 @@ def test_cluster_output_identical_to_local(
             dtype="uint16",
             nodata=0,
             config=EngineConfig(tile_size_px=32, overlap_px=8, batch_size=2, scheduler=scheduler),
+            sample=InputSample(5, (3, 16)),
         )
         assert report.scheduler == (scheduler or "threads")
+        samples[name] = report.sample
     with rasterio.open(outs["local"]) as a, rasterio.open(outs["cluster"]) as b:
         np.testing.assert_array_equal(a.read(), b.read())
         assert a.profile == b.profile
     assert report.workers == 2
+    # the input sample comes back from the workers' reads too
+    np.testing.assert_array_equal(samples["local"], samples["cluster"])
+    assert np.isfinite(samples["cluster"]).any()
 
 
 def test_function_loaded_once_per_worker_process(

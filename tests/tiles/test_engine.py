@@ -11,7 +11,7 @@ from rasterio.windows import Window
 
 from tests.conftest import Identity, tree_checksums
 from tiles.cache import block_cache_need, current_cache_bytes, set_block_cache
-from tiles.engine import EngineConfig, map_tiles, map_tiles_to_raster
+from tiles.engine import EngineConfig, InputSample, map_tiles, map_tiles_to_raster
 from tiles.errors import Cancelled, OutputExistsError, TileFailedError
 from tiles.pair import align_pair
 from tiles.progress import CallbackProgress
@@ -267,6 +267,47 @@ def test_pair_through_engine_masks_either_date(
     got, _ = _read_all(out)
     want, _ = pair.read(Window(0, 0, pair.grid.width, pair.grid.height))
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("scheduler", [None, "sync"])
+@pytest.mark.parametrize(("tile", "overlap", "step"), [(48, 8, 5), (64, 16, 7), (512, 0, 3)])
+def test_input_sample_is_the_decimated_input(
+    oscd_before: Path, oscd_after: Path, tile: int, overlap: int, step: int, scheduler: str | None
+) -> None:
+    # every step-th pixel of the chosen bands, as read on the way: the same values as decimating
+    # the whole input, NaN where either date is invalid, wherever the tiles start
+    pair = align_pair(open_scene(oscd_before), open_scene(oscd_after))
+    h, w = pair.grid.shape
+    report = map_tiles(
+        pair,
+        Identity(),
+        lambda win, arr: None,
+        out_bands=len(pair.band_names),
+        config=EngineConfig(tile_size_px=tile, overlap_px=overlap, scheduler=scheduler),
+        sample=InputSample(step, (3, 2, 1, 16)),
+    )
+    data, valid = pair.read(Window(0, 0, w, h))
+    want = data[[3, 2, 1, 16], ::step, ::step].astype(np.float32)
+    want[:, ~valid[::step, ::step]] = np.nan
+    assert report.sample is not None
+    assert report.sample.shape == (4, -(-h // step), -(-w // step))
+    np.testing.assert_array_equal(report.sample, want)
+
+
+def test_input_sample_marks_invalid_pixels_nan(rgb_edge: Path) -> None:
+    scene = open_scene(rgb_edge)
+    report = map_tiles(
+        scene,
+        Identity(),
+        lambda win, arr: None,
+        out_bands=3,
+        config=EngineConfig(tile_size_px=40, overlap_px=8),
+        sample=InputSample(1, (0,)),
+    )
+    _, valid = scene.read(Window(0, 0, scene.grid.width, scene.grid.height))
+    assert report.sample is not None
+    assert not valid.all()
+    np.testing.assert_array_equal(np.isnan(report.sample[0]), ~valid)
 
 
 @dataclass(frozen=True)
