@@ -189,6 +189,63 @@ def test_validation_blocks_choose_the_step_without_the_holdout() -> None:
         LandCoverTrainConfig(validation_fraction=1.0)
 
 
+def test_ema_keeps_the_moving_average_and_leaves_training_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import geobert.landcover.train as lt
+    from geobert.training.ema import WeightEma
+
+    torch.set_num_threads(2)
+    enc = pretrained_encoder_path()
+    data = prepare_landcover(
+        DATA, LABELS, "fclass", read_card(enc), block_px=48, holdout_fraction=0.25, seed=0
+    )
+    states: list[dict[str, torch.Tensor]] = []  # the weights before training, then after each step
+
+    def snapshot(model: torch.nn.Module) -> None:
+        states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    class Recording(WeightEma):
+        def __init__(self, model: torch.nn.Module, decay: float) -> None:
+            snapshot(model)
+            super().__init__(model, decay)
+
+        def update(self, model: torch.nn.Module) -> None:
+            snapshot(model)
+            super().update(model)
+
+    monkeypatch.setattr(lt, "WeightEma", Recording)
+    recipe = {"steps": 5, "window_px": 64, "batch_size": 4, "warmup_steps": 1, "block_px": 48}
+    losses: dict[float, list[float]] = {0.0: [], 0.8: []}
+    models = {}
+    for decay, seen in losses.items():
+        models[decay], card = train_landcover(
+            data,
+            enc,
+            LandCoverTrainConfig(**recipe, ema_decay=decay),  # type: ignore[arg-type]
+            on_step=lambda i, n, loss, seen=seen: seen.append(loss),
+        )
+    assert card.training["config"]["ema_decay"] == 0.8
+    # the average leaves the training run itself alone
+    assert losses[0.0] == losses[0.8] and len(states) == 6
+    last = states[-1]
+    for k, v in models[0.0].state_dict().items():
+        assert torch.equal(v, last[k]), k
+    # the model handed back is the moving average of the steps' weights, not the last step's
+    want = {k: v.clone() for k, v in states[0].items()}
+    for n, state in enumerate(states[1:], start=1):
+        d = min(0.8, (1 + n) / (10 + n))
+        for k, v in state.items():
+            want[k] = want[k].lerp(v, 1 - d) if v.dtype.is_floating_point else v
+    got = models[0.8].state_dict()
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
+    head = [k for k in got if k.startswith("head.") and k.endswith(".weight")][-1]
+    assert not torch.equal(got[head], last[head])
+    with pytest.raises(GeobertError, match=r"EMA decay 1\.0 must be at least 0 and below 1"):
+        LandCoverTrainConfig(ema_decay=1.0)
+
+
 def _read(path: Path) -> tuple[np.ndarray, dict[str, str], dict[int, tuple[int, ...]], object]:
     with rasterio.open(path) as ds:
         return ds.read(1), ds.tags(), ds.colormap(1), ds.transform
