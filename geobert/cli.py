@@ -448,10 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ema-decay",
         type=float,
-        default=0.0,
+        default=0.99,
         metavar="D",
-        help="keep an exponential moving average of the weights over the steps, e.g. 0.99 (about "
-        "the last 100 steps), instead of the last step's weights (default: 0, the last step's)",
+        help="keep an exponential moving average of the weights over the steps instead of the "
+        "last step's weights; 0.99 averages over about the last 100 steps, 0 keeps the last "
+        "step's (default: 0.99)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing MODEL")

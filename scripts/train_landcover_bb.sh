@@ -9,25 +9,25 @@
 # blocks. Another SEED draws another blocked split (and initialisation) into runs/landcover_seedN:
 # how much the comparison moves with the split. VALIDATION_FRACTION > 0 sets that share of the
 # training blocks aside and keeps each network's step with the best macro-F1 on them (scored every
-# 100 steps) into runs/landcover_seedN_valF. EMA > 0 (e.g. 0.99) keeps a moving average of the
-# weights instead of the last step's, into runs/landcover_seedN_emaD.
+# 100 steps) into runs/landcover_seedN_valF. EMA is the decay of the moving average of the weights
+# that is kept (default 0.99, the recipe of the shipped model); another value, e.g. 0 for the last
+# step's weights as in the first tables of results/landcover_bb/RESULTS.md, goes into
+# runs/landcover_seedN_emaD.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data/landcover_brandenburg}
 STEPS=${2:-800}
 SEED=${3:-0}
 VAL=${4:-0}
-EMA=${5:-0}
+EMA=${5:-0.99}
 EXTRA=()
 SUFFIX=""
 if [ "$VAL" != 0 ]; then
     SUFFIX+=_val$VAL
     EXTRA+=(--validation-fraction "$VAL" --validate-every 100)
 fi
-if [ "$EMA" != 0 ]; then
-    SUFFIX+=_ema$EMA
-    EXTRA+=(--ema-decay "$EMA")
-fi
+EXTRA+=(--ema-decay "$EMA")
+if [ "$EMA" != 0.99 ]; then SUFFIX+=_ema$EMA; fi
 OUT=runs/landcover
 if [ "$SEED" != 0 ] || [ -n "$SUFFIX" ]; then OUT=runs/landcover_seed$SEED$SUFFIX; fi
 mkdir -p "$OUT"

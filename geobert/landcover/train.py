@@ -13,8 +13,9 @@ With ``validation_fraction`` > 0 some of the *training* blocks are set aside as 
 every ``validate_every`` steps, and keeps the weights of its best validation macro-F1. The step
 count is then chosen without touching the hold-out.
 
-With ``ema_decay`` > 0 the model kept (and validated) is an exponential moving average of the
-weights over the steps (:class:`~geobert.training.ema.WeightEma`) instead of the last step's.
+With ``ema_decay`` > 0 (default 0.99) the model kept (and validated) is an exponential moving
+average of the weights over the steps (:class:`~geobert.training.ema.WeightEma`) instead of the
+last step's.
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ class LandCoverTrainConfig:
     validation_fraction: float = 0.0
     validate_every: int = 100
     #: Keep an exponential moving average of the weights with this decay (0: the last step's).
-    ema_decay: float = 0.0
+    #: 0.99 by default: over three blocked splits of the Brandenburg polygons it scored +0.6
+    #: macro-F1 points above the last step's weights (results/landcover_bb/RESULTS.md).
+    ema_decay: float = 0.99
 
     def __post_init__(self) -> None:
         if not 0 <= self.ema_decay < 1:
