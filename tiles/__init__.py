@@ -5,7 +5,7 @@ This package knows numpy, rasterio and dask; it never imports torch or QGIS.
 
 from __future__ import annotations
 
-from tiles.engine import EngineConfig, RunReport, map_tiles, map_tiles_to_raster
+from tiles.engine import EngineConfig, InputSample, RunReport, map_tiles, map_tiles_to_raster
 from tiles.errors import (
     BandMismatchError,
     Cancelled,
@@ -30,6 +30,7 @@ __all__ = [
     "EngineConfig",
     "GeobertError",
     "GridSpec",
+    "InputSample",
     "MissingCRSError",
     "NoOverlapError",
     "OutputExistsError",

@@ -16,7 +16,9 @@ are freed at once; memory stays bounded by the tiles in flight):
 * ``scheduler="tcp://host:port"``: an existing ``dask.distributed`` cluster. Results come back to
   this client, which blends and writes them, so workers need no access to the output disk.
 
-Blending (:mod:`tiles.blend`) makes the output independent of tile arrival order.
+Blending (:mod:`tiles.blend`) makes the output independent of tile arrival order. A run can also
+keep a decimated copy of some input bands, taken from the tiles as they are read
+(:class:`InputSample`), e.g. for a quicklook without a second decode of the input.
 """
 
 from __future__ import annotations

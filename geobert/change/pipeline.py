@@ -2,8 +2,10 @@
 
 Both dates are aligned on the first date's grid (any CRS or resolution), the change network runs
 over overlapping tiles through the tiling engine (loaded once per worker), tile outputs are blended
-without seams, and the results are written to a staging folder inside OUTDIR and moved into place
-only when everything succeeded:
+without seams, and one pass writes the probability and the thresholded mask (the quicklook's
+natural-colour pixels are sampled from the tiles on the way, so the inputs are decoded once). The
+results are written to a staging folder inside OUTDIR and moved into place only when everything
+succeeded:
 
 * ``change_probability.tif`` — COG, float32, NaN where either date is invalid;
 * ``change.tif`` — COG, uint8: 0 no change, 1 change, 255 nodata, with a colour table;
