@@ -374,6 +374,12 @@ def map_tiles(
     acc = BlendAccumulator(grid, out_bands, out_dtype, out_nodata, locked_emit)
     sampled = None
     if sample is not None:
+        n_bands = len(reader.band_names)
+        if not all(0 <= b < n_bands for b in sample.bands):
+            raise GeobertError(
+                f"sample bands {list(sample.bands)} do not exist: the input has {n_bands} bands "
+                f"(0 to {n_bands - 1})"
+            )
         shape = (len(sample.bands), -(-h // sample.step), -(-w // sample.step))
         sampled = np.full(shape, np.nan, np.float32)
     consumer = _Consumer(acc, progress, total=len(grid), sample=sampled)

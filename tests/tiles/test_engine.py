@@ -12,7 +12,7 @@ from rasterio.windows import Window
 from tests.conftest import Identity, tree_checksums
 from tiles.cache import block_cache_need, current_cache_bytes, set_block_cache
 from tiles.engine import EngineConfig, InputSample, map_tiles, map_tiles_to_raster
-from tiles.errors import Cancelled, OutputExistsError, TileFailedError
+from tiles.errors import Cancelled, GeobertError, OutputExistsError, TileFailedError
 from tiles.pair import align_pair
 from tiles.progress import CallbackProgress
 from tiles.scene import open_scene
@@ -308,6 +308,8 @@ def test_input_sample_marks_invalid_pixels_nan(rgb_edge: Path) -> None:
     assert report.sample is not None
     assert not valid.all()
     np.testing.assert_array_equal(np.isnan(report.sample[0]), ~valid)
+    with pytest.raises(GeobertError, match=r"sample bands \[0, 3\] do not exist: the input has 3"):
+        map_tiles(scene, Identity(), lambda w, a: None, out_bands=3, sample=InputSample(1, (0, 3)))
 
 
 @dataclass(frozen=True)
