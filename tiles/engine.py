@@ -211,7 +211,7 @@ def sample_lattice(
     fr, fc = -(-r0 // step) * step, -(-c0 // step) * step  # first lattice row/col in the window
     rows = np.arange(fr - r0, data.shape[1], step)
     cols = np.arange(fc - c0, data.shape[2], step)
-    values = data[np.asarray(sample.bands)][:, rows][:, :, cols].astype(np.float32)
+    values = data[np.ix_(np.asarray(sample.bands), rows, cols)].astype(np.float32)
     values[:, ~valid[np.ix_(rows, cols)]] = np.nan
     return fr // step, fc // step, values
 

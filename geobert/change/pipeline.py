@@ -104,12 +104,13 @@ class _ChangeWriter:
 
     def __call__(self, window: Window, arr: np.ndarray) -> None:
         self.probability.write(window, arr)
-        valid = ~np.isnan(arr)
-        change = (arr > self.threshold).astype(np.uint8)  # NaN > t is False
-        change[~valid] = 255
+        above = arr > self.threshold  # NaN > t is False: never both above and nodata
+        nodata = np.isnan(arr)
+        change = above.astype(np.uint8)
+        change[nodata] = 255
         self.mask.write(window, change)
-        self.changed += int(np.count_nonzero(change == 1))
-        self.valid += int(np.count_nonzero(valid))
+        self.changed += int(np.count_nonzero(above))
+        self.valid += arr.size - int(np.count_nonzero(nodata))
 
 
 def detect_change(
