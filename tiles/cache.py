@@ -11,8 +11,6 @@ it — to what the tiles in flight touch: two block rows by the columns in fligh
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import math
 import os
 import threading
@@ -26,7 +24,6 @@ __all__ = [
     "grow_block_cache",
     "reader_block_rows",
     "set_block_cache",
-    "trim_heap",
 ]
 
 _lock = threading.Lock()
@@ -119,22 +116,3 @@ def set_block_cache(nbytes: int) -> None:
     with _lock:
         rasterio.env.set_gdal_config("GDAL_CACHEMAX", int(nbytes))
         _current = nbytes
-
-
-def trim_heap() -> bool:
-    """Give the C heap's free memory back to the operating system (glibc ``malloc_trim``).
-
-    After a run, GDAL's cache blocks, tile buffers and tensors of the worker threads are freed,
-    but glibc keeps most of that memory in its per-thread arenas, so the process stays as large as
-    at its peak while the outputs are vectorised and drawn. Returns False where there is no glibc
-    (nothing to do).
-    """
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):  # musl, macOS, Windows
-        return False
-    trim.argtypes = [ctypes.c_size_t]
-    return bool(trim(0))

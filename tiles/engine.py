@@ -43,10 +43,10 @@ from tiles.cache import (
     grow_block_cache,
     reader_block_rows,
     set_block_cache,
-    trim_heap,
 )
 from tiles.errors import Cancelled, GeobertError, TileFailedError
 from tiles.grid import TileGrid
+from tiles.heap import trim_heap
 from tiles.progress import Progress
 from tiles.scene import Reader
 from tiles.writer import OverviewResampling, RasterWriter

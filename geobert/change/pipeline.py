@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 from rasterio.windows import Window
 
 from tiles.engine import EngineConfig, InputSample, TileFunction, map_tiles
+from tiles.heap import trim_heap
 from tiles.pair import ScenePair, align_pair
 from tiles.progress import Progress
 from tiles.scene import open_scene
@@ -218,6 +219,7 @@ def detect_change(
                 "max_probability": layer.stats.get("max_probability", np.zeros(len(layer))),
             },
         )
+        trim_heap()  # polygonising's scratch memory back before the quicklook
         changed_px, valid_px = counts.changed, counts.valid
         px_area = pixel_area_m2(stage / "change.tif")
         summary = {

@@ -38,6 +38,7 @@ from geobert.models.precision import inference_autocast
 if TYPE_CHECKING:
     from geobert.models.checkpoint import ModelFile
 from tiles.engine import EngineConfig, TileFunction, map_tiles
+from tiles.heap import trim_heap
 from tiles.progress import Progress
 from tiles.scene import GridSpec, Scene, open_scene
 from tiles.vectorize import PolygonLayer, pixel_area_m2, polygonize, write_gpkg
@@ -170,6 +171,7 @@ def classify(
                 f"{scene_path} has no valid pixel (all nodata); check its nodata value and masks"
             )
         areas = _write_areas(stage, card, extra.pop("pixel_counts"), extra.pop("pixel_area_m2"))
+        trim_heap()  # polygonising's scratch memory back before the quicklook
         _quicklook(stage / "landcover.tif", card, stage / "quicklook.png")
         summary = {
             "scene": str(scene_path),
