@@ -90,6 +90,59 @@ def _add_precision_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_grid_args(p: argparse.ArgumentParser, default: str, model: bool = True) -> None:
+    g = p.add_argument_group(
+        "output grid", f"By default the outputs are on {default}. These options choose another."
+    )
+    g.add_argument(
+        "--crs",
+        default=None,
+        metavar="CRS",
+        help="reproject the outputs to this CRS (EPSG:32633, a WKT or PROJ string); still "
+        "cropped to where the input has data",
+    )
+    g.add_argument(
+        "--resolution",
+        type=float,
+        default=None,
+        metavar="RES",
+        help="output pixel size in units of the output CRS"
+        + (
+            " (the model sees pixels of this size: stay near the size it was trained at)"
+            if model
+            else ""
+        ),
+    )
+    g.add_argument(
+        "--bounds",
+        type=float,
+        nargs=4,
+        default=None,
+        metavar=("LEFT", "BOTTOM", "RIGHT", "TOP"),
+        help="process and write exactly this box, in the output CRS (snapped outward to whole "
+        "pixels; nodata where the input has none)",
+    )
+    g.add_argument(
+        "--like",
+        default=None,
+        metavar="RASTER",
+        help="write on exactly this raster's grid (CRS, pixel size, extent), to stack the "
+        "outputs with it; not combinable with --crs, --resolution or --bounds",
+    )
+
+
+def _grid_request(args: argparse.Namespace) -> Any:
+    from tiles.scene import open_scene
+    from tiles.target import GridRequest, parse_crs
+
+    return GridRequest(
+        crs=None if args.crs is None else parse_crs(args.crs),
+        resolution=args.resolution,
+        bounds=None if args.bounds is None else tuple(args.bounds),
+        like=None if args.like is None else open_scene(args.like).grid,
+    )
+
+
 def _add_engine_args(
     p: argparse.ArgumentParser, tile_px: int = 512, overlap_px: int = 64, batch: int = 4
 ) -> None:
@@ -180,8 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Writes change_probability.tif, change.tif (0 no change, 1 change, 255 nodata), "
         "change.gpkg (one polygon per change region with area_m2, mean_probability, "
         "max_probability), summary.json and quicklook.png into OUTDIR. The output grid is "
-        "BEFORE's finest-band grid, cropped to where both dates exist; pixels that are nodata "
-        "in either date are nodata, never change.",
+        "BEFORE's finest-band grid, cropped to where both dates exist (or the one --crs, "
+        "--resolution, --bounds or --like ask for); pixels that are nodata in either date are "
+        "nodata, never change.",
     )
     p.add_argument("before", metavar="BEFORE", help="raster file or folder of band files")
     p.add_argument("after", metavar="AFTER", help="the later date of the same place")
@@ -206,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no warnings")
     _add_precision_arg(p)
+    _add_grid_args(p, "BEFORE's finest-band grid, cropped to where both dates exist")
     _add_engine_args(p, tile_px=256, overlap_px=32, batch=2)
 
     p = sub.add_parser(
@@ -228,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodata", type=float, default=None, help="input value to treat as nodata")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no warnings")
+    _add_grid_args(p, "SCENE's grid (with AFTER: cropped to where both dates exist)", model=False)
     _add_engine_args(p)
 
     p = sub.add_parser(
@@ -379,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no warnings")
     _add_precision_arg(p)
+    _add_grid_args(p, "SCENE's finest-band grid")
     _add_engine_args(p, tile_px=256, overlap_px=32, batch=2)
 
     p = sub.add_parser(
@@ -524,6 +581,7 @@ def _cmd_ndvi(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         config=_engine_config(args),
         progress=progress,
+        grid=_grid_request(args),
     )
     if not args.quiet:
         print(
@@ -684,6 +742,7 @@ def _cmd_change(args: argparse.Namespace) -> int:
         config=_engine_config(args),
         progress=_progress(args),
         precision=args.precision,
+        grid=_grid_request(args),
     )
     _done(args)
     if not args.quiet:
@@ -710,6 +769,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         config=_engine_config(args),
         progress=_progress(args),
         precision=args.precision,
+        grid=_grid_request(args),
     )
     _done(args)
     if not args.quiet:

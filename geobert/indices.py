@@ -19,12 +19,12 @@ from tiles import (
     EngineConfig,
     Progress,
     RunReport,
-    align_pair,
     map_tiles_to_raster,
     open_scene,
 )
 from tiles.engine import TileFunction
 from tiles.scene import Reader
+from tiles.target import GridRequest, place_pair, place_scene
 from tiles.writer import check_output_path
 
 __all__ = ["NormalizedDifference", "normalized_difference"]
@@ -68,6 +68,7 @@ def normalized_difference(
     overwrite: bool = False,
     config: EngineConfig | None = None,
     progress: Progress | None = None,
+    grid: GridRequest | None = None,
 ) -> RunReport:
     """Write the normalised difference of two bands (default NDVI) as a COG.
 
@@ -82,19 +83,24 @@ def normalized_difference(
         overwrite: Replace an existing output.
         config: Tiling and scheduling.
         progress: Progress and cancellation.
+        grid: Output grid (default: ``scene``'s, see above); another CRS or resolution is
+            cropped to where the input has data, bounds or a ``like`` grid are kept whole.
     """
+    request = grid or GridRequest()
     out = check_output_path(out, overwrite=overwrite)
     first = open_scene(scene, nodata=nodata)
     _require(first.band_names, (band_a, band_b), Path(scene))
     reader: Reader
     if after is None:
-        reader = first.select([band_a, band_b])
+        reader = place_scene(first.select([band_a, band_b]), request, f"{scene}")
         factory = NormalizedDifference(0, 1)
         name = f"nd({band_a},{band_b})"
     else:
         second = open_scene(after, nodata=nodata)
         _require(second.band_names, (band_a, band_b), Path(after))
-        reader = align_pair(first.select([band_a, band_b]), second.select([band_a, band_b]))
+        reader = place_pair(
+            first.select([band_a, band_b]), second.select([band_a, band_b]), request
+        )
         factory = NormalizedDifference(0, 1, 2, 3)
         name = f"delta_nd({band_a},{band_b})"
     return map_tiles_to_raster(

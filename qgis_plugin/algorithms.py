@@ -15,7 +15,9 @@ from qgis.core import (
     QgsProcessingOutputRasterLayer,
     QgsProcessingOutputVectorLayer,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterCrs,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
@@ -25,6 +27,7 @@ from qgis.core import (
     QgsProcessingParameterString,
     QgsProcessingParameterVectorLayer,
     QgsRasterLayer,
+    QgsRectangle,
     QgsVectorLayer,
 )
 
@@ -98,6 +101,36 @@ class GeobertAlgorithm(QgsProcessingAlgorithm):
         return result
 
     MODEL, MIN_AREA, SCHEDULER, OUTPUT_FOLDER = "MODEL", "MIN_AREA", "SCHEDULER", "OUTPUT_FOLDER"
+    EXTENT, OUTPUT_CRS = "EXTENT", "OUTPUT_CRS"
+
+    def add_grid_parameters(self) -> None:
+        """Optional area of interest and output CRS (geobert's --bounds and --crs)."""
+        self.addParameter(
+            QgsProcessingParameterExtent(
+                self.EXTENT, "Area to process (empty: the whole input)", optional=True
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterCrs(
+                self.OUTPUT_CRS, "Output CRS (empty: the input's)", optional=True
+            )
+        )
+
+    def grid_arguments(self, parameters, context, layer) -> list[str]:
+        """``--crs`` and ``--bounds`` for the chosen output CRS and extent; the extent is
+        transformed to the output CRS (the input layer's CRS when none is chosen)."""
+        args = []
+        crs = self.parameterAsCrs(parameters, self.OUTPUT_CRS, context)
+        if crs.isValid():
+            args += ["--crs", crs.authid() or crs.toWkt()]
+        else:
+            crs = layer.crs()
+        if parameters.get(self.EXTENT) not in (None, ""):
+            box: QgsRectangle = self.parameterAsExtent(parameters, self.EXTENT, context, crs)
+            if not box.isNull() and not box.isEmpty():
+                corners = (box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum())
+                args += ["--bounds", *(repr(v) for v in corners)]
+        return args
 
     def add_model_parameter(self, label: str) -> None:
         self.addParameter(
@@ -169,13 +202,15 @@ class ChangeDetectionAlgorithm(GeobertAlgorithm):
             "The later date is aligned onto the earlier date's grid. Writes a change probability "
             "raster, a change mask (0 no change, 1 change, nodata where either date is invalid), "
             "change polygons (area_m2, mean/max probability), summary.json and a quicklook into "
-            "the output folder."
+            "the output folder. An area to process gives exactly that extent (nodata outside "
+            "the dates); an output CRS reprojects the results (areas stay ground areas)."
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
         self.addParameter(QgsProcessingParameterRasterLayer(self.BEFORE, "Earlier date"))
         self.addParameter(QgsProcessingParameterRasterLayer(self.AFTER, "Later date"))
         self.add_model_parameter("Change model (default: shipped)")
+        self.add_grid_parameters()
         self.add_area_scheduler_output_parameters("Minimum polygon area (m²)", 500.0)
         self.addOutput(QgsProcessingOutputRasterLayer("PROBABILITY", "Change probability"))
         self.addOutput(QgsProcessingOutputRasterLayer("CHANGE", "Change mask"))
@@ -189,6 +224,7 @@ class ChangeDetectionAlgorithm(GeobertAlgorithm):
             raise QgsProcessingException("choose two raster layers: an earlier and a later date")
         out = self.output_folder(parameters, context)
         args = ["change", before.source(), after.source(), "-o", out, "--overwrite", "-q"]
+        args += self.grid_arguments(parameters, context, before)
         self.run_geobert(args + self.run_arguments(parameters, context), feedback)
         dates = f"{before.name()} → {after.name()}"
         paths = {
@@ -225,7 +261,8 @@ class LandCoverAlgorithm(GeobertAlgorithm):
         return (
             "Classifies a scene with a geobert land-cover model: class raster (with the model's "
             "colours and names), confidence, polygons per class (class, area_ha, "
-            "mean_confidence), areas.csv and a quicklook, in the output folder."
+            "mean_confidence), areas.csv and a quicklook, in the output folder. An area to "
+            "process gives exactly that extent; an output CRS reprojects the results."
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
@@ -240,6 +277,7 @@ class LandCoverAlgorithm(GeobertAlgorithm):
                 QgsProcessingParameterNumber.Integer, 64, minValue=1,
             )
         )  # fmt: skip
+        self.add_grid_parameters()
         self.add_area_scheduler_output_parameters("Minimum mapping unit (m²)", 5000.0)
         self.addOutput(QgsProcessingOutputRasterLayer("LANDCOVER", "Land cover"))
         self.addOutput(QgsProcessingOutputRasterLayer("CONFIDENCE", "Confidence"))
@@ -254,6 +292,7 @@ class LandCoverAlgorithm(GeobertAlgorithm):
         mode = self.MODES[self.parameterAsEnum(parameters, self.MODE, context)]
         args = ["classify", scene.source(), "-o", out, "--overwrite", "-q", "--mode", mode]
         args += ["--cell-size", str(self.parameterAsInt(parameters, self.CELL_SIZE, context))]
+        args += self.grid_arguments(parameters, context, scene)
         self.run_geobert(args + self.run_arguments(parameters, context), feedback)
         paths = {
             "LANDCOVER": str(Path(out) / "landcover.tif"),

@@ -83,6 +83,26 @@ def test_ndvi_change_between_two_dates(tmp_path: Path, oscd_before: Path, oscd_a
             lambda d, a, b: ["ndvi", a, "-o", d / "o.tif", "--scheduler", "localhost"],
             "is not understood",
         ),
+        # output grids that cannot be
+        (
+            lambda d, a, b: ["change", a, b, "-o", d / "o.tif", "--crs", "EPSG:99999"],
+            "unknown CRS 'EPSG:99999'",
+        ),
+        (
+            lambda d, a, b: ["change", a, b, "-o", d / "o.tif", "--resolution", "0"],
+            "positive pixel size",
+        ),
+        (
+            lambda d, a, b: [
+                *("change", a, b, "-o", d / "o.tif", "--crs", "EPSG:3857"),
+                *("--like", sorted(a.glob("*.tif"))[0]),
+            ],
+            "cannot be combined",
+        ),
+        (
+            lambda d, a, b: [*("change", a, b, "-o", d / "o.tif"), *("--bounds", 0, 0, 1, 1)],
+            "does not cover the first date",
+        ),
     ],
 )
 def test_bad_input_gives_one_clear_line(
@@ -134,7 +154,43 @@ def test_classify_command_runs_on_the_example_scene(tmp_path: Path) -> None:
     )  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     assert summary["grid"]["width"] == 384 and summary["mode"] == "pixel"
-    assert sum(summary["areas_ha"].values()) == pytest.approx(384 * 384 * 0.01, rel=1e-6)
+    # 384² pixels of 10 m in UTM: 1474.56 ha on the map, 0.02 % more on the ground here
+    assert sum(summary["areas_ha"].values()) == pytest.approx(384 * 384 * 0.01, rel=5e-4)
+
+
+def test_classify_in_web_mercator_reports_ground_areas(tmp_path: Path) -> None:
+    """Web Mercator draws Brandenburg 2.7× too large; the map is in EPSG:3857 as asked, the
+    hectares are still the ground's (the scene is 384 × 384 px of 10 m: 1474.56 ha)."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "brandenburg"
+    out = tmp_path / "out"
+    proc = run("classify", example, "-o", out, "-q", "--crs", "EPSG:3857")
+    assert proc.returncode == 0, proc.stderr
+    with rasterio.open(out / "landcover.tif") as ds:
+        assert ds.crs.to_epsg() == 3857
+        assert ds.res[0] == pytest.approx(10 / np.cos(np.radians(52.5)), rel=0.02)
+    summary = json.loads((out / "summary.json").read_text())
+    assert sum(summary["areas_ha"].values()) == pytest.approx(1474.56, rel=0.02)
+
+
+def test_ndvi_on_a_box_of_the_scene(tmp_path: Path, oscd_before: Path) -> None:
+    band = next(oscd_before.glob("*_B04.tif"))
+    with rasterio.open(band) as ds:
+        t = ds.transform
+        red = ds.read(1).astype(float)
+    with rasterio.open(next(oscd_before.glob("*_B08.tif"))) as ds:
+        nir = ds.read(1).astype(float)
+    # columns 10-59, rows 20-79, corners nudged inside their pixels: snapped outward
+    left, top = t @ (10.3, 20.2)
+    right, bottom = t @ (59.6, 79.9)
+    out = tmp_path / "nd.tif"
+    proc = run("ndvi", oscd_before, "-o", out, "-q", "--bounds", left, bottom, right, top)
+    assert proc.returncode == 0, proc.stderr
+    with rasterio.open(out) as ds:
+        assert ds.transform.almost_equals(t @ Affine.translation(10, 20))
+        assert ds.shape == (60, 50)
+        got = ds.read(1)
+    nd = (nir - red) / (nir + red)
+    np.testing.assert_allclose(got, nd[20:80, 10:60], atol=1e-6)  # same pixels, no resampling
 
 
 def test_landcover_training_errors_are_one_line(tmp_path: Path) -> None:

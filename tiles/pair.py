@@ -124,14 +124,18 @@ class ScenePair:
         return np.concatenate([a, b]).astype(self.dtype, copy=False), va & vb
 
 
-def align_pair(before: Scene, after: Scene) -> ScenePair:
-    """Put ``after`` on ``before``'s grid, cropped to where both dates exist.
+def align_pair(
+    before: Scene, after: Scene, grid: GridSpec | None = None, *, crop: bool = True
+) -> ScenePair:
+    """Put both dates on one grid: ``before``'s grid cropped to where both dates exist, or
+    ``grid`` (see :func:`tiles.target.resolve_grid`) — cropped the same way with ``crop``, else
+    kept whole, nodata where a date has no data.
 
     Bands are matched by name: ``after``'s bands are re-ordered to ``before``'s order.
 
     Raises:
         BandMismatchError: if the dates do not carry the same band names.
-        NoOverlapError: if the footprints do not intersect.
+        NoOverlapError: if the footprints do not intersect (each other, or ``grid``).
     """
     missing = [n for n in before.band_names if n not in after.band_names]
     extra = [n for n in after.band_names if n not in before.band_names]
@@ -140,6 +144,14 @@ def align_pair(before: Scene, after: Scene) -> ScenePair:
             f"the dates carry different bands: second date lacks {missing} and has extra {extra} "
             f"(first date has {list(before.band_names)}); pass the same bands for both dates"
         )
-    window = common_window(before.grid, after.grid)
-    grid = before.grid.crop(window)
+    if grid is None:
+        grid = before.grid.crop(common_window(before.grid, after.grid))
+    else:
+        from tiles.target import place_on_grid
+
+        # the dates must overlap each other, whatever the grid
+        common_window(before.grid, after.grid)
+        grid = place_on_grid(
+            grid, [before.grid, after.grid], ["the first date", "the second date"], crop=crop
+        )
     return ScenePair(before.on_grid(grid), after.select(before.band_names).on_grid(grid))

@@ -40,6 +40,7 @@ from tiles.heap import trim_heap
 from tiles.pair import ScenePair, align_pair
 from tiles.progress import Progress
 from tiles.scene import open_scene
+from tiles.target import GridRequest, pixel_size_m, place_pair
 from tiles.vectorize import pixel_area_m2, polygonize, write_gpkg
 from tiles.writer import RasterWriter
 
@@ -126,6 +127,7 @@ def detect_change(
     config: EngineConfig | None = None,
     progress: Progress | None = None,
     precision: str = "fp32",
+    grid: GridRequest | None = None,
 ) -> dict[str, Any]:
     """Run change detection on two dates and write the outputs listed in the module docstring.
 
@@ -140,6 +142,9 @@ def detect_change(
         progress: Progress and cancellation.
         precision: ``fp32`` or ``bf16`` (bfloat16 autocast: about 2× faster on CPUs with bf16
             matrix units; see the README for its effect on accuracy).
+        grid: Output grid (default: ``before``'s finest-band grid). Another CRS or resolution
+            is still cropped to where both dates exist; bounds or a ``like`` grid are kept
+            whole, nodata outside the dates.
 
     Returns:
         The summary also written to ``summary.json``.
@@ -152,7 +157,7 @@ def detect_change(
     card = read_card(model_path)
     if card.task != "change":
         raise GeobertError(f"{model_path} is a {card.task!r} model, not a change model")
-    pair = _pair(before, after, card)
+    pair = _pair(before, after, card, grid or GridRequest())
     indices = tuple(card.band_indices(pair.before.band_names))
     config = config or EngineConfig(tile_size_px=card.tile_size_px, overlap_px=32, batch_size=2)
     threshold = float(card.training["threshold"])
@@ -256,14 +261,21 @@ def detect_change(
 
 
 def _pair(
-    before: str | os.PathLike[str], after: str | os.PathLike[str], card: ModelCard
+    before: str | os.PathLike[str],
+    after: str | os.PathLike[str],
+    card: ModelCard,
+    request: GridRequest,
 ) -> ScenePair:
-    scenes = []
-    for path in (before, after):
-        scenes.append(open_scene(path))
-        card.check_scene_size(scenes[-1].grid.shape, path)
-    pair = align_pair(*scenes)
-    card.check_scene_size(pair.grid.shape, f"the overlap of {before} and {after}")
+    first, second = open_scene(before), open_scene(after)
+    if request.is_default:
+        card.check_scene_size(first.grid.shape, before)
+        card.check_scene_size(second.grid.shape, after)
+        pair = align_pair(first, second)
+        card.check_scene_size(pair.grid.shape, f"the overlap of {before} and {after}")
+        return pair
+    pair = place_pair(first, second, request)
+    card.check_scene_size(pair.grid.shape, "the output grid")
+    card.check_gsd(pixel_size_m(pair.grid), "the output grid")
     return pair
 
 

@@ -41,6 +41,7 @@ from tiles.engine import EngineConfig, TileFunction, map_tiles
 from tiles.heap import trim_heap
 from tiles.progress import Progress
 from tiles.scene import GridSpec, Scene, open_scene
+from tiles.target import GridRequest, pixel_size_m, place_scene
 from tiles.vectorize import PolygonLayer, pixel_area_m2, polygonize, write_gpkg
 from tiles.writer import RasterWriter
 
@@ -121,6 +122,7 @@ def classify(
     config: EngineConfig | None = None,
     progress: Progress | None = None,
     precision: str = "fp32",
+    grid: GridRequest | None = None,
 ) -> dict[str, Any]:
     """Classify a scene and write the outputs listed in the module docstring.
 
@@ -137,6 +139,8 @@ def classify(
         config: Tiling and scheduling (default: 256 px tiles, 32 px overlap, 2 tiles per task).
         progress: Progress and cancellation.
         precision: ``fp32`` or ``bf16`` (bfloat16 autocast).
+        grid: Output grid (default: the scene's finest-band grid); another CRS or resolution is
+            cropped to where the scene has data, bounds or a ``like`` grid are kept whole.
     """
     from geobert.models.checkpoint import ModelFile, read_card
     from geobert.weights import pretrained_encoder_path
@@ -151,7 +155,11 @@ def classify(
     if cell_px < 1:
         raise GeobertError(f"cell size must be at least 1 pixel, got {cell_px}")
     scene = open_scene(scene_path)
-    card.check_scene_size(scene.grid.shape, scene_path)
+    request = grid or GridRequest()
+    if not request.is_default:
+        scene = place_scene(scene, request, str(scene_path))
+        card.check_gsd(pixel_size_m(scene.grid), "the output grid")
+    card.check_scene_size(scene.grid.shape, scene_path if request.is_default else "the output grid")
     indices = tuple(card.band_indices(scene.band_names))
     config = config or EngineConfig(tile_size_px=card.tile_size_px, overlap_px=32, batch_size=2)
     factory = LandCoverTiles(

@@ -9,6 +9,7 @@ name: another order is re-mapped; a missing band is an error unless a fill polic
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -18,6 +19,8 @@ import numpy as np
 from geobert.errors import BandMismatchError, GeobertError
 
 __all__ = ["CARD_FORMAT", "MIN_SCENE_PX", "FillPolicy", "ModelCard", "fill_invalid"]
+
+log = logging.getLogger("geobert")
 
 CARD_FORMAT = 1
 """Version of the card layout; a reader refuses cards from a newer format."""
@@ -121,6 +124,23 @@ class ModelCard:
                 "filling missing bands with their training mean (fill='mean')"
             )
         return [pos.get(b) for b in self.bands]
+
+    def check_gsd(self, pixel_m: float, what: object) -> bool:
+        """Warn (and return False) when ``what``'s pixels are more than 1.5× larger or smaller than
+        the ground sampling distance the model was trained at: it still runs, but on objects of
+        another apparent size than it learnt."""
+        ratio = pixel_m / self.gsd_m
+        if 1 / 1.5 <= ratio <= 1.5:
+            return True
+        log.warning(
+            "%s has %.3g m pixels but the model was trained at %g m; its output will be less "
+            "reliable — leave the resolution unset or choose %g m",
+            what,
+            pixel_m,
+            self.gsd_m,
+            self.gsd_m,
+        )
+        return False
 
     def check_scene_size(self, shape: tuple[int, int], what: object) -> None:
         """Refuse scenes smaller than one encoder window (``MIN_SCENE_PX`` a side).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -11,12 +12,16 @@ import pyogrio
 import pytest
 import rasterio
 import shapely
+from affine import Affine
+from rasterio.crs import CRS
 from rasterio.features import rasterize
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from geobert.change.pipeline import OUTPUT_NAMES, detect_change
 from geobert.errors import BandMismatchError, OutputExistsError
 from tests.conftest import tree_checksums
+from tiles.scene import open_scene
+from tiles.target import GridRequest
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "abudhabi"
 
@@ -122,6 +127,83 @@ def test_second_date_in_another_crs_and_nodata_never_change(tmp_path: Path, exam
     h, w = change.shape
     assert (change[: h // 4, : w // 4] == 255).all()  # nodata in either date → nodata
     assert (change[h // 2 :, w // 2 :] != 255).mean() > 0.95
+
+
+def test_output_in_another_crs_keeps_ground_areas(tmp_path: Path, example_run) -> None:  # type: ignore[no-untyped-def]
+    _, ref = example_run
+    out = tmp_path / "out"
+    summary = detect_change(
+        EXAMPLE / "imgs_1",
+        EXAMPLE / "imgs_2",
+        out,
+        min_area_m2=0,
+        simplify_m=0,
+        grid=GridRequest(crs=CRS.from_epsg(3857)),
+    )
+    with rasterio.open(out / "change.tif") as ds:
+        assert ds.crs == CRS.from_epsg(3857)
+        assert ds.res[0] == pytest.approx(10.99, rel=0.01)  # ~10 m on the ground at 24° N
+    assert CRS.from_user_input(pyogrio.read_info(out / "change.gpkg")["crs"]).to_epsg() == 3857
+    # Web Mercator draws areas 1.2× too large here; the reported areas are ground areas
+    assert summary["changed_area_m2_approx"] == pytest.approx(
+        ref["changed_area_m2_approx"], rel=0.1
+    )
+    assert summary["polygon_area_m2"] == pytest.approx(ref["polygon_area_m2"], rel=0.1)
+
+
+def test_bounds_and_like_give_exactly_that_grid(tmp_path: Path, example_run) -> None:  # type: ignore[no-untyped-def]
+    ref_out, _ = example_run
+    with rasterio.open(ref_out / "change.tif") as ds:
+        ref, t, (w, h) = ds.read(1), ds.transform, (ds.width, ds.height)
+    # a box reaching 40 px past the data on the left, ending 60 px inside on the right
+    left, top = t @ (-40, 0)
+    right, bottom = t @ (w - 60, h)
+    out = tmp_path / "bounds"
+    detect_change(
+        EXAMPLE / "imgs_1",
+        EXAMPLE / "imgs_2",
+        out,
+        grid=GridRequest(bounds=(left, bottom, right, top)),
+    )
+    with rasterio.open(out / "change.tif") as ds:
+        change = ds.read(1)
+        assert ds.transform.almost_equals(t @ Affine.translation(-40, 0))
+        assert (ds.width, ds.height) == (w - 20, h)
+    assert (change[:, :40] == 255).all()  # no data there: nodata, not "no change"
+    inside = change[:, 40:]
+    assert (inside != 255).mean() > 0.99
+    assert (inside == ref[:, : w - 60]).mean() > 0.97  # same lattice, tiles cut elsewhere
+    # --like: a 10 m UTM grid over part of the scene, taken as it is
+    like = tmp_path / "like.tif"
+    utm = Affine(10, 0, 864000, 0, -10, 2695800)
+    with rasterio.open(
+        like, "w", driver="GTiff", width=120, height=90, count=1, dtype="uint8",
+        crs="EPSG:32639", transform=utm,
+    ) as ds:  # fmt: skip
+        ds.write(np.zeros((90, 120), np.uint8), 1)
+    out = tmp_path / "like"
+    detect_change(
+        EXAMPLE / "imgs_1",
+        EXAMPLE / "imgs_2",
+        out,
+        grid=GridRequest(like=open_scene(like).grid),
+    )
+    for name in ("change.tif", "change_probability.tif"):
+        with rasterio.open(out / name) as ds:
+            assert ds.crs == CRS.from_epsg(32639) and ds.transform == utm
+            assert (ds.width, ds.height) == (120, 90)
+
+
+def test_a_resolution_far_from_the_models_warns(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    res = 9.4e-05 * 3  # three times the example's ~10 m pixels, in degrees
+    with caplog.at_level(logging.WARNING, logger="geobert"):
+        detect_change(
+            EXAMPLE / "imgs_1",
+            EXAMPLE / "imgs_2",
+            tmp_path / "out",
+            grid=GridRequest(resolution=res),
+        )
+    assert "trained at 10 m" in caplog.text and "m pixels" in caplog.text
 
 
 def test_bad_inputs_leave_nothing(tmp_path: Path) -> None:

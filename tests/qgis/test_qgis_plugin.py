@@ -209,3 +209,34 @@ def test_change_detection_through_qgis_process(env: dict[str, Path], tmp_path: P
     results = json.loads(proc.stdout[proc.stdout.index("{") :])["results"]
     assert Path(results["CHANGE"]).is_file() and Path(results["SUMMARY"]).is_file()
     assert json.loads(Path(results["SUMMARY"]).read_text())["polygons"] >= 1
+
+
+def test_change_on_an_area_and_crs_chosen_in_qgis(env: dict[str, Path], tmp_path: Path) -> None:
+    """An extent drawn in Web Mercator and a UTM output CRS, through qgis_process: the worker
+    gets --crs and --bounds, the outputs are on a UTM grid covering that extent."""
+    from rasterio.warp import transform_bounds
+
+    home = tmp_path / "home"
+    home.mkdir()
+    qenv = _qgis_env(home) | {"QGIS_PLUGINPATH": str(env["plugins"])}
+    enable = subprocess.run([QGIS_PROCESS, "plugins", "enable", "geobert_qgis"],
+                            capture_output=True, text=True, timeout=300, env=qenv)  # fmt: skip
+    assert enable.returncode == 0, enable.stderr[-2000:]
+    box_3857 = transform_bounds("EPSG:4326", "EPSG:3857", 54.585, 24.315, 54.600, 24.330)
+    xmin, ymin, xmax, ymax = box_3857
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [QGIS_PROCESS, "--json", "run", "geobert:change", "--", f"BEFORE={env['before']}",
+         f"AFTER={env['after']}", f"OUTPUT_FOLDER={out}", "OUTPUT_CRS=EPSG:32640",
+         f"EXTENT={xmin},{xmax},{ymin},{ymax} [EPSG:3857]"],
+        capture_output=True, text=True, timeout=600, env=qenv,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout[proc.stdout.index("{") :])["results"]
+    want = transform_bounds("EPSG:3857", "EPSG:32640", *box_3857)
+    with rasterio.open(results["CHANGE"]) as ds:
+        assert ds.crs.to_epsg() == 32640
+        px = ds.res[0]
+        assert 9 < px < 12  # about the input's 10 m
+        for got, expected in zip(ds.bounds, want, strict=True):
+            assert abs(got - expected) <= 2 * px

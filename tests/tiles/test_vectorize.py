@@ -73,6 +73,35 @@ def test_areas_are_geodesic_square_metres(tmp_path: Path, oscd_before: Path) -> 
     assert set(layer.value) == {2}
 
 
+@pytest.mark.parametrize("epsg", [3857, 32633, 3035])
+def test_projected_areas_are_ground_areas(tmp_path: Path, epsg: int) -> None:
+    """A 1 km² square near Berlin drawn in Web Mercator (map areas 2.7× the ground's there), UTM
+    and an equal-area CRS: every layer reports the geodesic square metres, and the summary's
+    pixel area too."""
+    from pyproj import Geod, Transformer
+    from rasterio.transform import from_origin
+
+    from tiles.vectorize import pixel_area_m2
+
+    to_crs = Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True)
+    x0, y0 = to_crs.transform(13.4, 52.5)
+    px = 20.0  # map units
+    classes = np.zeros((60, 60), np.uint8)
+    classes[10:40, 20:50] = 1
+    path = tmp_path / "c.tif"
+    profile = {"driver": "GTiff", "width": 60, "height": 60, "count": 1, "dtype": "uint8"}
+    with rasterio.open(
+        path, "w", crs=f"EPSG:{epsg}", transform=from_origin(x0, y0, px, px), **profile
+    ) as ds:
+        ds.write(classes, 1)
+    layer = polygonize(path, values=[1])
+    to_geo = Transformer.from_crs(f"EPSG:{epsg}", "EPSG:4326", always_xy=True)
+    geo = shapely.transform(layer.geometry[0].segmentize(px), to_geo.transform, interleaved=False)
+    truth = abs(Geod(ellps="WGS84").geometry_area_perimeter(geo)[0])
+    assert layer.area_m2[0] == pytest.approx(truth, rel=2e-3)
+    assert pixel_area_m2(path) * 900 == pytest.approx(truth, rel=5e-3)
+
+
 def test_min_area_stats_and_simplification(tmp_path: Path, oscd_before: Path) -> None:
     cls_path, prob_path, classes = _class_rasters(tmp_path, oscd_before)
     with rasterio.open(cls_path) as ds:

@@ -1,0 +1,260 @@
+"""The output grid a user asks for: another CRS, pixel size or extent, or the grid of a raster.
+
+By default a run writes on its input's grid (for two dates: the first date's, cropped to where
+both exist). :class:`GridRequest` says what to change, in the vocabulary of ``gdalwarp`` /
+``rio warp``; :func:`resolve_grid` turns it into a :class:`~tiles.scene.GridSpec` from the input's
+grid, and :func:`place_on_grid` checks a requested grid against the inputs' footprints. Pure
+geometry: nothing is read.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyproj
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import CRSError, WindowError
+from rasterio.warp import calculate_default_transform
+from rasterio.windows import Window
+
+from tiles.errors import InvalidGridError, NoOverlapError
+from tiles.pair import ScenePair, align_pair, common_window
+from tiles.scene import GridSpec, Scene
+
+__all__ = [
+    "GridRequest",
+    "map_scales",
+    "parse_crs",
+    "pixel_size_m",
+    "place_on_grid",
+    "place_pair",
+    "place_scene",
+    "resolve_grid",
+]
+
+#: Tolerance, in pixels, for bounds that sit on a pixel edge up to float noise.
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class GridRequest:
+    """What the output grid should be; fields left ``None`` follow the input.
+
+    Attributes:
+        crs: Output CRS (the input is reprojected; the pixel size follows ``gdalwarp``'s default
+            unless ``resolution`` is given).
+        resolution: Pixel size in units of the output CRS (square pixels).
+        bounds: ``(left, bottom, right, top)`` in the output CRS; the grid covers exactly this
+            box, snapped outward to whole pixels of the grid's lattice, nodata where the input
+            has no data.
+        like: Take this grid exactly (CRS, transform, size), as ``rio warp --like`` does; not
+            combinable with the other fields.
+    """
+
+    crs: CRS | None = None
+    resolution: float | None = None
+    bounds: tuple[float, float, float, float] | None = None
+    like: GridSpec | None = None
+
+    def __post_init__(self) -> None:
+        if self.like is not None and (self.crs, self.resolution, self.bounds) != (None,) * 3:
+            raise InvalidGridError(
+                "an output grid taken from a raster (like) cannot be combined with a CRS, "
+                "resolution or bounds; give either the raster or those settings"
+            )
+        if self.resolution is not None and not (
+            math.isfinite(self.resolution) and self.resolution > 0
+        ):
+            raise InvalidGridError(
+                f"output resolution must be a positive pixel size, got {self.resolution}"
+            )
+        if self.bounds is not None:
+            left, bottom, right, top = self.bounds
+            if not all(math.isfinite(v) for v in self.bounds) or left >= right or bottom >= top:
+                raise InvalidGridError(
+                    f"output bounds must be LEFT BOTTOM RIGHT TOP with left < right and "
+                    f"bottom < top, got {self.bounds}"
+                )
+
+    @property
+    def is_default(self) -> bool:
+        """True when nothing was asked (the input's own grid)."""
+        return self == GridRequest()
+
+    @property
+    def exact(self) -> bool:
+        """True when the extent was asked for (``bounds`` or ``like``): the grid is kept as it is
+        rather than cropped to where the inputs have data."""
+        return self.bounds is not None or self.like is not None
+
+
+def parse_crs(text: str) -> CRS:
+    """A CRS from what a user types: ``EPSG:32633``, ``32633``, a WKT or PROJ string.
+
+    >>> parse_crs("32633").to_epsg()
+    32633
+    """
+    try:
+        return CRS.from_epsg(int(text)) if text.strip().isdigit() else CRS.from_user_input(text)
+    except (CRSError, ValueError) as exc:
+        raise InvalidGridError(
+            f"unknown CRS {text!r}; give an EPSG code such as EPSG:32633, or a WKT or PROJ string"
+        ) from exc
+
+
+def resolve_grid(reference: GridSpec, request: GridRequest) -> GridSpec:
+    """The grid ``request`` describes, starting from the input's ``reference`` grid.
+
+    >>> from affine import Affine
+    >>> ref = GridSpec(CRS.from_epsg(32633), Affine(10, 0, 500000, 0, -10, 6000000), 100, 50)
+    >>> g = resolve_grid(ref, GridRequest(resolution=20))
+    >>> g.width, g.height, g.transform.c, g.transform.f
+    (50, 25, 500000.0, 6000000.0)
+    >>> g = resolve_grid(ref, GridRequest(bounds=(500105, 5999600, 500300, 5999905)))
+    >>> g.width, g.height, g.transform.c, g.transform.f
+    (20, 31, 500100.0, 5999910.0)
+    """
+    if request.like is not None:
+        return request.like
+    grid = reference
+    crs = request.crs or reference.crs
+    res = request.resolution
+    if crs != reference.crs:
+        left, bottom, right, top = reference.bounds
+        try:
+            transform, width, height = calculate_default_transform(
+                reference.crs,
+                crs,
+                reference.width,
+                reference.height,
+                left=left,
+                bottom=bottom,
+                right=right,
+                top=top,
+                resolution=res,
+            )
+        except Exception as exc:  # CRSError, or a footprint outside the CRS's domain
+            raise InvalidGridError(
+                f"the input ({reference.crs.to_string()}) cannot be reprojected to "
+                f"{crs.to_string()} ({exc}); choose a CRS that covers the input's area"
+            ) from exc
+        grid = GridSpec(crs, transform, int(width), int(height))
+    elif res is not None:
+        left, bottom, right, top = reference.bounds
+        width = max(1, math.ceil((right - left) / res - _EPS))
+        height = max(1, math.ceil((top - bottom) / res - _EPS))
+        grid = GridSpec(crs, Affine(res, 0.0, left, 0.0, -res, top), width, height)
+    if request.bounds is not None:
+        grid = _snap_to_bounds(grid, request.bounds)
+    return grid
+
+
+def _snap_to_bounds(grid: GridSpec, bounds: tuple[float, float, float, float]) -> GridSpec:
+    """The part of ``grid``'s (infinite) pixel lattice that covers ``bounds``, snapped outward."""
+    t = grid.transform
+    if t.b or t.d or t.a <= 0 or t.e >= 0:
+        raise InvalidGridError(
+            "output bounds need a north-up grid; the input's grid is rotated or flipped — "
+            "warp it to a north-up grid first (gdalwarp)"
+        )
+    left, bottom, right, top = bounds
+    c0 = math.floor((left - t.c) / t.a + _EPS)
+    c1 = math.ceil((right - t.c) / t.a - _EPS)
+    r0 = math.floor((t.f - top) / -t.e + _EPS)
+    r1 = math.ceil((t.f - bottom) / -t.e - _EPS)
+    window = Window(c0, r0, max(1, c1 - c0), max(1, r1 - r0))
+    return GridSpec(grid.crs, grid.window_transform(window), int(window.width), int(window.height))
+
+
+def place_on_grid(
+    grid: GridSpec, footprints: Sequence[GridSpec], names: Sequence[str], *, crop: bool
+) -> GridSpec:
+    """Check a requested output ``grid`` against the inputs' grids and, with ``crop``, shrink it
+    to where all of them have data.
+
+    Raises:
+        NoOverlapError: if the grid does not overlap one of the inputs (named by ``names``).
+    """
+    shared: Window | None = None
+    for footprint, name in zip(footprints, names, strict=True):
+        try:
+            window = common_window(grid, footprint)
+        except NoOverlapError as exc:
+            left, bottom, right, top = grid.bounds
+            raise NoOverlapError(
+                f"the output grid ({left:.6g}, {bottom:.6g}, {right:.6g}, {top:.6g} in "
+                f"{grid.crs.to_string()}) does not cover {name}; choose bounds or a grid inside "
+                "the input"
+            ) from exc
+        try:
+            shared = window if shared is None else shared.intersection(window)
+        except WindowError as exc:
+            raise NoOverlapError(
+                f"{', '.join(names)} do not overlap inside the output grid; pass inputs of the "
+                "same place"
+            ) from exc
+    if not crop or shared is None:
+        return grid
+    return grid.crop(shared)
+
+
+def place_scene(scene: Scene, request: GridRequest, name: str) -> Scene:
+    """``scene`` on the grid ``request`` asks for (the scene itself for the default request);
+    ``name`` says which input in errors."""
+    if request.is_default:
+        return scene
+    grid = resolve_grid(scene.grid, request)
+    return scene.on_grid(place_on_grid(grid, [scene.grid], [name], crop=not request.exact))
+
+
+def place_pair(before: Scene, after: Scene, request: GridRequest) -> ScenePair:
+    """Both dates on the grid ``request`` asks for, starting from ``before``'s grid (see
+    :func:`tiles.pair.align_pair`)."""
+    if request.is_default:
+        return align_pair(before, after)
+    grid = resolve_grid(before.grid, request)
+    return align_pair(before, after, grid, crop=not request.exact)
+
+
+def pixel_size_m(grid: GridSpec) -> float:
+    """The grid's pixel size on the ground in metres (square root of the pixel's true area, at
+    the grid's centre).
+
+    >>> from affine import Affine
+    >>> g = GridSpec(CRS.from_epsg(32633), Affine(20, 0, 500000, 0, -20, 0), 5, 5)
+    >>> round(pixel_size_m(g), 3)  # UTM shrinks by 0.9996 on its central meridian
+    20.008
+    """
+    rx, ry = grid.res
+    left, bottom, right, top = grid.bounds
+    if grid.crs.is_geographic:
+        lat = (bottom + top) / 2
+        metres_per_degree = 111_320.0  # along a meridian, and along the equator
+        x_m = rx * metres_per_degree * math.cos(math.radians(lat))
+        return math.sqrt(x_m * ry * metres_per_degree)
+    factor = grid.crs.linear_units_factor[1] if grid.crs.is_projected else 1.0
+    x, y = np.array([(left + right) / 2]), np.array([(bottom + top) / 2])
+    areal = float(map_scales(grid.crs, x, y)[0][0])
+    return math.sqrt(rx * ry / areal) * factor
+
+
+def map_scales(crs: Any, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Areal and linear (meridional) scale of a projected CRS at the points ``x``, ``y``: map
+    area (length) over true area (length) — about 1 in UTM, 1 / cos²(latitude) in Web Mercator;
+    1 where the projection cannot say.
+    """
+    try:
+        crs = pyproj.CRS.from_user_input(crs)
+        to_geo = pyproj.Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
+        lon, lat = to_geo.transform(x, y)
+        f = pyproj.Proj(crs).get_factors(np.asarray(lon), np.asarray(lat), errcheck=False)
+        areal, linear = np.asarray(f.areal_scale, float), np.asarray(f.meridional_scale, float)
+    except (pyproj.exceptions.ProjError, pyproj.exceptions.CRSError, TypeError):
+        return np.ones(len(x)), np.ones(len(x))
+    ok = np.isfinite(areal) & (areal > 0) & np.isfinite(linear) & (linear > 0)
+    return np.where(ok, areal, 1.0), np.where(ok, linear, 1.0)
