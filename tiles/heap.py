@@ -6,8 +6,9 @@ glibc's defaults suit other programs: freed memory at the top of the heap is han
 kernel as soon as more than twice the largest recently freed block is free, and the next batch
 takes it back page by page, each page a fault and a zero-fill. Measured on the shipped change
 network (batches of two 256 px pairs, two worker threads, 2 cores): ~10 000–20 000 page faults per
-batch with the defaults, ~800 with :func:`tune_heap`, and 9–15 % more tiles per second; the same
-peak memory (the high-water mark is the batch's working set either way).
+batch with the defaults, ~800 with :func:`tune_heap`, and about 10 % more tiles per second (7–22 %
+in four back-to-back comparisons); the same peak memory (the high-water mark is the batch's
+working set either way).
 
 Nothing here imports torch; on other C libraries (musl, macOS, Windows) both functions do nothing.
 """

@@ -24,7 +24,7 @@ from rasterio.windows import Window
 
 from tiles.errors import InvalidGridError, NoOverlapError
 from tiles.pair import ScenePair, align_pair, common_window
-from tiles.scene import GridSpec, Scene
+from tiles.scene import MAX_PIXELS, MAX_SIDE_PX, GridSpec, Scene
 
 __all__ = [
     "GridRequest",
@@ -151,6 +151,12 @@ def resolve_grid(reference: GridSpec, request: GridRequest) -> GridSpec:
         grid = GridSpec(crs, Affine(res, 0.0, left, 0.0, -res, top), width, height)
     if request.bounds is not None:
         grid = _snap_to_bounds(grid, request.bounds)
+    if max(grid.width, grid.height) > MAX_SIDE_PX or grid.width * grid.height > MAX_PIXELS:
+        raise InvalidGridError(
+            f"the output grid would be {grid.width}×{grid.height} pixels, beyond geobert's limit "
+            f"of {MAX_SIDE_PX} px per side and {MAX_PIXELS} px in all; choose smaller bounds or a "
+            "coarser resolution (in the output CRS's units)"
+        )
     return grid
 
 

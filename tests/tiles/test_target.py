@@ -74,6 +74,13 @@ def test_bad_requests_say_what_to_fix(kwargs: dict, message: str) -> None:  # ty
         GridRequest(**kwargs)
 
 
+def test_a_grid_too_large_is_refused() -> None:
+    with pytest.raises(InvalidGridError, match=r"beyond geobert's limit.*coarser resolution"):
+        resolve_grid(REF, GridRequest(resolution=0.001))  # 10⁷ × 5·10⁶ px
+    with pytest.raises(InvalidGridError, match="choose smaller bounds"):
+        resolve_grid(REF, GridRequest(bounds=(0, 0, 2e7, 1e7)))
+
+
 def test_parse_crs() -> None:
     assert parse_crs("EPSG:3035") == CRS.from_epsg(3035)
     assert parse_crs("3035") == CRS.from_epsg(3035)
