@@ -192,21 +192,26 @@ def test_train_land_cover_model_in_qgis(env: dict[str, Path], tmp_path: Path) ->
     assert res["progress"][-1] == 100
 
 
-def test_change_detection_through_qgis_process(env: dict[str, Path], tmp_path: Path) -> None:
+def run_qgis_process_change(env: dict[str, Path], tmp_path: Path, *params: str) -> dict:  # type: ignore[type-arg]
+    """``qgis_process run geobert:change`` on the example pair with the plugin enabled in a fresh
+    profile; returns the algorithm's results."""
     home = tmp_path / "home"
     home.mkdir()
     qenv = _qgis_env(home) | {"QGIS_PLUGINPATH": str(env["plugins"])}
     enable = subprocess.run([QGIS_PROCESS, "plugins", "enable", "geobert_qgis"],
                             capture_output=True, text=True, timeout=300, env=qenv)  # fmt: skip
     assert enable.returncode == 0, enable.stderr[-2000:]
-    out = tmp_path / "out"
     proc = subprocess.run(
         [QGIS_PROCESS, "--json", "run", "geobert:change", "--", f"BEFORE={env['before']}",
-         f"AFTER={env['after']}", f"OUTPUT_FOLDER={out}"],
+         f"AFTER={env['after']}", f"OUTPUT_FOLDER={tmp_path / 'out'}", *params],
         capture_output=True, text=True, timeout=600, env=qenv,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(proc.stdout[proc.stdout.index("{") :])["results"]
+    return json.loads(proc.stdout[proc.stdout.index("{") :])["results"]  # type: ignore[no-any-return]
+
+
+def test_change_detection_through_qgis_process(env: dict[str, Path], tmp_path: Path) -> None:
+    results = run_qgis_process_change(env, tmp_path)
     assert Path(results["CHANGE"]).is_file() and Path(results["SUMMARY"]).is_file()
     assert json.loads(Path(results["SUMMARY"]).read_text())["polygons"] >= 1
 
@@ -216,23 +221,11 @@ def test_change_on_an_area_and_crs_chosen_in_qgis(env: dict[str, Path], tmp_path
     gets --crs and --bounds, the outputs are on a UTM grid covering that extent."""
     from rasterio.warp import transform_bounds
 
-    home = tmp_path / "home"
-    home.mkdir()
-    qenv = _qgis_env(home) | {"QGIS_PLUGINPATH": str(env["plugins"])}
-    enable = subprocess.run([QGIS_PROCESS, "plugins", "enable", "geobert_qgis"],
-                            capture_output=True, text=True, timeout=300, env=qenv)  # fmt: skip
-    assert enable.returncode == 0, enable.stderr[-2000:]
     box_3857 = transform_bounds("EPSG:4326", "EPSG:3857", 54.585, 24.315, 54.600, 24.330)
     xmin, ymin, xmax, ymax = box_3857
-    out = tmp_path / "out"
-    proc = subprocess.run(
-        [QGIS_PROCESS, "--json", "run", "geobert:change", "--", f"BEFORE={env['before']}",
-         f"AFTER={env['after']}", f"OUTPUT_FOLDER={out}", "OUTPUT_CRS=EPSG:32640",
-         f"EXTENT={xmin},{xmax},{ymin},{ymax} [EPSG:3857]"],
-        capture_output=True, text=True, timeout=600, env=qenv,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(proc.stdout[proc.stdout.index("{") :])["results"]
+    results = run_qgis_process_change(
+        env, tmp_path, "OUTPUT_CRS=EPSG:32640", f"EXTENT={xmin},{xmax},{ymin},{ymax} [EPSG:3857]"
+    )
     want = transform_bounds("EPSG:3857", "EPSG:32640", *box_3857)
     with rasterio.open(results["CHANGE"]) as ds:
         assert ds.crs.to_epsg() == 32640
