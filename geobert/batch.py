@@ -6,7 +6,11 @@ A manifest is a CSV (header row) or JSON (a list of objects) with one item per r
   ``OUTDIR/<id>/``;
 * ``command`` — ``change`` or ``classify``;
 * ``before`` and ``after`` (change) or ``scene`` (classify) — paths or GDAL URLs;
-* optional ``model``.
+* optional ``model``;
+* optional output grid, as the commands' options: ``crs`` (EPSG code, WKT or PROJ string),
+  ``resolution`` (pixel size in the output CRS's units), ``bounds`` (four numbers, LEFT BOTTOM
+  RIGHT TOP in the output CRS, separated by spaces or commas; a JSON list too) or ``like`` (a
+  raster whose grid to take) — e.g. one area of interest per item out of the same scenes.
 
 Items run one after another (each one uses every core, or the Dask cluster given). An item whose
 ``summary.json`` exists is finished (outputs are published together, only on success) and is
@@ -24,12 +28,13 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from geobert.errors import GeobertError
 from tiles.engine import EngineConfig
+from tiles.target import GridRequest, parse_crs
 
 __all__ = ["BatchItem", "read_manifest", "run_batch"]
 
@@ -43,6 +48,17 @@ class BatchItem:
     command: str
     inputs: tuple[str, ...]
     model: str | None = None
+    #: output grid (without ``like``, which is read when the item runs)
+    grid: GridRequest = field(default_factory=GridRequest)
+    like: str | None = None
+
+    def grid_request(self) -> GridRequest:
+        """The item's output grid, ``like`` read now (a missing raster fails the item only)."""
+        if self.like is None:
+            return self.grid
+        from tiles.scene import open_scene
+
+        return replace(self.grid, like=open_scene(self.like).grid)
 
 
 def read_manifest(path: str | os.PathLike[str]) -> list[BatchItem]:
@@ -81,8 +97,43 @@ def read_manifest(path: str | os.PathLike[str]) -> list[BatchItem]:
             raise GeobertError(f"{where}: a {command} item needs {', '.join(missing)}")
         inputs = tuple(_resolve(row[f], p.parent) for f in _FIELDS[command])
         model = _resolve(row["model"], p.parent) if row.get("model") else None
-        items.append(BatchItem(item_id, command, inputs, model))
+        grid, like = _grid(row, p.parent, where)
+        items.append(BatchItem(item_id, command, inputs, model, grid, like))
     return items
+
+
+def _grid(row: dict[str, str], base: Path, where: str) -> tuple[GridRequest, str | None]:
+    """An item's output grid columns, checked now so a bad manifest fails before any work."""
+    try:
+        crs = parse_crs(row["crs"]) if row.get("crs") else None
+        resolution = None
+        if row.get("resolution"):
+            try:
+                resolution = float(row["resolution"])
+            except ValueError:
+                raise GeobertError(
+                    f"resolution {row['resolution']!r} is not a number; give a pixel size"
+                ) from None
+        bounds = None
+        if row.get("bounds"):
+            parts = [v for v in re.split(r"[\s,;\[\]()]+", row["bounds"]) if v]
+            try:
+                values = tuple(float(v) for v in parts)
+            except ValueError:
+                values = ()
+            if len(values) != 4:
+                raise GeobertError(
+                    f"bounds {row['bounds']!r} must be four numbers: LEFT BOTTOM RIGHT TOP"
+                )
+            bounds = (values[0], values[1], values[2], values[3])
+        like = _resolve(row["like"], base) if row.get("like") else None
+        if like is not None and (crs, resolution, bounds) != (None, None, None):
+            raise GeobertError(
+                "like cannot be combined with crs, resolution or bounds; give one or the others"
+            )
+        return GridRequest(crs=crs, resolution=resolution, bounds=bounds), like
+    except GeobertError as exc:
+        raise GeobertError(f"{where}: {exc}") from None
 
 
 def _resolve(value: str, base: Path) -> str:
@@ -121,6 +172,7 @@ def run_batch(
                 shutil.rmtree(stale, ignore_errors=True)
             try:
                 opts: dict[str, Any] = {"model": item.model, "overwrite": True, "config": config}
+                opts["grid"] = item.grid_request()
                 if item.command == "change":
                     detect_change(item.inputs[0], item.inputs[1], folder, **opts)
                 else:

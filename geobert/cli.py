@@ -518,7 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
         "batch",
         help="run many change pairs or classifications from a CSV/JSON manifest, resumably",
         description="Run the items of MANIFEST (columns: id, command = change|classify, before "
-        "and after, or scene; optional model) one after another into OUTDIR/<id>/. Finished "
+        "and after, or scene; optional model; optional output grid: crs, resolution, bounds as "
+        "'LEFT BOTTOM RIGHT TOP', or like) one after another into OUTDIR/<id>/. Finished "
         "items are skipped on a rerun, interrupted ones redone; a failing item is reported and "
         "the others go on. Writes OUTDIR/batch_summary.csv. Exit status 0 if every item "
         "succeeded, 1 if any failed.",

@@ -82,3 +82,50 @@ def test_manifest_errors_are_clear(tmp_path: Path) -> None:
     [item] = read_manifest(ok)
     assert item.inputs == (str(tmp_path / "scene.tif"),)
     assert item.model == "/vsis3/bucket/m.safetensors"
+    # output grid columns, checked before any work
+    item = {"id": "a", "command": "classify", "scene": "s"}
+    for extra, message in [
+        ({"bounds": "1 2 3"}, r"item 1: bounds '1 2 3' must be four numbers"),
+        ({"bounds": "3 0 1 1"}, "item 1: output bounds must be LEFT BOTTOM RIGHT TOP"),
+        ({"crs": "EPSG:0"}, "item 1: unknown CRS 'EPSG:0'"),
+        ({"resolution": "ten"}, "item 1: resolution 'ten' is not a number"),
+        ({"like": "ref.tif", "crs": "EPSG:3857"}, "item 1: like cannot be combined"),
+    ]:
+        bad.write_text(json.dumps([item | extra]))
+        with pytest.raises(GeobertError, match=message):
+            read_manifest(bad)
+    ok.write_text(json.dumps([item | {"bounds": [1, 2, 3, 4], "crs": "3035"},
+                              item | {"id": "b", "like": "ref.tif"}]))  # fmt: skip
+    first, second = read_manifest(ok)
+    assert first.grid.bounds == (1, 2, 3, 4) and first.grid.crs.to_epsg() == 3035
+    assert second.like == str(tmp_path / "ref.tif") and second.grid.is_default
+
+
+def test_one_area_of_interest_per_item(tmp_path: Path) -> None:
+    """Two boxes out of the same example pair, and one item reprojected: each item on its grid;
+    a like raster that does not exist fails its item only."""
+    import rasterio
+    from rasterio.crs import CRS
+
+    from geobert.batch import run_batch
+
+    ab = ROOT / "examples" / "abudhabi"
+    pair = {"command": "change", "before": str(ab / "imgs_1"), "after": str(ab / "imgs_2")}
+    manifest = tmp_path / "aoi.json"
+    manifest.write_text(json.dumps([
+        pair | {"id": "west", "bounds": "54.5825 24.315 54.593 24.336"},
+        pair | {"id": "east", "bounds": "54.594,24.315,54.606,24.336"},
+        pair | {"id": "utm", "crs": "EPSG:32640"},
+        pair | {"id": "nolike", "like": "missing.tif"},
+    ]))  # fmt: skip
+    rows = {r["id"]: r for r in run_batch(manifest, tmp_path / "out")}
+    assert [rows[k]["status"] for k in ("west", "east", "utm")] == ["done"] * 3
+    assert rows["nolike"]["status"] == "failed" and "missing.tif" in rows["nolike"]["error"]
+    with (
+        rasterio.open(tmp_path / "out" / "west" / "change.tif") as w,
+        rasterio.open(tmp_path / "out" / "east" / "change.tif") as e,
+    ):
+        assert w.bounds.right <= 54.593 + w.res[0] and e.bounds.left >= 54.594 - e.res[0]
+        assert w.crs == e.crs == CRS.from_epsg(4326)
+    with rasterio.open(tmp_path / "out" / "utm" / "change.tif") as u:
+        assert u.crs.to_epsg() == 32640
