@@ -51,8 +51,8 @@ def common_window(before: GridSpec, after: GridSpec) -> Window:
             "with `gdalinfo`)"
         )
         raise NoOverlapError(
-            f"the two dates do not overlap: first date covers {_fmt_bounds(before.bounds)}, second "
-            f"date covers {_fmt_bounds(after_bounds)} ({where}); {hint}"
+            f"the two dates do not overlap: first date covers {fmt_bounds(before.bounds)}, second "
+            f"date covers {fmt_bounds(after_bounds)} ({where}); {hint}"
         )
     left, bottom, right, top = shared.bounds
     inv = ~before.transform
@@ -72,8 +72,13 @@ def common_window(before: GridSpec, after: GridSpec) -> Window:
     return Window(c0, r0, c1 - c0, r1 - r0)
 
 
-def _fmt_bounds(b: tuple[float, float, float, float]) -> str:
-    return "(" + ", ".join(f"{v:.6g}" for v in b) + ")"
+def fmt_bounds(b: tuple[float, float, float, float]) -> str:
+    """Bounds for a message: metres to the centimetre, degrees to six significant digits.
+
+    >>> fmt_bounds((380000.0, 5810000.0, 54.58237860612809, 24.3))
+    '(380000.00, 5810000.00, 54.5824, 24.3)'
+    """
+    return "(" + ", ".join(f"{v:.2f}" if abs(v) >= 1e4 else f"{v:.6g}" for v in b) + ")"
 
 
 @dataclass(frozen=True)

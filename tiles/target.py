@@ -19,11 +19,11 @@ import pyproj
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import CRSError, WindowError
-from rasterio.warp import calculate_default_transform
+from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
 from tiles.errors import InvalidGridError, NoOverlapError
-from tiles.pair import ScenePair, align_pair, common_window
+from tiles.pair import ScenePair, align_pair, common_window, fmt_bounds
 from tiles.scene import MAX_PIXELS, MAX_SIDE_PX, GridSpec, Scene
 
 __all__ = [
@@ -191,11 +191,10 @@ def place_on_grid(
         try:
             window = common_window(grid, footprint)
         except NoOverlapError as exc:
-            left, bottom, right, top = grid.bounds
             raise NoOverlapError(
-                f"the output grid ({left:.6g}, {bottom:.6g}, {right:.6g}, {top:.6g} in "
-                f"{grid.crs.to_string()}) does not cover {name}; choose bounds or a grid inside "
-                "the input"
+                f"the output grid {fmt_bounds(grid.bounds)} in {grid.crs.to_string()} does not "
+                f"cover {name}, which covers {fmt_bounds(_bounds_in(footprint, grid.crs))}; "
+                "choose bounds or a grid inside the input"
             ) from exc
         try:
             shared = window if shared is None else shared.intersection(window)
@@ -207,6 +206,16 @@ def place_on_grid(
     if not crop or shared is None:
         return grid
     return grid.crop(shared)
+
+
+def _bounds_in(grid: GridSpec, crs: CRS) -> tuple[float, float, float, float]:
+    if grid.crs == crs:
+        return grid.bounds
+    try:
+        left, bottom, right, top = transform_bounds(grid.crs, crs, *grid.bounds, densify_pts=21)
+        return float(left), float(bottom), float(right), float(top)
+    except Exception:  # outside the CRS's domain: say it in the input's own CRS
+        return grid.bounds
 
 
 def place_scene(scene: Scene, request: GridRequest, name: str) -> Scene:
