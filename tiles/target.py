@@ -48,7 +48,9 @@ class GridRequest:
     Attributes:
         crs: Output CRS (the input is reprojected; the pixel size follows ``gdalwarp``'s default
             unless ``resolution`` is given).
-        resolution: Pixel size in units of the output CRS (square pixels).
+        resolution: Pixel size in units of the output CRS (square pixels). In the input's CRS
+            the grid keeps the input's corner; in another CRS its pixel edges fall on multiples
+            of the resolution (``gdalwarp -tap``), so runs over different scenes stack.
         bounds: ``(left, bottom, right, top)`` in the output CRS; the grid covers exactly this
             box, snapped outward to whole pixels of the grid's lattice, nodata where the input
             has no data.
@@ -127,23 +129,26 @@ def resolve_grid(reference: GridSpec, request: GridRequest) -> GridSpec:
     if crs != reference.crs:
         left, bottom, right, top = reference.bounds
         try:
-            transform, width, height = calculate_default_transform(
-                reference.crs,
-                crs,
-                reference.width,
-                reference.height,
-                left=left,
-                bottom=bottom,
-                right=right,
-                top=top,
-                resolution=res,
-            )
+            if res is None:  # gdalwarp's choice of pixel size and extent
+                transform, width, height = calculate_default_transform(
+                    reference.crs,
+                    crs,
+                    reference.width,
+                    reference.height,
+                    left=left,
+                    bottom=bottom,
+                    right=right,
+                    top=top,
+                )
+                grid = GridSpec(crs, transform, int(width), int(height))
+            else:
+                footprint = transform_bounds(reference.crs, crs, *reference.bounds, densify_pts=21)
+                grid = _aligned(crs, footprint, res)
         except Exception as exc:  # CRSError, or a footprint outside the CRS's domain
             raise InvalidGridError(
                 f"the input ({reference.crs.to_string()}) cannot be reprojected to "
                 f"{crs.to_string()} ({exc}); choose a CRS that covers the input's area"
             ) from exc
-        grid = GridSpec(crs, transform, int(width), int(height))
     elif res is not None:
         left, bottom, right, top = reference.bounds
         width = max(1, math.ceil((right - left) / res - _EPS))
@@ -158,6 +163,17 @@ def resolve_grid(reference: GridSpec, request: GridRequest) -> GridSpec:
             "coarser resolution (in the output CRS's units)"
         )
     return grid
+
+
+def _aligned(crs: CRS, bounds: tuple[float, float, float, float], res: float) -> GridSpec:
+    """The grid of ``res`` pixels covering ``bounds`` whose pixel edges fall on multiples of
+    ``res`` (``gdalwarp -tap``), so outputs of different runs in one CRS and resolution stack
+    pixel on pixel."""
+    left, bottom, right, top = bounds
+    c0, c1 = math.floor(left / res + _EPS), math.ceil(right / res - _EPS)
+    r0, r1 = math.floor(bottom / res + _EPS), math.ceil(top / res - _EPS)
+    width, height = max(1, c1 - c0), max(1, r1 - r0)
+    return GridSpec(crs, Affine(res, 0.0, c0 * res, 0.0, -res, r1 * res), width, height)
 
 
 def _snap_to_bounds(grid: GridSpec, bounds: tuple[float, float, float, float]) -> GridSpec:

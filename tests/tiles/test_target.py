@@ -51,6 +51,12 @@ def test_reprojection_to_another_crs() -> None:
     assert g.bounds[0] <= west + 1e-6 and g.bounds[2] >= east - g.res[0]
     g = resolve_grid(REF, GridRequest(crs=CRS.from_epsg(3857), resolution=20))
     assert g.res == (20, 20)
+    # target-aligned pixels: edges on multiples of 20 m, still covering the footprint
+    assert g.transform.c % 20 == 0 and g.transform.f % 20 == 0
+    west, south, east, north = transform_bounds(UTM33, g.crs, *REF.bounds)
+    left, bottom, right, top = g.bounds
+    assert left <= west and bottom <= south and right >= east and top >= north
+    assert right - east < 20 + 1e-6 and west - left < 20 + 1e-6
 
 
 def test_like_is_taken_exactly() -> None:
