@@ -128,6 +128,24 @@ class GridSpec:
         """``(col, row)`` of this grid's origin in ``other`` if this grid is a pixel-aligned
         sub-grid of ``other`` (same CRS and pixel size, whole-pixel offset, inside it), else None.
         """
+        offset = self.lattice_offset(other)
+        if offset is None:
+            return None
+        ci, ri = offset
+        if ci < 0 or ri < 0 or ci + self.width > other.width or ri + self.height > other.height:
+            return None
+        return ci, ri
+
+    def lattice_offset(self, other: GridSpec) -> tuple[int, int] | None:
+        """``(col, row)`` of this grid's origin in ``other``'s pixels if both grids share one
+        pixel lattice (same CRS and pixel size, whole-pixel offset), wherever they lie; else
+        None.
+
+        >>> a = GridSpec(CRS.from_epsg(32633), Affine(10, 0, 1000, 0, -10, 5000), 4, 4)
+        >>> b = GridSpec(CRS.from_epsg(32633), Affine(10, 0, 950, 0, -10, 5020), 4, 4)
+        >>> a.lattice_offset(b), a.offset_in(b)
+        ((5, 2), None)
+        """
         if self.crs != other.crs:
             return None
         a, o = self.transform, other.transform
@@ -137,8 +155,6 @@ class GridSpec:
         col, row = (a.c - o.c) / o.a, (a.f - o.f) / o.e
         ci, ri = round(col), round(row)
         if abs(col - ci) > 1e-6 or abs(row - ri) > 1e-6:
-            return None
-        if ci < 0 or ri < 0 or ci + self.width > other.width or ri + self.height > other.height:
             return None
         return ci, ri
 
@@ -461,21 +477,31 @@ class Scene:
     ) -> tuple[np.ndarray, np.ndarray]:
         direct = ("ds", path)
         # the file's grid (fixed once opened; read without the lock)
-        offset = self.grid.offset_in(_shared_handle(direct, lambda: _Shared(_open(path))).grid)
+        file_grid = _shared_handle(direct, lambda: _Shared(_open(path))).grid
+        offset = self.grid.lattice_offset(file_grid)
         if offset is not None:
-            # same pixel lattice: read the file directly, no resampling
+            # same pixel lattice: read the file directly, no resampling; pixels of the window
+            # beyond the file (an output grid larger than the input) are invalid
             window = Window(
                 window.col_off + offset[0], window.row_off + offset[1], window.width, window.height
             )
-            with _using(direct, lambda: _Shared(_open(path))) as shared:
-                arr = shared.ds.read(indexes, window=window)
-                valid = np.ones(arr.shape[1:], dtype=bool)
-                for k, index in enumerate(indexes):
-                    rule = shared.masks[index - 1]
-                    if rule == "nodata":
-                        valid &= ~_equal_nodata(arr[k], shared.ds.nodata)
-                    elif rule == "mask":
-                        valid &= shared.ds.read_masks(index, window=window) > 0
+            inside = _clip(window, file_grid)
+            rows, cols = int(window.height), int(window.width)
+            if inside is None:
+                arr = np.zeros((len(indexes), rows, cols), dtype=self.dtype)
+                valid = np.zeros((rows, cols), dtype=bool)
+            else:
+                part, part_valid = self._read_direct(direct, indexes, inside)
+                if (inside.width, inside.height) == (cols, rows):
+                    arr, valid = part, part_valid
+                else:
+                    r0 = int(inside.row_off - window.row_off)
+                    c0 = int(inside.col_off - window.col_off)
+                    h, w = part.shape[1:]
+                    arr = np.zeros((len(indexes), rows, cols), dtype=part.dtype)
+                    valid = np.zeros((rows, cols), dtype=bool)
+                    arr[:, r0 : r0 + h, c0 : c0 + w] = part
+                    valid[r0 : r0 + h, c0 : c0 + w] = part_valid
         else:
             key = ("vrt", path, self.grid, self.resampling)
             with _using(key, lambda: self._shared_warped(path)) as shared:
@@ -486,6 +512,22 @@ class Scene:
             valid &= ~_equal_nodata(arr, self.nodata).any(axis=0)
         if arr.dtype.kind == "f":
             valid &= np.isfinite(arr).all(axis=0)
+        return arr, valid
+
+    def _read_direct(
+        self, key: tuple[str, str], indexes: list[int], window: Window
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Bands ``indexes`` of a window inside the file, and where the file says they are
+        valid (its nodata value or masks)."""
+        with _using(key, lambda: _Shared(_open(key[1]))) as shared:
+            arr = shared.ds.read(indexes, window=window)
+            valid = np.ones(arr.shape[1:], dtype=bool)
+            for k, index in enumerate(indexes):
+                rule = shared.masks[index - 1]
+                if rule == "nodata":
+                    valid &= ~_equal_nodata(arr[k], shared.ds.nodata)
+                elif rule == "mask":
+                    valid &= shared.ds.read_masks(index, window=window) > 0
         return arr, valid
 
     def _shared_warped(self, path: str) -> _Shared:
@@ -508,6 +550,16 @@ class Scene:
             resampling=Resampling[self.resampling],
             add_alpha=True,
         )
+
+
+def _clip(window: Window, grid: GridSpec) -> Window | None:
+    """The part of ``window`` inside ``grid`` (None if they do not meet)."""
+    c0, r0 = max(0, int(window.col_off)), max(0, int(window.row_off))
+    c1 = min(grid.width, int(window.col_off + window.width))
+    r1 = min(grid.height, int(window.row_off + window.height))
+    if c1 <= c0 or r1 <= r0:
+        return None
+    return Window(c0, r0, c1 - c0, r1 - r0)
 
 
 def _equal_nodata(arr: np.ndarray, nodata: float) -> np.ndarray:

@@ -97,6 +97,29 @@ def test_threads_share_read_handles_safely(
     tiles.scene.close_cached_datasets()
 
 
+def test_a_grid_beyond_the_file_reads_it_directly_with_an_invalid_rim(oscd_before: Path) -> None:
+    """An output grid on the file's own pixel lattice but reaching past it (``--bounds`` larger
+    than the scene) reads the file without GDAL's warper; the pixels beyond are invalid."""
+    from affine import Affine
+
+    from tiles.scene import GridSpec
+
+    scene = open_scene(oscd_before, bands=["B02", "B08"])  # both 10 m: the file's lattice
+    g = scene.grid
+    big = GridSpec(g.crs, g.transform @ Affine.translation(-5, -7), g.width + 12, g.height + 9)
+    data, valid = scene.on_grid(big).read(Window(0, 0, big.width, big.height))
+    assert not [k for k in tiles.scene._shared if k[0] == "vrt" and k[2] == big]  # no warper
+    inner, inner_valid = scene.read(Window(0, 0, g.width, g.height))
+    np.testing.assert_array_equal(data[:, 7 : 7 + g.height, 5 : 5 + g.width], inner)
+    np.testing.assert_array_equal(valid[7 : 7 + g.height, 5 : 5 + g.width], inner_valid)
+    rim = np.ones_like(valid)
+    rim[7 : 7 + g.height, 5 : 5 + g.width] = False
+    assert not valid[rim].any() and (data[:, rim] == 0).all()
+    # a window entirely beyond the file: all invalid
+    _, outside = scene.on_grid(big).read(Window(0, 0, 5, 5))
+    assert not outside.any()
+
+
 def test_jpeg2000_band_files(s2_jp2: Path) -> None:
     scene = open_scene(s2_jp2)
     assert scene.band_names == S2_BANDS
