@@ -172,7 +172,7 @@ def test_classify_in_web_mercator_reports_ground_areas(tmp_path: Path) -> None:
     assert sum(summary["areas_ha"].values()) == pytest.approx(1474.56, rel=0.02)
 
 
-def test_ndvi_on_a_box_of_the_scene(tmp_path: Path, oscd_before: Path) -> None:
+def test_ndvi_on_a_box_of_the_scene(tmp_path: Path, oscd_before: Path, oscd_after: Path) -> None:
     band = next(oscd_before.glob("*_B04.tif"))
     with rasterio.open(band) as ds:
         t = ds.transform
@@ -191,6 +191,17 @@ def test_ndvi_on_a_box_of_the_scene(tmp_path: Path, oscd_before: Path) -> None:
         got = ds.read(1)
     nd = (nir - red) / (nir + red)
     np.testing.assert_allclose(got, nd[20:80, 10:60], atol=1e-6)  # same pixels, no resampling
+    # two dates, reprojected to UTM with 20 m pixels on multiples of 20
+    out = tmp_path / "dnd.tif"
+    proc = run(
+        "ndvi", oscd_before, oscd_after, "-o", out, "-q", "--crs", "EPSG:32636",
+        "--resolution", "20",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    with rasterio.open(out) as ds:
+        assert ds.crs.to_epsg() == 32636 and ds.res == (20, 20)
+        assert ds.transform.c % 20 == 0 and ds.transform.f % 20 == 0
+        assert 0.9 < ds.width * 20 / (96 * 10) < 1.2  # the ~960 m wide crop
 
 
 def test_landcover_training_errors_are_one_line(tmp_path: Path) -> None:

@@ -240,12 +240,10 @@ def check_classify(args):
     rec = Recorder()
     context = QgsProcessingContext()
     context.setProject(QgsProject.instance())
-    out = processing.run(
-        "geobert:classify",
-        {"INPUT": QgsRasterLayer(args["scene"], "brandenburg"), "OUTPUT_FOLDER": args["out"]},
-        context=context,
-        feedback=rec.feedback,
-    )
+    params = {"INPUT": QgsRasterLayer(args["scene"], "brandenburg"), "OUTPUT_FOLDER": args["out"]}
+    if "extent" in args:
+        params["EXTENT"] = args["extent"]
+    out = processing.run("geobert:classify", params, context=context, feedback=rec.feedback)
     handle_results(
         QgsApplication_registry().algorithmById("geobert:classify"),
         context,

@@ -161,7 +161,11 @@ def test_land_cover_in_qgis(env: dict[str, Path], tmp_path: Path) -> None:
 
     scene = tmp_path / "scene.tif"
     _stack(ROOT / "examples" / "brandenburg", scene)
-    res = check("classify", env, scene=scene, out=tmp_path / "out")
+    # an area to process, as the extent widget gives it: the map covers exactly that box
+    res = check("classify", env, scene=scene, out=tmp_path / "out",
+                extent="342000,343500,5817000,5818600 [EPSG:32633]")  # fmt: skip
+    with rasterio.open(res["outputs"]["LANDCOVER"]) as ds:
+        assert tuple(ds.bounds) == (342000, 5817000, 343500, 5818600)
     card = read_card(pretrained_encoder_path("landcover_s_bb"))
     lc = res["layers"]["land cover brandenburg"]
     assert lc["type"] == "paletted"
