@@ -27,6 +27,7 @@ import collections
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import uuid
@@ -46,7 +47,7 @@ from tiles.cache import (
 )
 from tiles.errors import Cancelled, GeobertError, TileFailedError
 from tiles.grid import TileGrid
-from tiles.heap import trim_heap
+from tiles.heap import trim_heap, tune_worker_heap
 from tiles.progress import Progress
 from tiles.scene import Reader
 from tiles.writer import OverviewResampling, RasterWriter
@@ -98,11 +99,25 @@ def gdal_threads_per_reader() -> int:
     return os.cpu_count() or 1
 
 
+def _on_dask_worker() -> bool:
+    if "distributed" not in sys.modules:
+        return False
+    from distributed import get_worker
+
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
+
+
 def load_function(factory: TileFunctionFactory) -> TileFunction:
     """Build ``factory()`` once per process and return the cached function afterwards."""
     with _functions_lock:
         fn = _functions.get(factory)
         if fn is None:
+            if _on_dask_worker():
+                tune_worker_heap()  # before the model allocates; see there why
             fn = factory()
             _functions[factory] = fn
             log.debug("loaded tile function %r in pid %d", factory, os.getpid())

@@ -36,9 +36,11 @@ class LoopbackCluster:
         env: dict[str, str] | None = None,
         memory_limit: str = "auto",
         timeout_s: float = 60,
+        nanny: bool = False,
     ) -> LoopbackCluster:
-        """Start the scheduler and ``n_workers`` workers (1 thread each, no nanny), with their
-        files under ``workdir``, and wait until all workers have joined."""
+        """Start the scheduler and ``n_workers`` workers (1 thread each; without a nanny
+        unless ``nanny``, which is how ``dask worker`` starts them by default), with their files
+        under ``workdir``, and wait until all workers have joined."""
         from distributed import Client
 
         workdir.mkdir(parents=True, exist_ok=True)
@@ -64,8 +66,8 @@ class LoopbackCluster:
         try:
             for k in range(n_workers):
                 worker = [sys.executable, "-m", "distributed.cli.dask_worker", cluster.address,
-                          "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host",
-                          "127.0.0.1", "--memory-limit", memory_limit,
+                          "--nthreads", "1", "--nanny" if nanny else "--no-nanny",
+                          "--no-dashboard", "--host", "127.0.0.1", "--memory-limit", memory_limit,
                           "--local-directory", str(workdir / f"worker-{k}")]  # fmt: skip
                 cluster.workers.append(subprocess.Popen(worker, **quiet))  # type: ignore[call-overload]
             with Client(cluster.address, timeout=timeout_s) as client:  # type: ignore[no-untyped-call]
