@@ -47,9 +47,10 @@ BATCH_CITIES = ("beirut", "dubai", "lasvegas", "milano")
 
 
 def loopback_cluster(n_workers: int, work: Path) -> LoopbackCluster:
-    """``dask scheduler`` plus ``n`` single-threaded ``dask worker`` processes on loopback."""
+    """``dask scheduler`` plus ``n`` single-threaded ``dask worker`` processes on loopback, each
+    with its nanny (as ``dask worker`` starts them by default)."""
     env = {**os.environ, **BENCH_ENV, "PYTHONPATH": str(ROOT)}
-    return LoopbackCluster.start(work / f"cluster-{n_workers}", n_workers, env=env)
+    return LoopbackCluster.start(work / f"cluster-{n_workers}", n_workers, env=env, nanny=True)
 
 
 # -- measurements ---------------------------------------------------------------------------------
