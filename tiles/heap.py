@@ -114,11 +114,16 @@ def tune_worker_heap() -> dict[str, int]:
     if value is not None:
         try:
             import dask.config
+            import distributed  # noqa: F401 - loads distributed's defaults into dask.config
 
-            spawn = dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {}
+            # where Dask keeps it (older releases: distributed.nanny.environ)
+            dask_values = {
+                str((dask.config.get(key, default={}) or {}).get("MALLOC_TRIM_THRESHOLD_"))
+                for key in ("distributed.nanny.pre-spawn-environ", "distributed.nanny.environ")
+            }
         except ImportError:
-            spawn = {}
-        if str(spawn.get("MALLOC_TRIM_THRESHOLD_")) == value.strip():
+            dask_values = set()
+        if value.strip() in dask_values:
             not_the_users = ("MALLOC_TRIM_THRESHOLD_",)
     return tune_heap(not_the_users=not_the_users)
 

@@ -62,3 +62,18 @@ def test_user_settings_win() -> None:
     assert res["faults"] > PAGES_PER_BATCH / 10
     res = probe("tune", GLIBC_TUNABLES="glibc.malloc.mmap_threshold=1048576")
     assert set(res["applied"]) == {"arenas", "trim_threshold"}
+
+
+def test_worker_heap_overrides_only_dasks_own_trim_threshold() -> None:
+    code = "import json; from tiles.heap import tune_worker_heap as t; print(json.dumps(t()))"
+
+    def applied(value: str) -> set[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+        env["MALLOC_TRIM_THRESHOLD_"] = value
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    assert "trim_threshold" in applied("65536")  # what Dask's nanny sets: overridden
+    assert "trim_threshold" not in applied("1000000")  # someone's own choice: kept
