@@ -4,6 +4,9 @@ and single-threaded ``dask worker`` processes on loopback. For tests, benchmarks
 
     with LoopbackCluster.start(Path("/tmp/cluster"), n_workers=2) as cluster:
         subprocess.run(["geobert", "change", ..., "--scheduler", cluster.address])
+
+Also :func:`page_faults_per_batch`, a probe of how the C heap treats a batch's buffers (run it in
+the process to inspect, e.g. a worker through ``client.run``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,33 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["LoopbackCluster"]
+__all__ = ["BATCH_PAGES", "LoopbackCluster", "page_faults_per_batch"]
+
+
+#: Buffers of one probe batch: the sizes a batch of two 256 px tile pairs allocates.
+BATCH_BUFFERS = (12 << 20, 6 << 20, 12 << 20)
+#: Pages the probe batch writes.
+BATCH_PAGES = sum(BATCH_BUFFERS) // 4096
+
+
+def page_faults_per_batch(batches: int = 5) -> float:
+    """Minor page faults per "batch" in this process: :data:`BATCH_BUFFERS` each written in full,
+    then freed, after one warm-up batch. About 0 when the heap keeps freed memory for the next
+    batch (:func:`tiles.heap.tune_heap`), a good part of :data:`BATCH_PAGES` when it hands it
+    back to the kernel."""
+    import resource
+
+    import numpy as np
+
+    def batch() -> None:
+        bufs = [np.ones(n, np.uint8) for n in BATCH_BUFFERS]
+        del bufs
+
+    batch()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(batches):
+        batch()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / batches
 
 
 @dataclass

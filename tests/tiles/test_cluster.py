@@ -103,20 +103,8 @@ def test_workers_started_by_a_nanny_get_the_tuned_heap(tmp_path: Path, oscd_befo
     worker tunes its heap as the CLI does for a local run."""
     distributed = pytest.importorskip("distributed")
 
-    def faults_per_batch() -> float:  # on the worker: three buffers of a batch's sizes, freed
-        import resource
+    from tiles.testing import BATCH_PAGES, page_faults_per_batch
 
-        def batch() -> None:
-            bufs = [np.ones(n, np.uint8) for n in (12 << 20, 6 << 20, 12 << 20)]
-            del bufs
-
-        batch()
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(5):
-            batch()
-        return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
-
-    pages = (30 << 20) // 4096
     with (
         distributed.LocalCluster(
             n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
@@ -126,7 +114,7 @@ def test_workers_started_by_a_nanny_get_the_tuned_heap(tmp_path: Path, oscd_befo
     ):  # fmt: skip
         env = client.run(lambda: __import__("os").environ.get("MALLOC_TRIM_THRESHOLD_"))
         assert list(env.values()) == ["65536"]  # what the nanny set
-        [before] = client.run(faults_per_batch).values()
+        [before] = client.run(page_faults_per_batch).values()
         scene = open_scene(oscd_before)
         map_tiles_to_raster(
             scene,
@@ -138,6 +126,6 @@ def test_workers_started_by_a_nanny_get_the_tuned_heap(tmp_path: Path, oscd_befo
                 tile_size_px=64, overlap_px=16, scheduler=cluster.scheduler_address
             ),
         )
-        [after] = client.run(faults_per_batch).values()
-    assert before > pages / 10  # Dask's setting: every freed buffer goes back to the kernel
-    assert after < pages / 100
+        [after] = client.run(page_faults_per_batch).values()
+    assert before > BATCH_PAGES / 10  # Dask's setting: every freed buffer goes back to the kernel
+    assert after < BATCH_PAGES / 100

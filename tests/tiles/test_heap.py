@@ -10,28 +10,20 @@ import textwrap
 
 import pytest
 
+from tiles.testing import BATCH_PAGES
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
 
-# One "batch": three buffers of the sizes a batch of tiles allocates (activations, tiles), each
-# written in full, then freed; the page faults of ten batches after a warm-up one are counted.
+# the page faults of a probe batch (tiles.testing) with or without the tuned heap
 PROBE = textwrap.dedent(
     """
-    import json, resource, sys
-    import numpy as np
+    import json, sys
     from tiles.heap import tune_heap
+    from tiles.testing import page_faults_per_batch
     applied = tune_heap() if sys.argv[1] == "tune" else {}
-    def batch():
-        bufs = [np.ones(n, np.uint8) for n in (12 << 20, 6 << 20, 12 << 20)]
-        del bufs
-    batch()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(10):
-        batch()
-    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10
-    print(json.dumps({"applied": applied, "faults": faults}))
+    print(json.dumps({"applied": applied, "faults": page_faults_per_batch(10)}))
     """
 )
-PAGES_PER_BATCH = (30 << 20) // 4096
 
 
 def probe(mode: str, **env: str) -> dict:
@@ -51,15 +43,15 @@ def test_tuned_heap_reuses_pages_between_batches() -> None:
     default, tuned = probe("default"), probe("tune")
     assert tuned["applied"] == {"arenas": 2, "mmap_threshold": 16 << 20, "trim_threshold": 64 << 20}
     # glibc's defaults hand the freed buffers back and fault them in again every batch
-    assert default["faults"] > PAGES_PER_BATCH / 10
-    assert tuned["faults"] < PAGES_PER_BATCH / 100
+    assert default["faults"] > BATCH_PAGES / 10
+    assert tuned["faults"] < BATCH_PAGES / 100
 
 
 def test_user_settings_win() -> None:
     res = probe("tune", MALLOC_TRIM_THRESHOLD_="0", MALLOC_ARENA_MAX="4")
     assert res["applied"] == {"mmap_threshold": 16 << 20}
     # with the user's trim threshold of 0 every freed top of the heap goes back: faults again
-    assert res["faults"] > PAGES_PER_BATCH / 10
+    assert res["faults"] > BATCH_PAGES / 10
     res = probe("tune", GLIBC_TUNABLES="glibc.malloc.mmap_threshold=1048576")
     assert set(res["applied"]) == {"arenas", "trim_threshold"}
 
