@@ -937,6 +937,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from tiles.projdata import use_compatible_proj_data
+
+    note = use_compatible_proj_data()  # a system PROJ_DATA/PROJ_LIB would break every CRS
+    if note:
+        log.info(note)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
