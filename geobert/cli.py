@@ -545,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from tiles import open_scene
+    from tiles.target import pixel_size_m
 
     scene = open_scene(args.scene)
     g = scene.grid
@@ -556,6 +557,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "height": g.height,
         "crs": g.crs.to_string(),
         "resolution": list(g.res),
+        "pixel_m": round(pixel_size_m(g), 2),  # on the ground, at the centre
         "bounds": list(g.bounds),
     }
     if args.json:

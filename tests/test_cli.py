@@ -33,6 +33,7 @@ def test_info_json(oscd_before: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["bands"][-1] == "B8A" and info["width"] == 96 and info["crs"] == "EPSG:4326"
+    assert 9.5 < info["pixel_m"] < 10.5  # degrees in the file, ~10 m on the ground
 
 
 def test_ndvi_change_between_two_dates(tmp_path: Path, oscd_before: Path, oscd_after: Path) -> None:
