@@ -126,12 +126,13 @@ def _grid(row: dict[str, str], base: Path, where: str) -> tuple[GridRequest, str
                     f"bounds {row['bounds']!r} must be four numbers: LEFT BOTTOM RIGHT TOP"
                 )
             bounds = (values[0], values[1], values[2], values[3])
+        grid = GridRequest(crs=crs, resolution=resolution, bounds=bounds)
         like = _resolve(row["like"], base) if row.get("like") else None
-        if like is not None and (crs, resolution, bounds) != (None, None, None):
+        if like is not None and not grid.is_default:
             raise GeobertError(
                 "like cannot be combined with crs, resolution or bounds; give one or the others"
             )
-        return GridRequest(crs=crs, resolution=resolution, bounds=bounds), like
+        return grid, like
     except GeobertError as exc:
         raise GeobertError(f"{where}: {exc}") from None
 

@@ -128,7 +128,7 @@ def pixel_area_m2(path: str | os.PathLike[str]) -> float:
             dy = g.inv(lon, lat, lon, lat + ds.res[1])[2]
             return float(dx * dy)
         x, y = ds.xy(ds.height // 2, ds.width // 2)
-        areal = map_scales(pyproj.CRS.from_wkt(ds.crs.to_wkt()), np.array([x]), np.array([y]))[0]
+        areal = map_scales(ds.crs, np.array([x]), np.array([y]))[0]
         return float(ds.res[0] * ds.res[1] * ds.crs.linear_units_factor[1] ** 2 / areal[0])
 
 

@@ -125,13 +125,13 @@ class ModelCard:
             )
         return [pos.get(b) for b in self.bands]
 
-    def check_gsd(self, pixel_m: float, what: object) -> bool:
-        """Warn (and return False) when ``what``'s pixels are more than 1.5× larger or smaller than
-        the ground sampling distance the model was trained at: it still runs, but on objects of
-        another apparent size than it learnt."""
+    def check_gsd(self, pixel_m: float, what: object) -> None:
+        """Warn when ``what``'s pixels are more than 1.5× larger or smaller than the ground
+        sampling distance the model was trained at: it still runs, but on objects of another
+        apparent size than it learnt."""
         ratio = pixel_m / self.gsd_m
         if 1 / 1.5 <= ratio <= 1.5:
-            return True
+            return
         log.warning(
             "%s has %.3g m pixels but the model was trained at %g m; its output will be less "
             "reliable — leave the resolution unset or choose %g m",
@@ -140,7 +140,6 @@ class ModelCard:
             self.gsd_m,
             self.gsd_m,
         )
-        return False
 
     def check_scene_size(self, shape: tuple[int, int], what: object) -> None:
         """Refuse scenes smaller than one encoder window (``MIN_SCENE_PX`` a side).
