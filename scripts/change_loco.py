@@ -1,0 +1,340 @@
+"""Leave-cities-out evaluation of change detection over all labelled OSCD cities (issue 15).
+
+The protocol (folds, methods, recipe, decision rules) is `results/change_oscd/loco/PROTOCOL.md`,
+written before the runs. Every (fold, method) writes one JSON under ``--out``/runs and is skipped
+when that JSON exists, so an interrupted run resumes where it stopped; ``--report`` only rebuilds
+the tables from the JSON files.
+
+    .venv/bin/python scripts/change_loco.py --data ../shared/data/oscd
+    .venv/bin/python scripts/change_loco.py --data ../shared/data/oscd --final   # ship-candidate
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+
+from geobert.change.cva import cva_magnitude, otsu_threshold
+from geobert.change.metrics import ChangeScores, scores
+from geobert.change.model import ChangeModel
+from geobert.change.oscd import list_cities
+from geobert.change.radiometry import (
+    NO_CHANGE_VARIANTS,
+    band_wavelengths_um,
+    no_change_variant,
+)
+from geobert.change.train import (
+    ChangeTrainConfig,
+    CityArrays,
+    load_city,
+    normalize_dates,
+    predict_city,
+    train_change,
+)
+from geobert.models.card import ModelCard
+from geobert.models.checkpoint import load_checkpoint, read_card, save_checkpoint
+from geobert.weights import pretrained_encoder_path
+
+log = logging.getLogger("change_loco")
+
+CITIES = (
+    "abudhabi",
+    "aguasclaras",
+    "beihai",
+    "beirut",
+    "bercy",
+    "bordeaux",
+    "cupertino",
+    "paris",
+    "rennes",
+    "saclay_e",
+)
+NETWORKS = {  # name: (arch, init, steps)
+    "geobert (MIM)": ("changenet", "mim", 700),
+    "geobert (scratch)": ("changenet", "scratch", 700),
+    "FC-Siam-diff": ("fcsiamdiff", "scratch", 460),
+}
+SLUG = {
+    "geobert (MIM)": "mim",
+    "geobert (scratch)": "scratch",
+    "FC-Siam-diff": "fcsiamdiff",
+    "CVA + Otsu": "cva",
+    "CVA + Otsu (normalised)": "cva_norm",
+}
+
+
+def folds(seed: int = 0) -> list[tuple[str, ...]]:
+    """Five folds of two cities: a seeded permutation of the sorted names, cut in pairs."""
+    perm = np.random.default_rng(seed).permutation(sorted(CITIES))
+    return [tuple(str(c) for c in perm[i : i + 2]) for i in range(0, len(perm), 2)]
+
+
+def city_scores(pred: np.ndarray, city: CityArrays) -> dict[str, Any]:
+    s = scores(pred, city.label, city.valid)
+    flagged = float(pred[city.valid].mean())
+    labelled = float(city.label[city.valid].mean())
+    return {**s.as_dict(), "flagged_share": flagged, "labelled_share": labelled}
+
+
+def no_change_shares(
+    model: ChangeModel, city: CityArrays, card: ModelCard, threshold: float
+) -> dict[str, float]:
+    """Flagged share of valid pixels for each date against itself under each variant (the
+    variant normalised back onto the original, as ``geobert change`` does)."""
+    mean = np.asarray(card.mean, np.float32)[:, None, None]
+    std = np.asarray(card.std, np.float32)[:, None, None]
+    wl = band_wavelengths_um(card.bands)
+    out: dict[str, float] = {}
+    for kind in NO_CHANGE_VARIANTS:
+        shares = []
+        for date in (city.before, city.after):
+            varied = (no_change_variant(date * std + mean, wl, kind) - mean) / std
+            if card.training.get("radiometric_normalization"):
+                varied, _ = normalize_dates(date, varied, city.valid)
+            pair = CityArrays(city.name, date, varied, city.label, city.valid)
+            prob = predict_city(model, pair)
+            shares.append(float((prob > threshold)[city.valid].mean()))
+        out[kind] = max(shares)
+    return out
+
+
+def cva_no_change(city_raw: CityArrays, card: ModelCard, normalise: bool) -> dict[str, float]:
+    mean = np.asarray(card.mean, np.float32)[:, None, None]
+    std = np.asarray(card.std, np.float32)[:, None, None]
+    wl = band_wavelengths_um(card.bands)
+    out = {}
+    for kind in NO_CHANGE_VARIANTS:
+        shares = []
+        for date in (city_raw.before, city_raw.after):
+            varied = (no_change_variant(date * std + mean, wl, kind) - mean) / std
+            if normalise:
+                varied, _ = normalize_dates(date, varied, city_raw.valid)
+            shares.append(float(_cva(date, varied, city_raw.valid, card)[city_raw.valid].mean()))
+        out[kind] = max(shares)
+    return out
+
+
+def _cva(before: np.ndarray, after: np.ndarray, valid: np.ndarray, card: ModelCard) -> np.ndarray:
+    std = np.asarray(card.std, np.float32)[:, None, None]
+    mag = cva_magnitude(before * std, after * std, scale=1.0)
+    mag[~valid] = np.nan
+    return np.asarray(mag > otsu_threshold(mag))
+
+
+def run_fold(
+    k: int,
+    method: str,
+    cities: dict[str, CityArrays],
+    raw: dict[str, CityArrays],
+    card: ModelCard,
+    out: Path,
+    ckpt_dir: Path,
+    seed: int,
+) -> None:
+    dest = out / "runs" / f"fold{k}_{SLUG[method]}.json"
+    if dest.exists():
+        return
+    fs = folds(seed)
+    test, val = fs[k], fs[(k + 1) % len(fs)]
+    train_names = [c for c in CITIES if c not in test and c not in val]
+    t0 = time.perf_counter()
+    result: dict[str, Any] = {
+        "fold": k,
+        "method": method,
+        "test": list(test),
+        "validation": list(val),
+        "train": train_names,
+    }
+    if method.startswith("CVA"):
+        normalise = method.endswith("(normalised)")
+        per_city, noch = {}, {}
+        for c in test:
+            arrays = cities[c] if normalise else raw[c]
+            per_city[c] = city_scores(_cva(arrays.before, arrays.after, arrays.valid, card), arrays)
+            noch[c] = cva_no_change(raw[c], card, normalise)
+        result.update(per_city=per_city, no_change=noch)
+    else:
+        arch, init, steps = NETWORKS[method]
+        cfg = ChangeTrainConfig(
+            init=cast(Any, init),
+            arch=cast(Any, arch),
+            steps=steps,
+            seed=seed,
+            train_bf16=True,
+            select_at=(0.5, 0.75, 1.0),
+            train_cities=tuple(train_names),
+            val_cities=tuple(val),
+            extra={"test_cities": ",".join(test), "protocol": f"loco fold {k}"},
+        )
+        ckpt = ckpt_dir / f"fold{k}_{SLUG[method]}.safetensors"
+        if not ckpt.exists():
+            model, mcard = train_change(
+                [cities[c] for c in train_names],
+                [cities[c] for c in val],
+                pretrained_encoder_path(),
+                cfg,
+            )
+            save_checkpoint(model, mcard, ckpt)
+        model, mcard = load_checkpoint(ckpt)
+        cm = cast(ChangeModel, model)
+        t = float(mcard.training["threshold"])
+        per_city, noch = {}, {}
+        for c in test:
+            per_city[c] = city_scores(predict_city(cm, cities[c]) > t, cities[c])
+            noch[c] = no_change_shares(cm, cities[c], mcard, t)
+        result.update(
+            per_city=per_city,
+            no_change=noch,
+            threshold=t,
+            chosen_step=mcard.training["chosen_step"],
+            selection=mcard.training["selection"],
+            train_seconds=mcard.training["train_seconds"],
+        )
+    result["seconds"] = time.perf_counter() - t0
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".partial")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(dest)
+    log.info("fold %d %s done in %.0f s", k, method, result["seconds"])
+
+
+def report(out: Path) -> str:
+    """Per-city F1 table, mean, pooled and worst city; false change; no-change shares."""
+    runs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("fold*.json"))]
+    methods = [m for m in SLUG if any(r["method"] == m for r in runs)]
+    per: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in methods}
+    noch: dict[str, dict[str, dict[str, float]]] = {m: {} for m in methods}
+    for r in runs:
+        per[r["method"]].update(r["per_city"])
+        noch[r["method"]].update(r["no_change"])
+    lines = ["## Change F1 per city (each scored by a model that never saw it)", ""]
+    lines.append("| method | " + " | ".join(CITIES) + " | mean | pooled | worst | cities |")
+    lines.append("|---|" + "---|" * (len(CITIES) + 4))
+    for m in methods:
+        f1 = {c: per[m][c]["f1"] for c in CITIES if c in per[m]}
+        pooled = ChangeScores(
+            *(sum(int(per[m][c][k]) for c in f1) for k in ("tp", "fp", "fn", "tn"))
+        )
+        cells = [f"{f1[c]:.3f}" if c in f1 else "–" for c in CITIES]
+        worst = min(f1, key=lambda c: f1[c]) if f1 else "–"
+        lines.append(
+            f"| {m} | "
+            + " | ".join(cells)
+            + f" | **{np.mean(list(f1.values())):.3f}** | {pooled.f1:.3f} | "
+            + (f"{f1[worst]:.3f} ({worst})" if f1 else "–")
+            + f" | {len(f1)}/10 |"
+        )
+    lines += ["", "## False change: flagged share / labelled share (ratio)", ""]
+    lines.append("| method | " + " | ".join(CITIES) + " | cities > 3× |")
+    lines.append("|---|" + "---|" * (len(CITIES) + 1))
+    for m in methods:
+        cells, over = [], 0
+        for c in CITIES:
+            if c not in per[m]:
+                cells.append("–")
+                continue
+            fl, lab = per[m][c]["flagged_share"], per[m][c]["labelled_share"]
+            ratio = fl / max(lab, 1e-9)
+            over += ratio > 3
+            cells.append(f"{100 * fl:.1f}/{100 * lab:.1f} % ({ratio:.1f}×)")
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {over} |")
+    lines += ["", "## Radiometric no-change: flagged share of valid pixels (worst date)", ""]
+    lines.append("| method | " + " | ".join(NO_CHANGE_VARIANTS) + " | worst city and variant |")
+    lines.append("|---|" + "---|" * (len(NO_CHANGE_VARIANTS) + 1))
+    for m in methods:
+        cells = []
+        worst = (0.0, "–")
+        for kind in NO_CHANGE_VARIANTS:
+            vals = {c: noch[m][c][kind] for c in noch[m]}
+            cells.append(f"{100 * np.mean(list(vals.values())):.2f} %" if vals else "–")
+            for c, v in vals.items():
+                if v > worst[0]:
+                    worst = (v, f"{c}, {kind}")
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {100 * worst[0]:.2f} % ({worst[1]}) |")
+    lines += ["", "Mean over cities of the worse of the two dates; thresholds as chosen per fold."]
+    net = [r for r in runs if "threshold" in r]
+    if net:
+        lines += ["", "## Choices made on inner validation", ""]
+        lines.append("| fold | method | threshold | step | validation F1 at each step |")
+        lines.append("|---|---|---|---|---|")
+        for r in net:
+            sel = ", ".join(f"{s}: {v['f1']:.3f}" for s, v in r["selection"].items())
+            lines.append(
+                f"| {r['fold']} | {r['method']} | {r['threshold']:.2f} | {r['chosen_step']} "
+                f"| {sel} |"
+            )
+    text = "\n".join(lines) + "\n"
+    (out / "loco_table.md").write_text(text)
+    return text
+
+
+def train_final(cities: dict[str, CityArrays], out: Path, ckpt_dir: Path, seed: int) -> Path:
+    """geobert (MIM) on all 10 cities: the step count most folds chose, the median threshold."""
+    runs = [
+        json.loads(p.read_text())
+        for p in sorted((out / "runs").glob(f"fold*_{SLUG['geobert (MIM)']}.json"))
+    ]
+    if len(runs) < 5:
+        raise SystemExit(f"only {len(runs)} of 5 MIM folds are done; run the folds first")
+    steps = [int(r["chosen_step"]) for r in runs]
+    chosen = max(set(steps), key=steps.count)
+    threshold = float(np.median([r["threshold"] for r in runs]))
+    cfg = ChangeTrainConfig(
+        init="mim",
+        steps=chosen,
+        seed=seed,
+        train_bf16=True,
+        threshold=round(threshold, 2),
+        train_cities=CITIES,
+        extra={
+            "protocol": "trained on all 10 labelled OSCD cities; step count and threshold "
+            "from the leave-cities-out folds' inner validation (results/change_oscd/loco)"
+        },
+    )
+    model, mcard = train_change([cities[c] for c in CITIES], [], pretrained_encoder_path(), cfg)
+    dest = ckpt_dir / "final_mim_all_cities.safetensors"
+    save_checkpoint(model, mcard, dest)
+    return dest
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="OSCD root (images/, labels/)")
+    ap.add_argument("--out", default="results/change_oscd/loco")
+    ap.add_argument("--checkpoints", default="runs/change_loco")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--methods", nargs="+", default=list(SLUG), choices=list(SLUG))
+    ap.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    ap.add_argument("--report", action="store_true", help="only rebuild the tables")
+    ap.add_argument("--final", action="store_true", help="train the all-city MIM model")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    out, ckpt_dir = Path(args.out), Path(args.checkpoints)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        print(report(out))
+        return
+    card = read_card(pretrained_encoder_path())
+    by_name = {c.name: c for c in list_cities(args.data, labelled_only=True)}
+    raw = {c: load_city(by_name[c], card) for c in CITIES}
+    cities = {}
+    for c, r in raw.items():
+        after, fit = normalize_dates(r.before, r.after, r.valid)
+        cities[c] = CityArrays(c, r.before, after, r.label, r.valid, fit)
+    if args.final:
+        print(train_final(cities, out, ckpt_dir, args.seed))
+        return
+    for method in args.methods:  # method by method: the main model's folds finish first
+        for k in args.folds:
+            run_fold(k, method, cities, raw, card, out, ckpt_dir, args.seed)
+    print(report(out))
+
+
+if __name__ == "__main__":
+    main()
