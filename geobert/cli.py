@@ -751,10 +751,22 @@ def _cmd_change(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(
             f"wrote {args.outdir}: {summary['polygons']} change polygons, "
-            f"{summary['polygon_area_m2'] / 1e4:.2f} ha, in {summary['seconds']['total']:.1f} s",
+            f"{summary['polygon_area_m2'] / 1e4:.2f} ha, in {summary['seconds']['total']:.1f} s"
+            + _trust_note(summary),
             file=sys.stderr,
         )
     return 0
+
+
+def _trust_note(summary: dict[str, Any]) -> str:
+    """The last line's caveat when the run found reasons not to trust its result."""
+    n = len(summary.get("warnings", []))
+    if not n:
+        return ""
+    return (
+        f"; not to be trusted without checking: {n} warning{'s' if n > 1 else ''} above and in "
+        "summary.json"
+    )
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """The geobert Processing algorithms: each one runs a geobert worker process."""
 
+import json
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -99,6 +100,21 @@ class GeobertAlgorithm(QgsProcessingAlgorithm):
             feedback.pushDebugInfo(result.stderr)
             raise QgsProcessingException(result.error or "the geobert worker failed")
         return result
+
+    @staticmethod
+    def report_warnings(summary_path: Path, feedback: QgsProcessingFeedback) -> None:
+        """Show the run's reasons not to trust the result (``summary.json``'s ``warnings``) as
+        warnings in the Processing log."""
+        try:
+            notes = json.loads(summary_path.read_text(encoding="utf-8")).get("warnings", [])
+        except (OSError, ValueError):
+            return
+        push = getattr(feedback, "pushWarning", None)  # QGIS ≥ 3.20
+        for note in notes:
+            if push is not None:
+                push(f"geobert: {note}")
+            else:
+                feedback.reportError(f"geobert: {note}", fatalError=False)
 
     MODEL, MIN_AREA, SCHEDULER, OUTPUT_FOLDER = "MODEL", "MIN_AREA", "SCHEDULER", "OUTPUT_FOLDER"
     EXTENT, OUTPUT_CRS = "EXTENT", "OUTPUT_CRS"
@@ -233,6 +249,7 @@ class ChangeDetectionAlgorithm(GeobertAlgorithm):
             "POLYGONS": str(Path(out) / "change.gpkg") + "|layername=change",
             "SUMMARY": str(Path(out) / "summary.json"),
         }
+        self.report_warnings(Path(paths["SUMMARY"]), feedback)
         self.add_layer(
             context,
             paths["PROBABILITY"],

@@ -3,7 +3,10 @@
 Both dates are aligned on the first date's grid (any CRS or resolution), the change network runs
 over overlapping tiles through the tiling engine (loaded once per worker), tile outputs are blended
 without seams, and one pass writes the probability and the thresholded mask (the quicklook's
-natural-colour pixels are sampled from the tiles on the way, so the inputs are decoded once). The
+natural-colour pixels are sampled from the tiles on the way, so the inputs are decoded once).
+Models trained with relative radiometric normalisation (their card says so) get the second date
+mapped onto the first before the network sees it, by a per-band affine fit on pseudo-invariant
+pixels of 8 × 8 sample windows read before the pass (:mod:`geobert.change.radiometry`). The
 results are written to a staging folder inside OUTDIR and moved into place only when everything
 succeeded:
 
@@ -11,13 +14,17 @@ succeeded:
 * ``change.tif`` — COG, uint8: 0 no change, 1 change, 255 nodata, with a colour table;
 * ``change.gpkg`` — one polygon per change region (GeoPackage 1.2): ``area_m2``,
   ``mean_probability``, ``max_probability``;
-* ``summary.json`` — inputs, model, threshold, changed area, timings;
+* ``summary.json`` — inputs, acquisition dates, model, threshold, the radiometric normalisation,
+  changed area, timings, and ``warnings``: plain-language reasons not to trust the map (dates that
+  differ strongly in radiometry, far more change flagged than the model saw in training, pixels
+  far from the model's size, dates in reverse order);
 * ``quicklook.png`` — before, after and the change overlay side by side.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -27,6 +34,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geobert._staging import staged_outputs
+from geobert.change.radiometry import (
+    RadiometricFit,
+    fit_radiometric,
+    radiometric_report,
+    sample_pair,
+)
 from geobert.errors import GeobertError
 from geobert.models.card import ModelCard, fill_invalid
 from geobert.models.precision import inference_autocast
@@ -35,6 +48,7 @@ if TYPE_CHECKING:
     from geobert.models.checkpoint import ModelFile
 from rasterio.windows import Window
 
+from tiles.dates import AcquisitionDate, acquisition_date
 from tiles.engine import EngineConfig, InputSample, TileFunction, map_tiles
 from tiles.heap import trim_heap
 from tiles.pair import ScenePair, align_pair
@@ -44,7 +58,9 @@ from tiles.target import GridRequest, pixel_size_m, place_pair
 from tiles.vectorize import pixel_area_m2, polygonize, write_gpkg
 from tiles.writer import RasterWriter
 
-__all__ = ["OUTPUT_NAMES", "ChangeTiles", "detect_change"]
+__all__ = ["OUTPUT_NAMES", "ChangeTiles", "detect_change", "fit_pair_radiometry"]
+
+log = logging.getLogger(__name__)
 
 OUTPUT_NAMES = (
     "change_probability.tif",
@@ -71,6 +87,9 @@ class ChangeTiles:
     #: output bytes depend on the worker layout.
     torch_threads: int = 1
     precision: str = "fp32"
+    #: per model band ``(gain, offset)`` in normalised units applied to the second date
+    #: (relative radiometric normalisation); None: the model was not trained with it
+    radiometric: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     def __call__(self) -> TileFunction:
         import torch
@@ -81,10 +100,18 @@ class ChangeTiles:
         model, card = self.model.load()
         assert isinstance(model, ChangeNet)
         n = self.bands_per_date
+        # identity unless the model was trained on normalised pairs
+        gain, offset = self.radiometric or ((1.0,) * len(card.bands), (0.0,) * len(card.bands))
+        g = np.asarray(gain, np.float32)[None, :, None, None]
+        o = np.asarray(offset, np.float32)[None, :, None, None]
+        normalise_after = self.radiometric is not None
 
         def fn(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+            after = card.normalize(x[:, n:], self.indices)
+            if normalise_after:
+                after = after * g + o
             b = torch.from_numpy(fill_invalid(card.normalize(x[:, :n], self.indices), valid))
-            a = torch.from_numpy(fill_invalid(card.normalize(x[:, n:], self.indices), valid))
+            a = torch.from_numpy(fill_invalid(after, valid))
             with inference_autocast(self.precision):
                 p = model.predict(b, a)
             return p.float().numpy()
@@ -161,6 +188,18 @@ def detect_change(
     indices = tuple(card.band_indices(pair.before.band_names))
     config = config or EngineConfig(tile_size_px=card.tile_size_px, overlap_px=32, batch_size=2)
     threshold = float(card.training["threshold"])
+    notes: list[str] = []
+    dates = _dates(before, after, notes)
+    fit = None
+    if card.training.get("radiometric_normalization"):
+        fit = fit_pair_radiometry(pair, card, indices)
+        notes += radiometric_report(fit)
+    gsd = pixel_size_m(pair.grid)
+    if not 1 / 1.5 <= gsd / card.gsd_m <= 1.5:
+        notes.append(
+            f"the pixels are {gsd:.3g} m but the model was trained at {card.gsd_m:g} m: objects "
+            "look larger or smaller than it learnt, so the map is less reliable"
+        )
     sample = _quicklook_sample(pair)
     with staged_outputs(outdir, OUTPUT_NAMES, overwrite=overwrite, tag="change") as stage:
         with (
@@ -192,6 +231,7 @@ def detect_change(
                     indices,
                     len(pair.before.band_names),
                     precision=precision,
+                    radiometric=None if fit is None else (fit.gain, fit.offset),
                 ),
                 counts,
                 out_bands=1,
@@ -226,12 +266,18 @@ def detect_change(
         )
         trim_heap()  # polygonising's scratch memory back before the quicklook
         changed_px, valid_px = counts.changed, counts.valid
+        notes += _share_notes(changed_px / max(valid_px, 1), card)
         px_area = pixel_area_m2(stage / "change.tif")
         summary = {
             "before": str(before),
             "after": str(after),
+            "dates": {
+                "before": dates[0].as_dict() if dates[0] else None,
+                "after": dates[1].as_dict() if dates[1] else None,
+            },
             "model": str(model_path),
             "threshold": threshold,
+            "radiometric_normalization": None if fit is None else fit.as_dict(),
             "precision": precision,
             "bands": list(pair.before.band_names),
             "grid": {
@@ -252,12 +298,75 @@ def detect_change(
             "seconds": {"inference": round(report.seconds, 2), "total": None},
             "scheduler": report.scheduler,
             "workers": report.workers,
+            "warnings": notes,
         }
         assert report.sample is not None
         _quicklook(report.sample, stage / "change.tif", stage / "quicklook.png")
         summary["seconds"]["total"] = round(time.perf_counter() - t0, 2)  # type: ignore[index]
         (stage / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    for note in notes:
+        log.warning("%s", note)
     return summary
+
+
+FLAGGED_SHARE_WARN = 0.10
+"""A change map flagging more than this share of valid pixels (and more than 4× the share of
+change in the model's training data) gets a warning: OSCD's cities have 0.3–3.8 % change."""
+
+
+def _share_notes(share: float, card: ModelCard) -> list[str]:
+    trained = float(card.training.get("train_change_share", 0.02))
+    if share > max(FLAGGED_SHARE_WARN, 4 * trained):
+        return [
+            f"{100 * share:.0f} % of the valid pixels are flagged as change, far above the "
+            f"{100 * trained:.1f} % the model saw in training: most of it is likely a difference "
+            "of season, light, haze or clouds between the dates, not change on the ground"
+        ]
+    return []
+
+
+def _dates(
+    before: str | os.PathLike[str], after: str | os.PathLike[str], notes: list[str]
+) -> tuple[AcquisitionDate | None, AcquisitionDate | None]:
+    """Acquisition dates of both inputs where they tell them; reverse order is a warning."""
+    first, second = acquisition_date(before), acquisition_date(after)
+    if first and second and second.date < first.date:
+        notes.append(
+            f"AFTER ({second.date}) is older than BEFORE ({first.date}): the dates look swapped; "
+            "change is symmetric, but appeared/disappeared and the dates in the outputs are not"
+        )
+    elif first and second and second.date == first.date:
+        notes.append(f"both inputs were acquired on {first.date}: there is no time for change")
+    return first, second
+
+
+def fit_pair_radiometry(
+    pair: ScenePair, card: ModelCard, indices: tuple[int | None, ...]
+) -> RadiometricFit:
+    """The second date's relative radiometric normalisation onto the first, in the model's
+    normalised units, from 8 × 8 sample windows of the pair (what training did per city)."""
+    n = len(pair.before.band_names)
+
+    def read(window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        data, valid = pair.read(window)
+        x = data[None].astype(np.float32)
+        return (
+            card.normalize(x[:, :n], indices)[0],
+            card.normalize(x[:, n:], indices)[0],
+            valid,
+        )
+
+    fit = fit_radiometric(*sample_pair(read, pair.grid.shape, len(card.bands)))
+    missing = [k for k, i in enumerate(indices) if i is None]
+    if missing:  # bands filled with their mean stay as they are
+        gain, offset = list(fit.gain), list(fit.offset)
+        for k in missing:
+            gain[k], offset[k] = 1.0, 0.0
+        fit = RadiometricFit(
+            tuple(gain), tuple(offset), fit.correlation, fit.samples, fit.invariant
+        )
+    log.info("radiometric normalisation of the second date: %s", fit.as_dict())
+    return fit
 
 
 def _pair(
@@ -275,8 +384,7 @@ def _pair(
         return pair
     pair = place_pair(first, second, request)
     card.check_scene_size(pair.grid.shape, "the output grid")
-    card.check_gsd(pixel_size_m(pair.grid), "the output grid")
-    return pair
+    return pair  # a pixel size far from the model's is a warning in the summary
 
 
 QUICKLOOK_PX = 512
