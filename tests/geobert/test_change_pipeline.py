@@ -24,6 +24,7 @@ from tiles.scene import open_scene
 from tiles.target import GridRequest
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "abudhabi"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @pytest.fixture(scope="module")
@@ -197,13 +198,14 @@ def test_bounds_and_like_give_exactly_that_grid(tmp_path: Path, example_run) -> 
 def test_a_resolution_far_from_the_models_warns(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
     res = 9.4e-05 * 3  # three times the example's ~10 m pixels, in degrees
     with caplog.at_level(logging.WARNING, logger="geobert"):
-        detect_change(
+        summary = detect_change(
             EXAMPLE / "imgs_1",
             EXAMPLE / "imgs_2",
             tmp_path / "out",
             grid=GridRequest(resolution=res),
         )
-    assert "trained at 10 m" in caplog.text and "m pixels" in caplog.text
+    assert "trained at 10 m" in caplog.text and "the pixels are 30" in caplog.text
+    assert any("trained at 10 m" in w for w in summary["warnings"])
 
 
 def test_bad_inputs_leave_nothing(tmp_path: Path) -> None:
@@ -264,3 +266,67 @@ def test_all_nodata_scene_is_an_error_not_an_empty_map(tmp_path: Path) -> None:
     with pytest.raises(GeobertError, match="no pixel is valid in both"):
         detect_change(blank, EXAMPLE / "imgs_2", tmp_path / "out")
     assert not (tmp_path / "out").exists()  # the folder it created is removed again
+
+
+def _relit(src_dir: Path, dst_dir: Path, gain: float, offset_dn: float) -> None:
+    """A copy of a band folder after a change of light only: DN · gain + offset, per band."""
+    dst_dir.mkdir()
+    for src in src_dir.glob("*.tif"):
+        with rasterio.open(src) as ds:
+            a = ds.read(1).astype(np.float64) * gain + offset_dn
+            profile = ds.profile
+        with rasterio.open(dst_dir / src.name, "w", **profile) as dst:
+            dst.write(np.clip(np.round(a), 0, 65535).astype(profile["dtype"]), 1)
+
+
+def _card_with(model: Path, dst: Path, **training: object) -> Path:
+    """The shipped change model re-saved with ``training`` entries changed in its card."""
+    from dataclasses import replace
+
+    from geobert.models.checkpoint import load_checkpoint, save_checkpoint
+
+    net, card = load_checkpoint(model)
+    return save_checkpoint(net, replace(card, training={**card.training, **training}), dst)
+
+
+def test_normalisation_makes_a_relit_copy_read_as_the_same_date(tmp_path: Path) -> None:
+    """The first date against itself under a lower sun and haze (× 0.8 + 300 DN): with the
+    second date normalised, the network sees (almost) the same pair as the date against itself;
+    without it, the same network reads the light as change."""
+    from geobert.weights import pretrained_encoder_path
+
+    relit = tmp_path / "relit"
+    _relit(EXAMPLE / "imgs_1", relit, 0.8, 300)
+    shipped = pretrained_encoder_path("changenet_s_oscd")
+    with_rrn = _card_with(shipped, tmp_path / "rrn.safetensors", radiometric_normalization=True)
+    without = _card_with(shipped, tmp_path / "raw.safetensors", radiometric_normalization=False)
+
+    def prob(after: Path, model: Path, name: str) -> np.ndarray:
+        detect_change(EXAMPLE / "imgs_1", after, tmp_path / name, model=model)
+        with rasterio.open(tmp_path / name / "change_probability.tif") as ds:
+            return ds.read(1)
+
+    same = prob(EXAMPLE / "imgs_1", with_rrn, "same")
+    normalised = prob(relit, with_rrn, "normalised")
+    raw = prob(relit, without, "raw")
+    summary = json.loads((tmp_path / "normalised" / "summary.json").read_text())
+    gains = dict(zip(summary["bands"], summary["radiometric_normalization"]["gain"], strict=True))
+    # the fit undoes × 0.8 (in the model's normalised units the gain is 1 / 0.8 as well); B10
+    # (cirrus) holds DN of 5–30 here, which whole-number rounding of the relit copy distorts
+    assert all(abs(g - 1.25) < 0.02 for b, g in gains.items() if b != "B10"), gains
+    assert np.abs(normalised - same).max() < 0.05
+    assert np.abs(raw - same).mean() > 5 * np.abs(normalised - same).mean()
+
+
+def test_summary_has_dates_and_a_swap_is_a_warning(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    before, after = DATA / "oscd_beirut" / "imgs_1", DATA / "oscd_beirut" / "imgs_2"
+    summary = detect_change(before, after, tmp_path / "ok", min_area_m2=0)
+    assert summary["dates"]["before"]["date"] == "2015-08-20"
+    assert summary["dates"]["after"]["date"] == "2017-10-03"
+    assert not any("swapped" in w for w in summary["warnings"])
+    with caplog.at_level(logging.WARNING, logger="geobert"):
+        swapped = detect_change(after, before, tmp_path / "swapped", min_area_m2=0)
+    assert any("look swapped" in w for w in swapped["warnings"])
+    assert "look swapped" in caplog.text
+    written = json.loads((tmp_path / "swapped" / "summary.json").read_text())
+    assert written["warnings"] == swapped["warnings"]
