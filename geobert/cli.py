@@ -755,6 +755,9 @@ def _cmd_change(args: argparse.Namespace) -> int:
             + _trust_note(summary),
             file=sys.stderr,
         )
+    else:  # -q drops progress and the summary line, never the reasons to doubt the result
+        for note in summary.get("warnings", []):
+            print(f"geobert: warning: {note}", file=sys.stderr)
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import shutil
@@ -330,3 +332,52 @@ def test_summary_has_dates_and_a_swap_is_a_warning(tmp_path: Path, caplog) -> No
     assert "look swapped" in caplog.text
     written = json.loads((tmp_path / "swapped" / "summary.json").read_text())
     assert written["warnings"] == swapped["warnings"]
+
+
+def test_a_flood_of_change_and_far_apart_dates_are_warnings(tmp_path: Path) -> None:
+    """A map flagging most of the scene, and dates whose brightness differs by 2×, each get a
+    plain-language warning in summary.json and on the CLI's last line."""
+    from geobert.cli import main
+    from geobert.weights import pretrained_encoder_path
+
+    shipped = pretrained_encoder_path("changenet_s_oscd")
+    everything = _card_with(
+        shipped,
+        tmp_path / "flood.safetensors",
+        threshold=0.0,  # every valid pixel above it
+        radiometric_normalization=True,
+        train_change_share=0.02,
+    )
+    dark = tmp_path / "dark"
+    _relit(EXAMPLE / "imgs_2", dark, 0.45, 0)
+    out = tmp_path / "out"
+    summary = detect_change(EXAMPLE / "imgs_1", dark, out, model=everything)
+    assert summary["changed_pixels"] == summary["valid_pixels"]
+    text = " ".join(summary["warnings"])
+    assert "100 % of the valid pixels are flagged" in text and "2.0 % the model saw" in text
+    assert "differ strongly in brightness" in text
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(
+            [
+                "change",
+                str(EXAMPLE / "imgs_1"),
+                str(dark),
+                "-o",
+                str(tmp_path / "cli"),
+                "-m",
+                str(everything),
+            ]
+        )
+    assert rc == 0
+    last = err.getvalue().strip().splitlines()[-1]
+    assert "not to be trusted without checking" in last and "warnings" in last, last
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):  # -q keeps the warnings, drops the rest
+        main(
+            ["change", str(EXAMPLE / "imgs_1"), str(dark), "-o", str(tmp_path / "q"), "-q"]
+            + ["-m", str(everything)]
+        )
+    lines = err.getvalue().strip().splitlines()
+    assert len(lines) == 2 and all(ln.startswith("geobert: warning: ") for ln in lines), lines
