@@ -376,8 +376,10 @@ def test_a_flood_of_change_and_far_apart_dates_are_warnings(tmp_path: Path) -> N
     err = io.StringIO()
     with contextlib.redirect_stderr(err):  # -q keeps the warnings, drops the rest
         main(
-            ["change", str(EXAMPLE / "imgs_1"), str(dark), "-o", str(tmp_path / "q"), "-q"]
-            + ["-m", str(everything)]
+            [
+                *("change", str(EXAMPLE / "imgs_1"), str(dark), "-o", str(tmp_path / "q")),
+                *("-q", "-m", str(everything)),
+            ]
         )
     lines = err.getvalue().strip().splitlines()
     assert len(lines) == 2 and all(ln.startswith("geobert: warning: ") for ln in lines), lines
