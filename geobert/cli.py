@@ -78,6 +78,32 @@ def _add_fix_geometries_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_strip_args(p: argparse.ArgumentParser) -> None:
+    """The spatial split of land-cover training and evaluation."""
+    p.add_argument(
+        "--split",
+        choices=["blocks", "strips"],
+        default="blocks",
+        help="blocks: random square blocks held out (--block-size, --holdout-fraction); "
+        "strips: whole west-to-east strips held out, with a gap (tells how the map holds away "
+        "from the polygons) (default: blocks)",
+    )
+    p.add_argument(
+        "--strips",
+        type=int,
+        default=5,
+        metavar="N",
+        help="number of west-to-east strips of the labelled area (default: 5)",
+    )
+    p.add_argument(
+        "--gap",
+        type=int,
+        default=128,
+        metavar="PX",
+        help="columns on each side of a held strip used for nothing (default: 128, a window)",
+    )
+
+
 def _add_precision_arg(p: argparse.ArgumentParser) -> None:
     # geobert.models.precision.PRECISIONS, spelled out: importing geobert.models loads torch,
     # which would slow down every command, --help included
@@ -495,23 +521,70 @@ def build_parser() -> argparse.ArgumentParser:
         "last step's weights; 0.99 averages over about the last 100 steps, 0 keeps the last "
         "step's (default: 0.99)",
     )
+    _add_strip_args(p)
+    p.add_argument(
+        "--strip",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --split strips: the strip held out, 0 (west) … N-1 (east) (default: 0)",
+    )
+    p.add_argument(
+        "--pixel-path",
+        type=int,
+        default=0,
+        metavar="DIM",
+        help="width of a per-pixel path (the pixel's spectrum and NDVI/NDWI/NDBI/MNDWI) beside "
+        "the encoder's context; 0: none (default: 0)",
+    )
+    p.add_argument(
+        "--train-bf16",
+        action="store_true",
+        help="bfloat16 autocast in the training steps (about 1.7x faster on CPUs with bf16 "
+        "units, e.g. AMD Zen 4, Intel Sapphire Rapids; weights stay float32)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing MODEL")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no warnings")
 
     p = sub.add_parser(
         "evaluate-landcover",
-        help="accuracy of land-cover models and a random forest on the same blocked hold-out",
-        description="Rebuild the models' blocked split, train a random forest on per-pixel band "
-        "values of the training pixels, and score everything on the hold-out blocks: overall "
+        help="accuracy of land-cover models and a random forest on the same spatial hold-out, or "
+        "cross-validated over west-to-east strips",
+        description="With --models: rebuild the models' split (blocks or a strip), train a random "
+        "forest on per-pixel band values of the training pixels, and score everything on the "
+        "hold-out. Without --models and with --split strips: cross-validate the training recipe "
+        "— for each strip in turn, train on the others (less a gap each side), choose the step "
+        "on the neighbouring strip and score the held strip beside a random forest (crossval.md "
+        "/ .json, resumable per strip); this tells how a map will hold away from the polygons. "
+        "Scores: overall "
         "accuracy, macro-F1, per-class F1, confusion matrices (CSV + PNG).",
     )
     p.add_argument("--image", required=True, metavar="SCENE")
     p.add_argument("--labels", required=True, metavar="POLYGONS")
     p.add_argument("--class-field", required=True, metavar="FIELD")
-    p.add_argument("--models", nargs="+", required=True, metavar="MODEL")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        metavar="MODEL",
+        help="score these models on the hold-out they were trained with; without --models, "
+        "cross-validate train-landcover's recipe over --split strips (trains one model per "
+        "strip: minutes each)",
+    )
     p.add_argument("--names", nargs="+", default=None)
     p.add_argument("-o", "--outdir", required=True)
+    _add_strip_args(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-strip progress lines")
+    p.add_argument(
+        "--steps", type=int, default=800, help="cross-validation: optimiser steps (default: 800)"
+    )
+    p.add_argument(
+        "--init",
+        choices=["mim", "scratch"],
+        default="mim",
+        help="cross-validation: encoder start (default: the shipped MIM encoder)",
+    )
     _add_fix_geometries_arg(p)
 
     p = sub.add_parser(
@@ -818,16 +891,20 @@ def _cmd_train_landcover(args: argparse.Namespace) -> int:
         validation_fraction=args.validation_fraction,
         validate_every=args.validate_every,
         ema_decay=args.ema_decay,
+        split=args.split,
+        strips=args.strips,
+        strip=args.strip,
+        gap_px=args.gap,
+        pixel_dim=args.pixel_path,
+        train_bf16=args.train_bf16,
     )
     data = prepare_landcover(
         args.image,
         args.labels,
         args.class_field,
         read_card(encoder),
-        block_px=cfg.block_px,
-        holdout_fraction=cfg.holdout_fraction,
-        seed=cfg.seed,
         fix_geometries=args.fix_geometries,
+        **cfg.split_options(),
     )
     rep = data.report
     notes = [f"{rep['train_pixels']} training and {rep['holdout_pixels']} hold-out pixels"]
@@ -869,8 +946,36 @@ def _cmd_train_landcover(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate_landcover(args: argparse.Namespace) -> int:
-    from geobert.landcover.evaluate import evaluate_landcover
+    from geobert.landcover.evaluate import crossvalidate_landcover, evaluate_landcover
+    from geobert.landcover.train import LandCoverTrainConfig
 
+    if args.models is None:
+        if args.split != "strips":
+            raise GeobertError(
+                "give --models to score, or --split strips to cross-validate the training "
+                "recipe over west-to-east strips"
+            )
+        name = f"geobert ({'MIM' if args.init == 'mim' else 'scratch'})"
+
+        def on_fold(k: int, method: str) -> None:
+            if not args.quiet:
+                print(f"strip {k + 1}/{args.strips}: {method}", file=sys.stderr, flush=True)
+
+        cv = crossvalidate_landcover(
+            args.image,
+            args.labels,
+            args.class_field,
+            args.outdir,
+            strips=args.strips,
+            gap_px=args.gap,
+            recipes={name: LandCoverTrainConfig(init=args.init, steps=args.steps)},
+            fix_geometries=args.fix_geometries,
+            on_fold=on_fold,
+        )
+        for method, res in cv["methods"].items():
+            per = " ".join(f"{v:.3f}" for v in res["macro_f1"])
+            print(f"{method:>32}: macro-F1 mean {res['mean']:.3f} (strips: {per})")
+        return 0
     summary = evaluate_landcover(
         args.image,
         args.labels,

@@ -1,7 +1,8 @@
-"""``geobert evaluate-landcover``: land-cover models and a random forest on one blocked hold-out.
+"""``geobert evaluate-landcover``: land-cover models and a random forest on one spatial hold-out.
 
-Every model must have been trained with the same split (block size, hold-out fraction, seed) on
-the same scene and polygons, so the hold-out blocks are rebuilt exactly; the random forest (what
+Every model must have been trained with the same split (blocks: block size, hold-out fraction,
+seed; strips: the number of strips, the hold-out strip and the gap) on the same scene and
+polygons, so the hold-out is rebuilt exactly; the random forest (what
 QGIS classification plugins do: per-pixel band values) is trained in the same run on the same
 training pixels. Scores: overall accuracy, macro-F1, per-class F1, confusion matrices (CSV + PNG).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +29,23 @@ from geobert.landcover.metrics import (
 from geobert.landcover.model import LandCoverNet
 from geobert.landcover.train import (
     LandCoverData,
+    LandCoverTrainConfig,
     holdout_scores,
     predict_image,
     prepare_landcover,
 )
 from geobert.models.checkpoint import load_checkpoint
 
-__all__ = ["evaluate_landcover", "random_forest_scores"]
+__all__ = [
+    "DEFAULT_RECIPES",
+    "crossval_report",
+    "crossvalidate_landcover",
+    "evaluate_landcover",
+    "random_forest_scores",
+]
 
-_SPLIT_KEYS = ("block_px", "holdout_fraction", "seed")
+_SPLIT_KEYS = ("block_px", "holdout_fraction", "seed", "split", "strips", "strip", "gap_px")
+_SPLIT_DEFAULTS = {"split": "blocks", "strips": 5, "strip": 0, "gap_px": 128}  # older cards
 
 
 def random_forest_scores(
@@ -85,23 +94,26 @@ def evaluate_landcover(
     for (_, card), name in zip(models, names, strict=True):
         if card.task != "landcover":
             raise GeobertError(f"{name} is a {card.task!r} model, not a land-cover model")
-    splits = {tuple(card.training["config"][k] for k in _SPLIT_KEYS) for _, card in models}
+    splits = {
+        tuple(card.training["config"].get(k, _SPLIT_DEFAULTS.get(k)) for k in _SPLIT_KEYS)
+        for _, card in models
+    }
     if len(splits) != 1:
         raise GeobertError(
             f"the models were trained with different splits {sorted(splits)} "
-            "(block size, hold-out fraction, seed); train them with the same options"
+            "(block size, hold-out fraction, seed, split, strips, strip, gap); train them with "
+            "the same options"
         )
-    block_px, fraction, seed = splits.pop()
+    options = dict(zip(_SPLIT_KEYS, splits.pop(), strict=True))
+    seed = int(options["seed"])
     card0 = models[0][1]
     data = prepare_landcover(
         image,
         labels,
         class_field,
         card0,
-        block_px=block_px,
-        holdout_fraction=fraction,
-        seed=seed,
         fix_geometries=fix_geometries,
+        **options,
     )
     for (_, card), name in zip(models, names, strict=True):
         if tuple(card.classes) != data.classes:
@@ -119,7 +131,7 @@ def evaluate_landcover(
         "image": str(image),
         "labels": str(labels),
         "class_field": class_field,
-        "split": {"block_px": block_px, "holdout_fraction": fraction, "seed": seed},
+        "split": {**data.report["split"], "seed": seed},
         "train_pixels": int(data.train.sum()),
         "holdout_pixels": int(data.holdout.sum()),
         "classes": list(data.classes),
@@ -137,4 +149,146 @@ def evaluate_landcover(
         write_confusion_csv(s, out / f"{stem}.csv")
         write_confusion_png(s, out / f"{stem}.png", m)
     (out / "landcover_eval.md").write_text("\n".join(lines) + "\n")
+    return summary
+
+
+DEFAULT_RECIPES: dict[str, LandCoverTrainConfig] = {
+    "geobert (MIM)": LandCoverTrainConfig(),
+}
+"""What ``geobert evaluate-landcover --split strips`` cross-validates by default: the recipe
+``train-landcover`` uses (its defaults)."""
+
+
+def crossvalidate_landcover(
+    image: str | os.PathLike[str],
+    labels: str | os.PathLike[str],
+    class_field: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    strips: int = 5,
+    gap_px: int = 128,
+    recipes: Mapping[str, LandCoverTrainConfig] | None = None,
+    encoder: str | os.PathLike[str] | None = None,
+    folds: Sequence[int] | None = None,
+    fix_geometries: bool = False,
+    on_fold: Callable[[int, str], None] | None = None,
+) -> dict[str, Any]:
+    """Spatially disjoint cross-validation: how a map holds away from its training polygons.
+
+    The labelled area is cut into ``strips`` west → east strips. For each strip in turn, every
+    recipe trains on the other strips (less ``gap_px`` columns each side of the held strips)
+    with the strip next to it as validation (the step is chosen there), and is scored on the
+    held strip, beside a random forest on the same training pixels. Each method's scores go to
+    ``fold<k>.json`` as soon as it is done, and a rerun skips what is already there (resume;
+    another set of ``recipes`` adds its methods to the same folds).
+
+    Writes ``crossval.json`` and ``crossval.md`` (per fold, mean and worst, per method).
+    """
+    from dataclasses import replace
+
+    from geobert.landcover.train import train_landcover
+    from geobert.models.checkpoint import read_card
+    from geobert.weights import pretrained_encoder_path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    encoder = encoder or pretrained_encoder_path()
+    recipes = dict(recipes or DEFAULT_RECIPES)
+    card = read_card(encoder)
+    rf = "random forest (per-pixel bands)"
+    for k in folds if folds is not None else range(strips):
+        dest = out / f"fold{k}.json"
+        fold: dict[str, Any] = json.loads(dest.read_text()) if dest.exists() else {}
+        todo = [m for m in (rf, *recipes) if m not in fold.get("methods", {})]
+        if not todo:
+            continue
+        data = prepare_landcover(
+            image,
+            labels,
+            class_field,
+            card,
+            block_px=128,
+            holdout_fraction=0.25,
+            seed=0,
+            fix_geometries=fix_geometries,
+            split="strips",
+            strips=strips,
+            strip=k,
+            gap_px=gap_px,
+        )
+        fold = fold or {
+            "fold": k,
+            "strips": strips,
+            "gap_px": gap_px,
+            "holdout_pixels": int(data.holdout.sum()),
+            "train_pixels": int(data.train.sum()),
+            "classes": list(data.classes),
+            "methods": {},
+            "chosen_on_validation_strip": {},
+        }
+        for name in todo:
+            if on_fold is not None:
+                on_fold(k, name)
+            if name == rf:
+                fold["methods"][rf] = random_forest_scores(data).as_dict()
+            else:
+                cfg = replace(
+                    recipes[name],
+                    split="strips",
+                    strips=strips,
+                    strip=k,
+                    gap_px=gap_px,
+                    validation_fraction=recipes[name].validation_fraction or 0.2,
+                )
+                model, mcard = train_landcover(data, encoder, cfg)
+                scores = holdout_scores(predict_image(model, data.image), data)
+                fold["methods"][name] = scores.as_dict()
+                fold["chosen_on_validation_strip"][name] = {
+                    "best_step": mcard.training["validation"]["best_step"],
+                    "validation_macro_f1": mcard.training["validation"]["scores"]["macro_f1"],
+                    "train_seconds": mcard.training["train_seconds"],
+                }
+            tmp = dest.with_suffix(".partial")  # after each method: a rerun resumes from here
+            tmp.write_text(json.dumps(fold, indent=2) + "\n")
+            tmp.replace(dest)
+    return crossval_report(out)
+
+
+def crossval_report(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Merge the ``fold<k>.json`` of a cross-validation into ``crossval.json`` / ``.md``."""
+    out = Path(out_dir)
+    folds = [json.loads(p.read_text()) for p in sorted(out.glob("fold*.json"))]
+    if not folds:
+        raise GeobertError(f"no fold results under {out}")
+    methods = list(dict.fromkeys(m for f in folds for m in f["methods"]))
+    table: dict[str, list[float]] = {m: [] for m in methods}
+    for f in folds:
+        for m in methods:
+            table[m].append(float(f["methods"][m]["macro_f1"]) if m in f["methods"] else np.nan)
+    rf = "random forest (per-pixel bands)"
+    lines = [
+        "| method | " + " | ".join(f"strip {f['fold']}" for f in folds) + " | mean | worst |",
+        "|---|" + "---|" * (len(folds) + 2),
+    ]
+    summary: dict[str, Any] = {"folds": [f["fold"] for f in folds], "methods": {}}
+    for m in methods:
+        v = np.asarray(table[m])
+        lines.append(
+            f"| {m} | "
+            + " | ".join(f"{x:.3f}" for x in v)
+            + f" | **{np.nanmean(v):.3f}** | {np.nanmin(v):.3f} |"
+        )
+        entry: dict[str, Any] = {"macro_f1": v.tolist(), "mean": float(np.nanmean(v))}
+        if m != rf:
+            gap = v - np.asarray(table[rf])
+            entry["minus_random_forest"] = gap.tolist()
+            entry["folds_behind_random_forest"] = int((gap < 0).sum())
+        summary["methods"][m] = entry
+    lines += [
+        "",
+        "Macro-F1 on each held strip (west → east), every method trained on the other strips "
+        "(minus a gap each side) with its step chosen on the neighbouring strip.",
+    ]
+    (out / "crossval.md").write_text("\n".join(lines) + "\n")
+    (out / "crossval.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

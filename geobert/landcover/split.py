@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["block_class_counts", "block_ids", "holdout_blocks", "split_masks"]
+__all__ = [
+    "block_class_counts",
+    "block_ids",
+    "holdout_blocks",
+    "split_masks",
+    "strip_edges",
+    "strip_masks",
+]
 
 
 def block_ids(shape: tuple[int, int], block_px: int) -> np.ndarray:
@@ -70,3 +77,64 @@ def split_masks(
     in_hold = hold[block_ids(codes.shape, block_px)]
     lab = codes < n_classes
     return lab & ~in_hold, lab & in_hold
+
+
+def strip_edges(codes: np.ndarray, n_classes: int, n_strips: int) -> np.ndarray:
+    """Column edges ``(n_strips + 1,)`` cutting the labelled columns west → east into
+    ``n_strips`` strips of equal width.
+
+    >>> codes = np.full((2, 10), 255, np.uint8); codes[:, 2:8] = 0
+    >>> strip_edges(codes, 1, 3).tolist()
+    [2, 4, 6, 8]
+    """
+    if n_strips < 2:
+        raise ValueError(f"need at least 2 strips, got {n_strips}")
+    cols = np.flatnonzero((codes < n_classes).any(axis=0))
+    if cols.size == 0:
+        raise ValueError("no labelled pixel to cut into strips")
+    c0, c1 = int(cols[0]), int(cols[-1]) + 1
+    return np.asarray(np.round(np.linspace(c0, c1, n_strips + 1)), dtype=int)
+
+
+def strip_masks(
+    codes: np.ndarray,
+    n_classes: int,
+    n_strips: int,
+    test_strip: int,
+    gap_px: int,
+    validation_strip: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boolean ``(train, test, validation)`` masks of labelled pixels for spatially disjoint
+    folds: the test (and validation) strip is a whole strip of columns; training pixels are the
+    other strips' minus ``gap_px`` columns on each side of every held strip, so no training window
+    reaches into held pixels' immediate neighbourhood. The validation mask is empty when
+    ``validation_strip`` is None.
+
+    >>> codes = np.zeros((1, 12), np.uint8)
+    >>> tr, te, va = strip_masks(codes, 1, 3, test_strip=1, gap_px=1, validation_strip=2)
+    >>> for m in (tr, te, va): print("".join(str(int(v)) for v in m[0]))
+    111000000000
+    000011110000
+    000000001111
+    """
+    if not 0 <= test_strip < n_strips:
+        raise ValueError(f"test strip {test_strip} is not one of 0…{n_strips - 1}")
+    if validation_strip is not None and (
+        validation_strip == test_strip or not 0 <= validation_strip < n_strips
+    ):
+        raise ValueError(f"validation strip {validation_strip} must be another of 0…{n_strips - 1}")
+    edges = strip_edges(codes, n_classes, n_strips)
+    lab = codes < n_classes
+    w = codes.shape[1]
+    col = np.arange(w)
+
+    def strip(k: int, pad: int = 0) -> np.ndarray:
+        return np.asarray((col >= edges[k] - pad) & (col < edges[k + 1] + pad))
+
+    held = strip(test_strip, gap_px)
+    test = lab & strip(test_strip)[None]
+    val = np.zeros_like(lab)
+    if validation_strip is not None:
+        held |= strip(validation_strip, gap_px)
+        val = lab & strip(validation_strip)[None]
+    return lab & ~held[None], test, val

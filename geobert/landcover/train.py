@@ -2,16 +2,19 @@
 
 The polygons are burnt onto the scene's grid (:mod:`geobert.landcover.labels`), the labelled area
 (plus a margin) is read once and normalised with the encoder's model card, and the labelled pixels
-are split by blocks (:mod:`geobert.landcover.split`). Training windows are centred on training
-pixels of a class drawn uniformly (rare classes are seen as often as common ones), augmented with
-flips and rotations; the loss is class-weighted cross-entropy on training pixels only — hold-out
-blocks and unlabelled pixels never contribute. The hold-out blocks are scored once, after the last
-step; nothing (epochs, thresholds) is chosen on them.
+are split by blocks or, with ``split="strips"``, into spatially disjoint west → east strips
+(:mod:`geobert.landcover.split`: one strip is the hold-out, a gap of ``gap_px`` columns on each
+side of it is used for nothing — what a user's map looks like away from their polygons).
+Training windows are centred on training pixels of a class drawn uniformly (rare classes are seen
+as often as common ones), augmented with flips and rotations; the loss is class-weighted
+cross-entropy on training pixels only — hold-out pixels and unlabelled pixels never contribute.
+The hold-out is scored once, after the last step; nothing (epochs, thresholds) is chosen on it.
 
 With ``validation_fraction`` > 0 some of the *training* blocks are set aside as a validation set
 (blocked the same way, drawn with another seed): the network trains on the rest, is scored on them
 every ``validate_every`` steps, and keeps the weights of its best validation macro-F1. The step
-count is then chosen without touching the hold-out.
+count is then chosen without touching the hold-out. With strips, the validation set is the strip
+next to the hold-out strip (gapped the same way) instead.
 
 With ``ema_decay`` > 0 (default 0.99) the model kept (and validated) is an exponential moving
 average of the weights over the steps (:class:`~geobert.training.ema.WeightEma`) instead of the
@@ -36,7 +39,7 @@ from geobert.errors import GeobertError
 from geobert.landcover.labels import UNLABELLED, class_colors, rasterize_labels
 from geobert.landcover.metrics import ClassScores, confusion
 from geobert.landcover.model import LandCoverNet
-from geobert.landcover.split import split_masks
+from geobert.landcover.split import split_masks, strip_masks
 from geobert.models.card import ModelCard
 from geobert.training.ema import WeightEma
 from geobert.training.finetune import scaled_adamw, set_lr, start_encoder
@@ -72,6 +75,16 @@ class LandCoverTrainConfig:
     block_px: int = 128
     holdout_fraction: float = 0.25
     seed: int = 0
+    #: ``blocks``: a random ``holdout_fraction`` of square blocks; ``strips``: strip ``strip`` of
+    #: ``strips`` west → east strips, ``gap_px`` columns around it left out of training
+    split: Literal["blocks", "strips"] = "blocks"
+    strips: int = 5
+    strip: int = 0
+    gap_px: int = 128
+    #: width of the per-pixel spectral path beside the encoder (0: none)
+    pixel_dim: int = 0
+    #: bfloat16 autocast in the training steps (weights stay float32)
+    train_bf16: bool = False
     #: Share of the training blocks used to pick the best step (0: train on all, keep the last).
     validation_fraction: float = 0.0
     validate_every: int = 100
@@ -93,6 +106,29 @@ class LandCoverTrainConfig:
             )
         if self.validate_every < 1:
             raise GeobertError(f"validate every {self.validate_every} steps: must be at least 1")
+        if self.split == "strips" and not 0 <= self.strip < self.strips:
+            raise GeobertError(
+                f"hold-out strip {self.strip} is not one of the {self.strips} strips "
+                f"(0 … {self.strips - 1}, west to east)"
+            )
+        if self.strips < 2:
+            raise GeobertError(f"--strips {self.strips}: need at least 2 strips")
+
+    def split_options(self) -> dict[str, Any]:
+        """What :func:`prepare_landcover` needs to rebuild the split."""
+        return {
+            "block_px": self.block_px,
+            "holdout_fraction": self.holdout_fraction,
+            "seed": self.seed,
+            "split": self.split,
+            "strips": self.strips,
+            "strip": self.strip,
+            "gap_px": self.gap_px,
+        }
+
+    def validation_strip(self) -> int:
+        """The strip next to the hold-out strip (east of it, or west of the last one)."""
+        return self.strip + 1 if self.strip + 1 < self.strips else self.strip - 1
 
     def lr_at(self, step: int) -> float:
         return warmup_cosine(step, steps=self.steps, warmup=self.warmup_steps, peak=self.lr)
@@ -125,6 +161,10 @@ def prepare_landcover(
     seed: int,
     margin_px: int = 64,
     fix_geometries: bool = False,
+    split: str = "blocks",
+    strips: int = 5,
+    strip: int = 0,
+    gap_px: int = 128,
 ) -> LandCoverData:
     """Rasterise the polygons, read the labelled area, split it. Classes without any pixel are
     dropped (and named in ``report["classes_without_pixels"]``); invalid polygons are an error
@@ -160,13 +200,24 @@ def prepare_landcover(
     remap[kept] = np.arange(len(kept), dtype=np.uint8)
     codes = remap[codes]
     classes = tuple(labels.classes[i] for i in kept)
-    train, holdout = split_masks(codes, len(classes), block_px, holdout_fraction, seed)
+    if split == "strips":
+        train, holdout, _ = strip_masks(codes, len(classes), strips, strip, gap_px)
+        if not holdout.any() or not train.any():
+            raise GeobertError(
+                f"strip {strip} of {strips} leaves no {'hold-out' if train.any() else 'training'} "
+                "pixels; use fewer strips or a smaller gap"
+            )
+    else:
+        train, holdout = split_masks(codes, len(classes), block_px, holdout_fraction, seed)
     report = {
         **labels.report,
         "classes_without_pixels": [c for c in labels.classes if c not in classes],
         "window": [int(c0), int(r0), int(c1 - c0), int(r1 - r0)],
         "train_pixels": int(train.sum()),
         "holdout_pixels": int(holdout.sum()),
+        "split": {"split": split, "strips": strips, "strip": strip, "gap_px": gap_px}
+        if split == "strips"
+        else {"split": "blocks", "block_px": block_px, "holdout_fraction": holdout_fraction},
     }
     return LandCoverData(image, codes, train, holdout, classes, report)
 
@@ -176,6 +227,18 @@ def validation_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(train, validation)`` masks: whole blocks of ``data.train`` set aside for validation
     (hold-out blocks have no training pixels, so they are never drawn)."""
+    spec = data.report.get("split", {})
+    if spec.get("split") == "strips":  # the neighbouring strip, gapped like the hold-out
+        cfg = LandCoverTrainConfig(split="strips", strips=spec["strips"], strip=spec["strip"])
+        train, _, val = strip_masks(
+            data.codes,
+            len(data.classes),
+            spec["strips"],
+            spec["strip"],
+            spec["gap_px"],
+            validation_strip=cfg.validation_strip(),
+        )
+        return train & data.train, val
     inner = np.where(data.train, data.codes, UNLABELLED)
     return split_masks(inner, len(data.classes), block_px, fraction, seed + VALIDATION_SEED_OFFSET)
 
@@ -246,7 +309,14 @@ def train_landcover(
     rng = np.random.default_rng(cfg.seed)
     encoder, enc_card = start_encoder(encoder_ckpt, cfg.init)
     k = len(data.classes)
-    model = LandCoverNet(encoder, k)
+    model = LandCoverNet(
+        encoder,
+        k,
+        pixel_dim=cfg.pixel_dim,
+        bands=enc_card.bands,
+        band_mean=enc_card.mean,
+        band_std=enc_card.std,
+    )
     train, val = data.train, None
     if cfg.validation_fraction > 0:
         train, val = validation_split(data, cfg.validation_fraction, cfg.block_px, cfg.seed)
@@ -278,9 +348,10 @@ def train_landcover(
     for step in range(cfg.steps):
         set_lr(opt, cfg.lr_at(step))
         x, y = _windows(data, train, pools, cfg, rng)
-        logits = model(torch.from_numpy(x))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.train_bf16):
+            logits = model(torch.from_numpy(x))
         loss = F.cross_entropy(
-            logits, torch.from_numpy(y.astype(np.int64)), weight=wt, ignore_index=UNLABELLED
+            logits.float(), torch.from_numpy(y.astype(np.int64)), weight=wt, ignore_index=UNLABELLED
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]  # torch stubs lack it here
@@ -319,6 +390,15 @@ def train_landcover(
             "encoder_config": enc_card.arch_config,
             "decoder_dim": 64,
             "num_classes": k,
+            **(
+                {
+                    "pixel_dim": cfg.pixel_dim,
+                    "band_mean": list(enc_card.mean),
+                    "band_std": list(enc_card.std),
+                }
+                if cfg.pixel_dim
+                else {}
+            ),
         },
         task="landcover",
         bands=enc_card.bands,
