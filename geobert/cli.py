@@ -865,7 +865,13 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     _done(args)
     if not args.quiet:
         areas = ", ".join(f"{c} {a:.1f} ha" for c, a in summary["areas_ha"].items())
-        print(f"wrote {args.outdir} in {summary['seconds']:.1f} s: {areas}", file=sys.stderr)
+        print(
+            f"wrote {args.outdir} in {summary['seconds']:.1f} s: {areas}" + _trust_note(summary),
+            file=sys.stderr,
+        )
+    else:
+        for note in summary.get("warnings", []):
+            print(f"geobert: warning: {note}", file=sys.stderr)
     return 0
 
 

@@ -317,6 +317,7 @@ class LandCoverAlgorithm(GeobertAlgorithm):
             "POLYGONS": str(Path(out) / "landcover.gpkg") + "|layername=landcover",
             "AREAS": str(Path(out) / "areas.csv"),
         }
+        self.report_warnings(Path(out) / "summary.json", feedback)
         colors = {n: c for _, n, c in styles.landcover_classes(QgsRasterLayer(paths["LANDCOVER"]))}
         name = scene.name()
         self.add_layer(context, paths["LANDCOVER"], f"land cover {name}", "LANDCOVER", "landcover")

@@ -13,6 +13,12 @@ probabilities are blended across tiles. Then, in OUTDIR:
 * ``areas.csv`` — hectares and share of the valid area per class, from the raster's pixels;
 * ``summary.json`` and ``quicklook.png`` (the map with a legend).
 
+Models whose card describes their training spectra (:mod:`geobert.landcover.domain`) also measure
+how far each pixel lies from them: a pixel outside the training domain keeps its class but its
+confidence is divided by the square of its domain distance, ``summary.json`` counts such pixels
+(``outside_training_domain_share``), and a scene where more than 5 % are gets a warning (the ocean
+for a model trained on inland polygons, another season, another sensor).
+
 ``mode="patch"`` classifies fixed cells instead (EuroSAT-style scene classification): each cell
 takes the class with the highest mean probability over its valid pixels; the rasters then have
 one pixel per cell and the GeoPackage one square per cell.
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -46,6 +53,11 @@ from tiles.vectorize import PolygonLayer, pixel_area_m2, polygonize, write_gpkg
 from tiles.writer import RasterWriter
 
 __all__ = ["OUTPUT_NAMES", "LandCoverTiles", "classify"]
+
+log = logging.getLogger(__name__)
+
+OUTSIDE_DOMAIN_WARN = 0.05
+"""Share of valid pixels outside the training domain above which ``classify`` warns."""
 
 OUTPUT_NAMES = (
     "landcover.tif",
@@ -74,18 +86,25 @@ class LandCoverTiles:
     def __call__(self) -> TileFunction:
         import torch
 
+        from geobert.landcover.domain import SpectralDomain
         from geobert.landcover.model import LandCoverNet
 
         torch.set_num_threads(self.torch_threads)
         model, card = self.model.load()
         assert isinstance(model, LandCoverNet)
         model.eval()
+        raw = card.training.get("domain")
+        domain = SpectralDomain.from_dict(raw) if raw else None
 
         def fn(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+            x_n = fill_invalid(card.normalize(x, self.indices), valid)
             with inference_autocast(self.precision):
-                x_n = fill_invalid(card.normalize(x, self.indices), valid)
                 p = model.predict(torch.from_numpy(x_n))
-            return p.float().numpy()
+            probs = p.float().numpy()
+            if domain is None:
+                return probs
+            # one more band: the domain distance (1 = the edge of the training spectra)
+            return np.concatenate([probs, domain.ratio(x_n)[:, None]], axis=1)
 
         return fn
 
@@ -158,10 +177,10 @@ def classify(
     request = grid or GridRequest()
     if not request.is_default:
         scene = place_scene(scene, request, str(scene_path))
-        card.check_gsd(pixel_size_m(scene.grid), "the output grid")
     card.check_scene_size(scene.grid.shape, scene_path if request.is_default else "the output grid")
     indices = tuple(card.band_indices(scene.band_names))
     config = config or EngineConfig(tile_size_px=card.tile_size_px, overlap_px=32, batch_size=2)
+    has_domain = bool(card.training.get("domain"))
     factory = LandCoverTiles(
         ModelFile(str(model_path)),
         indices,
@@ -170,15 +189,24 @@ def classify(
     with staged_outputs(outdir, OUTPUT_NAMES, overwrite=overwrite, tag="classify") as stage:
         if mode == "pixel":
             report, extra = _run_pixel(
-                scene, factory, card, stage, min_area_m2, simplify_m, config, progress
+                scene, factory, card, stage, min_area_m2, simplify_m, config, progress, has_domain
             )
         else:
-            report, extra = _run_patch(scene, factory, card, stage, cell_px, config, progress)
+            report, extra = _run_patch(
+                scene, factory, card, stage, cell_px, config, progress, has_domain
+            )
         if report.tiles_skipped == report.tiles:
             raise GeobertError(
                 f"{scene_path} has no valid pixel (all nodata); check its nodata value and masks"
             )
         areas = _write_areas(stage, card, extra.pop("pixel_counts"), extra.pop("pixel_area_m2"))
+        notes = _domain_notes(extra, card)
+        gsd = pixel_size_m(scene.grid)
+        if not 1 / 1.5 <= gsd / card.gsd_m <= 1.5:
+            notes.append(
+                f"the pixels are {gsd:.3g} m but the model was trained at {card.gsd_m:g} m: "
+                "objects look larger or smaller than it learnt, so the map is less reliable"
+            )
         trim_heap()  # polygonising's scratch memory back before the quicklook
         _quicklook(stage / "landcover.tif", card, stage / "quicklook.png")
         summary = {
@@ -200,9 +228,37 @@ def classify(
             "scheduler": report.scheduler,
             "workers": report.workers,
             "seconds": round(time.perf_counter() - t0, 2),
+            "warnings": notes,
         }
         (stage / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    for note in notes:
+        log.warning("%s", note)
     return summary
+
+
+def _domain_notes(extra: dict[str, Any], card: ModelCard) -> list[str]:
+    """The out-of-domain share into ``extra`` (summary) and a warning when it is large."""
+    outside, valid = extra.pop("outside_domain_px", None), extra.pop("valid_px", 0)
+    if outside is None:
+        return []
+    share = outside / max(valid, 1)
+    extra["outside_training_domain_share"] = round(share, 4)
+    if share <= OUTSIDE_DOMAIN_WARN:
+        return []
+    source = card.training.get("source", {}).get("image", "its training scene")
+    return [
+        f"{100 * share:.0f} % of the valid pixels look unlike anything the model was trained on "
+        f"(spectra far from those of {source}; another season, region or sensor, open sea?): "
+        "their classes are guesses and their confidence was lowered; train on polygons of this "
+        "scene (geobert train-landcover)"
+    ]
+
+
+def _split_domain(data: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class probabilities and, where the model has a domain, the domain distance band."""
+    if data.shape[0] == k:
+        return data, None
+    return data[:k], data[k]
 
 
 def _run_pixel(
@@ -214,12 +270,14 @@ def _run_pixel(
     simplify_m: float,
     config: EngineConfig,
     progress: Progress | None,
+    has_domain: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     import rasterio
     from rasterio.features import sieve
     from rasterio.windows import Window
 
     k = len(card.classes)
+    counts_domain = [0, 0]  # outside the training domain, valid
     grid = scene.grid
     h, w = grid.shape
     raw = stage / "classes_raw.tif"
@@ -241,9 +299,15 @@ def _run_pixel(
     ):
 
         def emit(window: Window, data: np.ndarray) -> None:
-            invalid = np.isnan(data[0])
-            cls = np.argmax(np.nan_to_num(data, nan=-1.0), axis=0).astype(np.uint8)
-            conf = np.max(data, axis=0)
+            probs, ratio = _split_domain(data, k)
+            invalid = np.isnan(probs[0])
+            cls = np.argmax(np.nan_to_num(probs, nan=-1.0), axis=0).astype(np.uint8)
+            conf = np.max(probs, axis=0)
+            if ratio is not None:
+                outside = ratio > 1  # NaN (nodata) compares False
+                conf = np.where(outside, conf / np.square(np.maximum(ratio, 1)), conf)
+                counts_domain[0] += int(np.count_nonzero(outside))
+                counts_domain[1] += int(np.count_nonzero(~invalid))
             cls[invalid] = NODATA
             raw_ds.write(cls[None], window=window)
             conf_w.write(window, conf[None].astype(np.float32))
@@ -252,7 +316,7 @@ def _run_pixel(
             scene,
             factory,
             emit,
-            out_bands=k,
+            out_bands=k + has_domain,
             out_dtype="float32",
             out_nodata=float("nan"),
             config=config,
@@ -292,6 +356,11 @@ def _run_pixel(
     return report, {
         "pixel_counts": counts,
         "pixel_area_m2": px_area,
+        **(
+            {"outside_domain_px": counts_domain[0], "valid_px": counts_domain[1]}
+            if has_domain
+            else {}
+        ),
         "polygons": len(layer),
         "min_area_m2": min_area_m2,
         "simplify_m": simplify_m,
@@ -306,6 +375,7 @@ def _run_patch(
     cell_px: int,
     config: EngineConfig,
     progress: Progress | None,
+    has_domain: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     import shapely
     from affine import Affine
@@ -317,13 +387,19 @@ def _run_patch(
     ny, nx = -(-h // cell_px), -(-w // cell_px)
     sums = np.zeros((k, ny * nx), np.float64)
     valid_px = np.zeros(ny * nx, np.int64)
+    outside_px = np.zeros(ny * nx, np.int64)
 
-    def emit(window: Window, data: np.ndarray) -> None:
+    def emit(window: Window, full: np.ndarray) -> None:
+        data, ratio = _split_domain(full, k)
         r0, c0 = int(window.row_off), int(window.col_off)
         rows = (np.arange(r0, r0 + data.shape[1]) // cell_px)[:, None]
         cols = (np.arange(c0, c0 + data.shape[2]) // cell_px)[None, :]
         ids = (rows * nx + cols)[~np.isnan(data[0])]
         valid_px[:] += np.bincount(ids, minlength=ny * nx)
+        if ratio is not None:
+            outside_px[:] += np.bincount(
+                ids, weights=(ratio > 1)[~np.isnan(data[0])], minlength=ny * nx
+            ).astype(np.int64)
         for b in range(k):
             sums[b] += np.bincount(ids, weights=data[b][~np.isnan(data[0])], minlength=ny * nx)
 
@@ -331,7 +407,7 @@ def _run_patch(
         scene,
         factory,
         emit,
-        out_bands=k,
+        out_bands=k + has_domain,
         out_dtype="float32",
         out_nodata=float("nan"),
         config=config,
@@ -340,7 +416,9 @@ def _run_patch(
     mean = sums / np.maximum(valid_px, 1)
     has = valid_px > 0
     cls = np.where(has, mean.argmax(axis=0), NODATA).astype(np.uint8)
-    conf = np.where(has, mean.max(axis=0), np.nan).astype(np.float32)
+    # a cell's confidence scales with the share of its pixels inside the training domain
+    inside = 1 - outside_px / np.maximum(valid_px, 1)
+    conf = np.where(has, mean.max(axis=0) * inside, np.nan).astype(np.float32)
     cell_grid = GridSpec(grid.crs, grid.transform @ Affine.scale(cell_px), nx, ny)
     for name, arr, dtype, nodata, extra in (
         ("landcover", cls, "uint8", NODATA, {"colormap": _colormap(card), "tags": _tags(card)}),
@@ -377,6 +455,11 @@ def _run_patch(
     return report, {
         "pixel_counts": counts,
         "pixel_area_m2": px_area,
+        **(
+            {"outside_domain_px": int(outside_px.sum()), "valid_px": int(valid_px.sum())}
+            if has_domain
+            else {}
+        ),
         "cells": int(has.sum()),
         "cell_px": cell_px,
     }

@@ -36,6 +36,7 @@ import torch.nn.functional as F  # noqa: N812
 
 import geobert
 from geobert.errors import GeobertError
+from geobert.landcover.domain import fit_domain
 from geobert.landcover.labels import UNLABELLED, class_colors, rasterize_labels
 from geobert.landcover.metrics import ClassScores, confusion
 from geobert.landcover.model import LandCoverNet
@@ -325,6 +326,12 @@ def train_landcover(
                 "the training blocks are too few to set some aside for validation; lower "
                 "--block-size or leave out --validation-fraction"
             )
+    if not train.any():
+        raise GeobertError(
+            "no training pixels are left once the hold-out, the validation strip and the gaps "
+            f"around them are set aside ({cfg.strips} strips, gap {cfg.gap_px} px); use more "
+            "strips or a smaller --gap"
+        )
     flat_train = train.ravel()
     flat_codes = data.codes.ravel()
     pools = [np.flatnonzero(flat_train & (flat_codes == i)) for i in range(k)]
@@ -383,6 +390,7 @@ def train_landcover(
             "scores": best[3].as_dict(),
         }
     scores = holdout_scores(predict_image(model, data.image), data)
+    domain = fit_domain(data.image[:, data.train], seed=cfg.seed)
     card = ModelCard(
         arch="landcovernet",
         arch_config={
@@ -416,6 +424,7 @@ def train_landcover(
             "labels": data.report,
             "class_weights": {c: float(v) for c, v in zip(data.classes, weight, strict=True)},
             "holdout": scores.as_dict(),
+            "domain": domain.as_dict(),
             **({"validation": validation} if validation is not None else {}),
             "train_seconds": train_s,
         },

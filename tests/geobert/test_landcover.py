@@ -265,7 +265,12 @@ def test_classify_pixel_mode_end_to_end(trained: tuple[Path, dict], tmp_path: Pa
     assert set(np.unique(cls)) <= set(range(8))
     with rasterio.open(out / "confidence.tif") as ds:
         conf = ds.read(1)
-    assert np.all((conf >= 1 / 8 - 1e-6) & (conf <= 1 + 1e-6))
+    # the winning probability, lowered only where the pixel lies outside the training spectra
+    ratio = _domain_ratio(path, DATA)
+    inside = ratio <= 1
+    assert np.all(conf[inside] >= 1 / 8 - 1e-6) and np.all(conf <= 1 + 1e-6)
+    assert np.all(conf[~inside] <= 1 / np.square(ratio[~inside]) + 1e-6)
+    assert summary["outside_training_domain_share"] == pytest.approx((~inside).mean(), abs=1e-4)
     # areas.csv = pixel counts × pixel area (10 m pixels: 0.01 ha)
     with open(out / "areas.csv") as f:
         rows = list(csv.DictReader(f))
@@ -302,6 +307,48 @@ def test_classify_pixel_mode_end_to_end(trained: tuple[Path, dict], tmp_path: Pa
     assert not list(out.glob(".geobert-*"))
     with pytest.raises(OutputExistsError, match="--overwrite"):
         classify(DATA, out, model=path)
+
+
+def _domain_ratio(model: Path, scene_path: Path) -> np.ndarray:
+    """Domain distance of every pixel, computed here from the card (independently of the
+    pipeline's tiles)."""
+    from rasterio.windows import Window
+
+    from geobert.landcover.domain import SpectralDomain
+
+    card = read_card(model)
+    scene = open_scene(scene_path)
+    h, w = scene.grid.shape
+    data, _ = scene.read(Window(0, 0, w, h))
+    x = card.normalize(data[None].astype(np.float32), card.band_indices(scene.band_names))[0]
+    return SpectralDomain.from_dict(card.training["domain"]).ratio(x)
+
+
+def test_scene_unlike_the_training_data_is_a_warning(
+    trained: tuple[Path, dict], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The issue's ocean case: a model trained on Brandenburg polygons in winter, applied to a
+    summer crop of open water off the US Atlantic coast (tests/data/s2_jp2)."""
+    import logging
+
+    from geobert.landcover.pipeline import classify
+
+    path, _ = trained
+    ocean = Path(__file__).parents[1] / "data" / "s2_jp2"
+    with caplog.at_level(logging.WARNING, logger="geobert"):
+        summary = classify(ocean, tmp_path / "ocean", model=path)
+    share = summary["outside_training_domain_share"]
+    assert share > 0.5, share
+    assert share == pytest.approx((_domain_ratio(path, ocean) > 1).mean(), abs=1e-4)
+    assert any("look unlike anything the model was trained on" in w for w in summary["warnings"])
+    assert "look unlike anything" in caplog.text
+    ratio = _domain_ratio(path, ocean)
+    with rasterio.open(tmp_path / "ocean" / "confidence.tif") as ds:
+        assert np.all(ds.read(1) <= 1 / np.square(np.maximum(ratio, 1)) + 1e-6)
+    home = classify(DATA, tmp_path / "home", model=path)  # its own training scene
+    assert home["outside_training_domain_share"] < 0.05 and home["warnings"] == []
+    patch = classify(ocean, tmp_path / "patch", model=path, mode="patch", cell_px=40)
+    assert patch["outside_training_domain_share"] == pytest.approx(share, abs=1e-4)
 
 
 def test_classify_patch_mode(trained: tuple[Path, dict], tmp_path: Path) -> None:
@@ -361,3 +408,125 @@ def test_classify_refuses_an_all_nodata_scene(tmp_path: Path) -> None:
     with pytest.raises(GeobertError, match="has no valid pixel"):
         classify(blank, tmp_path / "out")
     assert not (tmp_path / "out").exists()  # the folder it created is removed again
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    h=st.integers(1, 20),
+    w=st.integers(12, 120),
+    n=st.integers(2, 6),
+    gap=st.integers(0, 20),
+    data=st.data(),
+)
+def test_strips_are_whole_disjoint_and_gapped(h: int, w: int, n: int, gap: int, data) -> None:  # type: ignore[no-untyped-def]
+    from geobert.landcover.split import strip_edges, strip_masks
+
+    codes = np.asarray(
+        data.draw(st.lists(st.integers(0, 3), min_size=h * w, max_size=h * w)), np.uint8
+    ).reshape(h, w)  # class 3 = unlabelled (n_classes=3)
+    if not (codes < 3).any():
+        return
+    k = data.draw(st.integers(0, n - 1))
+    v = data.draw(st.sampled_from([None, *[i for i in range(n) if i != k]]))
+    train, test, val = strip_masks(codes, 3, n, k, gap, validation_strip=v)
+    lab = codes < 3
+    assert not (train & test).any() and not (train & val).any() and not (test & val).any()
+    edges = strip_edges(codes, 3, n)
+    cols = np.arange(w)
+    in_test = (cols >= edges[k]) & (cols < edges[k + 1])
+    np.testing.assert_array_equal(test, lab & in_test[None])  # the whole strip, nothing else
+    held = (
+        np.flatnonzero(in_test)
+        if v is None
+        else np.flatnonzero(in_test | ((cols >= edges[v]) & (cols < edges[v + 1])))
+    )
+    for c in np.flatnonzero(train.any(axis=0)):  # no training column within the gap
+        assert held.size == 0 or np.abs(held - c).min() > gap
+
+
+def test_pixel_path_sees_the_spectrum_and_round_trips(tmp_path: Path) -> None:
+    from geobert.landcover.model import LandCoverNet, pixel_index_pairs
+    from geobert.models.card import ModelCard
+    from geobert.models.registry import create_model
+
+    enc_card = read_card(pretrained_encoder_path())
+    enc = create_model(enc_card.arch, bands=enc_card.bands, **enc_card.arch_config)
+    net = LandCoverNet(
+        enc, 3, pixel_dim=8, bands=enc_card.bands, band_mean=enc_card.mean,
+        band_std=enc_card.std,
+    ).eval()  # fmt: skip
+    x = torch.randn(2, 13, 64, 64)
+    assert net(x).shape == (2, 3, 64, 64)
+    # the NDVI input of the pixel path is (B08 − B04) / (B08 + B04) of the reflectances
+    pairs = pixel_index_pairs(enc_card.bands)
+    b8, b4 = enc_card.bands.index("B08"), enc_card.bands.index("B04")
+    assert pairs[0] == (b8, b4)
+    refl = x * net.pixel.std + net.pixel.mean  # type: ignore[union-attr]
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep_input(module: torch.nn.Module, args: tuple[torch.Tensor], out: torch.Tensor) -> None:
+        seen["in"] = args[0]
+
+    net.pixel.net[0].register_forward_hook(keep_input)  # type: ignore[union-attr]
+    net(x)
+    r8, r4 = refl[:, b8].clamp_min(0), refl[:, b4].clamp_min(0)
+    torch.testing.assert_close(seen["in"][:, 13], (r8 - r4) / (r8 + r4).clamp_min(1e-3))
+    card = ModelCard(
+        arch="landcovernet",
+        arch_config={
+            "encoder": enc_card.arch, "encoder_config": enc_card.arch_config,
+            "decoder_dim": 64, "num_classes": 3, "pixel_dim": 8,
+            "band_mean": list(enc_card.mean), "band_std": list(enc_card.std),
+        },
+        task="landcover", bands=enc_card.bands, scale=enc_card.scale, mean=enc_card.mean,
+        std=enc_card.std, gsd_m=10.0, tile_size_px=256, classes=("a", "b", "c"),
+        colors=("#000000", "#111111", "#222222"),
+    )  # fmt: skip
+    path = save_checkpoint(net, card, tmp_path / "pix.safetensors")
+    loaded, _ = load_checkpoint(path)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net(x))
+
+
+def test_crossvalidation_over_strips_resumes_and_compares_on_the_same_pixels(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("sklearn", reason="the random-forest baseline needs geobert[baselines]")
+    from geobert.cli import main
+    from geobert.landcover.evaluate import crossvalidate_landcover
+
+    tiny = LandCoverTrainConfig(steps=3, window_px=64, batch_size=2, validate_every=3)
+    out = tmp_path / "cv"
+    crossvalidate_landcover(
+        DATA, LABELS, "fclass", out, strips=3, gap_px=8, recipes={"a": tiny}, folds=[1]
+    )
+    first = json.loads((out / "fold1.json").read_text())
+    assert set(first["methods"]) == {"random forest (per-pixel bands)", "a"}
+    summary = crossvalidate_landcover(
+        DATA, LABELS, "fclass", out, strips=3, gap_px=8, recipes={"a": tiny, "b": tiny}
+    )
+    folds = [json.loads((out / f"fold{k}.json").read_text()) for k in range(3)]
+    assert folds[1]["methods"]["a"] == first["methods"]["a"]  # kept, not retrained
+    for f in folds:
+        n = {sum(map(sum, m["confusion"])) for m in f["methods"].values()}
+        assert n == {f["holdout_pixels"]}  # every method scored on the same held pixels
+        assert f["chosen_on_validation_strip"]["b"]["best_step"] == 3
+    assert summary["methods"]["a"]["mean"] == pytest.approx(
+        np.mean([f["methods"]["a"]["macro_f1"] for f in folds])
+    )
+    assert "| a |" in (out / "crossval.md").read_text()
+    # the same from the command line, for a user's own polygons
+    rc = main(
+        [
+            *("evaluate-landcover", "--image", str(DATA), "--labels", str(LABELS)),
+            *("--class-field", "fclass", "-o", str(tmp_path / "cli"), "--split", "strips"),
+            *("--strips", "3", "--gap", "8", "--steps", "2", "-q"),
+        ]
+    )
+    assert rc == 0 and (tmp_path / "cli" / "crossval.json").exists()
+    two = ["--strips", "2", "--gap", "8", "--steps", "2", "-q"]  # nothing left to train on
+    args = ["evaluate-landcover", "--image", str(DATA), "--labels", str(LABELS)]
+    args += ["--class-field", "fclass", "-o", str(tmp_path / "two"), "--split", "strips"]
+    assert main(args + two) == 2
+    assert main(["evaluate-landcover", "--image", str(DATA), "--labels", str(LABELS),
+                 "--class-field", "fclass", "-o", str(tmp_path / "x")]) == 2  # fmt: skip
