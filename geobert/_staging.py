@@ -10,13 +10,19 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from geobert.errors import OutputExistsError, OutputNotWritableError
+from tiles.writer import check_not_input
 
-__all__ = ["staged_outputs"]
+__all__ = ["input_paths", "staged_outputs"]
 
 
 @contextlib.contextmanager
 def staged_outputs(
-    outdir: str | os.PathLike[str], names: Sequence[str], *, overwrite: bool, tag: str
+    outdir: str | os.PathLike[str],
+    names: Sequence[str],
+    *,
+    overwrite: bool,
+    tag: str,
+    inputs: Sequence[str | os.PathLike[str]] = (),
 ) -> Iterator[Path]:
     """Yield a fresh folder inside ``outdir`` to write ``names`` into.
 
@@ -26,6 +32,7 @@ def staged_outputs(
     refused before any work starts.
     """
     out = Path(outdir)
+    check_not_input([out / n for n in names], inputs)  # an input folder as OUTDIR, an input file
     existing = [n for n in names if (out / n).exists()]
     if existing and not overwrite:
         raise OutputExistsError(f"{out} already holds {existing}; pass --overwrite to replace them")
@@ -58,3 +65,14 @@ def staged_outputs(
         if created and not ok:
             with contextlib.suppress(OSError):  # only if empty: never remove anything else
                 out.rmdir()
+
+
+def input_paths(*sources: object) -> list[str]:
+    """The paths of inputs given as a path or a list of band files (for the output checks)."""
+    out: list[str] = []
+    for src in sources:
+        if isinstance(src, str | os.PathLike):
+            out.append(os.fspath(src))
+        elif isinstance(src, list | tuple):
+            out += [os.fspath(x) for x in src]
+    return out

@@ -38,7 +38,7 @@ from tiles.target import GridRequest, parse_crs
 
 __all__ = ["BatchItem", "read_manifest", "run_batch"]
 
-_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+_ID = re.compile(r"^[\w.-]+$")  # letters of any script: ids like zürich
 _FIELDS = {"change": ("before", "after"), "classify": ("scene",)}
 
 
@@ -61,11 +61,31 @@ class BatchItem:
         return replace(self.grid, like=open_scene(self.like).grid)
 
 
+def _decode(raw: bytes) -> str:
+    """Text as spreadsheets save it: UTF-8 (with or without a byte-order mark), else Windows'
+    cp1252 (Excel's "CSV" on Western-European Windows)."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", errors="replace")
+
+
+def _delimiter(header: str) -> str:
+    r"""``;`` (Excel in locales with a decimal comma), tab, or ``,``: whichever the header uses.
+
+    >>> _delimiter("id;command;scene"), _delimiter("id,command"), _delimiter("id\tcommand")
+    (';', ',', '\t')
+    """
+    counts = {d: header.count(d) for d in (",", ";", "\t")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
 def read_manifest(path: str | os.PathLike[str]) -> list[BatchItem]:
     """Parse and check a CSV or JSON manifest; relative input paths are taken from its folder."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = _decode(p.read_bytes())
     except OSError as exc:
         raise GeobertError(f"cannot read manifest {p}: {exc.strerror or exc}") from None
     rows: list[dict[str, Any]]
@@ -77,7 +97,13 @@ def read_manifest(path: str | os.PathLike[str]) -> list[BatchItem]:
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise GeobertError(f"{p} must hold a JSON list of objects, one per item")
     else:
-        rows = list(csv.DictReader(text.splitlines()))
+        lines = text.splitlines()
+        rows = list(csv.DictReader(lines, delimiter=_delimiter(lines[0] if lines else "")))
+        if rows and "id" not in {str(k).strip() for k in rows[0]}:
+            raise GeobertError(
+                f"{p} has no 'id' column (its header is {lines[0]!r}); the first row must name "
+                "the columns: id, command, before, after or scene, …"
+            )
     if not rows:
         raise GeobertError(f"manifest {p} lists no items")
     items, seen = [], set()
@@ -85,8 +111,11 @@ def read_manifest(path: str | os.PathLike[str]) -> list[BatchItem]:
         row = {str(k).strip(): ("" if v is None else str(v).strip()) for k, v in row.items()}
         where = f"{p}, item {n}"
         item_id, command = row.get("id", ""), row.get("command", "")
-        if not _ID.match(item_id):
-            raise GeobertError(f"{where}: id {item_id!r} must be letters, digits, '-', '_', '.'")
+        if not _ID.match(item_id) or item_id.startswith("."):
+            raise GeobertError(
+                f"{where}: id {item_id!r} must be letters, digits, '-', '_', '.' and not start "
+                "with '.' (ids name output folders inside OUTDIR)"
+            )
         if item_id in seen:
             raise GeobertError(f"{where}: id {item_id!r} is used twice; ids name output folders")
         seen.add(item_id)

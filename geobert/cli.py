@@ -41,8 +41,9 @@ def _done(args: argparse.Namespace) -> None:
 
 
 def _interrupt_on_sigterm() -> None:
-    """SIGTERM (a front end's Cancel, a batch system's kill) unwinds like Ctrl-C: staged outputs
-    are removed and the exit status is 130."""
+    """SIGTERM (a front end's Cancel, a batch system's kill) and SIGHUP (a closed terminal, a
+    dropped SSH session) unwind like Ctrl-C: staged outputs are removed and the exit status is
+    130."""
     import signal
     import threading
 
@@ -51,6 +52,8 @@ def _interrupt_on_sigterm() -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
+        if hasattr(signal, "SIGHUP"):  # not on Windows
+            signal.signal(signal.SIGHUP, handler)
 
 
 def _silence_libtiff_stderr() -> None:
@@ -1038,6 +1041,7 @@ _DISK_HINTS = {
     errno.EROFS: "the disk is read-only; write elsewhere (-o)",
     errno.EACCES: "you lack permission there; write elsewhere (-o)",
     errno.EFBIG: "the file system cannot hold a file that large; write elsewhere (-o)",
+    errno.ENAMETOOLONG: "the path is longer than the file system allows; choose a shorter one",
 }
 
 

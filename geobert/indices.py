@@ -87,7 +87,9 @@ def normalized_difference(
             cropped to where the input has data, bounds or a ``like`` grid are kept whole.
     """
     request = grid or GridRequest()
-    out = check_output_path(out, overwrite=overwrite)
+    out = check_output_path(
+        out, overwrite=overwrite, inputs=[scene, *([after] if after is not None else [])]
+    )
     first = open_scene(scene, nodata=nodata)
     _require(first.band_names, (band_a, band_b), Path(scene))
     reader: Reader

@@ -78,6 +78,14 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "exists").mkdir()
     (d / "exists" / "change.tif").write_text("keep me")
     (d / "manifest.json").write_text("{not json")
+    (d / "dots.csv").write_text("id,command,scene\n..,classify,before.tif\n")
+    (d / "noid.csv").write_text("name;command;scene\nx;classify;before.tif\n")
+    bands = d / "bands"  # a band folder, as users pass Sentinel-2's IMG_DATA
+    bands.mkdir()
+    for i, name in enumerate(pair.before.band_names):
+        prof = profile | {"count": 1}
+        with rasterio.open(bands / f"T40RBN_20180101T000000_{name}.tif", "w", **prof) as dst:
+            dst.write(before[i : i + 1])
     far_polys = d / "far.gpkg"
     pyogrio.raw.write(
         str(far_polys),
@@ -166,6 +174,27 @@ CASES: dict[str, tuple[Case, str]] = {
         "1 of 57 polygons"),
     "batch: broken manifest": (lambda d, o: ["batch", d / "manifest.json", "-o", o],
                                "is not valid JSON"),
+    # ids name folders inside OUTDIR: '..' would write into its parent
+    "batch: id '..'": (lambda d, o: ["batch", d / "dots.csv", "-o", o], "not start with '.'"),
+    "batch: no id column": (lambda d, o: ["batch", d / "noid.csv", "-o", o], "no 'id' column"),
+    "ndvi: output is its input": (
+        lambda d, o: ["ndvi", d / "before.tif", "-o", d / "before.tif", "--overwrite"],
+        "is the input"),
+    "change: output inside an input band folder": (
+        lambda d, o: ["change", d / "bands", d / "after.tif", "-o", d / "bands" / "out"],
+        "inside the input folder"),
+    "classify: output folder is the input folder": (
+        lambda d, o: ["classify", d / "bands", "-o", d / "bands", "--overwrite"],
+        "inside the input folder"),
+    "change: geocentric CRS": (
+        lambda d, o: ["change", d / "before.tif", d / "after.tif", "-o", o, "--crs", "EPSG:4978"],
+        "is geocentric"),
+    "change: vertical CRS": (
+        lambda d, o: ["change", d / "before.tif", d / "after.tif", "-o", o, "--crs", "EPSG:5773"],
+        "is vertical"),
+    "change: output path too long": (
+        lambda d, o: ["change", d / "before.tif", d / "after.tif", "-o", o / ("x" * 300)],
+        "longer than the file system allows"),
 }  # fmt: skip
 
 

@@ -129,3 +129,23 @@ def test_one_area_of_interest_per_item(tmp_path: Path) -> None:
         assert w.crs == e.crs == CRS.from_epsg(4326)
     with rasterio.open(tmp_path / "out" / "utm" / "change.tif") as u:
         assert u.crs.to_epsg() == 32640
+
+
+def test_manifests_as_spreadsheets_save_them(tmp_path: Path) -> None:
+    """Excel on Windows: cp1252 with semicolons; others: UTF-8 with a byte-order mark."""
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("id;command;scene\nzürich;classify;s.tif\n".encode("cp1252"))
+    [item] = read_manifest(latin)
+    assert item.id == "zürich"
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("\ufeffid,command,scene\na,classify,s.tif\n".encode())
+    [item] = read_manifest(bom)
+    assert item.id == "a" and item.inputs == (str(tmp_path / "s.tif"),)
+    tabs = tmp_path / "tabs.csv"
+    tabs.write_text("id\tcommand\tscene\nb\tclassify\ts.tif\n")
+    assert read_manifest(tabs)[0].id == "b"
+    for bad_id in ("..", ".", ".hidden"):
+        m = tmp_path / "dots.csv"
+        m.write_text(f"id,command,scene\n{bad_id},classify,s.tif\n")
+        with pytest.raises(GeobertError, match=r"not start with '\.'"):
+            read_manifest(m)

@@ -267,6 +267,17 @@ def test_progress_lines_and_sigterm_leave_nothing_behind(tmp_path: Path) -> None
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == ["geobert: interrupted; no output was written"]
     assert not out.exists()  # no outputs, no staging folder, not even the folder it made
+    # a closed terminal or a dropped SSH session (SIGHUP): the same clean unwinding
+    hup = tmp_path / "hangup"
+    with subprocess.Popen(
+        [*cmd, "-o", str(hup)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("progress: ")
+        proc.send_signal(signal.SIGHUP)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert not hup.exists()  # no .geobert-change-* staging folder left behind
 
 
 def test_precision_choices_match_the_library() -> None:

@@ -576,10 +576,20 @@ def _fmt_window(w: Window) -> str:
 # Constructors
 
 
+_NOT_BANDS = re.compile(r"(^\._)|(_TCI(_\d+m)?\.)|(_PVI\.)|(preview)|(quicklook)", re.IGNORECASE)
+"""Files in a band folder that are not bands: Sentinel-2's true-colour image (``…_TCI.jp2``,
+``…_TCI_10m.jp2``) and preview (``…_PVI.jp2``), previews and quicklooks, macOS resource forks
+(``._B02.tif``)."""
+
+
 def _band_files(folder: Path) -> list[Path]:
-    return sorted(
+    files = sorted(
         p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES
     )
+    skipped = [p.name for p in files if _NOT_BANDS.search(p.name)]
+    if skipped:
+        log.info("%s: skipped files that are not bands: %s", folder, ", ".join(skipped))
+    return [p for p in files if not _NOT_BANDS.search(p.name)]
 
 
 def open_scene(

@@ -102,11 +102,21 @@ def parse_crs(text: str) -> CRS:
     32633
     """
     try:
-        return CRS.from_epsg(int(text)) if text.strip().isdigit() else CRS.from_user_input(text)
+        crs = CRS.from_epsg(int(text)) if text.strip().isdigit() else CRS.from_user_input(text)
     except (CRSError, ValueError) as exc:
         raise InvalidGridError(
             f"unknown CRS {text!r}; give an EPSG code such as EPSG:32633, or a WKT or PROJ string"
         ) from exc
+    import pyproj
+
+    kind = pyproj.CRS.from_wkt(crs.to_wkt())
+    if kind.is_geocentric or kind.is_vertical or not (kind.is_projected or kind.is_geographic):
+        what = "geocentric" if kind.is_geocentric else "vertical" if kind.is_vertical else "3D"
+        raise InvalidGridError(
+            f"CRS {text!r} is {what} ({kind.name}): a map needs a projected or geographic 2D "
+            "CRS, e.g. EPSG:32633 (UTM) or EPSG:4326"
+        )
+    return crs
 
 
 def resolve_grid(reference: GridSpec, request: GridRequest) -> GridSpec:

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -63,13 +64,52 @@ def overview_factors(width: int, height: int, block_px: int = BLOCK_PX) -> list[
     return factors
 
 
-def check_output_path(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
+def check_not_input(
+    outputs: Iterable[str | os.PathLike[str]], inputs: Iterable[str | os.PathLike[str]]
+) -> None:
+    """Refuse outputs that are inputs (the same file, resolved, as GDAL's tools do) or that
+    would land inside an input band folder (the folder would no longer read as that scene).
+
+    Raises:
+        OutputExistsError: with the input named.
+
+    >>> check_not_input(["/data/a/ndvi.tif"], ["/data/b"])  # elsewhere: fine
+    >>> try:
+    ...     check_not_input(["/data/b/change.tif"], ["/data/b"])
+    ... except OutputExistsError as e:
+    ...     print(str(e)[:59])
+    output /data/b/change.tif would be written inside the input
+    """
+    ins = [Path(i).resolve() for i in inputs if "://" not in str(i)]
+    for o in outputs:
+        out = Path(o).resolve()
+        for src in ins:
+            if out == src:
+                raise OutputExistsError(
+                    f"output {o} is the input {src}; write elsewhere (-o): geobert never "
+                    "modifies its inputs"
+                )
+            if (src.is_dir() or not src.suffix) and src in out.parents:
+                raise OutputExistsError(
+                    f"output {o} would be written inside the input folder {src}, which "
+                    "would then no longer read as that scene; write elsewhere (-o)"
+                )
+
+
+def check_output_path(
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+) -> Path:
     """Fail early, before any work, if ``path`` cannot be written.
 
     Raises:
-        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        OutputExistsError: ``path`` exists and ``overwrite`` is False, or it is one of
+            ``inputs`` or lies in an input folder.
         OutputNotWritableError: its folder is missing or not writable.
     """
+    check_not_input([path], inputs)
     p = Path(path)
     if p.exists() and not overwrite:
         raise OutputExistsError(f"{p} already exists; pass --overwrite to replace it")

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geobert._staging import staged_outputs
+from geobert._staging import input_paths, staged_outputs
 from geobert.change.radiometry import (
     RadiometricFit,
     fit_radiometric,
@@ -201,7 +201,9 @@ def detect_change(
             "look larger or smaller than it learnt, so the map is less reliable"
         )
     sample = _quicklook_sample(pair)
-    with staged_outputs(outdir, OUTPUT_NAMES, overwrite=overwrite, tag="change") as stage:
+    with staged_outputs(
+        outdir, OUTPUT_NAMES, overwrite=overwrite, tag="change", inputs=input_paths(before, after)
+    ) as stage:
         with (
             RasterWriter(
                 stage / "change_probability.tif",

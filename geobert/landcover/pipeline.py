@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from geobert._staging import staged_outputs
+from geobert._staging import input_paths, staged_outputs
 from geobert.errors import GeobertError
 from geobert.models.card import ModelCard, fill_invalid
 from geobert.models.precision import inference_autocast
@@ -186,7 +186,9 @@ def classify(
         indices,
         precision=precision,
     )
-    with staged_outputs(outdir, OUTPUT_NAMES, overwrite=overwrite, tag="classify") as stage:
+    with staged_outputs(
+        outdir, OUTPUT_NAMES, overwrite=overwrite, tag="classify", inputs=input_paths(scene_path)
+    ) as stage:
         if mode == "pixel":
             report, extra = _run_pixel(
                 scene, factory, card, stage, min_area_m2, simplify_m, config, progress, has_domain

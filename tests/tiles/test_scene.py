@@ -223,6 +223,28 @@ def test_duplicate_and_unnamed_band_files(tmp_path: Path, oscd_before: Path) -> 
         open_scene([b02, tmp_path / "a_B02.tif", Path(shutil.copy(b02, tmp_path / "x.tif"))])
 
 
+def test_band_folder_skips_files_that_are_not_bands(
+    tmp_path: Path, oscd_before: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Sentinel-2's IMG_DATA holds a true-colour image (3 bands) beside the band files; macOS
+    copies leave ``._`` resource forks."""
+    import logging
+
+    for f in oscd_before.glob("*.tif"):
+        shutil.copy(f, tmp_path / f.name)
+    b02 = next(oscd_before.glob("*_B02.tif"))
+    with rasterio.open(b02) as src:
+        prof = src.profile | {"count": 3}
+        data = np.repeat(src.read(), 3, axis=0)
+    with rasterio.open(tmp_path / "T36SYC_20171003T081739_TCI.tif", "w", **prof) as dst:
+        dst.write(data)
+    (tmp_path / "._T36SYC_20171003T081739_B02.tif").write_bytes(b"\x00\x05\x16\x07")
+    with caplog.at_level(logging.INFO, logger="tiles"):
+        scene = open_scene(tmp_path)
+    assert scene.band_names == open_scene(oscd_before).band_names
+    assert "_TCI.tif" in caplog.text and "._T36SYC" in caplog.text
+
+
 def test_selecting_a_missing_band_lists_what_exists(oscd_before: Path) -> None:
     with pytest.raises(BandMismatchError, match=r"no band\(s\) \['B99'\]; it has \['B01'"):
         open_scene(oscd_before, bands=["B02", "B99"])
