@@ -96,12 +96,43 @@ def test_missing_and_read_only_output_folders(tmp_path: Path) -> None:
     ro.mkdir()
     ro.chmod(0o555)
     try:
-        if os.access(ro, os.W_OK):
-            pytest.skip("running as a user who may write anywhere (root without CAP restrictions)")
-        with pytest.raises(OutputNotWritableError, match="is not writable"):
-            check_output_path(ro / "o.tif", overwrite=False)
+        if not os.access(ro, os.W_OK):
+            with pytest.raises(OutputNotWritableError, match="is not writable"):
+                check_output_path(ro / "o.tif", overwrite=False)
+            return
     finally:
         ro.chmod(0o755)
+    # root writes through permission bits (CI runs as root): a read-only mount stops everyone
+    _check_on_read_only_mount(ro)
+
+
+def _check_on_read_only_mount(folder: Path) -> None:
+    """``check_output_path`` inside a private mount namespace where ``folder`` is a tmpfs
+    remounted read-only (as the disk-fault tests make their disks)."""
+    import shlex
+    import subprocess
+    import sys
+
+    from tests.test_disk_faults import _unshare
+
+    q = shlex.quote(str(folder))
+    code = (
+        "from tiles.writer import check_output_path\n"
+        "from tiles.errors import OutputNotWritableError\n"
+        "try:\n"
+        f"    check_output_path({str(folder / 'o.tif')!r}, overwrite=False)\n"
+        "except OutputNotWritableError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    script = (
+        f"mount -t tmpfs -o size=64k tmpfs {q} && mount -o remount,ro {q} || exit 99\n"
+        f"{shlex.quote(sys.executable)} -c {shlex.quote(code)}\n"
+    )
+    proc = subprocess.run(
+        [*_unshare(), "sh", "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "refused:" in proc.stdout and "is not writable" in proc.stdout, proc.stdout
 
 
 def test_unwritable_file_system_is_a_clear_error() -> None:
