@@ -22,7 +22,6 @@ import numpy as np
 
 from geobert.change.cva import cva_magnitude, otsu_threshold
 from geobert.change.metrics import ChangeScores, scores
-from geobert.change.model import ChangeModel
 from geobert.change.oscd import list_cities
 from geobert.change.radiometry import (
     NO_CHANGE_VARIANTS,
@@ -38,6 +37,7 @@ from geobert.change.train import (
     train_change,
 )
 from geobert.models.card import ModelCard
+from geobert.models.changenet import ChangeModel
 from geobert.models.checkpoint import load_checkpoint, read_card, save_checkpoint
 from geobert.weights import pretrained_encoder_path
 

@@ -8,9 +8,12 @@ the intersection of both footprints; inside it, a pixel is valid only where both
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from rasterio.crs import CRS
+from rasterio.errors import WindowError
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from shapely.geometry import box
@@ -18,7 +21,7 @@ from shapely.geometry import box
 from tiles.errors import BandMismatchError, NoOverlapError
 from tiles.scene import GridSpec, Scene
 
-__all__ = ["ScenePair", "align_pair", "common_window"]
+__all__ = ["ScenePair", "align_pair", "common_window", "place_on_grid"]
 
 
 def common_window(before: GridSpec, after: GridSpec) -> Window:
@@ -79,6 +82,47 @@ def fmt_bounds(b: tuple[float, float, float, float]) -> str:
     '(380000.00, 5810000.00, 54.5824, 24.3)'
     """
     return "(" + ", ".join(f"{v:.2f}" if abs(v) >= 1e4 else f"{v:.6g}" for v in b) + ")"
+
+
+def place_on_grid(
+    grid: GridSpec, footprints: Sequence[GridSpec], names: Sequence[str], *, crop: bool
+) -> GridSpec:
+    """Check a requested output ``grid`` against the inputs' grids and, with ``crop``, shrink it
+    to where all of them have data.
+
+    Raises:
+        NoOverlapError: if the grid does not overlap one of the inputs (named by ``names``).
+    """
+    shared: Window | None = None
+    for footprint, name in zip(footprints, names, strict=True):
+        try:
+            window = common_window(grid, footprint)
+        except NoOverlapError as exc:
+            raise NoOverlapError(
+                f"the output grid {fmt_bounds(grid.bounds)} in {grid.crs.to_string()} does not "
+                f"cover {name}, which covers {fmt_bounds(_bounds_in(footprint, grid.crs))}; "
+                "choose bounds or a grid inside the input"
+            ) from exc
+        try:
+            shared = window if shared is None else shared.intersection(window)
+        except WindowError as exc:
+            raise NoOverlapError(
+                f"{', '.join(names)} do not overlap inside the output grid; pass inputs of the "
+                "same place"
+            ) from exc
+    if not crop or shared is None:
+        return grid
+    return grid.crop(shared)
+
+
+def _bounds_in(grid: GridSpec, crs: CRS) -> tuple[float, float, float, float]:
+    if grid.crs == crs:
+        return grid.bounds
+    try:
+        left, bottom, right, top = transform_bounds(grid.crs, crs, *grid.bounds, densify_pts=21)
+        return float(left), float(bottom), float(right), float(top)
+    except Exception:  # outside the CRS's domain: say it in the input's own CRS
+        return grid.bounds
 
 
 @dataclass(frozen=True)
@@ -152,8 +196,6 @@ def align_pair(
     if grid is None:
         grid = before.grid.crop(common_window(before.grid, after.grid))
     else:
-        from tiles.target import place_on_grid
-
         # the dates must overlap each other, whatever the grid
         common_window(before.grid, after.grid)
         grid = place_on_grid(

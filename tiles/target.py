@@ -10,7 +10,6 @@ geometry: nothing is read.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,12 +17,12 @@ import numpy as np
 import pyproj
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import CRSError, WindowError
+from rasterio.errors import CRSError
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
-from tiles.errors import InvalidGridError, NoOverlapError
-from tiles.pair import ScenePair, align_pair, common_window, fmt_bounds
+from tiles.errors import InvalidGridError
+from tiles.pair import ScenePair, align_pair, place_on_grid
 from tiles.scene import MAX_PIXELS, MAX_SIDE_PX, GridSpec, Scene
 
 __all__ = [
@@ -201,47 +200,6 @@ def _snap_to_bounds(grid: GridSpec, bounds: tuple[float, float, float, float]) -
     r1 = math.ceil((t.f - bottom) / -t.e - _EPS)
     window = Window(c0, r0, max(1, c1 - c0), max(1, r1 - r0))
     return GridSpec(grid.crs, grid.window_transform(window), int(window.width), int(window.height))
-
-
-def place_on_grid(
-    grid: GridSpec, footprints: Sequence[GridSpec], names: Sequence[str], *, crop: bool
-) -> GridSpec:
-    """Check a requested output ``grid`` against the inputs' grids and, with ``crop``, shrink it
-    to where all of them have data.
-
-    Raises:
-        NoOverlapError: if the grid does not overlap one of the inputs (named by ``names``).
-    """
-    shared: Window | None = None
-    for footprint, name in zip(footprints, names, strict=True):
-        try:
-            window = common_window(grid, footprint)
-        except NoOverlapError as exc:
-            raise NoOverlapError(
-                f"the output grid {fmt_bounds(grid.bounds)} in {grid.crs.to_string()} does not "
-                f"cover {name}, which covers {fmt_bounds(_bounds_in(footprint, grid.crs))}; "
-                "choose bounds or a grid inside the input"
-            ) from exc
-        try:
-            shared = window if shared is None else shared.intersection(window)
-        except WindowError as exc:
-            raise NoOverlapError(
-                f"{', '.join(names)} do not overlap inside the output grid; pass inputs of the "
-                "same place"
-            ) from exc
-    if not crop or shared is None:
-        return grid
-    return grid.crop(shared)
-
-
-def _bounds_in(grid: GridSpec, crs: CRS) -> tuple[float, float, float, float]:
-    if grid.crs == crs:
-        return grid.bounds
-    try:
-        left, bottom, right, top = transform_bounds(grid.crs, crs, *grid.bounds, densify_pts=21)
-        return float(left), float(bottom), float(right), float(top)
-    except Exception:  # outside the CRS's domain: say it in the input's own CRS
-        return grid.bounds
 
 
 def place_scene(scene: Scene, request: GridRequest, name: str) -> Scene:

@@ -12,11 +12,11 @@ import numpy as np
 
 from geobert.change.cva import cva_magnitude, otsu_threshold
 from geobert.change.metrics import ChangeScores, pooled, scores, to_markdown
-from geobert.change.model import ChangeModel
 from geobert.change.oscd import list_cities
 from geobert.change.train import CityArrays, best_threshold, load_city, predict_city
 from geobert.errors import GeobertError
 from geobert.models.card import ModelCard
+from geobert.models.changenet import ChangeModel
 from geobert.models.checkpoint import load_checkpoint
 
 __all__ = ["cva_scores", "evaluate_change"]

@@ -94,7 +94,7 @@ class ChangeTiles:
     def __call__(self) -> TileFunction:
         import torch
 
-        from geobert.change.model import ChangeNet
+        from geobert.models.changenet import ChangeNet
 
         torch.set_num_threads(self.torch_threads)
         model, card = self.model.load()

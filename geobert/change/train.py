@@ -29,9 +29,7 @@ import torch.nn.functional as F  # noqa: N812
 from rasterio.windows import Window
 
 import geobert
-from geobert.change.baselines import FCSiamDiffNet
 from geobert.change.metrics import ChangeScores, pooled, scores
-from geobert.change.model import ChangeModel, ChangeNet
 from geobert.change.oscd import OscdCity, read_label
 from geobert.change.radiometry import (
     RadiometricFit,
@@ -41,9 +39,9 @@ from geobert.change.radiometry import (
 )
 from geobert.errors import GeobertError
 from geobert.models.card import ModelCard
-from geobert.models.encoder import GeobertEncoder
+from geobert.models.changenet import ChangeModel, ChangeNet
+from geobert.models.fcsiamdiff import FCSiamDiffNet
 from geobert.models.precision import inference_autocast
-from geobert.models.registry import create_model
 from geobert.training.ema import WeightEma
 from geobert.training.finetune import scaled_adamw, set_lr, start_encoder
 from geobert.training.schedule import warmup_cosine
@@ -414,10 +412,3 @@ def _build(
 def _encoder_of(model: ChangeNet | FCSiamDiffNet) -> torch.nn.Module:
     """The Siamese encoder, whose learning rate is scaled by ``encoder_lr_scale``."""
     return model.encoder if isinstance(model, ChangeNet) else model.net.encoder
-
-
-def changenet_factory(bands: Sequence[str], **kwargs: Any) -> ChangeNet:
-    """Registry entry: rebuild a :class:`ChangeNet` from its model card."""
-    enc = create_model(str(kwargs["encoder"]), bands=bands, **dict(kwargs["encoder_config"]))
-    assert isinstance(enc, GeobertEncoder)
-    return ChangeNet(enc, decoder_dim=int(kwargs.get("decoder_dim", 64)))

@@ -26,7 +26,6 @@ from geobert.landcover.metrics import (
     write_confusion_csv,
     write_confusion_png,
 )
-from geobert.landcover.model import LandCoverNet
 from geobert.landcover.train import (
     LandCoverData,
     LandCoverTrainConfig,
@@ -35,6 +34,7 @@ from geobert.landcover.train import (
     prepare_landcover,
 )
 from geobert.models.checkpoint import load_checkpoint
+from geobert.models.landcovernet import LandCoverNet
 
 __all__ = [
     "DEFAULT_RECIPES",

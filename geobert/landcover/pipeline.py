@@ -87,7 +87,7 @@ class LandCoverTiles:
         import torch
 
         from geobert.landcover.domain import SpectralDomain
-        from geobert.landcover.model import LandCoverNet
+        from geobert.models.landcovernet import LandCoverNet
 
         torch.set_num_threads(self.torch_threads)
         model, card = self.model.load()

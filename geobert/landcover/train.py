@@ -39,9 +39,9 @@ from geobert.errors import GeobertError
 from geobert.landcover.domain import fit_domain
 from geobert.landcover.labels import UNLABELLED, class_colors, rasterize_labels
 from geobert.landcover.metrics import ClassScores, confusion
-from geobert.landcover.model import LandCoverNet
 from geobert.landcover.split import split_masks, strip_masks
 from geobert.models.card import ModelCard
+from geobert.models.landcovernet import LandCoverNet
 from geobert.training.ema import WeightEma
 from geobert.training.finetune import scaled_adamw, set_lr, start_encoder
 from geobert.training.schedule import warmup_cosine

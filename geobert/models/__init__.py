@@ -1,10 +1,12 @@
-"""geobert models: the pyramid Swin encoder, its registry, checkpoints and pretraining heads.
+"""geobert models: the pyramid Swin encoder, the change and land-cover networks built on it, the
+FC-Siam-diff baseline, their registry and checkpoints.
 
 Model modules never import rasterio: arrays arrive as ``(B, C, H, W)`` tensors.
 """
 
 from __future__ import annotations
 
+from geobert.models import changenet, encoder, fcsiamdiff, landcovernet  # noqa: F401 - register
 from geobert.models.card import ModelCard
 from geobert.models.checkpoint import load_checkpoint, save_checkpoint
 from geobert.models.encoder import GeobertEncoder

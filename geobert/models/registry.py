@@ -1,4 +1,8 @@
-"""Name → model constructor registry (``geobert.create_model``), in the spirit of timm's."""
+"""Name → model constructor registry (``geobert.create_model``), in the spirit of timm's.
+
+Registration flows one way: each model module decorates its builders with :func:`register_model`
+when it is imported; this module imports no model and no task.
+"""
 
 from __future__ import annotations
 
@@ -22,21 +26,10 @@ def register_model(fn: F) -> F:
 
 
 def list_models() -> list[str]:
-    """Names accepted by :func:`create_model`."""
-    import geobert.models.encoder  # noqa: F401 - registers the presets
+    """Names accepted by :func:`create_model` (each model module registers itself on import;
+    importing :mod:`geobert.models` imports them all)."""
+    import geobert.models  # noqa: F401 - registers the encoders and the task networks
 
-    if "changenet" not in _REGISTRY:
-        from geobert.change.train import changenet_factory
-
-        _REGISTRY["changenet"] = changenet_factory
-    if "fcsiamdiff" not in _REGISTRY:
-        from geobert.change.baselines import fcsiamdiff_factory
-
-        _REGISTRY["fcsiamdiff"] = fcsiamdiff_factory
-    if "landcovernet" not in _REGISTRY:
-        from geobert.landcover.model import landcovernet_factory
-
-        _REGISTRY["landcovernet"] = landcovernet_factory
     return sorted(_REGISTRY)
 
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from geobert.change.metrics import scores
-from geobert.change.model import ChangeNet
 from geobert.change.oscd import list_cities
 from geobert.change.train import (
     ChangeTrainConfig,
@@ -21,6 +20,7 @@ from geobert.change.train import (
 from geobert.errors import GeobertError
 from geobert.models import create_model, load_checkpoint
 from geobert.models.card import ModelCard
+from geobert.models.changenet import ChangeNet
 from geobert.models.checkpoint import read_card, save_checkpoint
 from geobert.weights import pretrained_encoder_path
 from tests.geobert.test_change_basics import _oscd_tree
@@ -163,7 +163,7 @@ def test_thresholds_from_other_cities_cross_fit(tmp_path: Path, oscd_before: Pat
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_fcsiamdiff_baseline_trains_with_the_same_recipe(tmp_path: Path, oscd_before: Path) -> None:
     pytest.importorskip("torchgeo", reason="the FC-Siam-diff baseline needs geobert[baselines]")
-    from geobert.change.baselines import FCSiamDiffNet
+    from geobert.models.fcsiamdiff import FCSiamDiffNet
 
     torch.set_num_threads(2)
     root = _oscd_tree(tmp_path, oscd_before.parent)

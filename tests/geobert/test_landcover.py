@@ -445,8 +445,8 @@ def test_strips_are_whole_disjoint_and_gapped(h: int, w: int, n: int, gap: int, 
 
 
 def test_pixel_path_sees_the_spectrum_and_round_trips(tmp_path: Path) -> None:
-    from geobert.landcover.model import LandCoverNet, pixel_index_pairs
     from geobert.models.card import ModelCard
+    from geobert.models.landcovernet import LandCoverNet, pixel_index_pairs
     from geobert.models.registry import create_model
 
     enc_card = read_card(pretrained_encoder_path())

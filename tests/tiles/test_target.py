@@ -10,8 +10,9 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
 from tiles.errors import InvalidGridError, NoOverlapError
+from tiles.pair import place_on_grid
 from tiles.scene import GridSpec
-from tiles.target import GridRequest, parse_crs, pixel_size_m, place_on_grid, resolve_grid
+from tiles.target import GridRequest, parse_crs, pixel_size_m, resolve_grid
 
 UTM33 = CRS.from_epsg(32633)
 # 10 m pixels, 1000 × 500 px, in Brandenburg

@@ -1,4 +1,4 @@
-"""TorchGeo's FC-Siam-diff with the interface of :class:`~geobert.change.model.ChangeNet`.
+"""TorchGeo's FC-Siam-diff with the interface of :class:`~geobert.models.changenet.ChangeNet`.
 
 FC-Siam-diff (Daudt et al., ICIP 2018) runs one U-Net encoder on both dates and feeds the decoder
 the *difference* of the skip features. TorchGeo implements it on a segmentation-models-pytorch
@@ -20,8 +20,9 @@ import torch.nn as nn
 
 from geobert.errors import GeobertError
 from geobert.models.encoder import pad_to_stride
+from geobert.models.registry import register_model
 
-__all__ = ["FCSiamDiffNet", "fcsiamdiff_factory"]
+__all__ = ["FCSiamDiffNet", "fcsiamdiff"]
 
 _INSTALL_HINT = "install the baselines extra: pip install 'geobert[baselines]' (torchgeo)"
 
@@ -53,6 +54,7 @@ class FCSiamDiffNet(nn.Module):
         return torch.sigmoid(self(bp, ap))[:, :, :h, :w]
 
 
-def fcsiamdiff_factory(bands: Sequence[str], **kwargs: Any) -> FCSiamDiffNet:
+@register_model
+def fcsiamdiff(bands: Sequence[str], **kwargs: Any) -> FCSiamDiffNet:
     """Registry entry ``fcsiamdiff``: rebuild the baseline from its model card."""
     return FCSiamDiffNet(len(bands), encoder_name=str(kwargs.get("encoder_name", "resnet34")))

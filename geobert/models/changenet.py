@@ -7,6 +7,7 @@ the levels to stride 4, and a small head gives one change logit per pixel.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import torch
@@ -15,8 +16,9 @@ import torch.nn.functional as F  # noqa: N812 - torch's own convention
 
 from geobert.models.encoder import GeobertEncoder, pad_to_stride
 from geobert.models.fpn import conv_bn, fpn_merge
+from geobert.models.registry import create_model, register_model
 
-__all__ = ["ChangeModel", "ChangeNet"]
+__all__ = ["ChangeModel", "ChangeNet", "changenet"]
 
 
 class ChangeModel(Protocol):
@@ -62,3 +64,11 @@ class ChangeNet(nn.Module):
         bp, (h, w) = pad_to_stride(before, self.encoder.stride)
         ap, _ = pad_to_stride(after, self.encoder.stride)
         return torch.sigmoid(self(bp, ap))[:, :, :h, :w]
+
+
+@register_model
+def changenet(bands: Sequence[str], **kwargs: Any) -> ChangeNet:
+    """Registry entry: a :class:`ChangeNet` on the encoder its model card names."""
+    enc = create_model(str(kwargs["encoder"]), bands=bands, **dict(kwargs["encoder_config"]))
+    assert isinstance(enc, GeobertEncoder)
+    return ChangeNet(enc, decoder_dim=int(kwargs.get("decoder_dim", 64)))

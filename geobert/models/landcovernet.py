@@ -18,8 +18,9 @@ import torch.nn.functional as F  # noqa: N812 - torch's own convention
 
 from geobert.models.encoder import GeobertEncoder, pad_to_stride
 from geobert.models.fpn import conv_bn, fpn_merge
+from geobert.models.registry import create_model, register_model
 
-__all__ = ["PIXEL_INDICES", "LandCoverNet", "landcovernet_factory", "pixel_index_pairs"]
+__all__ = ["PIXEL_INDICES", "LandCoverNet", "landcovernet", "pixel_index_pairs"]
 
 PIXEL_INDICES = {
     "ndvi": ("B08", "B04"),
@@ -128,10 +129,9 @@ class LandCoverNet(nn.Module):
         return torch.softmax(self(xp), dim=1)[:, :, :h, :w]
 
 
-def landcovernet_factory(bands: Sequence[str], **kwargs: Any) -> LandCoverNet:
-    """Registry entry ``landcovernet``: rebuild the network from its model card."""
-    from geobert.models.registry import create_model
-
+@register_model
+def landcovernet(bands: Sequence[str], **kwargs: Any) -> LandCoverNet:
+    """Registry entry: rebuild the network from its model card."""
     enc = create_model(str(kwargs["encoder"]), bands=bands, **dict(kwargs["encoder_config"]))
     assert isinstance(enc, GeobertEncoder)
     return LandCoverNet(
