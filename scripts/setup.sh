@@ -13,4 +13,4 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[${GEOBERT_EXTRAS:-dev,baselines}]"
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[${GEOBERT_EXTRAS:-dev,baselines}]"

@@ -65,6 +65,7 @@ def test_plugin_zip_installs_as_one_folder(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     shutil.copytree(root / "qgis_plugin", repo / "qgis_plugin")
     shutil.copytree(root / "scripts", repo / "scripts")
+    shutil.copy(root / "pyproject.toml", repo / "pyproject.toml")
     proc = subprocess.run(
         ["bash", str(repo / "scripts" / "build_plugin_zip.sh")], capture_output=True, text=True
     )
@@ -75,3 +76,13 @@ def test_plugin_zip_installs_as_one_folder(tmp_path: Path) -> None:
         assert f"geobert_qgis/{needed}" in names
     meta = zipfile.ZipFile(repo / "dist" / "geobert_qgis.zip").read("geobert_qgis/metadata.txt")
     assert b"qgisMinimumVersion=3.22" in meta and b"hasProcessingProvider=yes" in meta
+    # one version number: the plugin's is the package's, or the zip is not built
+    import tomllib
+
+    version = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    assert f"version={version}\n".encode() in meta
+    (repo / "qgis_plugin" / "metadata.txt").write_text(meta.decode().replace(version, "9.9"))
+    stale = subprocess.run(
+        ["bash", str(repo / "scripts" / "build_plugin_zip.sh")], capture_output=True, text=True
+    )
+    assert stale.returncode != 0 and "differs from pyproject" in stale.stderr
