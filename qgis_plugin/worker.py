@@ -34,8 +34,12 @@ class WorkerResult:
 
 
 def geobert_command(python: str, *args: str) -> list[str]:
-    """The worker command line for ``args`` (a geobert subcommand and its options)."""
-    return [python, "-m", "geobert.cli", "--progress-lines", *args]
+    """The worker command line for ``args`` (a geobert subcommand and its options).
+
+    ``-P`` (Python ≥ 3.11, which geobert needs) keeps QGIS's current folder off ``sys.path``: a
+    folder holding a ``geobert/`` source checkout would otherwise shadow the installed package.
+    """
+    return [python, "-P", "-m", "geobert.cli", "--progress-lines", *args]
 
 
 def install_hint(python: str) -> str:
@@ -50,7 +54,7 @@ def check_environment(python: str, timeout: float = 120.0) -> tuple[bool, str]:
     """Whether ``python`` can run geobert; the message says what it found or how to fix it."""
     try:
         proc = subprocess.run(
-            [python, "-m", "geobert.cli", "--version"],
+            [python, "-P", "-m", "geobert.cli", "--version"],
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from qgis_plugin.worker import check_environment, geobert_command, run_worker
 
 FAKE = """
@@ -51,9 +53,22 @@ def test_environment_check_names_the_fix(tmp_path: Path) -> None:
     assert not ok and "no Python at" in msg
     ok, msg = check_environment("/usr/bin/true")
     assert not ok  # runs, but prints no geobert version
-    assert geobert_command("py", "change", "a", "b")[:4] == [
-        "py", "-m", "geobert.cli", "--progress-lines"
+    assert geobert_command("py", "change", "a", "b")[:5] == [
+        "py", "-P", "-m", "geobert.cli", "--progress-lines"
     ]  # fmt: skip
+
+
+def test_a_geobert_folder_in_qgis_current_folder_does_not_shadow_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QGIS started from ~ with a ~/geobert checkout (the README's editable install): the worker
+    must import the installed geobert, not the folder."""
+    shadow = tmp_path / "geobert"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("")  # a package without __version__ or cli
+    monkeypatch.chdir(tmp_path)
+    ok, version = check_environment(sys.executable)
+    assert ok and version.startswith("geobert "), version
 
 
 def test_plugin_zip_installs_as_one_folder(tmp_path: Path) -> None:
