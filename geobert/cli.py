@@ -12,6 +12,7 @@ import errno
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -214,18 +215,44 @@ def _add_engine_args(
     )
 
 
-def _engine_config(args: argparse.Namespace) -> Any:
+def _engine_config(args: argparse.Namespace, *, model: bool = True) -> Any:
     from tiles import EngineConfig
     from tiles.engine import gdal_threads_per_reader
 
     # a read decodes its blocks on every core (reads of a file are one at a time)
     os.environ.setdefault("GDAL_NUM_THREADS", str(gdal_threads_per_reader()))
+    # the flags' names in errors, not the engine's fields
+    for flag, value, low in (
+        ("--workers", args.workers, 1),
+        ("--batch-size", args.batch_size, 1),
+        ("--tile-size", args.tile_size, 32),
+        ("--overlap", args.overlap, 0),
+    ):
+        if value is not None and value < low:
+            raise GeobertError(f"{flag} {value}: must be at least {low}")
+    if args.overlap is not None and args.tile_size is not None and args.overlap >= args.tile_size:
+        raise GeobertError(
+            f"--overlap {args.overlap}: must be smaller than --tile-size {args.tile_size}"
+        )
+    if model and args.tile_size is not None and args.tile_size % 32:
+        raise GeobertError(
+            f"--tile-size {args.tile_size}: the encoder works on multiples of 32 px; use e.g. "
+            f"{max(32, round(args.tile_size / 32) * 32)}"
+        )
+    scheduler = args.scheduler
+    if scheduler and "://" not in scheduler and re.fullmatch(r"[\w.\-\[\]:]+:\d+", scheduler):
+        scheduler = f"tcp://{scheduler}"  # HOST:PORT, as dask.distributed.Client accepts it
+    elif scheduler and "://" not in scheduler and scheduler not in ("threads", "sync"):
+        raise GeobertError(
+            f"--scheduler {scheduler}: not a dask.distributed address; give HOST:PORT or "
+            "tcp://HOST:PORT (e.g. tcp://10.0.0.5:8786), or leave it out to run here"
+        )
     return EngineConfig(
         tile_size_px=args.tile_size,
         overlap_px=args.overlap,
         batch_size=args.batch_size,
         num_workers=args.workers,
-        scheduler=args.scheduler,
+        scheduler=scheduler,
     )
 
 
@@ -246,6 +273,18 @@ def build_parser() -> argparse.ArgumentParser:
         "programs driving geobert, such as the QGIS plugin)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # the global flags are accepted after the command too ("geobert change … --debug", as the
+    # error hint says); SUPPRESS keeps a flag given before the command from being reset
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    common.add_argument("--progress-lines", action="store_true", default=argparse.SUPPRESS)
+    add_parser = sub.add_parser
+
+    def add_with_common(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return add_parser(name, parents=[common], **kwargs)
+
+    sub.add_parser = add_with_common  # type: ignore[method-assign]
 
     p = sub.add_parser(
         "info",
@@ -658,7 +697,7 @@ def _cmd_ndvi(args: argparse.Namespace) -> int:
         band_b=args.band_b,
         nodata=args.nodata,
         overwrite=args.overwrite,
-        config=_engine_config(args),
+        config=_engine_config(args, model=False),
         progress=progress,
         grid=_grid_request(args),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import rasterio
 from affine import Affine
 
+from geobert.errors import GeobertError
 from tests.conftest import tree_checksums
 
 GEOBERT = [sys.executable, "-m", "geobert.cli"]
@@ -77,12 +79,12 @@ def test_ndvi_change_between_two_dates(tmp_path: Path, oscd_before: Path, oscd_a
         # overlap not smaller than the tile
         (
             lambda d, a, b: ["ndvi", a, "-o", d / "o.tif", "--tile-size", "32", "--overlap", "32"],
-            "overlap_px=32",
+            "--overlap 32: must be smaller than --tile-size 32",
         ),
         # a scheduler address that is not one
         (
             lambda d, a, b: ["ndvi", a, "-o", d / "o.tif", "--scheduler", "localhost"],
-            "is not understood",
+            "--scheduler localhost: not a dask.distributed address",
         ),
         # output grids that cannot be
         (
@@ -288,3 +290,27 @@ def test_precision_choices_match_the_library() -> None:
     for command in ("change", "classify", "evaluate-change"):
         opt = next(a for a in sub.choices[command]._actions if a.dest == "precision")
         assert tuple(opt.choices) == PRECISIONS
+
+
+def test_global_flags_after_the_command_and_errors_in_flag_names(tmp_path: Path) -> None:
+    """``--debug`` where the error hint puts it (after the command); engine errors name the
+    flags the user typed, not the engine's fields; HOST:PORT is a scheduler address."""
+    from geobert.cli import _engine_config, build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["info", "x", "--debug", "-v"])
+    assert args.debug and args.verbose
+    assert parser.parse_args(["--debug", "info", "x"]).debug  # before it still works
+    assert not parser.parse_args(["info", "x"]).debug
+    ex = str(Path(__file__).resolve().parents[1] / "examples" / "abudhabi")
+    base = ["change", f"{ex}/imgs_1", f"{ex}/imgs_2", "-o", str(tmp_path / "o")]
+    for extra, message in [
+        (["--workers", "0"], "--workers 0: must be at least 1"),
+        (["--tile-size", "33"], "--tile-size 33: the encoder works on multiples of 32 px"),
+        (["--tile-size", "16"], "--tile-size 16: must be at least 32"),
+        (["--overlap", "256"], "--overlap 256: must be smaller than --tile-size 256"),
+    ]:
+        with pytest.raises(GeobertError, match=re.escape(message)):
+            _engine_config(parser.parse_args(base + extra))
+    cfg = _engine_config(parser.parse_args([*base, "--scheduler", "10.0.0.5:8786"]))
+    assert cfg.scheduler == "tcp://10.0.0.5:8786"
