@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="bi-temporal change detection: change probability, mask, polygons",
         description="Detect change between two dates of a place with the geobert change model. "
         "Writes change_probability.tif, change.tif (0 no change, 1 change, 255 nodata), "
-        "change.gpkg (one polygon per change region with area_m2, mean_probability, "
+        "change.gpkg (one polygon per change region with area_m2, area_ha, mean_probability, "
         "max_probability), summary.json and quicklook.png into OUTDIR. The output grid is "
         "BEFORE's finest-band grid, cropped to where both dates exist (or the one --crs, "
         "--resolution, --bounds or --like ask for); pixels that are nodata in either date are "
@@ -463,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="land-cover map of a scene: classes, confidence, polygons, areas",
         description="Classify SCENE with a land-cover model. Writes landcover.tif (uint8 class "
         "codes, colour table, class names in the metadata, 255 nodata), confidence.tif, "
-        "landcover.gpkg (polygons per class region with class, area_ha, mean_confidence), "
+        "landcover.gpkg (polygons per class region with class, area_ha, area_m2, mean_confidence), "
         "areas.csv (hectares and share per class), summary.json and quicklook.png into OUTDIR. "
         "--mode patch classifies fixed cells instead (one class per cell; a grid of polygons).",
     )

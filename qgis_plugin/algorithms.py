@@ -217,7 +217,7 @@ class ChangeDetectionAlgorithm(GeobertAlgorithm):
             "Detects change between two dates of the same place with the geobert change model. "
             "The later date is aligned onto the earlier date's grid. Writes a change probability "
             "raster, a change mask (0 no change, 1 change, nodata where either date is invalid), "
-            "change polygons (area_m2, mean/max probability), summary.json and a quicklook into "
+            "change polygons (area_m2, area_ha, mean/max probability), summary.json and a quicklook into "
             "the output folder. An area to process gives exactly that extent (nodata outside "
             "the dates); an output CRS reprojects the results (areas stay ground areas)."
         )
@@ -277,7 +277,7 @@ class LandCoverAlgorithm(GeobertAlgorithm):
     def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
         return (
             "Classifies a scene with a geobert land-cover model: class raster (with the model's "
-            "colours and names), confidence, polygons per class (class, area_ha, "
+            "colours and names), confidence, polygons per class (class, area_ha, area_m2, "
             "mean_confidence), areas.csv and a quicklook, in the output folder. An area to "
             "process gives exactly that extent; an output CRS reprojects the results."
         )

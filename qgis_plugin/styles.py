@@ -68,7 +68,7 @@ def style_change_polygons(layer: QgsVectorLayer) -> None:
         {"color": "230,25,25,60", "outline_color": "230,25,25,255", "outline_width": "0.4"}
     )
     layer.renderer().setSymbol(symbol)
-    _label_area(layer, "format_number(\"area_m2\" / 10000, 2) || ' ha'")
+    _label_area(layer, "format_number(\"area_ha\", 2) || ' ha'")
     layer.triggerRepaint()
 
 

@@ -12,7 +12,7 @@ succeeded:
 
 * ``change_probability.tif`` — COG, float32, NaN where either date is invalid;
 * ``change.tif`` — COG, uint8: 0 no change, 1 change, 255 nodata, with a colour table;
-* ``change.gpkg`` — one polygon per change region (GeoPackage 1.2): ``area_m2``,
+* ``change.gpkg`` — one polygon per change region (GeoPackage 1.2): ``area_m2``, ``area_ha``,
   ``mean_probability``, ``max_probability``;
 * ``summary.json`` — inputs, acquisition dates, model, threshold, the radiometric normalisation,
   changed area, timings, and ``warnings``: plain-language reasons not to trust the map (dates that
@@ -262,6 +262,7 @@ def detect_change(
             layer_name="change",
             fields={
                 "area_m2": np.round(layer.area_m2, 1),
+                "area_ha": np.round(layer.area_m2 / 1e4, 4),
                 "mean_probability": layer.stats.get("mean_probability", np.zeros(len(layer))),
                 "max_probability": layer.stats.get("max_probability", np.zeros(len(layer))),
             },
@@ -293,6 +294,7 @@ def detect_change(
             "changed_area_m2_approx": changed_px * px_area,
             "polygons": len(layer),
             "polygon_area_m2": float(layer.area_m2.sum()),
+            "polygon_area_ha": round(float(layer.area_m2.sum()) / 1e4, 4),
             "min_area_m2": min_area_m2,
             "simplify_m": simplify_m,
             "tiles": report.tiles,

@@ -7,7 +7,7 @@ probabilities are blended across tiles. Then, in OUTDIR:
   its metadata (``255`` = nodata);
 * ``confidence.tif`` — COG, float32 probability of the chosen class (NaN = nodata);
 * ``landcover.gpkg`` — polygons (GeoPackage 1.2): one per connected region of a class, with
-  ``class``, ``area_ha``, ``mean_confidence``; regions under the minimum mapping unit are merged
+  ``class``, ``area_ha``, ``area_m2``, ``mean_confidence``; regions under the minimum mapping unit are merged
   into their largest neighbour *before* vectorising (raster and polygons agree, and the polygons
   still tile the valid area), then simplified so neighbours keep sharing their edges;
 * ``areas.csv`` — hectares and share of the valid area per class, from the raster's pixels;
@@ -483,6 +483,7 @@ def _write_layer(
         fields={
             "class": names[layer.value] if len(layer) else np.zeros(0, dtype=object),
             "area_ha": np.round(layer.area_m2 / 1e4, 4),
+            "area_m2": np.round(layer.area_m2, 1),
             "mean_confidence": (
                 np.round(confidence, 4) if confidence is not None else np.zeros(len(layer))
             ),

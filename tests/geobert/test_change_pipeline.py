@@ -69,7 +69,7 @@ def test_outputs_exist_valid_and_georeferenced(example_run) -> None:  # type: ig
 def test_polygons_agree_with_the_change_raster(example_run) -> None:  # type: ignore[no-untyped-def]
     out, summary = example_run
     info = pyogrio.read_info(out / "change.gpkg")
-    assert list(info["fields"]) == ["area_m2", "mean_probability", "max_probability"]
+    assert list(info["fields"]) == ["area_m2", "area_ha", "mean_probability", "max_probability"]
     _, _, geom, fields = pyogrio.raw.read(out / "change.gpkg")
     geoms = shapely.from_wkb(geom)
     assert len(geoms) == summary["polygons"] and shapely.is_valid(geoms).all()
@@ -79,7 +79,8 @@ def test_polygons_agree_with_the_change_raster(example_run) -> None:  # type: ig
     burnt = rasterize([(g, 1) for g in geoms], out_shape=change.shape, transform=transform)
     # without a mapping unit or simplification the polygons are exactly the changed pixels
     np.testing.assert_array_equal(burnt == 1, change == 1)
-    mean_p, max_p = fields[1], fields[2]
+    np.testing.assert_allclose(fields[1], fields[0] / 1e4, atol=1e-4)  # ha = m² / 10 000
+    mean_p, max_p = fields[2], fields[3]
     assert np.all(mean_p > summary["threshold"]) and np.all(max_p >= mean_p)
 
 
