@@ -217,9 +217,10 @@ class ChangeDetectionAlgorithm(GeobertAlgorithm):
             "Detects change between two dates of the same place with the geobert change model. "
             "The later date is aligned onto the earlier date's grid. Writes a change probability "
             "raster, a change mask (0 no change, 1 change, nodata where either date is invalid), "
-            "change polygons (area_m2, area_ha, mean/max probability), summary.json and a quicklook into "
-            "the output folder. An area to process gives exactly that extent (nodata outside "
-            "the dates); an output CRS reprojects the results (areas stay ground areas)."
+            "change polygons (area_m2, area_ha, mean/max probability), summary.json and a "
+            "quicklook into the output folder. An area to process gives exactly that extent "
+            "(nodata outside the dates); an output CRS reprojects the results (areas stay "
+            "ground areas)."
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API

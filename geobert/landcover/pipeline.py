@@ -7,9 +7,9 @@ probabilities are blended across tiles. Then, in OUTDIR:
   its metadata (``255`` = nodata);
 * ``confidence.tif`` — COG, float32 probability of the chosen class (NaN = nodata);
 * ``landcover.gpkg`` — polygons (GeoPackage 1.2): one per connected region of a class, with
-  ``class``, ``area_ha``, ``area_m2``, ``mean_confidence``; regions under the minimum mapping unit are merged
-  into their largest neighbour *before* vectorising (raster and polygons agree, and the polygons
-  still tile the valid area), then simplified so neighbours keep sharing their edges;
+  ``class``, ``area_ha``, ``area_m2``, ``mean_confidence``; regions under the minimum mapping unit
+  are merged into their largest neighbour *before* vectorising (raster and polygons agree, and the
+  polygons still tile the valid area), then simplified so neighbours keep sharing their edges;
 * ``areas.csv`` — hectares and share of the valid area per class, from the raster's pixels;
 * ``summary.json`` and ``quicklook.png`` (the map with a legend).
 
