@@ -169,7 +169,7 @@ def _grid(row: dict[str, str], base: Path, where: str) -> tuple[GridRequest, str
 def _resolve(value: str, base: Path) -> str:
     if value.startswith("/vsi") or "://" in value or Path(value).is_absolute():
         return value
-    return str(base / value)
+    return os.path.abspath(base / value)  # absolute: workers of a cluster run elsewhere
 
 
 def run_batch(

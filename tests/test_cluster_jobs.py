@@ -269,3 +269,27 @@ def test_interrupted_client_leaves_nothing_and_a_rerun_succeeds(
     assert not out.exists()  # the folder it created is gone too: no partial or staging files
     geobert("change", *big_pair, "-o", out, "--scheduler", cluster.address, "-q")
     assert_same_bytes(reference, out, CHANGE_RASTERS)
+
+
+def test_relative_paths_and_a_local_model_on_a_two_worker_cluster(
+    cluster: LoopbackCluster, tmp_path: Path
+) -> None:
+    """Workers run in another folder: relative inputs, a relative model path (its bytes travel,
+    also from worker to worker: this hung with two workers) and a manifest's relative paths."""
+    import shutil
+
+    from geobert.weights import pretrained_encoder_path
+
+    work = tmp_path / "work"
+    shutil.copytree(ROOT / "examples" / "brandenburg", work / "scene")
+    shutil.copy(pretrained_encoder_path("landcover_s_bb"), work / "lc.safetensors")
+    (work / "jobs").mkdir()
+    (work / "jobs" / "manifest.csv").write_text("id,command,scene\na,classify,../scene\n")
+    run = functools.partial(subprocess.run, capture_output=True, text=True, timeout=600, cwd=work)
+    opts = ["--scheduler", cluster.address, "--tile-size", "128", "-q"]
+    one = run([*GEOBERT, "classify", "scene", "-o", "out", "-m", "lc.safetensors", *opts])
+    assert one.returncode == 0, one.stderr
+    assert json.loads((work / "out" / "summary.json").read_text())["workers"] == 2
+    many = run([*GEOBERT, "batch", "jobs/manifest.csv", "-o", "batch", *opts[:2]])
+    assert many.returncode == 0, many.stderr
+    assert (work / "batch" / "a" / "landcover.tif").exists()

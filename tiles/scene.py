@@ -683,15 +683,16 @@ def _source_paths(source: str | os.PathLike[str] | Iterable[str | os.PathLike[st
                     f"{p} holds no raster files ({', '.join(RASTER_SUFFIXES)}); pass the folder "
                     "that contains the band files"
                 )
-            return [str(f) for f in files]
-        return [str(p)]
+            return [os.path.abspath(f) for f in files]
+        # absolute: a Scene travels to Dask workers, which run in other folders
+        return [os.path.abspath(p)]
     items = [str(s) if isinstance(s, str) else os.fspath(s) for s in source]
     if not items:
         raise SceneNotFoundError("an empty list of band files was given")
     for f in items:
         if not is_gdal_url(f) and not Path(f).is_file():
             raise SceneNotFoundError(f"band file {f} does not exist")
-    return [_gdal_path(f) if is_gdal_url(f) else f for f in items]
+    return [_gdal_path(f) if is_gdal_url(f) else os.path.abspath(f) for f in items]
 
 
 def _gdal_path(url: str) -> str:

@@ -101,7 +101,22 @@ class ModelFile:
     path: str
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "data": Path(self.path).read_bytes()}
+        # a copy that already travelled (a worker passing it on to another, as Dask's scatter
+        # with broadcast does) sends the bytes it holds: the path may not exist there
+        data: bytes | None = getattr(self, "_data", None)
+        return {"path": self.path, "data": data if data is not None else self.bytes()}
+
+    def bytes(self) -> bytes:
+        """The checkpoint's contents (read from the path unless they travelled with it)."""
+        data: bytes | None = getattr(self, "_data", None)
+        if data is not None:
+            return data
+        try:
+            return Path(self.path).read_bytes()
+        except OSError as exc:
+            raise GeobertError(
+                f"cannot read the model {self.path} ({exc.strerror or exc}); check the path"
+            ) from exc
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         object.__setattr__(self, "path", state["path"])

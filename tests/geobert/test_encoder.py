@@ -179,3 +179,21 @@ def test_shipped_pretrained_encoder_loads_and_describes_itself(oscd_before: Path
     assert feats[-1].shape == (1, 384, 2, 2) and torch.isfinite(feats[-1]).all()
     with pytest.raises(GeobertError, match="no shipped checkpoint 'nope'"):
         geobert.pretrained_encoder_path("nope")
+
+
+def test_model_file_travels_on_from_a_machine_without_the_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Dask broadcasts a scattered model from worker to worker: a copy unpickled where its path
+    does not exist must pickle again from the bytes it carries (this hung multi-worker runs)."""
+    import pickle
+    import shutil
+
+    from geobert.models.checkpoint import ModelFile
+    from geobert.weights import pretrained_encoder_path
+
+    local = tmp_path / "m.safetensors"
+    shutil.copy(pretrained_encoder_path("changenet_s_oscd"), local)
+    first_hop = pickle.loads(pickle.dumps(ModelFile(str(local))))
+    local.unlink()  # the second worker's machine has no such file
+    second_hop = pickle.loads(pickle.dumps(first_hop))
+    model, card = second_hop.load()
+    assert card.task == "change" and sum(p.numel() for p in model.parameters()) > 1e6
