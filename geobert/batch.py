@@ -34,6 +34,7 @@ from typing import Any
 
 from geobert.errors import GeobertError
 from tiles.engine import EngineConfig
+from tiles.scene import parse_band_names
 from tiles.target import GridRequest, parse_crs
 
 __all__ = ["BatchItem", "read_manifest", "run_batch"]
@@ -51,6 +52,8 @@ class BatchItem:
     #: output grid (without ``like``, which is read when the item runs)
     grid: GridRequest = field(default_factory=GridRequest)
     like: str | None = None
+    #: names of the inputs' bands in file order (the manifest's ``bands`` column)
+    band_names: tuple[str, ...] | None = None
 
     def grid_request(self) -> GridRequest:
         """The item's output grid, ``like`` read now (a missing raster fails the item only)."""
@@ -127,7 +130,13 @@ def read_manifest(path: str | os.PathLike[str]) -> list[BatchItem]:
         inputs = tuple(_resolve(row[f], p.parent) for f in _FIELDS[command])
         model = _resolve(row["model"], p.parent) if row.get("model") else None
         grid, like = _grid(row, p.parent, where)
-        items.append(BatchItem(item_id, command, inputs, model, grid, like))
+        bands = None
+        if row.get("bands"):
+            try:
+                bands = tuple(parse_band_names(row["bands"]))
+            except ValueError as exc:
+                raise GeobertError(f"{where}: bands {exc}") from None
+        items.append(BatchItem(item_id, command, inputs, model, grid, like, bands))
     return items
 
 
@@ -203,6 +212,7 @@ def run_batch(
             try:
                 opts: dict[str, Any] = {"model": item.model, "overwrite": True, "config": config}
                 opts["grid"] = item.grid_request()
+                opts["band_names"] = item.band_names
                 if item.command == "change":
                     detect_change(item.inputs[0], item.inputs[1], folder, **opts)
                 else:

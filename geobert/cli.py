@@ -120,6 +120,37 @@ def _add_precision_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _band_list(text: str) -> list[str]:
+    """``--bands``: a preset name or comma-separated band names."""
+    from tiles.scene import parse_band_names
+
+    try:
+        return parse_band_names(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_band_args(p: argparse.ArgumentParser, model: bool = True) -> None:
+    p.add_argument(
+        "--bands",
+        type=_band_list,
+        default=None,
+        metavar="NAMES",
+        help="names of the input's bands in file order, for stacks without band names "
+        "(gdalbuildvrt -separate, QGIS Build Virtual Raster): comma-separated, e.g. "
+        "B02,B03,B04,B08, or a preset: s2-l1c (B01…B08,B8A,B09…B12), s2-l2a (the same without "
+        "B10), s2-10m (B02,B03,B04,B08), s2-rgbn (B04,B03,B02,B08)",
+    )
+    if model:
+        p.add_argument(
+            "--fill-missing",
+            choices=["error", "mean"],
+            default="error",
+            help="bands the model needs but the input lacks: refuse (error, default) or fill "
+            "them with their training mean (mean; a warning says the map is less reliable)",
+        )
+
+
 def _add_grid_args(p: argparse.ArgumentParser, default: str, model: bool = True) -> None:
     g = p.add_argument_group(
         "output grid", f"By default the outputs are on {default}. These options choose another."
@@ -329,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no warnings")
     _add_precision_arg(p)
     _add_grid_args(p, "BEFORE's finest-band grid, cropped to where both dates exist")
+    _add_band_args(p)
     _add_engine_args(p, tile_px=256, overlap_px=32, batch=2)
 
     p = sub.add_parser(
@@ -352,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no warnings")
     _add_grid_args(p, "SCENE's grid (with AFTER: cropped to where both dates exist)", model=False)
+    _add_band_args(p, model=False)
     _add_engine_args(p)
 
     p = sub.add_parser(
@@ -504,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no warnings")
     _add_precision_arg(p)
     _add_grid_args(p, "SCENE's finest-band grid")
+    _add_band_args(p)
     _add_engine_args(p, tile_px=256, overlap_px=32, batch=2)
 
     p = sub.add_parser(
@@ -700,6 +734,7 @@ def _cmd_ndvi(args: argparse.Namespace) -> int:
         config=_engine_config(args, model=False),
         progress=progress,
         grid=_grid_request(args),
+        band_names=args.bands,
     )
     if not args.quiet:
         print(
@@ -861,6 +896,8 @@ def _cmd_change(args: argparse.Namespace) -> int:
         progress=_progress(args),
         precision=args.precision,
         grid=_grid_request(args),
+        band_names=args.bands,
+        fill_missing=args.fill_missing,
     )
     _done(args)
     if not args.quiet:
@@ -903,6 +940,8 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         progress=_progress(args),
         precision=args.precision,
         grid=_grid_request(args),
+        band_names=args.bands,
+        fill_missing=args.fill_missing,
     )
     _done(args)
     if not args.quiet:

@@ -9,6 +9,7 @@ files at mixed resolutions, two-date alignment, Dask execution, blending and the
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,7 @@ def normalized_difference(
     config: EngineConfig | None = None,
     progress: Progress | None = None,
     grid: GridRequest | None = None,
+    band_names: Sequence[str] | None = None,
 ) -> RunReport:
     """Write the normalised difference of two bands (default NDVI) as a COG.
 
@@ -85,12 +87,13 @@ def normalized_difference(
         progress: Progress and cancellation.
         grid: Output grid (default: ``scene``'s, see above); another CRS or resolution is
             cropped to where the input has data, bounds or a ``like`` grid are kept whole.
+        band_names: Names of the bands in file order, for stacks without band names.
     """
     request = grid or GridRequest()
     out = check_output_path(
         out, overwrite=overwrite, inputs=[scene, *([after] if after is not None else [])]
     )
-    first = open_scene(scene, nodata=nodata)
+    first = open_scene(scene, nodata=nodata, band_names=band_names)
     _require(first.band_names, (band_a, band_b), Path(scene))
     reader: Reader
     if after is None:
@@ -98,7 +101,7 @@ def normalized_difference(
         factory = NormalizedDifference(0, 1)
         name = f"nd({band_a},{band_b})"
     else:
-        second = open_scene(after, nodata=nodata)
+        second = open_scene(after, nodata=nodata, band_names=band_names)
         _require(second.band_names, (band_a, band_b), Path(after))
         reader = place_pair(
             first.select([band_a, band_b]), second.select([band_a, band_b]), request

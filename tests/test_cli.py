@@ -314,3 +314,54 @@ def test_global_flags_after_the_command_and_errors_in_flag_names(tmp_path: Path)
             _engine_config(parser.parse_args(base + extra))
     cfg = _engine_config(parser.parse_args([*base, "--scheduler", "10.0.0.5:8786"]))
     assert cfg.scheduler == "tcp://10.0.0.5:8786"
+
+
+def test_unnamed_band_stacks_are_named_with_bands(tmp_path: Path) -> None:
+    """A stack without band names (gdalbuildvrt -separate, QGIS Build Virtual Raster): refused
+    with the fix in the message; named with --bands it gives exactly the named stack's map;
+    --fill-missing mean runs an L2A-like stack without B10, with a warning."""
+    from tests.conftest import read_example_pair
+
+    pair, before, after = read_example_pair()
+    names = list(pair.before.band_names)
+    prof = {"driver": "GTiff", "width": before.shape[2], "height": before.shape[1],
+            "count": before.shape[0], "dtype": "uint16", "crs": pair.grid.crs,
+            "transform": pair.grid.transform}  # fmt: skip
+    for stem, arr in (("b", before), ("a", after)):
+        for named in (True, False):
+            with rasterio.open(tmp_path / f"{stem}_{named}.tif", "w", **prof) as ds:
+                ds.write(arr)
+                if named:
+                    ds.descriptions = tuple(names)
+    run = [*GEOBERT, "change"]
+    unnamed = [str(tmp_path / "b_False.tif"), str(tmp_path / "a_False.tif")]
+    refused = subprocess.run([*run, *unnamed, "-o", str(tmp_path / "x"), "-q"],
+                             capture_output=True, text=True)  # fmt: skip
+    assert refused.returncode == 2 and "--bands" in refused.stderr, refused.stderr
+    ok = subprocess.run([*run, *unnamed, "-o", str(tmp_path / "u"), "--bands", ",".join(names),
+                         "-q"], capture_output=True, text=True)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    named = [str(tmp_path / "b_True.tif"), str(tmp_path / "a_True.tif")]
+    ref = subprocess.run(
+        [*run, *named, "-o", str(tmp_path / "n"), "-q"], capture_output=True, text=True
+    )
+    assert ref.returncode == 0, ref.stderr
+    with (
+        rasterio.open(tmp_path / "u" / "change_probability.tif") as u,
+        rasterio.open(tmp_path / "n" / "change_probability.tif") as n,
+    ):
+        np.testing.assert_array_equal(u.read(), n.read())
+    no_b10 = [n for n in names if n != "B10"]
+    keep = [names.index(n) for n in no_b10]
+    prof["count"] = len(keep)
+    for stem, arr in (("b", before), ("a", after)):
+        with rasterio.open(tmp_path / f"{stem}_l2a.tif", "w", **prof) as ds:
+            ds.write(arr[keep])
+    l2a = [str(tmp_path / "b_l2a.tif"), str(tmp_path / "a_l2a.tif"), "--bands", ",".join(no_b10)]
+    missing = subprocess.run([*run, *l2a, "-o", str(tmp_path / "m"), "-q"],
+                             capture_output=True, text=True)  # fmt: skip
+    assert missing.returncode == 2 and "--fill-missing mean" in missing.stderr
+    filled = subprocess.run([*run, *l2a, "-o", str(tmp_path / "f"), "-q", "--fill-missing",
+                             "mean"], capture_output=True, text=True)  # fmt: skip
+    assert filled.returncode == 0, filled.stderr
+    assert "B10 are missing from the input and were filled" in filled.stderr

@@ -61,6 +61,33 @@ MAX_PIXELS = 1 << 34
 _BAND_RE = re.compile(r"(?:^|[_\-.])(B(?:AND)?_?(\d{1,2})(A?))$", re.IGNORECASE)
 
 
+BAND_PRESETS = {
+    "s2-l1c": ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
+               "B12"),
+    "s2-l2a": ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"),
+    "s2-10m": ("B02", "B03", "B04", "B08"),
+    "s2-rgbn": ("B04", "B03", "B02", "B08"),
+}  # fmt: skip
+"""Sentinel-2's usual stack orders, by name: the products' band order (B8A after B08), L2A's
+(no B10), the four 10 m bands, natural colour then near infrared."""
+
+
+def parse_band_names(text: str) -> list[str]:
+    """Band names from a preset name (:data:`BAND_PRESETS`) or a comma-separated list.
+
+    >>> parse_band_names("B02, B03,B04"), parse_band_names("S2-10m")
+    (['B02', 'B03', 'B04'], ['B02', 'B03', 'B04', 'B08'])
+    """
+    preset = BAND_PRESETS.get(text.strip().lower())
+    names = list(preset) if preset else [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError(
+            f"{text!r} names no band; give e.g. B02,B03,B04,B08 or a preset: "
+            + ", ".join(BAND_PRESETS)
+        )
+    return names
+
+
 def band_name_from_path(path: str | os.PathLike[str]) -> str | None:
     """Band name encoded at the end of a file name, normalised to ``B01``/``B8A`` style.
 
@@ -599,6 +626,7 @@ def open_scene(
     grid: GridSpec | None = None,
     nodata: float | None = None,
     resampling: ResamplingName = "bilinear",
+    band_names: Sequence[str] | None = None,
 ) -> Scene:
     """Open a multispectral scene.
 
@@ -611,6 +639,10 @@ def open_scene(
         nodata: Value treated as nodata in every band, overriding the files' own.
         resampling: How bands on other grids are resampled onto the target grid (bilinear for
             reflectances; nearest for class codes).
+        band_names: Names of the source's bands in their order (the bands of a multi-band
+            file, or one per file of a folder — sorted by name — or list), replacing what the
+            files say: a stack built without band names (``gdalbuildvrt -separate``, QGIS
+            *Build Virtual Raster*) gets its names here.
 
     Raises:
         SceneNotFoundError: the path does not exist or holds no raster files.
@@ -636,7 +668,7 @@ def open_scene(
                         f"{path} has {ds.count} bands; a folder or list of files must hold one "
                         "band per file (pass a multi-band file on its own instead)"
                     )
-                name = band_name_from_path(path)
+                name = band_name_from_path(path) or ("" if band_names is not None else None)
                 if name is None:
                     raise BandMismatchError(
                         f"cannot tell which band {Path(path).name} is: band files must end in "
@@ -645,6 +677,14 @@ def open_scene(
                 sources.append(BandSource(str(path), 1, name))
                 grids.append(g)
                 dtypes.append(ds.dtypes[0])
+    if band_names is not None:
+        given = [str(n).strip() for n in band_names]
+        if len(given) != len(sources) or not all(given):
+            raise BandMismatchError(
+                f"{len(given)} band names were given for {len(sources)} bands of {source}; name "
+                "each band once, in the file's order"
+            )
+        sources = [replace(s, name=n) for s, n in zip(sources, given, strict=True)]
     names = [s.name for s in sources]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +42,7 @@ from geobert.change.radiometry import (
     sample_pair,
 )
 from geobert.errors import GeobertError
-from geobert.models.card import ModelCard, fill_invalid
+from geobert.models.card import FillPolicy, ModelCard, fill_invalid, missing_band_note
 from geobert.models.precision import inference_autocast
 
 if TYPE_CHECKING:
@@ -155,6 +156,8 @@ def detect_change(
     progress: Progress | None = None,
     precision: str = "fp32",
     grid: GridRequest | None = None,
+    band_names: Sequence[str] | None = None,
+    fill_missing: FillPolicy = "error",
 ) -> dict[str, Any]:
     """Run change detection on two dates and write the outputs listed in the module docstring.
 
@@ -172,6 +175,10 @@ def detect_change(
         grid: Output grid (default: ``before``'s finest-band grid). Another CRS or resolution
             is still cropped to where both dates exist; bounds or a ``like`` grid are kept
             whole, nodata outside the dates.
+        band_names: Names of each date's bands in file order, for stacks without band names
+            (see :func:`tiles.scene.open_scene`).
+        fill_missing: ``"mean"`` runs without bands the model needs, filling them with their
+            training mean (a warning says so); ``"error"`` (default) refuses.
 
     Returns:
         The summary also written to ``summary.json``.
@@ -184,11 +191,11 @@ def detect_change(
     card = read_card(model_path)
     if card.task != "change":
         raise GeobertError(f"{model_path} is a {card.task!r} model, not a change model")
-    pair = _pair(before, after, card, grid or GridRequest())
-    indices = tuple(card.band_indices(pair.before.band_names))
+    pair = _pair(before, after, card, grid or GridRequest(), band_names)
+    indices = tuple(card.band_indices(pair.before.band_names, fill=fill_missing))
     config = config or EngineConfig(tile_size_px=card.tile_size_px, overlap_px=32, batch_size=2)
     threshold = float(card.training["threshold"])
-    notes: list[str] = []
+    notes: list[str] = missing_band_note(card, indices)
     dates = _dates(before, after, notes)
     fit = None
     if card.training.get("radiometric_normalization"):
@@ -378,8 +385,10 @@ def _pair(
     after: str | os.PathLike[str],
     card: ModelCard,
     request: GridRequest,
+    band_names: Sequence[str] | None = None,
 ) -> ScenePair:
-    first, second = open_scene(before), open_scene(after)
+    first = open_scene(before, band_names=band_names)
+    second = open_scene(after, band_names=band_names)
     if request.is_default:
         card.check_scene_size(first.grid.shape, before)
         card.check_scene_size(second.grid.shape, after)

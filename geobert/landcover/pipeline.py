@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -39,7 +40,7 @@ import numpy as np
 
 from geobert._staging import input_paths, staged_outputs
 from geobert.errors import GeobertError
-from geobert.models.card import ModelCard, fill_invalid
+from geobert.models.card import FillPolicy, ModelCard, fill_invalid, missing_band_note
 from geobert.models.precision import inference_autocast
 
 if TYPE_CHECKING:
@@ -142,6 +143,8 @@ def classify(
     progress: Progress | None = None,
     precision: str = "fp32",
     grid: GridRequest | None = None,
+    band_names: Sequence[str] | None = None,
+    fill_missing: FillPolicy = "error",
 ) -> dict[str, Any]:
     """Classify a scene and write the outputs listed in the module docstring.
 
@@ -160,6 +163,9 @@ def classify(
         precision: ``fp32`` or ``bf16`` (bfloat16 autocast).
         grid: Output grid (default: the scene's finest-band grid); another CRS or resolution is
             cropped to where the scene has data, bounds or a ``like`` grid are kept whole.
+        band_names: Names of the scene's bands in file order, for stacks without band names.
+        fill_missing: ``"mean"`` runs without bands the model needs, filling them with their
+            training mean (a warning says so); ``"error"`` (default) refuses.
     """
     from geobert.models.checkpoint import ModelFile, read_card
     from geobert.weights import pretrained_encoder_path
@@ -173,12 +179,12 @@ def classify(
         raise GeobertError(f"unknown mode {mode!r}; use 'pixel' or 'patch'")
     if cell_px < 1:
         raise GeobertError(f"cell size must be at least 1 pixel, got {cell_px}")
-    scene = open_scene(scene_path)
+    scene = open_scene(scene_path, band_names=band_names)
     request = grid or GridRequest()
     if not request.is_default:
         scene = place_scene(scene, request, str(scene_path))
     card.check_scene_size(scene.grid.shape, scene_path if request.is_default else "the output grid")
-    indices = tuple(card.band_indices(scene.band_names))
+    indices = tuple(card.band_indices(scene.band_names, fill=fill_missing))
     config = config or EngineConfig(tile_size_px=card.tile_size_px, overlap_px=32, batch_size=2)
     has_domain = bool(card.training.get("domain"))
     factory = LandCoverTiles(
@@ -202,7 +208,7 @@ def classify(
                 f"{scene_path} has no valid pixel (all nodata); check its nodata value and masks"
             )
         areas = _write_areas(stage, card, extra.pop("pixel_counts"), extra.pop("pixel_area_m2"))
-        notes = _domain_notes(extra, card)
+        notes = missing_band_note(card, indices) + _domain_notes(extra, card)
         gsd = pixel_size_m(scene.grid)
         if not 1 / 1.5 <= gsd / card.gsd_m <= 1.5:
             notes.append(

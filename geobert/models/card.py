@@ -18,7 +18,14 @@ import numpy as np
 
 from geobert.errors import BandMismatchError, GeobertError
 
-__all__ = ["CARD_FORMAT", "MIN_SCENE_PX", "FillPolicy", "ModelCard", "fill_invalid"]
+__all__ = [
+    "CARD_FORMAT",
+    "MIN_SCENE_PX",
+    "FillPolicy",
+    "ModelCard",
+    "fill_invalid",
+    "missing_band_note",
+]
 
 log = logging.getLogger("geobert")
 
@@ -118,10 +125,18 @@ class ModelCard:
         pos = {name: i for i, name in enumerate(available)}
         missing = [b for b in self.bands if b not in pos]
         if missing and fill == "error":
+            unnamed = all(str(b).startswith("band") for b in available)
+            hint = (
+                "the scene's bands have no names (band1, band2, …: a stack without band "
+                "descriptions): name them in file order with --bands (e.g. --bands s2-l1c, or "
+                "--bands B02,B03,B04,B08), or set the band descriptions (gdal_edit.py -mo)"
+                if unnamed
+                else "provide them, or fill them with their training mean (--fill-missing mean; "
+                "the map is then less reliable)"
+            )
             raise BandMismatchError(
                 f"the model needs band(s) {missing} that the scene lacks (scene has "
-                f"{list(available)}, model expects {list(self.bands)}); provide them, or allow "
-                "filling missing bands with their training mean (fill='mean')"
+                f"{list(available)}, model expects {list(self.bands)}); {hint}"
             )
         return [pos.get(b) for b in self.bands]
 
@@ -179,3 +194,14 @@ def fill_invalid(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
     if bad.any():
         x = np.where(bad, np.float32(0), x)
     return x
+
+
+def missing_band_note(card: ModelCard, indices: Sequence[int | None]) -> list[str]:
+    """A warning naming the model bands filled with their training mean (``--fill-missing``)."""
+    missing = [b for b, i in zip(card.bands, indices, strict=True) if i is None]
+    if not missing:
+        return []
+    return [
+        f"band(s) {', '.join(missing)} are missing from the input and were filled with their "
+        "training mean: the model sees less than it was trained on, so the map is less reliable"
+    ]
