@@ -148,9 +148,28 @@ class GeobertAlgorithm(QgsProcessingAlgorithm):
                 args += ["--bounds", *(repr(v) for v in corners)]
         return args
 
+    BANDS = "BANDS"
+    #: the band-order choices offered (geobert's --bands presets), first: the files' own names
+    BAND_CHOICES: ClassVar[list[tuple[str, str]]] = [
+        ("", "From the files (band descriptions or file names)"),
+        ("s2-l1c", "Sentinel-2 L1C stack: B01…B08, B8A, B09…B12 (13)"),
+        ("s2-l2a", "Sentinel-2 L2A stack: B01…B08, B8A, B09, B11, B12 (12)"),
+        ("s2-10m", "Sentinel-2 10 m bands: B02, B03, B04, B08"),
+        ("s2-rgbn", "Natural colour + near infrared: B04, B03, B02, B08"),
+    ]
+
     def add_model_parameter(self, label: str) -> None:
         self.addParameter(
             QgsProcessingParameterFile(self.MODEL, label, extension="safetensors", optional=True)
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.BANDS,
+                "Band order of the input (for stacks without band names, e.g. from Build "
+                "Virtual Raster)",
+                options=[label for _, label in self.BAND_CHOICES],
+                defaultValue=0,
+            )
         )
 
     def add_area_scheduler_output_parameters(self, area_label: str, min_area: float) -> None:
@@ -182,6 +201,9 @@ class GeobertAlgorithm(QgsProcessingAlgorithm):
         model = self.parameterAsFile(parameters, self.MODEL, context)
         if model:
             args += ["-m", model]
+        preset = self.BAND_CHOICES[self.parameterAsEnum(parameters, self.BANDS, context)][0]
+        if preset:
+            args += ["--bands", preset]
         return args + _scheduler_args(self.parameterAsString(parameters, self.SCHEDULER, context))
 
     def add_layer(
