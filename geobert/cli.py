@@ -709,6 +709,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "pixel_m": round(pixel_size_m(g), 2),  # on the ground, at the centre
         "bounds": list(g.bounds),
     }
+    from tiles.dates import acquisition_date
+    from tiles.products import is_sentinel2_product, read_sentinel2_product
+
+    when = acquisition_date(args.scene)
+    if when is not None:
+        info["date"] = f"{when.date} (from {when.source})"
+    if is_sentinel2_product(args.scene):
+        info["product"] = read_sentinel2_product(args.scene).describe()
     if args.json:
         print(json.dumps(info, indent=2))
     else:

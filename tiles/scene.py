@@ -196,11 +196,13 @@ class GridSpec:
 
 @dataclass(frozen=True)
 class BandSource:
-    """One band of one file: ``path`` and 1-based ``index``, exposed under ``name``."""
+    """One band of one file: ``path`` and 1-based ``index``, exposed under ``name``; ``offset``
+    is added to its values (Sentinel-2's digital-number offset from processing baseline 04.00)."""
 
     path: str
     index: int
     name: str
+    offset: float = 0.0
 
 
 @runtime_checkable
@@ -497,6 +499,9 @@ class Scene:
                 data[ks] = arr
             valid &= file_valid
         assert data is not None
+        offsets = [b.offset for b in self.bands]
+        if any(offsets):  # after the nodata test: a no-data DN stays no-data
+            data = data + np.asarray(offsets, data.dtype)[:, None, None]
         return data, valid
 
     def _read_file(
@@ -633,7 +638,9 @@ def open_scene(
     Args:
         source: One multi-band raster (GeoTIFF, COG, JPEG 2000, VRT); a folder of single-band
             files whose names end in the band name (``..._B02.tif``, ``..._B8A.jp2``, the OSCD
-            ``imgs_1/`` and Sentinel-2 ``IMG_DATA`` layouts); or a list of such files.
+            ``imgs_1/`` and Sentinel-2 ``IMG_DATA`` layouts); a list of such files; or a
+            Sentinel-2 L1C/L2A product as downloaded (``.SAFE`` folder or its ``.zip``, see
+            :mod:`tiles.products`: band files, digital-number offsets, no-data 0).
         bands: Keep only these bands, in this order.
         grid: Target grid. Default: the grid of the finest-resolution band.
         nodata: Value treated as nodata in every band, overriding the files' own.
@@ -650,7 +657,22 @@ def open_scene(
         MissingCRSError: a file has no CRS or geotransform.
         BandMismatchError: duplicate band names, or ``bands`` names a band that is missing.
     """
-    paths = _source_paths(source)
+    from tiles.products import is_sentinel2_product, read_sentinel2_product
+
+    product = None
+    local = isinstance(source, str | os.PathLike) and not (
+        isinstance(source, str) and is_gdal_url(source)
+    )
+    if local and is_sentinel2_product(source):  # type: ignore[arg-type]
+        product = read_sentinel2_product(source)  # type: ignore[arg-type]
+    if product is not None:
+        paths = list(product.bands.values())
+        band_names = band_names or list(product.bands)
+        if nodata is None:
+            nodata = 0  # the products' documented no-data digital number
+        log.info("%s: %s", source, product.describe())
+    else:
+        paths = _source_paths(source)
     sources: list[BandSource] = []
     grids: list[GridSpec] = []
     dtypes: list[str] = []
@@ -685,6 +707,9 @@ def open_scene(
                 "each band once, in the file's order"
             )
         sources = [replace(s, name=n) for s, n in zip(sources, given, strict=True)]
+    if product is not None and product.offsets:
+        sources = [replace(s, offset=product.offsets.get(s.name, 0.0)) for s in sources]
+        dtypes = ["float32"]
     names = [s.name for s in sources]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
