@@ -199,6 +199,13 @@ def test_train_land_cover_model_in_qgis(env: dict[str, Path], tmp_path: Path) ->
 def run_qgis_process_change(env: dict[str, Path], tmp_path: Path, *params: str) -> dict:  # type: ignore[type-arg]
     """``qgis_process run geobert:change`` on the example pair with the plugin enabled in a fresh
     profile; returns the algorithm's results."""
+    return qgis_process_change(env, tmp_path, env["before"], env["after"], *params)[0]
+
+
+def qgis_process_change(
+    env: dict[str, Path], tmp_path: Path, before: Path, after: Path, *params: str
+) -> tuple[dict, str]:  # type: ignore[type-arg]
+    """The same on any two layers; also returns what qgis_process printed (its log)."""
     home = tmp_path / "home"
     home.mkdir()
     qenv = _qgis_env(home) | {"QGIS_PLUGINPATH": str(env["plugins"])}
@@ -206,12 +213,13 @@ def run_qgis_process_change(env: dict[str, Path], tmp_path: Path, *params: str) 
                             capture_output=True, text=True, timeout=300, env=qenv)  # fmt: skip
     assert enable.returncode == 0, enable.stderr[-2000:]
     proc = subprocess.run(
-        [QGIS_PROCESS, "--json", "run", "geobert:change", "--", f"BEFORE={env['before']}",
-         f"AFTER={env['after']}", f"OUTPUT_FOLDER={tmp_path / 'out'}", *params],
+        [QGIS_PROCESS, "--json", "run", "geobert:change", "--", f"BEFORE={before}",
+         f"AFTER={after}", f"OUTPUT_FOLDER={tmp_path / 'out'}", *params],
         capture_output=True, text=True, timeout=600, env=qenv,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout[proc.stdout.index("{") :])["results"]  # type: ignore[no-any-return]
+    results = json.loads(proc.stdout[proc.stdout.index("{") :])["results"]
+    return results, proc.stdout + proc.stderr
 
 
 def test_change_detection_through_qgis_process(env: dict[str, Path], tmp_path: Path) -> None:
@@ -237,3 +245,43 @@ def test_change_on_an_area_and_crs_chosen_in_qgis(env: dict[str, Path], tmp_path
         assert 9 < px < 12  # about the input's 10 m
         for got, expected in zip(ds.bounds, want, strict=True):
             assert abs(got - expected) <= 2 * px
+
+
+def test_unnamed_stacks_and_warnings_through_qgis_process(
+    env: dict[str, Path], tmp_path: Path
+) -> None:
+    """Layers built without band names (Build Virtual Raster) run with the band-order choice
+    and give the named layers' map; a result not to be trusted says so in the Processing log."""
+    from dataclasses import replace
+
+    from geobert.models.checkpoint import load_checkpoint, save_checkpoint
+    from geobert.weights import pretrained_encoder_path
+    from tiles.scene import BAND_PRESETS
+
+    order = BAND_PRESETS["s2-l1c"]
+    for name in ("before", "after"):
+        with rasterio.open(env[name]) as src:
+            names = list(src.descriptions)
+            data = src.read([names.index(b) + 1 for b in order])
+            with rasterio.open(tmp_path / f"{name}_unnamed.tif", "w", **src.profile) as dst:
+                dst.write(data)  # no band descriptions
+    (tmp_path / "named").mkdir()
+    named, _ = qgis_process_change(env, tmp_path / "named", env["before"], env["after"])
+    (tmp_path / "unnamed").mkdir()
+    unnamed, _ = qgis_process_change(
+        env, tmp_path / "unnamed", tmp_path / "before_unnamed.tif",
+        tmp_path / "after_unnamed.tif", "BANDS=1",  # Sentinel-2 L1C stack order
+    )  # fmt: skip
+    with rasterio.open(named["PROBABILITY"]) as a, rasterio.open(unnamed["PROBABILITY"]) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+    model, card = load_checkpoint(pretrained_encoder_path("changenet_s_oscd"))
+    flood = save_checkpoint(
+        model,
+        replace(card, training={**card.training, "threshold": 0.0, "train_change_share": 0.02}),
+        tmp_path / "flood.safetensors",
+    )
+    (tmp_path / "flood").mkdir()
+    _, log = qgis_process_change(
+        env, tmp_path / "flood", env["before"], env["after"], f"MODEL={flood}"
+    )
+    assert "geobert: 100 % of the valid pixels are flagged as change" in log, log[-2000:]
