@@ -293,3 +293,23 @@ def test_relative_paths_and_a_local_model_on_a_two_worker_cluster(
     many = run([*GEOBERT, "batch", "jobs/manifest.csv", "-o", "batch", *opts[:2]])
     assert many.returncode == 0, many.stderr
     assert (work / "batch" / "a" / "landcover.tif").exists()
+
+
+def test_a_port_where_something_else_listens_is_one_line_not_a_hang(tmp_path: Path) -> None:
+    """A web server where the scheduler should be accepts the connection and never answers
+    Dask's handshake: the run gives up after the timeout and says what is there."""
+    from geobert.errors import GeobertError
+    from geobert.indices import normalized_difference
+    from tiles.engine import EngineConfig
+
+    with http_server(tmp_path) as url:
+        address = url.replace("http://", "tcp://")
+        t0 = time.monotonic()
+        with pytest.raises(GeobertError, match=r"did not answer as a Dask scheduler.*web server"):
+            normalized_difference(
+                ROOT / "tests" / "data" / "s2_jp2",
+                tmp_path / "nd.tif",
+                config=EngineConfig(scheduler=address, connect_timeout_s=2),
+            )
+        assert time.monotonic() - t0 < 30
+    assert not (tmp_path / "nd.tif").exists()

@@ -534,6 +534,59 @@ def spread_over_workers(groups: list[int], n: int) -> list[list[int]]:
     return queues
 
 
+def _connect(client_type: Any, address: str, timeout_s: float) -> Any:
+    """A client of the scheduler at ``address``, within ``timeout_s``.
+
+    ``Client(timeout=…)`` bounds the TCP connection, not the handshake after it: a port where
+    something else listens (a web server, the dashboard's 8787) accepts the connection and then
+    never answers, and the client would wait forever. The connection is therefore made in a
+    helper thread that is given up on after the timeout, and what listens there is named.
+    """
+    box: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            box["client"] = client_type(address, timeout=timeout_s, set_as_default=False)
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+
+    thread = threading.Thread(target=connect, name="geobert-connect", daemon=True)
+    thread.start()
+    thread.join(timeout_s + 5)
+    if "client" in box:
+        return box["client"]
+    exc = box.get("error")
+    if exc is None:  # still waiting for a handshake
+        raise GeobertError(
+            f"{address} accepted the connection but did not answer as a Dask scheduler within "
+            f"{timeout_s + 5:.0f} s ({_what_listens(address)}); give the scheduler's address "
+            "(`dask scheduler` prints it; the default port is 8786, 8787 is its dashboard)"
+        )
+    if isinstance(exc, (OSError, TimeoutError)):
+        raise GeobertError(
+            f"cannot reach the Dask scheduler at {address} ({exc}); start one with "
+            "`dask scheduler` and workers with `dask worker ADDRESS`, or leave out --scheduler "
+            "to run on this machine"
+        ) from exc
+    raise exc
+
+
+def _what_listens(address: str) -> str:
+    """A guess at what listens at a ``tcp://host:port`` that is not a scheduler."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=3) as sock:
+            sock.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
+            sock.settimeout(3)
+            head = sock.recv(64)
+    except (OSError, ValueError):
+        return "nothing identifiable"
+    return "a web server answers there" if head.startswith(b"HTTP/") else "an unknown service"
+
+
 def _run_distributed(
     reader: Reader,
     factory: TileFunctionFactory,
@@ -548,14 +601,7 @@ def _run_distributed(
 
     address = config.scheduler
     assert address is not None
-    try:
-        client = Client(address, timeout=config.connect_timeout_s, set_as_default=False)
-    except (OSError, TimeoutError) as exc:
-        raise GeobertError(
-            f"cannot reach the Dask scheduler at {address} ({exc}); start one with "
-            "`dask scheduler` and workers with `dask worker ADDRESS`, or leave out --scheduler "
-            "to run on this machine"
-        ) from exc
+    client = _connect(Client, address, config.connect_timeout_s)
     try:
         nthreads = client.nthreads()  # worker address -> threads
         threads: int = sum(nthreads.values())
