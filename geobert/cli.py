@@ -1142,6 +1142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # GDAL prints errors raised outside rasterio's handlers ("ERROR 1: TIFF…") itself; they
         # reach the user as geobert's one-line errors instead. --verbose/--debug show them.
         os.environ.setdefault("CPL_LOG", os.devnull)
+        # Dask logs a lost scheduler or worker as tracebacks; geobert says it in one line
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
         _silence_libtiff_stderr()
     _interrupt_on_sigterm()
     quiet = getattr(args, "quiet", False) and not (args.debug or args.verbose)

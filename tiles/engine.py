@@ -534,6 +534,27 @@ def spread_over_workers(groups: list[int], n: int) -> list[list[int]]:
     return queues
 
 
+def _cluster_lost_errors() -> tuple[type[BaseException], ...]:
+    """What a future raises when the cluster, not the task, failed."""
+    import concurrent.futures
+
+    from distributed.comm.core import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    errors: list[type[BaseException]] = [
+        concurrent.futures.CancelledError,
+        CommClosedError,
+        KilledWorker,
+    ]
+    try:
+        from distributed.client import FutureCancelledError  # distributed >= 2024.12
+
+        errors.append(FutureCancelledError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
 def _connect(client_type: Any, address: str, timeout_s: float) -> Any:
     """A client of the scheduler at ``address``, within ``timeout_s``.
 
@@ -602,6 +623,7 @@ def _run_distributed(
     address = config.scheduler
     assert address is not None
     client = _connect(Client, address, config.connect_timeout_s)
+    _CLUSTER_LOST = _cluster_lost_errors()  # noqa: N806 - a constant of this run
     try:
         nthreads = client.nthreads()  # worker address -> threads
         threads: int = sum(nthreads.values())
@@ -651,6 +673,12 @@ def _run_distributed(
             slot = slot_of.pop(fut.key)
             try:
                 results = fut.result()
+            except _CLUSTER_LOST as exc:
+                raise GeobertError(
+                    f"the Dask cluster at {address} went away during the run "
+                    f"({type(exc).__name__}: the scheduler or all workers stopped); nothing was "
+                    "written; check the cluster and rerun"
+                ) from exc
             finally:
                 fut.release()
             consume(results)
