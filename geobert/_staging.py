@@ -8,6 +8,7 @@ import shutil
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from geobert.errors import OutputExistsError, OutputNotWritableError
 from tiles.writer import check_not_input
@@ -26,13 +27,20 @@ def staged_outputs(
 ) -> Iterator[Path]:
     """Yield a fresh folder inside ``outdir`` to write ``names`` into.
 
-    On normal exit every name is moved into ``outdir`` (replacing older outputs); on any error
-    or interruption nothing in ``outdir`` changes, and an ``outdir`` this call created is removed
-    again. The staging folder is always removed. Existing outputs without ``overwrite`` are
-    refused before any work starts.
+    On normal exit the outputs appear together: older outputs are moved aside first, the new ones
+    moved in, and if any move fails everything is put back as it was. On any error or interruption
+    nothing in ``outdir`` changes, and an ``outdir`` this call created is removed again. The
+    staging folder is always removed. Existing outputs without ``overwrite``, an output name taken
+    by a folder, and another geobert run writing into ``outdir`` are refused before any work.
     """
     out = Path(outdir)
     check_not_input([out / n for n in names], inputs)  # an input folder as OUTDIR, an input file
+    folders = [n for n in names if (out / n).is_dir()]
+    if folders:
+        raise OutputExistsError(
+            f"{out} holds folder(s) named {folders}, where geobert writes files; rename or "
+            "remove them, or write elsewhere (-o)"
+        )
     existing = [n for n in names if (out / n).exists()]
     if existing and not overwrite:
         raise OutputExistsError(f"{out} already holds {existing}; pass --overwrite to replace them")
@@ -55,16 +63,72 @@ def staged_outputs(
             "with -o"
         ) from exc
     ok = False
+    lock = None
     try:
+        lock = _lock(out, stage)
         yield stage
-        for name in names:
-            os.replace(stage / name, out / name)
+        _publish(stage, out, names)
         ok = True
     finally:
+        if lock is not None:
+            _unlock(lock, out)
         shutil.rmtree(stage, ignore_errors=True)
         if created and not ok:
             with contextlib.suppress(OSError):  # only if empty: never remove anything else
                 out.rmdir()
+
+
+_LOCK_NAME = ".geobert.lock"
+
+
+def _lock(out: Path, stage: Path) -> Any:
+    """Hold an exclusive lock on ``out`` for this run (released when the process ends, even if
+    killed): two runs into one folder would otherwise both succeed, one replacing the other."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; a second run is not detected there
+        return None
+    f = open(out / _LOCK_NAME, "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise OutputExistsError(
+            f"another geobert run is writing into {out}; wait for it to finish or write "
+            "elsewhere (-o)"
+        ) from None
+    return f
+
+
+def _unlock(f: Any, out: Path) -> None:
+    with contextlib.suppress(OSError):
+        (out / _LOCK_NAME).unlink()
+    f.close()
+
+
+def _publish(stage: Path, out: Path, names: Sequence[str]) -> None:
+    """Move the staged ``names`` into ``out`` as one set (older ones aside first, all put back
+    if a move fails)."""
+    previous = stage / ".previous"
+    previous.mkdir()
+    aside: list[str] = []
+    placed: list[str] = []
+    try:
+        for name in names:
+            if (out / name).exists() or (out / name).is_symlink():
+                os.replace(out / name, previous / name)
+                aside.append(name)
+        for name in names:
+            os.replace(stage / name, out / name)
+            placed.append(name)
+    except BaseException:
+        for name in placed:
+            with contextlib.suppress(OSError):
+                os.replace(out / name, stage / name)
+        for name in aside:
+            with contextlib.suppress(OSError):
+                os.replace(previous / name, out / name)
+        raise
 
 
 def input_paths(*sources: object) -> list[str]:
