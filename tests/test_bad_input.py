@@ -78,6 +78,18 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "exists").mkdir()
     (d / "exists" / "change.tif").write_text("keep me")
     (d / "manifest.json").write_text("{not json")
+    from rasterio.control import GroundControlPoint
+
+    corners = [(0, 0, 54.5, 24.4), (0, w, 54.6, 24.4), (h, 0, 54.5, 24.3), (h, w, 54.6, 24.3)]
+    gcps = [GroundControlPoint(r, c, x, y) for r, c, x, y in corners]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(
+            d / "gcps.tif", "w", **(profile | {"crs": None, "transform": None})
+        ) as dst:
+            dst.write(before)
+            dst.descriptions = pair.before.band_names
+            dst.gcps = (gcps, rasterio.crs.CRS.from_epsg(4326))
     (d / "dots.csv").write_text("id,command,scene\n..,classify,before.tif\n")
     (d / "noid.csv").write_text("name;command;scene\nx;classify;before.tif\n")
     bands = d / "bands"  # a band folder, as users pass Sentinel-2's IMG_DATA
@@ -174,6 +186,8 @@ CASES: dict[str, tuple[Case, str]] = {
         "1 of 57 polygons"),
     "batch: broken manifest": (lambda d, o: ["batch", d / "manifest.json", "-o", o],
                                "is not valid JSON"),
+    "change: georeferenced by GCPs": (
+        lambda d, o: ["change", d / "gcps.tif", d / "after.tif", "-o", o], "gdalwarp -r bilinear"),
     # ids name folders inside OUTDIR: '..' would write into its parent
     "batch: id '..'": (lambda d, o: ["batch", d / "dots.csv", "-o", o], "not start with '.'"),
     "batch: no id column": (lambda d, o: ["batch", d / "noid.csv", "-o", o], "no 'id' column"),

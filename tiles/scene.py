@@ -337,12 +337,17 @@ def _open(path: str) -> Any:
 
 
 def _grid_of(ds: Any, path: str) -> GridSpec:
+    if ds.transform == Affine.identity() and ds.gcps[0]:
+        raise MissingCRSError(
+            f"{path} is georeferenced by ground control points, not a geotransform; warp it "
+            f"onto a grid first: gdalwarp -r bilinear {path} warped.tif"
+        )
     if ds.crs is None:
         raise MissingCRSError(
             f"{path} has no coordinate reference system; assign one (e.g. "
             f"`gdal_edit.py -a_srs EPSG:32633 {path}`) or use a georeferenced export"
         )
-    if ds.transform == Affine.identity() and not ds.gcps[0]:
+    if ds.transform == Affine.identity():
         raise MissingCRSError(
             f"{path} has no geotransform (pixel coordinates only); export it with georeferencing"
         )
