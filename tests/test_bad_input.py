@@ -75,6 +75,14 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     card["card_format"] = 99
     meta[key] = json.dumps(card)
     save_file(load_file(src), str(d / "future.safetensors"), metadata=meta)
+    # the same card with a tensor dropped and one of another shape
+    weights = load_file(src)
+    meta = dict(header["__metadata__"])
+    dropped = sorted(weights)[0]
+    del weights[dropped]
+    name, t = next((k, v) for k, v in sorted(weights.items()) if v.ndim == 2)
+    weights[name] = t[:, :1].contiguous()
+    save_file(weights, str(d / "damaged.safetensors"), metadata=meta)
     (d / "exists").mkdir()
     (d / "exists" / "change.tif").write_text("keep me")
     (d / "manifest.json").write_text("{not json")
@@ -188,6 +196,10 @@ CASES: dict[str, tuple[Case, str]] = {
                                "is not valid JSON"),
     "change: georeferenced by GCPs": (
         lambda d, o: ["change", d / "gcps.tif", d / "after.tif", "-o", o], "gdalwarp -r bilinear"),
+    "change: a model missing tensors": (
+        lambda d, o: ["change", d / "before.tif", d / "after.tif", "-o", o, "-m",
+                      d / "damaged.safetensors"],
+        "does not match its own model card (changenet): 1 missing tensors"),
     # ids name folders inside OUTDIR: '..' would write into its parent
     "batch: id '..'": (lambda d, o: ["batch", d / "dots.csv", "-o", o], "not start with '.'"),
     "batch: no id column": (lambda d, o: ["batch", d / "noid.csv", "-o", o], "no 'id' column"),

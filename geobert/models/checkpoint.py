@@ -81,10 +81,27 @@ def load_checkpoint_bytes(data: bytes, source: str) -> tuple[nn.Module, ModelCar
 
 def _build(card: ModelCard, state: dict[str, Any], source: str) -> nn.Module:
     model = create_model(card.arch, bands=card.bands, **card.arch_config)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise GeobertError(f"{source}: weights do not match the model card ({exc})") from exc
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    reshaped = sorted(
+        k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape)
+    )
+    if missing or unexpected or reshaped:
+        parts = [
+            f"{len(v)} {what} (e.g. {v[0]})"
+            for what, v in (
+                ("missing tensors", missing),
+                ("unexpected tensors", unexpected),
+                ("tensors of another shape", reshaped),
+            )
+            if v
+        ]
+        raise GeobertError(
+            f"the model {source} does not match its own model card ({card.arch}): "
+            f"{'; '.join(parts)}; the file is damaged or was edited — download or train it again"
+        )
+    model.load_state_dict(state, strict=True)
     model.eval()
     return model
 
