@@ -143,6 +143,13 @@ def _add_band_args(p: argparse.ArgumentParser, model: bool = True) -> None:
     )
     if model:
         p.add_argument(
+            "--nodata",
+            type=float,
+            default=None,
+            help="input value that means no data in every band (e.g. 0 for a fill without a "
+            "nodata tag), besides the files' own nodata",
+        )
+        p.add_argument(
             "--fill-missing",
             choices=["error", "mean"],
             default="error",
@@ -906,6 +913,7 @@ def _cmd_change(args: argparse.Namespace) -> int:
         grid=_grid_request(args),
         band_names=args.bands,
         fill_missing=args.fill_missing,
+        nodata=args.nodata,
     )
     _done(args)
     if not args.quiet:
@@ -950,6 +958,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         grid=_grid_request(args),
         band_names=args.bands,
         fill_missing=args.fill_missing,
+        nodata=args.nodata,
     )
     _done(args)
     if not args.quiet:

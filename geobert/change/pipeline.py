@@ -158,6 +158,7 @@ def detect_change(
     grid: GridRequest | None = None,
     band_names: Sequence[str] | None = None,
     fill_missing: FillPolicy = "error",
+    nodata: float | None = None,
 ) -> dict[str, Any]:
     """Run change detection on two dates and write the outputs listed in the module docstring.
 
@@ -179,6 +180,8 @@ def detect_change(
             (see :func:`tiles.scene.open_scene`).
         fill_missing: ``"mean"`` runs without bands the model needs, filling them with their
             training mean (a warning says so); ``"error"`` (default) refuses.
+        nodata: Input value that means no data in every band of both dates (for files whose
+            fill value has no nodata tag), in addition to the files' own.
 
     Returns:
         The summary also written to ``summary.json``.
@@ -191,7 +194,7 @@ def detect_change(
     card = read_card(model_path)
     if card.task != "change":
         raise GeobertError(f"{model_path} is a {card.task!r} model, not a change model")
-    pair = _pair(before, after, card, grid or GridRequest(), band_names)
+    pair = _pair(before, after, card, grid or GridRequest(), band_names, nodata)
     indices = tuple(card.band_indices(pair.before.band_names, fill=fill_missing))
     config = config or EngineConfig(tile_size_px=card.tile_size_px, overlap_px=32, batch_size=2)
     threshold = float(card.training["threshold"])
@@ -386,9 +389,10 @@ def _pair(
     card: ModelCard,
     request: GridRequest,
     band_names: Sequence[str] | None = None,
+    nodata: float | None = None,
 ) -> ScenePair:
-    first = open_scene(before, band_names=band_names)
-    second = open_scene(after, band_names=band_names)
+    first = open_scene(before, band_names=band_names, nodata=nodata)
+    second = open_scene(after, band_names=band_names, nodata=nodata)
     if request.is_default:
         card.check_scene_size(first.grid.shape, before)
         card.check_scene_size(second.grid.shape, after)

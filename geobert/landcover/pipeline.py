@@ -145,6 +145,7 @@ def classify(
     grid: GridRequest | None = None,
     band_names: Sequence[str] | None = None,
     fill_missing: FillPolicy = "error",
+    nodata: float | None = None,
 ) -> dict[str, Any]:
     """Classify a scene and write the outputs listed in the module docstring.
 
@@ -166,6 +167,8 @@ def classify(
         band_names: Names of the scene's bands in file order, for stacks without band names.
         fill_missing: ``"mean"`` runs without bands the model needs, filling them with their
             training mean (a warning says so); ``"error"`` (default) refuses.
+        nodata: Input value that means no data in every band (for files whose fill value has no
+            nodata tag), in addition to the files' own.
     """
     from geobert.models.checkpoint import ModelFile, read_card
     from geobert.weights import pretrained_encoder_path
@@ -179,7 +182,7 @@ def classify(
         raise GeobertError(f"unknown mode {mode!r}; use 'pixel' or 'patch'")
     if cell_px < 1:
         raise GeobertError(f"cell size must be at least 1 pixel, got {cell_px}")
-    scene = open_scene(scene_path, band_names=band_names)
+    scene = open_scene(scene_path, band_names=band_names, nodata=nodata)
     request = grid or GridRequest()
     if not request.is_default:
         scene = place_scene(scene, request, str(scene_path))

@@ -384,3 +384,26 @@ def test_a_flood_of_change_and_far_apart_dates_are_warnings(tmp_path: Path) -> N
         )
     lines = err.getvalue().strip().splitlines()
     assert len(lines) == 2 and all(ln.startswith("geobert: warning: ") for ln in lines), lines
+
+
+def test_nodata_value_without_a_tag(tmp_path: Path) -> None:
+    """A zero fill without a nodata tag counts as data unless --nodata says otherwise."""
+    zeroed = tmp_path / "zeroed"
+    zeroed.mkdir()
+    for src in (EXAMPLE / "imgs_2").glob("*.tif"):
+        with rasterio.open(src) as ds:
+            a, profile = ds.read(1), ds.profile
+        a[: a.shape[0] // 2] = 0
+        with rasterio.open(zeroed / src.name, "w", **(profile | {"nodata": None})) as dst:
+            dst.write(a, 1)
+    detect_change(EXAMPLE / "imgs_1", zeroed, tmp_path / "plain")
+    detect_change(EXAMPLE / "imgs_1", zeroed, tmp_path / "tagged", nodata=0)
+    with (
+        rasterio.open(tmp_path / "plain" / "change.tif") as a,
+        rasterio.open(tmp_path / "tagged" / "change.tif") as b,
+    ):
+        plain, tagged = a.read(1), b.read(1)
+    h = plain.shape[0]
+    top = (slice(2, h // 2 - 2), slice(2, -2))  # inside the second date's footprint
+    assert (plain[top] != 255).all()  # zeros read as (dark) data
+    assert (tagged[top] == 255).all() and (tagged[h // 2 + 2 :] != 255).mean() > 0.95
