@@ -1142,6 +1142,14 @@ _DISK_HINTS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``geobert`` console script; returns the exit status."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C while starting up (importing torch, GDAL, …)
+        print("geobert: interrupted; no output was written", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from tiles.heap import tune_heap

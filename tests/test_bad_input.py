@@ -4,6 +4,7 @@ at the final output paths and leaves its inputs byte-for-byte unchanged."""
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -98,6 +99,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
             dst.write(before)
             dst.descriptions = pair.before.band_names
             dst.gcps = (gcps, rasterio.crs.CRS.from_epsg(4326))
+    os.mkfifo(d / "pipe.tif")  # reading it would block forever
     (d / "dots.csv").write_text("id,command,scene\n..,classify,before.tif\n")
     (d / "noid.csv").write_text("name;command;scene\nx;classify;before.tif\n")
     bands = d / "bands"  # a band folder, as users pass Sentinel-2's IMG_DATA
@@ -194,6 +196,8 @@ CASES: dict[str, tuple[Case, str]] = {
         "1 of 57 polygons"),
     "batch: broken manifest": (lambda d, o: ["batch", d / "manifest.json", "-o", o],
                                "is not valid JSON"),
+    "classify: a FIFO as input": (
+        lambda d, o: ["classify", d / "pipe.tif", "-o", o], "not a regular file or folder"),
     "change: georeferenced by GCPs": (
         lambda d, o: ["change", d / "gcps.tif", d / "after.tif", "-o", o], "gdalwarp -r bilinear"),
     "change: a model missing tensors": (

@@ -746,6 +746,11 @@ def _source_paths(source: str | os.PathLike[str] | Iterable[str | os.PathLike[st
             raise SceneNotFoundError(
                 f"{p} does not exist; pass a raster file or a folder of band files"
             )
+        if not p.is_dir() and not p.is_file():  # a FIFO or device would block the reader
+            raise SceneNotFoundError(
+                f"{p} is not a regular file or folder (a pipe or device?); pass a raster file or "
+                "a folder of band files"
+            )
         if p.is_dir():
             files = _band_files(p)
             if not files:
