@@ -1140,6 +1140,34 @@ _DISK_HINTS = {
 }
 
 
+def _warn_low_address_space(floor: int = 4 << 30) -> None:
+    """A ``ulimit -v`` under ~4 GiB can make GDAL abort (a C-level ``CPLMalloc`` failure that no
+    handler can turn into a message) once torch has mapped its libraries; say so up front."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY and soft < floor:
+        print(
+            f"geobert: warning: the address-space limit (ulimit -v) is {soft / 2**30:.1f} GiB; "
+            "torch maps ~3 GB when it loads, so geobert may stop with 'Out of memory': raise "
+            "the limit to 4 GiB or more",
+            file=sys.stderr,
+        )
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """An allocation failure, as Python, PyTorch's allocator or the loader report it."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return any(
+        s in text
+        for s in ("can't allocate memory", "failed to map segment", "Cannot allocate memory")
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``geobert`` console script; returns the exit status."""
     try:
@@ -1163,6 +1191,7 @@ def _main(argv: Sequence[str] | None) -> int:
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
         _silence_libtiff_stderr()
     _interrupt_on_sigterm()
+    _warn_low_address_space()
     quiet = getattr(args, "quiet", False) and not (args.debug or args.verbose)
     logging.basicConfig(
         level=logging.DEBUG
@@ -1204,6 +1233,15 @@ def _main(argv: Sequence[str] | None) -> int:
     except Exception as exc:
         if args.debug:
             raise
+        if _out_of_memory(exc):
+            print(
+                f"geobert: error: out of memory ({str(exc).splitlines()[0][:120]}); use fewer "
+                "--workers, a smaller --tile-size or --batch-size 1, or a machine with more "
+                "memory (a CUDA build of torch alone maps ~3 GB: on a CPU-only machine install "
+                "the CPU build)",
+                file=sys.stderr,
+            )
+            return 2
         hint = _DISK_HINTS.get(exc.errno or 0) if isinstance(exc, OSError) else None
         if hint is not None and isinstance(exc, OSError):
             where = f" ({exc.filename})" if exc.filename else ""

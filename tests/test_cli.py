@@ -365,3 +365,30 @@ def test_unnamed_band_stacks_are_named_with_bands(tmp_path: Path) -> None:
                              "mean"], capture_output=True, text=True)  # fmt: skip
     assert filled.returncode == 0, filled.stderr
     assert "B10 are missing from the input and were filled" in filled.stderr
+
+
+S2 = Path(__file__).resolve().parent / "data" / "s2_jp2"
+
+
+def test_out_of_memory_is_one_line_with_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+    import io
+
+    import geobert.cli as cli
+
+    def fails(args: object) -> int:
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't "
+                           "allocate memory: you tried to allocate 1073741824 bytes")  # fmt: skip
+
+    monkeypatch.setitem(cli.COMMANDS, "info", fails)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = cli.main(["info", "x"])
+    lines = err.getvalue().strip().splitlines()
+    assert rc == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("geobert: error: out of memory") and "--workers" in lines[0]
+    low = subprocess.run(
+        ["bash", "-c", f"ulimit -v 3000000; {sys.executable} -m geobert.cli info {S2}"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert "address-space limit (ulimit -v) is 2.9 GiB" in low.stderr or low.returncode != 0
