@@ -155,3 +155,14 @@ def test_shipped_landcover_model_agrees_with_the_polygons(tmp_path: Path) -> Non
 FLOORS = {"change_f1": 0.3, "landcover_macro_f1": 0.3}
 """Set from the shipped models' scores on these crops (README, "Tests") with a margin: a model
 that falls under them has regressed; an inverted or shifted output is far below them."""
+
+
+def test_shipped_landcover_model_warns_on_the_open_sea(tmp_path: Path) -> None:
+    """The issue's case: the shipped model (inland Brandenburg, winter) on open water off the US
+    Atlantic coast labelled it grass without a word; now most pixels lie outside its training
+    spectra, and the run says so."""
+    summary = classify(ROOT / "tests" / "data" / "s2_jp2", tmp_path / "sea")
+    assert summary["outside_training_domain_share"] > 0.5
+    assert any("look unlike anything the model was trained on" in w for w in summary["warnings"])
+    home = classify(BB, tmp_path / "home")  # a crop of its own training scene
+    assert home["outside_training_domain_share"] < 0.05 and home["warnings"] == []
