@@ -150,6 +150,12 @@ def _add_band_args(p: argparse.ArgumentParser, model: bool = True) -> None:
             "nodata tag), besides the files' own nodata",
         )
         p.add_argument(
+            "--no-cloud-mask",
+            action="store_true",
+            help="keep the pixels a Sentinel-2 L2A product's scene classification calls cloud, "
+            "thin cirrus or shadow (by default they are nodata: never change)",
+        )
+        p.add_argument(
             "--fill-missing",
             choices=["error", "mean"],
             default="error",
@@ -913,6 +919,7 @@ def _cmd_change(args: argparse.Namespace) -> int:
         grid=_grid_request(args),
         band_names=args.bands,
         fill_missing=args.fill_missing,
+        cloud_mask=not args.no_cloud_mask,
         nodata=args.nodata,
     )
     _done(args)
@@ -958,6 +965,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         grid=_grid_request(args),
         band_names=args.bands,
         fill_missing=args.fill_missing,
+        cloud_mask=not args.no_cloud_mask,
         nodata=args.nodata,
     )
     _done(args)

@@ -27,12 +27,23 @@ from pathlib import Path, PurePosixPath
 
 from tiles.errors import SceneNotFoundError
 
-__all__ = ["S2_BAND_ORDER", "Sentinel2Product", "is_sentinel2_product", "read_sentinel2_product"]
+__all__ = [
+    "S2_BAND_ORDER",
+    "SCL_INVALID",
+    "Sentinel2Product",
+    "is_sentinel2_product",
+    "read_sentinel2_product",
+]
 
 S2_BAND_ORDER = (
     "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12",
 )  # fmt: skip
 """The order of ``band_id`` 0…12 in Sentinel-2 metadata."""
+
+SCL_INVALID = (1, 3, 8, 9, 10)
+"""Scene-classification codes that are not ground: saturated or defective (1), cloud shadows
+(3), cloud medium (8) and high (9) probability, thin cirrus (10). Snow (11) and dark areas (2)
+are ground and stay."""
 
 _MTD = re.compile(r"(^|/)MTD_MSIL(1C|2A)\.xml$")
 _BAND_FILE = re.compile(r"_(B\d[\dA])(?:_(\d{2})m)?\.jp2$", re.IGNORECASE)

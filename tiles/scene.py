@@ -401,6 +401,9 @@ class Scene:
     dtype: str
     nodata: float | None = None
     resampling: ResamplingName = "bilinear"
+    #: class layers whose listed codes make a pixel invalid (clouds and shadows of a scene
+    #: classification), read with nearest resampling onto the scene's grid
+    masks: tuple[ClassMask, ...] = ()
 
     @property
     def band_names(self) -> tuple[str, ...]:
@@ -504,6 +507,8 @@ class Scene:
                 data[ks] = arr
             valid &= file_valid
         assert data is not None
+        for mask in self.masks:
+            valid &= mask.valid(self.grid, window)
         offsets = [b.offset for b in self.bands]
         if any(offsets):  # after the nodata test: a no-data DN stays no-data
             data = data + np.asarray(offsets, data.dtype)[:, None, None]
@@ -589,6 +594,31 @@ class Scene:
         )
 
 
+@dataclass(frozen=True)
+class ClassMask:
+    """A class layer (e.g. Sentinel-2 L2A's scene classification) and the codes that make a pixel
+    invalid; where the layer itself has no data, pixels stay valid (the bands decide)."""
+
+    scene: Scene
+    invalid: tuple[int, ...]
+    name: str = "mask"
+
+    def valid(self, grid: GridSpec, window: Window) -> np.ndarray:
+        codes, has = self.scene.on_grid(grid).read(window)
+        return np.asarray(~(has & np.isin(codes[0], self.invalid)))
+
+    def share(self, max_px: int = 512) -> float:
+        """Share of the layer's pixels with an invalid code, from a decimated read."""
+        g = self.scene.grid
+        step = max(1, math.ceil(max(g.shape) / max_px))
+        coarse = GridSpec(
+            g.crs, g.transform @ Affine.scale(step), -(-g.width // step), -(-g.height // step)
+        )
+        codes, has = self.scene.on_grid(coarse).read(Window(0, 0, coarse.width, coarse.height))
+        n = int(has.sum())
+        return float((has & np.isin(codes[0], self.invalid)).sum() / n) if n else 0.0
+
+
 def _clip(window: Window, grid: GridSpec) -> Window | None:
     """The part of ``window`` inside ``grid`` (None if they do not meet)."""
     c0, r0 = max(0, int(window.col_off)), max(0, int(window.row_off))
@@ -637,6 +667,7 @@ def open_scene(
     nodata: float | None = None,
     resampling: ResamplingName = "bilinear",
     band_names: Sequence[str] | None = None,
+    cloud_mask: bool = True,
 ) -> Scene:
     """Open a multispectral scene.
 
@@ -655,6 +686,9 @@ def open_scene(
             file, or one per file of a folder — sorted by name — or list), replacing what the
             files say: a stack built without band names (``gdalbuildvrt -separate``, QGIS
             *Build Virtual Raster*) gets its names here.
+        cloud_mask: For a Sentinel-2 L2A product, make pixels its scene classification calls
+            cloud (medium, high), thin cirrus, cloud shadow or saturated invalid (they are then
+            nodata in every output, never change).
 
     Raises:
         SceneNotFoundError: the path does not exist or holds no raster files.
@@ -704,6 +738,12 @@ def open_scene(
                 sources.append(BandSource(str(path), 1, name))
                 grids.append(g)
                 dtypes.append(ds.dtypes[0])
+    masks: tuple[ClassMask, ...] = ()
+    if product is not None and product.scl is not None and cloud_mask:
+        from tiles.products import SCL_INVALID
+
+        scl = open_scene(product.scl, resampling="nearest")
+        masks = (ClassMask(scl, SCL_INVALID, "clouds and shadows (scene classification)"),)
     if band_names is not None:
         given = [str(n).strip() for n in band_names]
         if len(given) != len(sources) or not all(given):
@@ -730,6 +770,7 @@ def open_scene(
         dtype=np.result_type(*dtypes).name,
         nodata=nodata,
         resampling=resampling,
+        masks=masks,
     )
     if bands is not None:
         scene = scene.select(bands)

@@ -159,6 +159,7 @@ def detect_change(
     band_names: Sequence[str] | None = None,
     fill_missing: FillPolicy = "error",
     nodata: float | None = None,
+    cloud_mask: bool = True,
 ) -> dict[str, Any]:
     """Run change detection on two dates and write the outputs listed in the module docstring.
 
@@ -182,6 +183,8 @@ def detect_change(
             training mean (a warning says so); ``"error"`` (default) refuses.
         nodata: Input value that means no data in every band of both dates (for files whose
             fill value has no nodata tag), in addition to the files' own.
+        cloud_mask: Clouds and shadows of Sentinel-2 L2A products (their scene classification)
+            become nodata in both dates, never change; False keeps them.
 
     Returns:
         The summary also written to ``summary.json``.
@@ -194,12 +197,23 @@ def detect_change(
     card = read_card(model_path)
     if card.task != "change":
         raise GeobertError(f"{model_path} is a {card.task!r} model, not a change model")
-    pair = _pair(before, after, card, grid or GridRequest(), band_names, nodata)
+    pair = _pair(before, after, card, grid or GridRequest(), band_names, nodata, cloud_mask)
     indices = tuple(card.band_indices(pair.before.band_names, fill=fill_missing))
     config = config or EngineConfig(tile_size_px=card.tile_size_px, overlap_px=32, batch_size=2)
     threshold = float(card.training["threshold"])
     notes: list[str] = missing_band_note(card, indices)
     dates = _dates(before, after, notes)
+    clouds = {
+        name: round(max(m.share() for m in scene.masks), 4)
+        for name, scene in (("before", pair.before), ("after", pair.after))
+        if scene.masks
+    }
+    for name, share in clouds.items():
+        if share > 0.5:
+            notes.append(
+                f"{100 * share:.0f} % of {name.upper()} is cloud or shadow (masked as nodata): "
+                "little of the scene can be compared; choose a clearer date"
+            )
     fit = None
     if card.training.get("radiometric_normalization"):
         fit = fit_pair_radiometry(pair, card, indices)
@@ -291,6 +305,7 @@ def detect_change(
             "model": str(model_path),
             "threshold": threshold,
             "radiometric_normalization": None if fit is None else fit.as_dict(),
+            "cloud_masked_share": clouds or None,
             "precision": precision,
             "bands": list(pair.before.band_names),
             "grid": {
@@ -315,7 +330,7 @@ def detect_change(
             "warnings": notes,
         }
         assert report.sample is not None
-        _quicklook(report.sample, stage / "change.tif", stage / "quicklook.png")
+        _quicklook(report.sample, stage / "change.tif", stage / "quicklook.png", dates, clouds)
         summary["seconds"]["total"] = round(time.perf_counter() - t0, 2)  # type: ignore[index]
         (stage / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     for note in notes:
@@ -390,9 +405,11 @@ def _pair(
     request: GridRequest,
     band_names: Sequence[str] | None = None,
     nodata: float | None = None,
+    cloud_mask: bool = True,
 ) -> ScenePair:
-    first = open_scene(before, band_names=band_names, nodata=nodata)
-    second = open_scene(after, band_names=band_names, nodata=nodata)
+    opts = {"band_names": band_names, "nodata": nodata, "cloud_mask": cloud_mask}
+    first = open_scene(before, **opts)  # type: ignore[arg-type]
+    second = open_scene(after, **opts)  # type: ignore[arg-type]
     if request.is_default:
         card.check_scene_size(first.grid.shape, before)
         card.check_scene_size(second.grid.shape, after)
@@ -434,7 +451,13 @@ def _stretch(img: np.ndarray) -> np.ndarray:
     return np.asarray(out.transpose(1, 2, 0))
 
 
-def _quicklook(sample: np.ndarray, change_path: Path, out: Path) -> None:
+def _quicklook(
+    sample: np.ndarray,
+    change_path: Path,
+    out: Path,
+    dates: tuple[AcquisitionDate | None, AcquisitionDate | None] = (None, None),
+    clouds: dict[str, float] | None = None,
+) -> None:
     """Before, after and the change overlay side by side, from the run's input ``sample``
     (``(6, h, w)``: both dates' natural colour, NaN where either date is invalid)."""
     import matplotlib
@@ -450,8 +473,14 @@ def _quicklook(sample: np.ndarray, change_path: Path, out: Path) -> None:
     overlay = after_rgb.copy()
     overlay[change == 1] = 0.4 * overlay[change == 1] + 0.6 * np.array([0.9, 0.1, 0.1])
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4), dpi=100)
+    titles = []
+    for name, d in zip(("before", "after"), dates, strict=True):
+        t = name + (f" {d.date}" if d else "")
+        if clouds and name in clouds:
+            t += f"\n{100 * clouds[name]:.0f} % cloud/shadow masked"
+        titles.append(t)
     for ax, img, title in zip(
-        axes, (before_rgb, after_rgb, overlay), ("before", "after", "change (red)"), strict=True
+        axes, (before_rgb, after_rgb, overlay), (*titles, "change (red)"), strict=True
     ):
         ax.imshow(img)
         ax.set_title(title)

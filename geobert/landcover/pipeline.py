@@ -146,6 +146,7 @@ def classify(
     band_names: Sequence[str] | None = None,
     fill_missing: FillPolicy = "error",
     nodata: float | None = None,
+    cloud_mask: bool = True,
 ) -> dict[str, Any]:
     """Classify a scene and write the outputs listed in the module docstring.
 
@@ -169,6 +170,8 @@ def classify(
             training mean (a warning says so); ``"error"`` (default) refuses.
         nodata: Input value that means no data in every band (for files whose fill value has no
             nodata tag), in addition to the files' own.
+        cloud_mask: Clouds and shadows of Sentinel-2 L2A products (their scene classification)
+            become nodata; False keeps them.
     """
     from geobert.models.checkpoint import ModelFile, read_card
     from geobert.weights import pretrained_encoder_path
@@ -182,7 +185,7 @@ def classify(
         raise GeobertError(f"unknown mode {mode!r}; use 'pixel' or 'patch'")
     if cell_px < 1:
         raise GeobertError(f"cell size must be at least 1 pixel, got {cell_px}")
-    scene = open_scene(scene_path, band_names=band_names, nodata=nodata)
+    scene = open_scene(scene_path, band_names=band_names, nodata=nodata, cloud_mask=cloud_mask)
     request = grid or GridRequest()
     if not request.is_default:
         scene = place_scene(scene, request, str(scene_path))
@@ -212,6 +215,9 @@ def classify(
             )
         areas = _write_areas(stage, card, extra.pop("pixel_counts"), extra.pop("pixel_area_m2"))
         notes = missing_band_note(card, indices) + _domain_notes(extra, card)
+        clouds = round(max(m.share() for m in scene.masks), 4) if scene.masks else None
+        if clouds is not None:
+            extra["cloud_masked_share"] = clouds
         gsd = pixel_size_m(scene.grid)
         if not 1 / 1.5 <= gsd / card.gsd_m <= 1.5:
             notes.append(

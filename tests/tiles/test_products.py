@@ -163,3 +163,47 @@ def test_what_is_not_a_product_says_so(tmp_path: Path) -> None:
     (empty / "MTD_MSIL1C.xml").write_text(_mtd("L1C", -1000))
     with pytest.raises(SceneNotFoundError, match="without band files"):
         open_scene(empty)
+
+
+def _write_scl(path: Path, cloud_rows: slice) -> None:
+    """A 20 m scene classification: vegetation (4) everywhere, high-probability cloud (9) and
+    cloud shadow (3) in ``cloud_rows``."""
+    with rasterio.open(CROP / "s2_B05.jp2") as ds:
+        profile = {
+            "driver": "JP2OpenJPEG", "width": ds.width, "height": ds.height, "count": 1,
+            "dtype": "uint8", "crs": ds.crs, "transform": ds.transform, "QUALITY": "100",
+            "REVERSIBLE": "YES",
+        }  # fmt: skip
+        scl = np.full((ds.height, ds.width), 4, np.uint8)
+    scl[cloud_rows] = 9
+    scl[cloud_rows.stop : cloud_rows.stop + 2] = 3  # the cloud's shadow
+    with rasterio.open(path, "w", **profile) as out:
+        out.write(scl, 1)
+
+
+def test_l2a_clouds_and_shadows_are_nodata_unless_asked(tmp_path: Path) -> None:
+    safe = make_product(tmp_path, "L2A")
+    scl = read_sentinel2_product(safe).scl
+    assert scl is not None
+    _write_scl(Path(scl), slice(10, 20))  # 20 m rows 10-19 cloud, 20-21 shadow
+    scene = open_scene(safe)
+    _, valid = scene.read(Window(0, 0, *scene.grid.shape[::-1]))
+    assert not valid[22:40].any()  # 10 m rows 20-43 lie under cloud or shadow
+    assert valid[:18].all() and valid[46:].all()
+    assert scene.masks[0].share() == pytest.approx(12 / 60, abs=0.02)
+    kept = open_scene(safe, cloud_mask=False)
+    _, all_valid = kept.read(Window(0, 0, *kept.grid.shape[::-1]))
+    assert all_valid.all() and kept.masks == ()
+
+
+def test_classify_reports_the_masked_share(tmp_path: Path) -> None:
+    from geobert.landcover.pipeline import classify
+
+    safe = make_product(tmp_path, "L2A")
+    _write_scl(Path(read_sentinel2_product(safe).scl or ""), slice(10, 20))
+    summary = classify(safe, tmp_path / "out", fill_missing="mean")  # L2A: no B10
+    assert summary["cloud_masked_share"] == pytest.approx(0.2, abs=0.02)
+    with rasterio.open(tmp_path / "out" / "landcover.tif") as ds:
+        lc = ds.read(1)
+    assert (lc[22:40] == 255).all() and (lc[50:] != 255).all()
+    assert any("B10" in w for w in summary["warnings"])
