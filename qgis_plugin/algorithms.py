@@ -261,6 +261,11 @@ class ChangeDetectionAlgorithm(GeobertAlgorithm):
         after = self.parameterAsRasterLayer(parameters, self.AFTER, context)
         if before is None or after is None:
             raise QgsProcessingException("choose two raster layers: an earlier and a later date")
+        if before.source() == after.source():
+            raise QgsProcessingException(
+                f"the earlier and the later date are the same layer ({before.name()}): choose the "
+                "layer of each date (both fields start on the same layer)"
+            )
         out = self.output_folder(parameters, context)
         args = ["change", before.source(), after.source(), "-o", out, "--overwrite", "-q"]
         args += self.grid_arguments(parameters, context, before)

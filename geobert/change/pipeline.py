@@ -358,6 +358,11 @@ def _dates(
     before: str | os.PathLike[str], after: str | os.PathLike[str], notes: list[str]
 ) -> tuple[AcquisitionDate | None, AcquisitionDate | None]:
     """Acquisition dates of both inputs where they tell them; reverse order is a warning."""
+    if input_paths(before) == input_paths(after) and input_paths(before):
+        notes.append(
+            "BEFORE and AFTER are the same input: every difference the map shows is noise; "
+            "pass two dates"
+        )
     first, second = acquisition_date(before), acquisition_date(after)
     if first and second and second.date < first.date:
         notes.append(

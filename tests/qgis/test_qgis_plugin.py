@@ -285,3 +285,19 @@ def test_unnamed_stacks_and_warnings_through_qgis_process(
         env, tmp_path / "flood", env["before"], env["after"], f"MODEL={flood}"
     )
     assert "geobert: 100 % of the valid pixels are flagged as change" in log, log[-2000:]
+
+
+def test_the_same_layer_as_both_dates_is_refused(env: dict[str, Path], tmp_path: Path) -> None:
+    """Both date fields start on the same layer; running so gave "0 change" without a word."""
+    home = tmp_path / "home"
+    home.mkdir()
+    qenv = _qgis_env(home) | {"QGIS_PLUGINPATH": str(env["plugins"])}
+    subprocess.run([QGIS_PROCESS, "plugins", "enable", "geobert_qgis"],
+                   capture_output=True, text=True, timeout=300, env=qenv)  # fmt: skip
+    proc = subprocess.run(
+        [QGIS_PROCESS, "run", "geobert:change", "--", f"BEFORE={env['before']}",
+         f"AFTER={env['before']}", f"OUTPUT_FOLDER={tmp_path / 'out'}"],
+        capture_output=True, text=True, timeout=600, env=qenv,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "the earlier and the later date are the same layer" in proc.stdout + proc.stderr
