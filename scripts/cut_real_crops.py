@@ -94,6 +94,21 @@ def clip_polygons(src: Path, folder: Path, name: str) -> None:
     )
 
 
+def cut_label(shared: Path, city: str, win: Window, out: Path) -> None:
+    """An OSCD change map cut as in the dataset: no CRS, pixel-aligned with imgs_1's B02 crop."""
+    label = shared / "oscd" / "labels" / city / f"{city}-cm.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(label) as src:
+            cut = src.read(1, window=win)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with rasterio.open(
+            out, "w", driver="GTiff", width=cut.shape[1], height=cut.shape[0], count=1,
+            dtype="uint8", compress="deflate",
+        ) as dst:  # fmt: skip
+            dst.write(cut, 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=Path("../shared/data"))
@@ -106,23 +121,7 @@ def main() -> None:
         crop_scene(oscd / date, HERE / "oscd_beirut" / date, "B02", win, compress="deflate")
     shutil.copy(oscd / "dates.txt", HERE / "oscd_beirut" / "dates.txt")
     # its change label, cut as in the dataset: no CRS, pixel-aligned with imgs_1's B02 crop
-    label = args.shared / "oscd" / "labels" / "beirut" / "beirut-cm.tif"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        with rasterio.open(label) as src:
-            cut = src.read(1, window=win)
-        (HERE / "oscd_beirut" / "labels").mkdir(exist_ok=True)
-        with rasterio.open(
-            HERE / "oscd_beirut" / "labels" / "beirut-cm.tif",
-            "w",
-            driver="GTiff",
-            width=cut.shape[1],
-            height=cut.shape[0],
-            count=1,
-            dtype="uint8",
-            compress="deflate",
-        ) as dst:
-            dst.write(cut, 1)
+    cut_label(args.shared, "beirut", win, HERE / "oscd_beirut" / "labels" / "beirut-cm.tif")
     # 120×120 px at 10 m of the JPEG 2000 scene (UTM 18N), written losslessly as JPEG 2000
     s2 = args.shared / "sentinel2_scene"
     crop_scene(
@@ -147,6 +146,13 @@ def main() -> None:
             predictor=2,
         )
     shutil.copy(city / "dates.txt", EXAMPLES / "abudhabi" / "dates.txt")
+    # the example pair's change label (12 % change), for the test of the shipped model
+    cut_label(
+        args.shared,
+        "abudhabi",
+        Window(448, 320, 256, 256),
+        HERE / "abudhabi_label" / "abudhabi-cm.tif",
+    )
     # Brandenburg (land cover): 192×192 px of the labelled west with seven OSM classes, bands as
     # GeoTIFF, and the OSM land-use polygons that touch it, clipped to it
     bb = args.shared / "landcover_brandenburg"

@@ -82,7 +82,10 @@ def test_tiled_change_is_the_models_own_prediction(tmp_path: Path) -> None:
     )
     tiled = _read(tmp_path / "tiled" / "change_probability.tif")
     diff = np.abs(tiled - direct)
-    assert np.nanmean(diff) < 0.02 and np.nanpercentile(diff, 99) < 0.25, np.nanmean(diff)
+    assert np.nanmean(diff) < 0.05 and np.nanpercentile(diff, 99) < 0.35, np.nanmean(diff)
+    t = float(load_checkpoint(pretrained_encoder_path("changenet_s_oscd"))[1].training["threshold"])
+    valid = np.isfinite(direct)
+    assert ((tiled > t) == (direct > t))[valid].mean() > 0.95  # the masks agree
 
 
 def test_tiled_landcover_is_the_models_own_prediction(tmp_path: Path) -> None:
@@ -116,13 +119,17 @@ def test_tiled_landcover_is_the_models_own_prediction(tmp_path: Path) -> None:
 
 
 def test_shipped_change_model_finds_the_labelled_change() -> None:
-    """OSCD's Beirut crop: the shipped model against the dataset's change map (an inverted
-    probability scores F1 < 0.1 here: the crop is mostly unchanged)."""
+    """The example pair (Abu Dhabi, 12 % of it changed) against OSCD's change map of the same
+    window; an inverted probability cannot reach the floor. (Abu Dhabi is one of the cities the
+    shipped model was trained on: this guards against a broken model or pipeline, it is not an
+    evaluation — results/change_oscd/loco/ is.)"""
     from geobert.change.oscd import read_label
     from geobert.models.checkpoint import read_card
 
-    prob = _direct_change(BEIRUT / "imgs_1", BEIRUT / "imgs_2")
-    label = read_label(BEIRUT / "labels" / "beirut-cm.tif", open_scene(BEIRUT / "imgs_1").grid)
+    prob = _direct_change(EXAMPLE / "imgs_1", EXAMPLE / "imgs_2")
+    grid = open_scene(EXAMPLE / "imgs_1").grid
+    label = read_label(ROOT / "tests" / "data" / "abudhabi_label" / "abudhabi-cm.tif", grid)
+    label = label[: prob.shape[0], : prob.shape[1]]  # the pair grid is imgs_1's, cropped
     t = float(read_card(pretrained_encoder_path("changenet_s_oscd")).training["threshold"])
     valid = np.isfinite(prob)
     f1 = scores(prob > t, label, valid).f1
@@ -152,9 +159,10 @@ def test_shipped_landcover_model_agrees_with_the_polygons(tmp_path: Path) -> Non
     assert f1 > FLOORS["landcover_macro_f1"] > shifted, (f1, shifted)
 
 
-FLOORS = {"change_f1": 0.3, "landcover_macro_f1": 0.3}
-"""Set from the shipped models' scores on these crops (README, "Tests") with a margin: a model
-that falls under them has regressed; an inverted or shifted output is far below them."""
+FLOORS = {"change_f1": 0.5, "landcover_macro_f1": 0.5}
+"""Below the shipped models' scores on these crops (change F1 0.74 on the Abu Dhabi example,
+land-cover macro-F1 0.72 on the Brandenburg crop; both are training areas) with a margin: a model
+that falls under them has regressed; inverted or shifted outputs score 0.00–0.01."""
 
 
 def test_shipped_landcover_model_warns_on_the_open_sea(tmp_path: Path) -> None:
