@@ -483,6 +483,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--test-cities", nargs="+", required=True, help="never used in training or tuning"
     )
     p.add_argument("--steps", type=int, default=1000)
+    p.add_argument(
+        "--select-at",
+        nargs="+",
+        type=float,
+        default=[1.0],
+        metavar="F",
+        help="fractions of --steps at which the (averaged) weights are scored on the validation "
+        "cities; the best is kept (default: 1.0, the last step)",
+    )
+    p.add_argument(
+        "--no-radiometric-norm",
+        action="store_true",
+        help="train without normalising the second date onto the first (the model then runs "
+        "without it too)",
+    )
+    p.add_argument(
+        "--train-bf16",
+        action="store_true",
+        help="bfloat16 autocast in the training steps (about 1.7x faster on CPUs with bf16 units)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-q", "--quiet", action="store_true")
 
@@ -862,12 +882,16 @@ def _cmd_train_change(args: argparse.Namespace) -> int:
         arch=args.arch,
         steps=args.steps,
         seed=args.seed,
+        select_at=tuple(args.select_at),
+        radiometric_norm=not args.no_radiometric_norm,
+        train_bf16=args.train_bf16,
         train_cities=tuple(train_names),
         val_cities=tuple(args.val_cities),
         extra={"test_cities": ",".join(args.test_cities)},
     )
-    train = [load_city(labelled[n], card) for n in train_names]
-    val = [load_city(labelled[n], card) for n in args.val_cities]
+    rn = cfg.radiometric_norm
+    train = [load_city(labelled[n], card, radiometric_norm=rn) for n in train_names]
+    val = [load_city(labelled[n], card, radiometric_norm=rn) for n in args.val_cities]
     bar, on_step = _step_bar(f"train-change ({args.arch}, {args.init})", cfg.steps, args.quiet)
 
     try:

@@ -13,7 +13,13 @@ import numpy as np
 from geobert.change.cva import cva_magnitude, otsu_threshold
 from geobert.change.metrics import ChangeScores, pooled, scores, to_markdown
 from geobert.change.oscd import list_cities
-from geobert.change.train import CityArrays, best_threshold, load_city, predict_city
+from geobert.change.train import (
+    CityArrays,
+    best_threshold,
+    load_city,
+    normalize_dates,
+    predict_city,
+)
 from geobert.errors import GeobertError
 from geobert.models.card import ModelCard
 from geobert.models.changenet import ChangeModel
@@ -29,6 +35,14 @@ def cva_scores(city: CityArrays, card: ModelCard) -> ChangeScores:
     mag = cva_magnitude(city.before * std, city.after * std, scale=1.0)
     mag[~city.valid] = np.nan
     return scores(mag > otsu_threshold(mag), city.label, city.valid)
+
+
+def _as_model_sees(city: CityArrays, card: ModelCard) -> CityArrays:
+    """The city with its second date normalised onto the first when the model was trained so."""
+    if not card.training.get("radiometric_normalization"):
+        return city
+    after, fit = normalize_dates(city.before, city.after, city.valid)
+    return CityArrays(city.name, city.before, after, city.label, city.valid, fit)
 
 
 def evaluate_change(
@@ -74,9 +88,10 @@ def evaluate_change(
     thresholds = {n: float(m[1].training["threshold"]) for n, m in zip(names, models, strict=True)}
     if threshold_cities is not None:
         tune = [load_city(by_name[c], card0) for c in threshold_cities]
-        for (model, _), name in zip(models, names, strict=True):
-            probs = [predict_city(cast(ChangeModel, model), c, precision=precision) for c in tune]
-            thresholds[name] = best_threshold(probs, tune)[0]
+        for (model, card), name in zip(models, names, strict=True):
+            seen = [_as_model_sees(c, card) for c in tune]
+            probs = [predict_city(cast(ChangeModel, model), c, precision=precision) for c in seen]
+            thresholds[name] = best_threshold(probs, seen)[0]
         del tune
     results: dict[str, dict[str, ChangeScores]] = {"CVA + Otsu": {}}
     for name in names:
@@ -84,8 +99,9 @@ def evaluate_change(
     for city_name in cities:
         city = load_city(by_name[city_name], card0)
         results["CVA + Otsu"][city_name] = cva_scores(city, card0)
-        for (model, _), name in zip(models, names, strict=True):
-            prob = predict_city(cast(ChangeModel, model), city, precision=precision)
+        for (model, card), name in zip(models, names, strict=True):
+            seen = _as_model_sees(city, card)
+            prob = predict_city(cast(ChangeModel, model), seen, precision=precision)
             results[name][city_name] = scores(prob > thresholds[name], city.label, city.valid)
     summary = {
         "cities": list(cities),
