@@ -100,8 +100,8 @@ def evaluate_change(
         city = load_city(by_name[city_name], card0)
         results["CVA + Otsu"][city_name] = cva_scores(city, card0)
         for (model, card), name in zip(models, names, strict=True):
-            seen = _as_model_sees(city, card)
-            prob = predict_city(cast(ChangeModel, model), seen, precision=precision)
+            as_seen = _as_model_sees(city, card)
+            prob = predict_city(cast(ChangeModel, model), as_seen, precision=precision)
             results[name][city_name] = scores(prob > thresholds[name], city.label, city.valid)
     summary = {
         "cities": list(cities),
