@@ -488,6 +488,7 @@ def test_pixel_path_sees_the_spectrum_and_round_trips(tmp_path: Path) -> None:
         torch.testing.assert_close(loaded(x), net(x))
 
 
+@pytest.mark.slow
 def test_crossvalidation_over_strips_resumes_and_compares_on_the_same_pixels(
     tmp_path: Path,
 ) -> None:
