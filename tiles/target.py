@@ -166,10 +166,17 @@ def resolve_grid(reference: GridSpec, request: GridRequest) -> GridSpec:
     if request.bounds is not None:
         grid = _snap_to_bounds(grid, request.bounds)
     if max(grid.width, grid.height) > MAX_SIDE_PX or grid.width * grid.height > MAX_PIXELS:
+        units = "degrees" if grid.crs.is_geographic else "metres"
+        px = abs(grid.transform.a)
+        hint = ""
+        if res is not None:
+            hint = f"; the resolution is in the output CRS's units: {px:g} {units} per pixel here"
+            if units == "metres" and px < 0.01:
+                hint += " (for 10 m pixels give 10; degrees are for geographic CRSs)"
         raise InvalidGridError(
             f"the output grid would be {grid.width}×{grid.height} pixels, beyond geobert's limit "
             f"of {MAX_SIDE_PX} px per side and {MAX_PIXELS} px in all; choose smaller bounds or a "
-            "coarser resolution (in the output CRS's units)"
+            f"coarser resolution{hint}"
         )
     return grid
 

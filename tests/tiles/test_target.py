@@ -84,6 +84,9 @@ def test_bad_requests_say_what_to_fix(kwargs: dict, message: str) -> None:  # ty
 def test_a_grid_too_large_is_refused() -> None:
     with pytest.raises(InvalidGridError, match=r"beyond geobert's limit.*coarser resolution"):
         resolve_grid(REF, GridRequest(resolution=0.001))  # 10⁷ × 5·10⁶ px
+    # degrees typed for a CRS in metres: the message names the unit and what to give
+    with pytest.raises(InvalidGridError, match=r"0.0001 metres per pixel here \(for 10 m pixels"):
+        resolve_grid(REF, GridRequest(resolution=0.0001))
     with pytest.raises(InvalidGridError, match="choose smaller bounds"):
         resolve_grid(REF, GridRequest(bounds=(0, 0, 2e7, 1e7)))
 
