@@ -1189,6 +1189,11 @@ def _warn_low_address_space(floor: int = 4 << 30) -> None:
         )
 
 
+def _not_from_dask(record: logging.LogRecord) -> bool:
+    """Log filter: drop records of Dask's distributed loggers (shown with -v/--debug)."""
+    return not record.name.startswith(("distributed", "tornado"))
+
+
 def _out_of_memory(exc: BaseException) -> bool:
     """An allocation failure, as Python, PyTorch's allocator or the loader report it."""
     if isinstance(exc, MemoryError):
@@ -1235,6 +1240,11 @@ def _main(argv: Sequence[str] | None) -> int:
         else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not (args.debug or args.verbose):
+        # Dask logs a lost scheduler or worker (reconnect attempts, tracebacks) through its own
+        # loggers; geobert says what happened in its one error line
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_not_from_dask)
     from tiles.projdata import use_compatible_proj_data
 
     note = use_compatible_proj_data()  # a system PROJ_DATA/PROJ_LIB would break every CRS
