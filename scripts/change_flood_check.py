@@ -22,7 +22,7 @@ import numpy as np
 
 from geobert.change.oscd import list_cities
 from geobert.change.radiometry import radiometric_report
-from geobert.change.train import CityArrays, normalize_dates, predict_city
+from geobert.change.train import CityArrays, predict_city
 from geobert.models.changenet import ChangeModel
 from geobert.models.checkpoint import load_checkpoint
 from tiles.dates import acquisition_date
@@ -62,8 +62,8 @@ def main() -> None:
             arrays = load_pair(city.before, city.after, card)
             fit = None
             if card.training.get("radiometric_normalization"):
-                after, fit = normalize_dates(arrays.before, arrays.after, arrays.valid)
-                arrays = CityArrays("", arrays.before, after, arrays.label, arrays.valid, fit)
+                arrays = arrays.normalized()
+                fit = arrays.radiometric
             prob = predict_city(cast(ChangeModel, model), arrays)
             t = float(card.training["threshold"])
             share = float((prob > t)[arrays.valid].mean())

@@ -15,12 +15,13 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
-from geobert.change.cva import cva_magnitude, otsu_threshold
+from geobert.change.evaluate import cva_change
 from geobert.change.metrics import ChangeScores, scores
 from geobert.change.oscd import list_cities
 from geobert.change.radiometry import (
@@ -32,7 +33,6 @@ from geobert.change.train import (
     ChangeTrainConfig,
     CityArrays,
     load_city,
-    normalize_dates,
     predict_city,
     train_change,
 )
@@ -83,10 +83,14 @@ def city_scores(pred: np.ndarray, city: CityArrays) -> dict[str, Any]:
 
 
 def no_change_shares(
-    model: ChangeModel, city: CityArrays, card: ModelCard, threshold: float
+    city: CityArrays,
+    card: ModelCard,
+    normalise: bool,
+    flag: Callable[[CityArrays], np.ndarray],
 ) -> dict[str, float]:
     """Flagged share of valid pixels for each date against itself under each variant (the
-    variant normalised back onto the original, as ``geobert change`` does)."""
+    variant normalised back onto the original first, as ``geobert change`` does, if
+    ``normalise``); ``flag`` maps a pair to its change mask. The worse of the two dates."""
     mean = np.asarray(card.mean, np.float32)[:, None, None]
     std = np.asarray(card.std, np.float32)[:, None, None]
     wl = band_wavelengths_um(card.bands)
@@ -95,36 +99,12 @@ def no_change_shares(
         shares = []
         for date in (city.before, city.after):
             varied = (no_change_variant(date * std + mean, wl, kind) - mean) / std
-            if card.training.get("radiometric_normalization"):
-                varied, _ = normalize_dates(date, varied, city.valid)
             pair = CityArrays(city.name, date, varied, city.label, city.valid)
-            prob = predict_city(model, pair)
-            shares.append(float((prob > threshold)[city.valid].mean()))
-        out[kind] = max(shares)
-    return out
-
-
-def cva_no_change(city_raw: CityArrays, card: ModelCard, normalise: bool) -> dict[str, float]:
-    mean = np.asarray(card.mean, np.float32)[:, None, None]
-    std = np.asarray(card.std, np.float32)[:, None, None]
-    wl = band_wavelengths_um(card.bands)
-    out = {}
-    for kind in NO_CHANGE_VARIANTS:
-        shares = []
-        for date in (city_raw.before, city_raw.after):
-            varied = (no_change_variant(date * std + mean, wl, kind) - mean) / std
             if normalise:
-                varied, _ = normalize_dates(date, varied, city_raw.valid)
-            shares.append(float(_cva(date, varied, city_raw.valid, card)[city_raw.valid].mean()))
+                pair = pair.normalized()
+            shares.append(float(flag(pair)[city.valid].mean()))
         out[kind] = max(shares)
     return out
-
-
-def _cva(before: np.ndarray, after: np.ndarray, valid: np.ndarray, card: ModelCard) -> np.ndarray:
-    std = np.asarray(card.std, np.float32)[:, None, None]
-    mag = cva_magnitude(before * std, after * std, scale=1.0)
-    mag[~valid] = np.nan
-    return np.asarray(mag > otsu_threshold(mag))
 
 
 def run_fold(
@@ -156,8 +136,12 @@ def run_fold(
         per_city, noch = {}, {}
         for c in test:
             arrays = cities[c] if normalise else raw[c]
-            per_city[c] = city_scores(_cva(arrays.before, arrays.after, arrays.valid, card), arrays)
-            noch[c] = cva_no_change(raw[c], card, normalise)
+            per_city[c] = city_scores(
+                cva_change(arrays.before, arrays.after, arrays.valid, card), arrays
+            )
+            noch[c] = no_change_shares(
+                raw[c], card, normalise, lambda p: cva_change(p.before, p.after, p.valid, card)
+            )
         result.update(per_city=per_city, no_change=noch)
     else:
         arch, init, steps = NETWORKS[method]
@@ -187,7 +171,12 @@ def run_fold(
         per_city, noch = {}, {}
         for c in test:
             per_city[c] = city_scores(predict_city(cm, cities[c]) > t, cities[c])
-            noch[c] = no_change_shares(cm, cities[c], mcard, t)
+            noch[c] = no_change_shares(
+                cities[c],
+                mcard,
+                bool(mcard.training.get("radiometric_normalization")),
+                lambda p: predict_city(cm, p) > t,
+            )
         result.update(
             per_city=per_city,
             no_change=noch,
@@ -323,10 +312,7 @@ def main() -> None:
     card = read_card(pretrained_encoder_path())
     by_name = {c.name: c for c in list_cities(args.data, labelled_only=True)}
     raw = {c: load_city(by_name[c], card) for c in CITIES}
-    cities = {}
-    for c, r in raw.items():
-        after, fit = normalize_dates(r.before, r.after, r.valid)
-        cities[c] = CityArrays(c, r.before, after, r.label, r.valid, fit)
+    cities = {c: r.normalized() for c, r in raw.items()}
     if args.final:
         print(train_final(cities, out, ckpt_dir, args.seed))
         return

@@ -13,36 +13,35 @@ import numpy as np
 from geobert.change.cva import cva_magnitude, otsu_threshold
 from geobert.change.metrics import ChangeScores, pooled, scores, to_markdown
 from geobert.change.oscd import list_cities
-from geobert.change.train import (
-    CityArrays,
-    best_threshold,
-    load_city,
-    normalize_dates,
-    predict_city,
-)
+from geobert.change.train import CityArrays, best_threshold, load_city, predict_city
 from geobert.errors import GeobertError
 from geobert.models.card import ModelCard
 from geobert.models.changenet import ChangeModel
 from geobert.models.checkpoint import load_checkpoint
 
-__all__ = ["cva_scores", "evaluate_change"]
+__all__ = ["cva_change", "cva_scores", "evaluate_change"]
+
+
+def cva_change(
+    before: np.ndarray, after: np.ndarray, valid: np.ndarray, card: ModelCard
+) -> np.ndarray:
+    """CVA change mask ``(H, W)`` of two normalised dates: the magnitude on reflectances with an
+    Otsu threshold computed on the pair itself."""
+    # normalised values × std are reflectances minus the band mean, which the difference cancels
+    std = np.asarray(card.std, np.float32)[:, None, None]
+    mag = cva_magnitude(before * std, after * std, scale=1.0)
+    mag[~valid] = np.nan
+    return np.asarray(mag > otsu_threshold(mag))
 
 
 def cva_scores(city: CityArrays, card: ModelCard) -> ChangeScores:
-    """CVA magnitude on reflectances with an Otsu threshold computed on the city itself."""
-    # normalised values × std are reflectances minus the band mean, which the difference cancels
-    std = np.asarray(card.std, np.float32)[:, None, None]
-    mag = cva_magnitude(city.before * std, city.after * std, scale=1.0)
-    mag[~city.valid] = np.nan
-    return scores(mag > otsu_threshold(mag), city.label, city.valid)
+    """CVA + Otsu scored against the city's label."""
+    return scores(cva_change(city.before, city.after, city.valid, card), city.label, city.valid)
 
 
 def _as_model_sees(city: CityArrays, card: ModelCard) -> CityArrays:
     """The city with its second date normalised onto the first when the model was trained so."""
-    if not card.training.get("radiometric_normalization"):
-        return city
-    after, fit = normalize_dates(city.before, city.after, city.valid)
-    return CityArrays(city.name, city.before, after, city.label, city.valid, fit)
+    return city.normalized() if card.training.get("radiometric_normalization") else city
 
 
 def evaluate_change(

@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,9 +88,9 @@ class ChangeTiles:
     #: output bytes depend on the worker layout.
     torch_threads: int = 1
     precision: str = "fp32"
-    #: per model band ``(gain, offset)`` in normalised units applied to the second date
-    #: (relative radiometric normalisation); None: the model was not trained with it
-    radiometric: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    #: the second date's normalisation onto the first, per model band in normalised units;
+    #: None: the model was not trained with it
+    radiometric: RadiometricFit | None = None
 
     def __call__(self) -> TileFunction:
         import torch
@@ -101,16 +101,12 @@ class ChangeTiles:
         model, card = self.model.load()
         assert isinstance(model, ChangeNet)
         n = self.bands_per_date
-        # identity unless the model was trained on normalised pairs
-        gain, offset = self.radiometric or ((1.0,) * len(card.bands), (0.0,) * len(card.bands))
-        g = np.asarray(gain, np.float32)[None, :, None, None]
-        o = np.asarray(offset, np.float32)[None, :, None, None]
-        normalise_after = self.radiometric is not None
+        fit = self.radiometric
 
         def fn(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
             after = card.normalize(x[:, n:], self.indices)
-            if normalise_after:
-                after = after * g + o
+            if fit is not None:
+                after = fit.apply(after, band_axis=1)
             b = torch.from_numpy(fill_invalid(card.normalize(x[:, :n], self.indices), valid))
             a = torch.from_numpy(fill_invalid(after, valid))
             with inference_autocast(self.precision):
@@ -257,7 +253,7 @@ def detect_change(
                     indices,
                     len(pair.before.band_names),
                     precision=precision,
-                    radiometric=None if fit is None else (fit.gain, fit.offset),
+                    radiometric=fit,
                 ),
                 counts,
                 out_bands=1,
@@ -393,13 +389,11 @@ def fit_pair_radiometry(
         )
 
     fit = fit_radiometric(*sample_pair(read, pair.grid.shape, len(card.bands)))
-    missing = [k for k, i in enumerate(indices) if i is None]
-    if missing:  # bands filled with their mean stay as they are
-        gain, offset = list(fit.gain), list(fit.offset)
-        for k in missing:
-            gain[k], offset[k] = 1.0, 0.0
-        fit = RadiometricFit(
-            tuple(gain), tuple(offset), fit.correlation, fit.samples, fit.invariant
+    if None in indices:  # bands filled with their mean stay as they are
+        fit = replace(
+            fit,
+            gain=tuple(1.0 if i is None else g for g, i in zip(fit.gain, indices, strict=True)),
+            offset=tuple(0.0 if i is None else o for o, i in zip(fit.offset, indices, strict=True)),
         )
     log.info("radiometric normalisation of the second date: %s", fit.as_dict())
     return fit

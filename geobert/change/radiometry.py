@@ -34,6 +34,7 @@ __all__ = [
     "RadiometricFit",
     "band_wavelengths_um",
     "fit_radiometric",
+    "haze_weights",
     "no_change_variant",
     "radiometric_report",
     "sample_pair",
@@ -66,6 +67,16 @@ def band_wavelengths_um(bands: tuple[str, ...] | list[str]) -> np.ndarray:
     [0.49000000953674316, 0.8650000095367432, 0.800000011920929]
     """
     return np.asarray([S2_WAVELENGTH_UM.get(b, 0.8) for b in bands], np.float32)
+
+
+def haze_weights(wavelength_um: np.ndarray) -> np.ndarray:
+    """Relative path reflectance of haze per band, 1 at 490 nm and falling as λ⁻² (Rayleigh-like
+    scattering flattened by aerosols), for the training jitter and the no-change variants.
+
+    >>> haze_weights(np.array([0.49, 0.98])).tolist()
+    [1.0, 0.25]
+    """
+    return np.asarray((0.49 / np.asarray(wavelength_um, np.float32)) ** 2, np.float32)
 
 
 _MIN_SAMPLES = 64
@@ -293,7 +304,7 @@ def no_change_variant(
     [0.16, 0.16]
     """
     c, _, w = reflectance.shape
-    haze = ((0.49 / np.asarray(wavelength_um, np.float32)) ** 2)[:, None, None]
+    haze = haze_weights(wavelength_um)[:, None, None]
     out: np.ndarray
     if kind == "lower_sun":
         out = reflectance * 0.8

@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -35,6 +35,7 @@ from geobert.change.radiometry import (
     RadiometricFit,
     band_wavelengths_um,
     fit_radiometric,
+    haze_weights,
     sample_pair,
 )
 from geobert.errors import GeobertError
@@ -63,6 +64,11 @@ class CityArrays:
     label: np.ndarray
     valid: np.ndarray
     radiometric: RadiometricFit | None = None
+
+    def normalized(self) -> CityArrays:
+        """The same city with its second date normalised onto the first."""
+        after, fit = normalize_dates(self.before, self.after, self.valid)
+        return replace(self, after=after, radiometric=fit)
 
 
 def normalize_dates(
@@ -97,10 +103,8 @@ def load_city(city: OscdCity, card: ModelCard, *, radiometric_norm: bool = False
     idx = card.band_indices(names)
     before = card.normalize(data[None, :n].astype(np.float32), idx)[0]
     after = card.normalize(data[None, n:].astype(np.float32), idx)[0]
-    fit = None
-    if radiometric_norm:
-        after, fit = normalize_dates(before, after, valid)
-    return CityArrays(city.name, before, after, label, valid, fit)
+    arrays = CityArrays(city.name, before, after, label, valid)
+    return arrays.normalized() if radiometric_norm else arrays
 
 
 @dataclass(frozen=True)
@@ -193,7 +197,7 @@ class RadiometricJitter:
             + corners[1, 0] * ry * (1 - rx)
             + corners[1, 1] * ry * rx
         )
-        haze = (0.49 / self.wavelength_um) ** 2  # (C,)
+        haze = haze_weights(self.wavelength_um)  # (C,)
         # x_phys = x·std + mean → gain·x_phys + haze, back in normalised units
         shift = ((gain - 1) * self.mean)[:, None, None] + haze[:, None, None] * field2d[None]
         return np.asarray(
