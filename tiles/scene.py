@@ -151,6 +151,22 @@ class GridSpec:
             self.crs, self.window_transform(window), int(window.width), int(window.height)
         )
 
+    def coarsened(self, factor: int) -> GridSpec:
+        """The grid of ``factor`` × ``factor`` blocks of this one (same origin; the last row and
+        column of blocks may reach past the edge).
+
+        >>> from rasterio.crs import CRS
+        >>> g = GridSpec(CRS.from_epsg(32633), Affine(10, 0, 0, 0, -10, 0), 100, 65)
+        >>> c = g.coarsened(32); (c.width, c.height, c.res)
+        (4, 3, (320.0, 320.0))
+        """
+        return GridSpec(
+            self.crs,
+            self.transform @ Affine.scale(factor),
+            -(-self.width // factor),
+            -(-self.height // factor),
+        )
+
     def offset_in(self, other: GridSpec) -> tuple[int, int] | None:
         """``(col, row)`` of this grid's origin in ``other`` if this grid is a pixel-aligned
         sub-grid of ``other`` (same CRS and pixel size, whole-pixel offset, inside it), else None.
@@ -420,6 +436,11 @@ class Scene:
             f"res={self.grid.res}, crs={self.grid.crs.to_string()})"
         )
 
+    def masked_share(self) -> float | None:
+        """The largest share of pixels one of :attr:`masks` makes invalid (e.g. clouds), from a
+        decimated read; None without masks."""
+        return round(max(m.share() for m in self.masks), 4) if self.masks else None
+
     # -- views -----------------------------------------------------------------------------
 
     def on_grid(self, grid: GridSpec) -> Scene:
@@ -610,10 +631,7 @@ class ClassMask:
     def share(self, max_px: int = 512) -> float:
         """Share of the layer's pixels with an invalid code, from a decimated read."""
         g = self.scene.grid
-        step = max(1, math.ceil(max(g.shape) / max_px))
-        coarse = GridSpec(
-            g.crs, g.transform @ Affine.scale(step), -(-g.width // step), -(-g.height // step)
-        )
+        coarse = g.coarsened(max(1, math.ceil(max(g.shape) / max_px)))
         codes, has = self.scene.on_grid(coarse).read(Window(0, 0, coarse.width, coarse.height))
         n = int(has.sum())
         return float((has & np.isin(codes[0], self.invalid)).sum() / n) if n else 0.0
@@ -653,10 +671,11 @@ def _band_files(folder: Path) -> list[Path]:
     files = sorted(
         p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES
     )
-    skipped = [p.name for p in files if _NOT_BANDS.search(p.name)]
+    skipped = {p for p in files if _NOT_BANDS.search(p.name)}
     if skipped:
-        log.info("%s: skipped files that are not bands: %s", folder, ", ".join(skipped))
-    return [p for p in files if not _NOT_BANDS.search(p.name)]
+        names = ", ".join(sorted(p.name for p in skipped))
+        log.info("%s: skipped files that are not bands: %s", folder, names)
+    return [p for p in files if p not in skipped]
 
 
 def open_scene(

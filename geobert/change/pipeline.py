@@ -200,9 +200,9 @@ def detect_change(
     notes: list[str] = missing_band_note(card, indices)
     dates = _dates(before, after, notes)
     clouds = {
-        name: round(max(m.share() for m in scene.masks), 4)
+        name: share
         for name, scene in (("before", pair.before), ("after", pair.after))
-        if scene.masks
+        if (share := scene.masked_share()) is not None
     }
     for name, share in clouds.items():
         if share > 0.5:
@@ -214,12 +214,7 @@ def detect_change(
     if card.training.get("radiometric_normalization"):
         fit = fit_pair_radiometry(pair, card, indices)
         notes += radiometric_report(fit)
-    gsd = pixel_size_m(pair.grid)
-    if not 1 / 1.5 <= gsd / card.gsd_m <= 1.5:
-        notes.append(
-            f"the pixels are {gsd:.3g} m but the model was trained at {card.gsd_m:g} m: objects "
-            "look larger or smaller than it learnt, so the map is less reliable"
-        )
+    notes += card.gsd_note(pixel_size_m(pair.grid))
     sample = _quicklook_sample(pair)
     with staged_outputs(
         outdir, OUTPUT_NAMES, overwrite=overwrite, tag="change", inputs=input_paths(before, after)

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 from tiles.engine import EngineConfig, TileFunction, map_tiles
 from tiles.heap import trim_heap
 from tiles.progress import Progress
-from tiles.scene import GridSpec, Scene, open_scene
+from tiles.scene import Scene, open_scene
 from tiles.target import GridRequest, pixel_size_m, place_scene
 from tiles.vectorize import PolygonLayer, pixel_area_m2, polygonize, write_gpkg
 from tiles.writer import RasterWriter
@@ -215,15 +215,10 @@ def classify(
             )
         areas = _write_areas(stage, card, extra.pop("pixel_counts"), extra.pop("pixel_area_m2"))
         notes = missing_band_note(card, indices) + _domain_notes(extra, card)
-        clouds = round(max(m.share() for m in scene.masks), 4) if scene.masks else None
+        clouds = scene.masked_share()
         if clouds is not None:
             extra["cloud_masked_share"] = clouds
-        gsd = pixel_size_m(scene.grid)
-        if not 1 / 1.5 <= gsd / card.gsd_m <= 1.5:
-            notes.append(
-                f"the pixels are {gsd:.3g} m but the model was trained at {card.gsd_m:g} m: "
-                "objects look larger or smaller than it learnt, so the map is less reliable"
-            )
+        notes += card.gsd_note(pixel_size_m(scene.grid))
         trim_heap()  # polygonising's scratch memory back before the quicklook
         _quicklook(stage / "landcover.tif", card, stage / "quicklook.png")
         summary = {
@@ -395,7 +390,6 @@ def _run_patch(
     has_domain: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     import shapely
-    from affine import Affine
     from rasterio.windows import Window
 
     k = len(card.classes)
@@ -411,14 +405,15 @@ def _run_patch(
         r0, c0 = int(window.row_off), int(window.col_off)
         rows = (np.arange(r0, r0 + data.shape[1]) // cell_px)[:, None]
         cols = (np.arange(c0, c0 + data.shape[2]) // cell_px)[None, :]
-        ids = (rows * nx + cols)[~np.isnan(data[0])]
+        valid = ~np.isnan(data[0])
+        ids = (rows * nx + cols)[valid]
         valid_px[:] += np.bincount(ids, minlength=ny * nx)
         if ratio is not None:
-            outside_px[:] += np.bincount(
-                ids, weights=(ratio > 1)[~np.isnan(data[0])], minlength=ny * nx
-            ).astype(np.int64)
+            outside_px[:] += np.bincount(ids, weights=(ratio > 1)[valid], minlength=ny * nx).astype(
+                np.int64
+            )
         for b in range(k):
-            sums[b] += np.bincount(ids, weights=data[b][~np.isnan(data[0])], minlength=ny * nx)
+            sums[b] += np.bincount(ids, weights=data[b][valid], minlength=ny * nx)
 
     report = map_tiles(
         scene,
@@ -436,7 +431,7 @@ def _run_patch(
     # a cell's confidence scales with the share of its pixels inside the training domain
     inside = 1 - outside_px / np.maximum(valid_px, 1)
     conf = np.where(has, mean.max(axis=0) * inside, np.nan).astype(np.float32)
-    cell_grid = GridSpec(grid.crs, grid.transform @ Affine.scale(cell_px), nx, ny)
+    cell_grid = grid.coarsened(cell_px)
     for name, arr, dtype, nodata, extra in (
         ("landcover", cls, "uint8", NODATA, {"colormap": _colormap(card), "tags": _tags(card)}),
         ("confidence", conf, "float32", float("nan"), {}),

@@ -9,7 +9,6 @@ name: another order is re-mapped; a missing band is an error unless a fill polic
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -26,8 +25,6 @@ __all__ = [
     "fill_invalid",
     "missing_band_note",
 ]
-
-log = logging.getLogger("geobert")
 
 CARD_FORMAT = 1
 """Version of the card layout; a reader refuses cards from a newer format."""
@@ -140,21 +137,20 @@ class ModelCard:
             )
         return [pos.get(b) for b in self.bands]
 
-    def check_gsd(self, pixel_m: float, what: object) -> None:
-        """Warn when ``what``'s pixels are more than 1.5× larger or smaller than the ground
-        sampling distance the model was trained at: it still runs, but on objects of another
-        apparent size than it learnt."""
-        ratio = pixel_m / self.gsd_m
-        if 1 / 1.5 <= ratio <= 1.5:
-            return
-        log.warning(
-            "%s has %.3g m pixels but the model was trained at %g m; its output will be less "
-            "reliable — leave the resolution unset or choose %g m",
-            what,
-            pixel_m,
-            self.gsd_m,
-            self.gsd_m,
-        )
+    def gsd_note(self, pixel_m: float) -> list[str]:
+        """A warning when pixels of ``pixel_m`` metres are more than 1.5× larger or smaller than
+        the ground sampling distance the model was trained at: it still runs, but on objects of
+        another apparent size than it learnt.
+
+        >>> ModelCard("a", {}, "change", ("B02",), 1e-4, (0.1,), (0.1,), 10.0, 256).gsd_note(11)
+        []
+        """
+        if 1 / 1.5 <= pixel_m / self.gsd_m <= 1.5:
+            return []
+        return [
+            f"the pixels are {pixel_m:.3g} m but the model was trained at {self.gsd_m:g} m: "
+            "objects look larger or smaller than it learnt, so the map is less reliable"
+        ]
 
     def check_scene_size(self, shape: tuple[int, int], what: object) -> None:
         """Refuse scenes smaller than one encoder window (``MIN_SCENE_PX`` a side).
