@@ -120,6 +120,15 @@ def _add_precision_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_train_bf16_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--train-bf16",
+        action="store_true",
+        help="bfloat16 autocast in the training steps (about 1.7x faster on CPUs with bf16 "
+        "units, e.g. AMD Zen 4, Intel Sapphire Rapids; weights stay float32)",
+    )
+
+
 def _band_list(text: str) -> list[str]:
     """``--bands``: a preset name or comma-separated band names."""
     from tiles.scene import parse_band_names
@@ -498,11 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train without normalising the second date onto the first (the model then runs "
         "without it too)",
     )
-    p.add_argument(
-        "--train-bf16",
-        action="store_true",
-        help="bfloat16 autocast in the training steps (about 1.7x faster on CPUs with bf16 units)",
-    )
+    _add_train_bf16_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-q", "--quiet", action="store_true")
 
@@ -646,12 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="width of a per-pixel path (the pixel's spectrum and NDVI/NDWI/NDBI/MNDWI) beside "
         "the encoder's context; 0: none (default: 0)",
     )
-    p.add_argument(
-        "--train-bf16",
-        action="store_true",
-        help="bfloat16 autocast in the training steps (about 1.7x faster on CPUs with bf16 "
-        "units, e.g. AMD Zen 4, Intel Sapphire Rapids; weights stay float32)",
-    )
+    _add_train_bf16_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing MODEL")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no warnings")
@@ -941,34 +941,43 @@ def _cmd_change(args: argparse.Namespace) -> int:
         progress=_progress(args),
         precision=args.precision,
         grid=_grid_request(args),
-        band_names=args.bands,
-        fill_missing=args.fill_missing,
-        cloud_mask=not args.no_cloud_mask,
-        nodata=args.nodata,
+        **_input_options(args),
     )
     _done(args)
-    if not args.quiet:
-        print(
-            f"wrote {args.outdir}: {summary['polygons']} change polygons, "
-            f"{summary['polygon_area_m2'] / 1e4:.2f} ha, in {summary['seconds']['total']:.1f} s"
-            + _trust_note(summary),
-            file=sys.stderr,
-        )
-    else:  # -q drops progress and the summary line, never the reasons to doubt the result
-        for note in summary.get("warnings", []):
-            print(f"geobert: warning: {note}", file=sys.stderr)
+    _last_line(
+        args,
+        summary,
+        f"wrote {args.outdir}: {summary['polygons']} change polygons, "
+        f"{summary['polygon_area_m2'] / 1e4:.2f} ha, in {summary['seconds']['total']:.1f} s",
+    )
     return 0
 
 
-def _trust_note(summary: dict[str, Any]) -> str:
-    """The last line's caveat when the run found reasons not to trust its result."""
-    n = len(summary.get("warnings", []))
-    if not n:
-        return ""
-    return (
-        f"; not to be trusted without checking: {n} warning{'s' if n > 1 else ''} above and in "
-        "summary.json"
-    )
+def _input_options(args: argparse.Namespace) -> dict[str, Any]:
+    """How ``change`` and ``classify`` read their inputs (the ``_add_band_args`` options)."""
+    return {
+        "band_names": args.bands,
+        "fill_missing": args.fill_missing,
+        "cloud_mask": not args.no_cloud_mask,
+        "nodata": args.nodata,
+    }
+
+
+def _last_line(args: argparse.Namespace, summary: dict[str, Any], line: str) -> None:
+    """The run's last line, with the caveat when it found reasons not to trust its result;
+    ``-q`` drops the line but never those reasons (one line each)."""
+    notes = summary.get("warnings", [])
+    if args.quiet:
+        for note in notes:
+            print(f"geobert: warning: {note}", file=sys.stderr)
+        return
+    if notes:
+        n = len(notes)
+        line += (
+            f"; not to be trusted without checking: {n} warning{'s' if n > 1 else ''} above and "
+            "in summary.json"
+        )
+    print(line, file=sys.stderr)
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
@@ -987,21 +996,11 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         progress=_progress(args),
         precision=args.precision,
         grid=_grid_request(args),
-        band_names=args.bands,
-        fill_missing=args.fill_missing,
-        cloud_mask=not args.no_cloud_mask,
-        nodata=args.nodata,
+        **_input_options(args),
     )
     _done(args)
-    if not args.quiet:
-        areas = ", ".join(f"{c} {a:.1f} ha" for c, a in summary["areas_ha"].items())
-        print(
-            f"wrote {args.outdir} in {summary['seconds']:.1f} s: {areas}" + _trust_note(summary),
-            file=sys.stderr,
-        )
-    else:
-        for note in summary.get("warnings", []):
-            print(f"geobert: warning: {note}", file=sys.stderr)
+    areas = ", ".join(f"{c} {a:.1f} ha" for c, a in summary["areas_ha"].items())
+    _last_line(args, summary, f"wrote {args.outdir} in {summary['seconds']:.1f} s: {areas}")
     return 0
 
 

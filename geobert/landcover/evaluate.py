@@ -38,11 +38,15 @@ from geobert.models.landcovernet import LandCoverNet
 
 __all__ = [
     "DEFAULT_RECIPES",
+    "RF",
     "crossval_report",
     "crossvalidate_landcover",
     "evaluate_landcover",
     "random_forest_scores",
 ]
+
+RF = "random forest (per-pixel bands)"
+"""The random-forest baseline's name in every report."""
 
 _SPLIT_KEYS = ("block_px", "holdout_fraction", "seed", "split", "strips", "strip", "gap_px")
 _SPLIT_DEFAULTS = {"split": "blocks", "strips": 5, "strip": 0, "gap_px": 128}  # older cards
@@ -121,9 +125,7 @@ def evaluate_landcover(
                 f"{name} knows classes {list(card.classes)} but {labels} gives "
                 f"{list(data.classes)}; evaluate on the polygons it was trained with"
             )
-    results: dict[str, ClassScores] = {
-        "random forest (per-pixel bands)": random_forest_scores(data, seed=seed)
-    }
+    results: dict[str, ClassScores] = {RF: random_forest_scores(data, seed=seed)}
     for (model, _), name in zip(models, names, strict=True):
         assert isinstance(model, LandCoverNet)
         results[name] = holdout_scores(predict_image(model, data.image), data)
@@ -195,26 +197,16 @@ def crossvalidate_landcover(
     encoder = encoder or pretrained_encoder_path()
     recipes = dict(recipes or DEFAULT_RECIPES)
     card = read_card(encoder)
-    rf = "random forest (per-pixel bands)"
     for k in folds if folds is not None else range(strips):
         dest = out / f"fold{k}.json"
         fold: dict[str, Any] = json.loads(dest.read_text()) if dest.exists() else {}
-        todo = [m for m in (rf, *recipes) if m not in fold.get("methods", {})]
+        todo = [m for m in (RF, *recipes) if m not in fold.get("methods", {})]
         if not todo:
             continue
+        strip: dict[str, Any] = {"split": "strips", "strips": strips, "strip": k, "gap_px": gap_px}
+        split = replace(LandCoverTrainConfig(), **strip).split_options()
         data = prepare_landcover(
-            image,
-            labels,
-            class_field,
-            card,
-            block_px=128,
-            holdout_fraction=0.25,
-            seed=0,
-            fix_geometries=fix_geometries,
-            split="strips",
-            strips=strips,
-            strip=k,
-            gap_px=gap_px,
+            image, labels, class_field, card, fix_geometries=fix_geometries, **split
         )
         fold = fold or {
             "fold": k,
@@ -229,15 +221,12 @@ def crossvalidate_landcover(
         for name in todo:
             if on_fold is not None:
                 on_fold(k, name)
-            if name == rf:
-                fold["methods"][rf] = random_forest_scores(data).as_dict()
+            if name == RF:
+                fold["methods"][RF] = random_forest_scores(data).as_dict()
             else:
                 cfg = replace(
                     recipes[name],
-                    split="strips",
-                    strips=strips,
-                    strip=k,
-                    gap_px=gap_px,
+                    **strip,
                     validation_fraction=recipes[name].validation_fraction or 0.2,
                 )
                 model, mcard = train_landcover(data, encoder, cfg)
@@ -265,7 +254,6 @@ def crossval_report(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     for f in folds:
         for m in methods:
             table[m].append(float(f["methods"][m]["macro_f1"]) if m in f["methods"] else np.nan)
-    rf = "random forest (per-pixel bands)"
     lines = [
         "| method | " + " | ".join(f"strip {f['fold']}" for f in folds) + " | mean | worst |",
         "|---|" + "---|" * (len(folds) + 2),
@@ -279,8 +267,8 @@ def crossval_report(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
             + f" | **{np.nanmean(v):.3f}** | {np.nanmin(v):.3f} |"
         )
         entry: dict[str, Any] = {"macro_f1": v.tolist(), "mean": float(np.nanmean(v))}
-        if m != rf:
-            gap = v - np.asarray(table[rf])
+        if m != RF:
+            gap = v - np.asarray(table[RF])
             entry["minus_random_forest"] = gap.tolist()
             entry["folds_behind_random_forest"] = int((gap < 0).sum())
         summary["methods"][m] = entry

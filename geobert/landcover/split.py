@@ -14,6 +14,7 @@ __all__ = [
     "block_class_counts",
     "block_ids",
     "holdout_blocks",
+    "neighbour_strip",
     "split_masks",
     "strip_edges",
     "strip_masks",
@@ -94,6 +95,15 @@ def strip_edges(codes: np.ndarray, n_classes: int, n_strips: int) -> np.ndarray:
         raise ValueError("no labelled pixel to cut into strips")
     c0, c1 = int(cols[0]), int(cols[-1]) + 1
     return np.asarray(np.round(np.linspace(c0, c1, n_strips + 1)), dtype=int)
+
+
+def neighbour_strip(strip: int, n_strips: int) -> int:
+    """The validation strip of a fold: east of the held strip, or west of the last one.
+
+    >>> neighbour_strip(0, 5), neighbour_strip(4, 5)
+    (1, 3)
+    """
+    return strip + 1 if strip + 1 < n_strips else strip - 1
 
 
 def strip_masks(

@@ -39,7 +39,7 @@ from geobert.errors import GeobertError
 from geobert.landcover.domain import fit_domain
 from geobert.landcover.labels import UNLABELLED, class_colors, rasterize_labels
 from geobert.landcover.metrics import ClassScores, confusion
-from geobert.landcover.split import split_masks, strip_masks
+from geobert.landcover.split import neighbour_strip, split_masks, strip_masks
 from geobert.models.card import ModelCard
 from geobert.models.landcovernet import LandCoverNet
 from geobert.training.ema import WeightEma
@@ -126,10 +126,6 @@ class LandCoverTrainConfig:
             "strip": self.strip,
             "gap_px": self.gap_px,
         }
-
-    def validation_strip(self) -> int:
-        """The strip next to the hold-out strip (east of it, or west of the last one)."""
-        return self.strip + 1 if self.strip + 1 < self.strips else self.strip - 1
 
     def lr_at(self, step: int) -> float:
         return warmup_cosine(step, steps=self.steps, warmup=self.warmup_steps, peak=self.lr)
@@ -230,14 +226,13 @@ def validation_split(
     (hold-out blocks have no training pixels, so they are never drawn)."""
     spec = data.report.get("split", {})
     if spec.get("split") == "strips":  # the neighbouring strip, gapped like the hold-out
-        cfg = LandCoverTrainConfig(split="strips", strips=spec["strips"], strip=spec["strip"])
         train, _, val = strip_masks(
             data.codes,
             len(data.classes),
             spec["strips"],
             spec["strip"],
             spec["gap_px"],
-            validation_strip=cfg.validation_strip(),
+            validation_strip=neighbour_strip(spec["strip"], spec["strips"]),
         )
         return train & data.train, val
     inner = np.where(data.train, data.codes, UNLABELLED)
