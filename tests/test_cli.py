@@ -257,29 +257,20 @@ def test_progress_lines_and_sigterm_leave_nothing_behind(tmp_path: Path) -> None
     values = [float(line.split(": ")[1]) for line in done.stdout.splitlines()]
     assert values[-1] == 100.0 and len(values) > 5
     assert all(a < b for a, b in itertools.pairwise(values))
-    # a run stopped by SIGTERM (what the QGIS plugin's Cancel sends) after its first progress line
-    out = tmp_path / "cancelled"
-    with subprocess.Popen(
-        [*cmd, "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as proc:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().startswith("progress: ")
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert err.strip().splitlines() == ["geobert: interrupted; no output was written"]
-    assert not out.exists()  # no outputs, no staging folder, not even the folder it made
-    # a closed terminal or a dropped SSH session (SIGHUP): the same clean unwinding
-    hup = tmp_path / "hangup"
-    with subprocess.Popen(
-        [*cmd, "-o", str(hup)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as proc:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().startswith("progress: ")
-        proc.send_signal(signal.SIGHUP)
-        _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert not hup.exists()  # no .geobert-change-* staging folder left behind
+    # a run stopped after its first progress line by SIGTERM (what the QGIS plugin's Cancel
+    # sends) or SIGHUP (a closed terminal, a dropped SSH session): the same clean unwinding
+    for sig, name in ((signal.SIGTERM, "cancelled"), (signal.SIGHUP, "hangup")):
+        out = tmp_path / name
+        with subprocess.Popen(
+            [*cmd, "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as proc:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().startswith("progress: ")
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err
+        assert err.strip().splitlines() == ["geobert: interrupted; no output was written"]
+        assert not out.exists()  # no outputs, no staging folder, not even the folder it made
 
 
 def test_precision_choices_match_the_library() -> None:

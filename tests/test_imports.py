@@ -10,14 +10,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _run_clean(code: str) -> None:
+    """Run ``code`` in a fresh interpreter (nothing imported yet); it exits 1 naming what it
+    found wrong."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_tiles_imports_neither_torch_nor_qgis_nor_geobert() -> None:
     code = (
         "import sys, tiles, tiles.engine, tiles.xarray_view, tiles.pair;"
         "bad = [m for m in ('torch', 'qgis', 'geobert') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _run_clean(code)
 
 
 def test_no_import_statement_in_tiles_names_torch_geobert_or_qgis() -> None:
@@ -39,8 +45,7 @@ def test_building_a_model_imports_no_task() -> None:
         "('geobert.change', 'geobert.landcover', 'geobert.training', 'geobert.cli')));"
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _run_clean(code)
 
 
 def test_no_import_cycle_between_tiles_modules() -> None:
