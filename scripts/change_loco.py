@@ -39,6 +39,7 @@ from geobert.change.train import (
 from geobert.models.card import ModelCard
 from geobert.models.changenet import ChangeModel
 from geobert.models.checkpoint import load_checkpoint, read_card, save_checkpoint
+from geobert.models.precision import native_bf16
 from geobert.weights import pretrained_encoder_path
 
 log = logging.getLogger("change_loco")
@@ -130,6 +131,7 @@ def run_fold(
         "test": list(test),
         "validation": list(val),
         "train": train_names,
+        "train_precision": "bf16" if native_bf16() else "fp32",
     }
     if method.startswith("CVA"):
         normalise = method.endswith("(normalised)")
@@ -150,7 +152,7 @@ def run_fold(
             arch=cast(Any, arch),
             steps=steps,
             seed=seed,
-            train_bf16=True,
+            train_bf16=native_bf16(),
             select_at=(0.5, 0.75, 1.0),
             train_cities=tuple(train_names),
             val_cities=tuple(val),
@@ -278,7 +280,7 @@ def train_final(cities: dict[str, CityArrays], out: Path, ckpt_dir: Path, seed: 
         init="mim",
         steps=chosen,
         seed=seed,
-        train_bf16=True,
+        train_bf16=native_bf16(),
         threshold=round(threshold, 2),
         train_cities=CITIES,
         extra={

@@ -13,8 +13,10 @@ from pathlib import Path
 
 from geobert.landcover.evaluate import crossvalidate_landcover
 from geobert.landcover.train import LandCoverTrainConfig
+from geobert.models.precision import native_bf16
 
-BASE = LandCoverTrainConfig(steps=800, validate_every=200, train_bf16=True, ema_decay=0.99)
+BASE = LandCoverTrainConfig(steps=800, validate_every=200, train_bf16=native_bf16(), ema_decay=0.99)
+# bf16 steps only where the CPU has bf16 units: emulated bf16 is ~13x slower (precision.py)
 RECIPES = {
     "geobert (MIM)": BASE,
     "geobert (MIM, pixel path)": LandCoverTrainConfig(**{**BASE.__dict__, "pixel_dim": 32}),

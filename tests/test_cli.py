@@ -275,12 +275,12 @@ def test_progress_lines_and_sigterm_leave_nothing_behind(tmp_path: Path) -> None
 
 def test_precision_choices_match_the_library() -> None:
     from geobert.cli import build_parser
-    from geobert.models.precision import PRECISIONS
+    from geobert.models.precision import PRECISION_CHOICES
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     for command in ("change", "classify", "evaluate-change"):
         opt = next(a for a in sub.choices[command]._actions if a.dest == "precision")
-        assert tuple(opt.choices) == PRECISIONS
+        assert tuple(opt.choices) == PRECISION_CHOICES
 
 
 def test_global_flags_after_the_command_and_errors_in_flag_names(tmp_path: Path) -> None:

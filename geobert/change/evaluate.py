@@ -18,6 +18,7 @@ from geobert.errors import GeobertError
 from geobert.models.card import ModelCard
 from geobert.models.changenet import ChangeModel
 from geobert.models.checkpoint import load_checkpoint
+from geobert.models.precision import resolve_precision
 
 __all__ = ["cva_change", "cva_scores", "evaluate_change"]
 
@@ -60,7 +61,8 @@ def evaluate_change(
     validation cities be evaluated too (cross-fitting): the models never trained on them, and the
     threshold then comes from other cities. Evaluation cities may never overlap a model's training
     cities or the cities its threshold is chosen on. ``precision="bf16"`` runs the networks
-    under bfloat16 autocast (to check what it costs in accuracy).
+    under bfloat16 autocast (to check what it costs in accuracy); ``"auto"`` as in
+    :func:`geobert.models.precision.resolve_precision`.
     """
     out_dir = Path(out_dir)
     by_name = {c.name: c for c in list_cities(oscd_root, labelled_only=True)}
@@ -73,6 +75,9 @@ def evaluate_change(
             "cities; choose thresholds on other cities"
         )
     models = [load_checkpoint(p) for p in checkpoints]
+    precision = resolve_precision(
+        precision, validated_bf16=all(c.bf16_validated for _, c in models)
+    )
     names = list(names) if names else [Path(p).stem for p in checkpoints]
     if len(names) != len(models):
         raise GeobertError(f"{len(names)} names for {len(models)} models; give one name per model")

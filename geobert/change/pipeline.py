@@ -43,7 +43,7 @@ from geobert.change.radiometry import (
 )
 from geobert.errors import GeobertError
 from geobert.models.card import FillPolicy, ModelCard, fill_invalid, missing_band_note
-from geobert.models.precision import inference_autocast
+from geobert.models.precision import inference_autocast, precision_note, resolve_precision
 
 if TYPE_CHECKING:
     from geobert.models.checkpoint import ModelFile
@@ -150,7 +150,7 @@ def detect_change(
     simplify_m: float = 5.0,
     config: EngineConfig | None = None,
     progress: Progress | None = None,
-    precision: str = "fp32",
+    precision: str = "auto",
     grid: GridRequest | None = None,
     band_names: Sequence[str] | None = None,
     fill_missing: FillPolicy = "error",
@@ -168,8 +168,10 @@ def detect_change(
         simplify_m: Polygon simplification tolerance in metres (shared edges are kept).
         config: Tiling and scheduling (default: 256 px tiles, 32 px overlap, 2 tiles per task).
         progress: Progress and cancellation.
-        precision: ``fp32`` or ``bf16`` (bfloat16 autocast: about 2× faster on CPUs with bf16
-            matrix units; see the README for its effect on accuracy).
+        precision: ``fp32``, ``bf16`` (bfloat16 autocast: about 2× faster on CPUs with bf16
+            matrix units, several times slower without) or ``auto`` (bf16 only where the CPU has
+            bf16 units and the model card records bf16 validated on the protocol; see
+            :func:`geobert.models.precision.resolve_precision`).
         grid: Output grid (default: ``before``'s finest-band grid). Another CRS or resolution
             is still cropped to where both dates exist; bounds or a ``like`` grid are kept
             whole, nodata outside the dates.
@@ -197,7 +199,11 @@ def detect_change(
     indices = tuple(card.band_indices(pair.before.band_names, fill=fill_missing))
     config = config or EngineConfig(tile_size_px=card.tile_size_px, overlap_px=32, batch_size=2)
     threshold = float(card.training["threshold"])
-    notes: list[str] = missing_band_note(card, indices)
+    requested, precision = (
+        precision,
+        resolve_precision(precision, validated_bf16=card.bf16_validated),
+    )
+    notes: list[str] = missing_band_note(card, indices) + precision_note(requested, precision)
     dates = _dates(before, after, notes)
     clouds = {
         name: share

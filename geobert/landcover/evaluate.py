@@ -236,6 +236,7 @@ def crossvalidate_landcover(
                     "best_step": mcard.training["validation"]["best_step"],
                     "validation_macro_f1": mcard.training["validation"]["scores"]["macro_f1"],
                     "train_seconds": mcard.training["train_seconds"],
+                    "train_precision": "bf16" if cfg.train_bf16 else "fp32",
                 }
             tmp = dest.with_suffix(".partial")  # after each method: a rerun resumes from here
             tmp.write_text(json.dumps(fold, indent=2) + "\n")

@@ -41,7 +41,7 @@ import numpy as np
 from geobert._staging import input_paths, staged_outputs
 from geobert.errors import GeobertError
 from geobert.models.card import FillPolicy, ModelCard, fill_invalid, missing_band_note
-from geobert.models.precision import inference_autocast
+from geobert.models.precision import inference_autocast, precision_note, resolve_precision
 
 if TYPE_CHECKING:
     from geobert.models.checkpoint import ModelFile
@@ -141,7 +141,7 @@ def classify(
     cell_px: int = 64,
     config: EngineConfig | None = None,
     progress: Progress | None = None,
-    precision: str = "fp32",
+    precision: str = "auto",
     grid: GridRequest | None = None,
     band_names: Sequence[str] | None = None,
     fill_missing: FillPolicy = "error",
@@ -162,7 +162,9 @@ def classify(
         cell_px: Cell edge in pixels (patch mode).
         config: Tiling and scheduling (default: 256 px tiles, 32 px overlap, 2 tiles per task).
         progress: Progress and cancellation.
-        precision: ``fp32`` or ``bf16`` (bfloat16 autocast).
+        precision: ``fp32``, ``bf16`` (bfloat16 autocast) or ``auto`` (bf16 where the CPU has
+            bf16 units and the model card records bf16 validated; see
+            :func:`geobert.models.precision.resolve_precision`).
         grid: Output grid (default: the scene's finest-band grid); another CRS or resolution is
             cropped to where the scene has data, bounds or a ``like`` grid are kept whole.
         band_names: Names of the scene's bands in file order, for stacks without band names.
@@ -192,6 +194,10 @@ def classify(
     card.check_scene_size(scene.grid.shape, scene_path if request.is_default else "the output grid")
     indices = tuple(card.band_indices(scene.band_names, fill=fill_missing))
     config = config or EngineConfig(tile_size_px=card.tile_size_px, overlap_px=32, batch_size=2)
+    requested, precision = (
+        precision,
+        resolve_precision(precision, validated_bf16=card.bf16_validated),
+    )
     has_domain = bool(card.training.get("domain"))
     factory = LandCoverTiles(
         ModelFile(str(model_path)),
@@ -215,6 +221,7 @@ def classify(
             )
         areas = _write_areas(stage, card, extra.pop("pixel_counts"), extra.pop("pixel_area_m2"))
         notes = missing_band_note(card, indices) + _domain_notes(extra, card)
+        notes += precision_note(requested, precision)
         clouds = scene.masked_share()
         if clouds is not None:
             extra["cloud_masked_share"] = clouds

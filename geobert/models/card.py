@@ -137,6 +137,21 @@ class ModelCard:
             )
         return [pos.get(b) for b in self.bands]
 
+    @property
+    def bf16_validated(self) -> bool:
+        """True when the card records that bfloat16 inference scored within
+        :data:`~geobert.models.precision.BF16_F1_TOLERANCE` of fp32 on the model's protocol
+        (``training["bf16_validation"]["f1_delta"]``); ``--precision auto`` needs it for bf16.
+
+        >>> ModelCard("a", {}, "change", ("B02",), 1e-4, (0.1,), (0.1,), 10.0, 256).bf16_validated
+        False
+        """
+        from geobert.models.precision import BF16_F1_TOLERANCE
+
+        record = self.training.get("bf16_validation") or {}
+        delta = record.get("f1_delta")
+        return delta is not None and abs(float(delta)) <= BF16_F1_TOLERANCE
+
     def gsd_note(self, pixel_m: float) -> list[str]:
         """A warning when pixels of ``pixel_m`` metres are more than 1.5× larger or smaller than
         the ground sampling distance the model was trained at: it still runs, but on objects of

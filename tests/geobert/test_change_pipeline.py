@@ -21,6 +21,9 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from geobert.change.pipeline import OUTPUT_NAMES, detect_change
 from geobert.errors import BandMismatchError, OutputExistsError
+from geobert.models.checkpoint import read_card
+from geobert.models.precision import native_bf16
+from geobert.weights import pretrained_encoder_path
 from tests.conftest import tree_checksums
 from tiles.scene import open_scene
 from tiles.target import GridRequest
@@ -62,6 +65,8 @@ def test_outputs_exist_valid_and_georeferenced(example_run) -> None:  # type: ig
     np.testing.assert_array_equal(change == 1, prob > t)
     np.testing.assert_array_equal(change == 255, np.isnan(prob))
     written = json.loads((out / "summary.json").read_text())
+    card = read_card(pretrained_encoder_path("changenet_s_oscd"))  # --precision auto's choice:
+    assert written["precision"] == ("bf16" if native_bf16() and card.bf16_validated else "fp32")
     assert written["changed_pixels"] == int((change == 1).sum())
     assert written["valid_pixels"] == int((change != 255).sum())
 
