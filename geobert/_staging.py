@@ -45,6 +45,10 @@ def staged_outputs(
     if existing and not overwrite:
         raise OutputExistsError(f"{out} already holds {existing}; pass --overwrite to replace them")
     created = not out.exists()
+    if out.exists() and not out.is_dir():
+        raise OutputNotWritableError(
+            f"the output folder {out} is a file, not a folder; choose a folder with -o"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

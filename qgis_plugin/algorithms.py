@@ -1,7 +1,6 @@
 """The geobert Processing algorithms: each one runs a geobert worker process."""
 
 import json
-import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,6 +13,7 @@ from qgis.core import (
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputFile,
     QgsProcessingOutputRasterLayer,
+    QgsProcessingOutputString,
     QgsProcessingOutputVectorLayer,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterCrs,
@@ -33,7 +33,7 @@ from qgis.core import (
 )
 
 from . import styles
-from .settings import python_path, scheduler_address
+from .settings import python_is_set, python_path, scheduler_address
 from .worker import WorkerResult, geobert_command, run_worker
 
 
@@ -86,6 +86,11 @@ class GeobertAlgorithm(QgsProcessingAlgorithm):
         return "geobert"
 
     def run_geobert(self, args: list[str], feedback: QgsProcessingFeedback) -> WorkerResult:
+        if not python_is_set():
+            feedback.pushInfo(
+                f"no geobert Python is set (Processing ▸ Options ▸ Providers ▸ geobert): trying "
+                f"{python_path()} from the PATH"
+            )
         cmd = geobert_command(python_path(), *args)
         feedback.pushCommandInfo(" ".join(cmd))
         result = run_worker(
@@ -191,9 +196,10 @@ class GeobertAlgorithm(QgsProcessingAlgorithm):
         )
 
     def output_folder(self, parameters, context) -> str:
-        out = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)
-        os.makedirs(out, exist_ok=True)
-        return out
+        """The output folder's path; the worker creates it, and only when the run succeeds (a
+        failed or cancelled run leaves no empty folder; a file or an unwritable place is its
+        one-line error)."""
+        return self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)
 
     def run_arguments(self, parameters, context) -> list[str]:
         """The worker options for the model, minimum area and scheduler parameters."""
@@ -445,6 +451,11 @@ class TrainLandCoverAlgorithm(GeobertAlgorithm):
 
 
 class CheckEnvironmentAlgorithm(GeobertAlgorithm):
+    # One visible parameter on purpose: QGIS 3.22 runs a tool without parameters straight from
+    # the toolbox with a message-bar progress whose float → QProgressBar.setValue(int) raises a
+    # TypeError (a yellow "Python error" bar even on success) and hides the result in the log.
+    PYTHON, STATUS = "PYTHON", "STATUS"
+
     def name(self) -> str:
         return "check"
 
@@ -452,16 +463,33 @@ class CheckEnvironmentAlgorithm(GeobertAlgorithm):
         return "Check geobert environment"
 
     def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
-        return "Reports whether the configured Python can run geobert, and how to install it."
+        return (
+            "Reports whether a Python can run geobert (its version), and how to install it if "
+            "not. Leave the Python empty to check the one set in Processing ▸ Options ▸ "
+            "Providers ▸ geobert (or GEOBERT_PYTHON); choose one to try it before setting it. "
+            "geobert runs on the CPU in a separate process with that Python."
+        )
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
-        pass
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.PYTHON,
+                "Python to check (empty: the one in the geobert settings)",
+                optional=True,
+                fileFilter="All files (*)",  # QGIS 3.22 refuses names without a dot otherwise
+            )
+        )
+        self.addOutput(QgsProcessingOutputString(self.STATUS, "geobert environment"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         from .worker import check_environment
 
-        ok, message = check_environment(python_path())
+        python = self.parameterAsFile(parameters, self.PYTHON, context) or python_path()
+        if not python_is_set() and python == python_path():
+            feedback.pushInfo(f"no geobert Python is set: checking {python} from the PATH")
+        ok, message = check_environment(python)
         if not ok:
             raise QgsProcessingException(message)
-        feedback.pushInfo(f"{python_path()}: {message}")
-        return {}
+        status = f"{python} runs {message}: the geobert tools are ready"
+        feedback.pushInfo(status)
+        return {self.STATUS: status}

@@ -33,5 +33,10 @@ def python_path() -> str:
     return ProcessingConfig.getSetting(PYTHON) or default_python()
 
 
+def python_is_set() -> bool:
+    """Whether a geobert Python is configured (setting or ``GEOBERT_PYTHON``), not the fallback."""
+    return bool(ProcessingConfig.getSetting(PYTHON) or os.environ.get("GEOBERT_PYTHON"))
+
+
 def scheduler_address() -> str:
     return ProcessingConfig.getSetting(SCHEDULER) or ""

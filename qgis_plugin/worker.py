@@ -50,6 +50,33 @@ def install_hint(python: str) -> str:
     )
 
 
+SETTING_HINT = (
+    "set it in Processing ▸ Options ▸ Providers ▸ geobert (the Python with geobert installed, "
+    "e.g. /path/to/.venv/bin/python), then run the Check geobert environment tool"
+)
+
+
+def start_error(python: str, exc: OSError) -> str:
+    """One line for a worker Python that cannot be started at all."""
+    if os.path.isdir(python):
+        inside = os.path.join(python, "Scripts" if os.name == "nt" else "bin", "python")
+        return (
+            f"geobert: the geobert Python is set to the folder {python}, not to a Python "
+            f"program (for a virtual environment: {inside}); {SETTING_HINT}"
+        )
+    if isinstance(exc, FileNotFoundError):
+        return f"geobert: there is no Python at {python} (moved or deleted?); {SETTING_HINT}"
+    reason = exc.strerror or type(exc).__name__
+    return f"geobert: cannot start the geobert Python {python} ({reason}); {SETTING_HINT}"
+
+
+def missing_geobert(python: str, stderr: str) -> str:
+    """The one line for a Python without geobert (``No module named geobert``), or ""."""
+    if "No module named geobert" in stderr or "No module named 'geobert'" in stderr:
+        return f"geobert: {python} has no geobert installed; {install_hint(python)}; {SETTING_HINT}"
+    return ""
+
+
 def check_environment(python: str, timeout: float = 120.0) -> tuple[bool, str]:
     """Whether ``python`` can run geobert; the message says what it found or how to fix it."""
     try:
@@ -59,12 +86,15 @@ def check_environment(python: str, timeout: float = 120.0) -> tuple[bool, str]:
             text=True,
             timeout=timeout,
         )
-    except FileNotFoundError:
-        return False, f"no Python at {python}; set the geobert Python in the plugin settings"
+    except OSError as exc:
+        return False, start_error(python, exc).removeprefix("geobert: ")
     except subprocess.TimeoutExpired:
         return False, f"{python} did not answer within {timeout:.0f} s"
     version = proc.stdout.strip()
     if proc.returncode != 0 or not version.startswith("geobert "):
+        missing = missing_geobert(python, proc.stderr)
+        if missing:
+            return False, missing.removeprefix("geobert: ")
         last = (proc.stderr.strip().splitlines() or [version or "no output"])[-1]
         return False, f"{python} cannot run geobert ({last}); {install_hint(python)}"
     return True, version
@@ -87,15 +117,22 @@ def run_worker(
     grace_s: float = 30.0,
     env: dict | None = None,
 ) -> WorkerResult:
-    """Run ``command``; report progress; stop it when ``is_cancelled()`` becomes true."""
-    proc = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        bufsize=1,
-        env={**os.environ, **(env or {})},
-    )
+    """Run ``command``; report progress; stop it when ``is_cancelled()`` becomes true.
+
+    A Python that cannot be started, or that lacks geobert, comes back as one line in
+    ``error`` (never a traceback), pointing at the setting and the Check tool.
+    """
+    try:
+        proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            env={**os.environ, **(env or {})},
+        )
+    except OSError as exc:
+        return WorkerResult(returncode=127, error=start_error(command[0], exc))
     lines: list[str] = []
     err_chunks: list[str] = []
 
@@ -141,7 +178,9 @@ def run_worker(
     return WorkerResult(
         returncode=proc.returncode,
         cancelled=cancelled,
-        error=_error_line(stderr) if proc.returncode != 0 else "",
+        error=(missing_geobert(command[0], stderr) or _error_line(stderr))
+        if proc.returncode != 0
+        else "",
         stderr=stderr,
         stdout_lines=lines,
     )

@@ -171,6 +171,9 @@ CASES: dict[str, tuple[Case, str]] = {
     "unwritable output directory": (
         lambda d, o: ["change", d / "before.tif", d / "after.tif", "-o", "/proc/geobert-out"],
         "cannot create output folder"),
+    "output folder is a file": (
+        lambda d, o: ["change", d / "before.tif", d / "after.tif", "-o", d / "corrupt.safetensors"],
+        "is a file, not a folder"),
     "1-pixel raster": (lambda d, o: ["change", d / "one.tif", d / "after.tif", "-o", o],
                        "need at least 32×32 px"),
     "absurd dimensions in the header": (

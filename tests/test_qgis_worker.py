@@ -46,16 +46,41 @@ def test_progress_lines_errors_and_cancel(tmp_path: Path) -> None:
     assert stop.cancelled and stop.returncode == 130 and time.monotonic() - t0 < 20
 
 
+def _python_without_geobert(tmp_path: Path) -> str:
+    """A Python program without site-packages (so without geobert), as a plain Python is."""
+    py = tmp_path / "bare-python"
+    py.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    py.chmod(0o755)
+    return str(py)
+
+
 def test_environment_check_names_the_fix(tmp_path: Path) -> None:
     ok, version = check_environment(sys.executable)
     assert ok and version.startswith("geobert ")
     ok, msg = check_environment(str(tmp_path / "nope" / "python"))
-    assert not ok and "no Python at" in msg
+    assert not ok and "no Python at" in msg and "Providers ▸ geobert" in msg
     ok, msg = check_environment("/usr/bin/true")
     assert not ok  # runs, but prints no geobert version
+    ok, msg = check_environment(str(tmp_path))  # a venv folder instead of its Python
+    assert not ok and f"{tmp_path}/bin/python" in msg and "not to a Python program" in msg
+    ok, msg = check_environment(_python_without_geobert(tmp_path))
+    assert not ok and "has no geobert installed" in msg and "pip install geobert" in msg
     assert geobert_command("py", "change", "a", "b")[:5] == [
         "py", "-P", "-m", "geobert.cli", "--progress-lines"
     ]  # fmt: skip
+
+
+def test_a_python_that_cannot_start_or_lacks_geobert_is_one_line(tmp_path: Path) -> None:
+    """The worker's setup mistakes arrive as one line pointing at the setting, not a traceback."""
+    never = lambda: False  # noqa: E731
+    for python, expected in [
+        (str(tmp_path / "deleted" / "python"), "there is no Python at"),
+        (str(tmp_path), "not to a Python program"),
+        (_python_without_geobert(tmp_path), "has no geobert installed"),
+    ]:
+        res = run_worker(geobert_command(python, "--version"), lambda p: None, never)
+        assert not res.ok and expected in res.error and "\n" not in res.error
+        assert res.error.startswith("geobert: ") and "Check geobert environment" in res.error
 
 
 def test_a_geobert_folder_in_qgis_current_folder_does_not_shadow_the_package(

@@ -219,7 +219,7 @@ def check_cancel(args):
             {
                 "error": error,
                 "seconds": time.time() - t0,
-                "files": sorted(p.name for p in Path(args["out"]).iterdir()),
+                "out_exists": Path(args["out"]).exists(),
             }
         )
     )

@@ -141,10 +141,9 @@ def test_change_detection_in_qgis(env: dict[str, Path], tmp_path: Path) -> None:
 
 def test_cancel_stops_the_worker_and_leaves_nothing(env: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
-    out.mkdir()
     res = check("cancel", env, before=env["big_before"], after=env["big_after"], out=out)
     assert "cancelled; no output was written" in res["error"]
-    assert res["files"] == []
+    assert not res["out_exists"]  # no outputs, and no empty folder either
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(out) not in ps  # the worker process is gone
 
@@ -152,6 +151,7 @@ def test_cancel_stops_the_worker_and_leaves_nothing(env: dict[str, Path], tmp_pa
 def test_worker_error_arrives_as_one_clear_message(env: dict[str, Path], tmp_path: Path) -> None:
     res = check("error", env, before=env["nogeo"], after=env["after"], out=tmp_path / "out")
     assert res["error"].startswith("geobert: error: ") and "Traceback" not in res["error"]
+    assert not (tmp_path / "out").exists()
     assert "CRS" in res["error"] or "georeferenc" in res["error"]
 
 
@@ -287,17 +287,70 @@ def test_unnamed_stacks_and_warnings_through_qgis_process(
     assert "geobert: 100 % of the valid pixels are flagged as change" in log, log[-2000:]
 
 
-def test_the_same_layer_as_both_dates_is_refused(env: dict[str, Path], tmp_path: Path) -> None:
-    """Both date fields start on the same layer; running so gave "0 change" without a word."""
-    home = tmp_path / "home"
-    home.mkdir()
-    qenv = _qgis_env(home) | {"QGIS_PLUGINPATH": str(env["plugins"])}
+def qgis_process(
+    env: dict[str, Path], home: Path, alg: str, *params: str, **worker_env: str
+) -> subprocess.CompletedProcess[str]:
+    """``qgis_process.bin run ALG -- PARAMS`` with the plugin enabled in a fresh profile under
+    ``home``; ``worker_env`` overrides the environment (e.g. GEOBERT_PYTHON)."""
+    home.mkdir(exist_ok=True)
+    qenv = _qgis_env(home) | {"QGIS_PLUGINPATH": str(env["plugins"]), **worker_env}
     subprocess.run([QGIS_PROCESS, "plugins", "enable", "geobert_qgis"],
                    capture_output=True, text=True, timeout=300, env=qenv)  # fmt: skip
-    proc = subprocess.run(
-        [QGIS_PROCESS, "run", "geobert:change", "--", f"BEFORE={env['before']}",
-         f"AFTER={env['before']}", f"OUTPUT_FOLDER={tmp_path / 'out'}"],
+    return subprocess.run(
+        [QGIS_PROCESS, "run", alg, "--", *params],
         capture_output=True, text=True, timeout=600, env=qenv,
+    )  # fmt: skip
+
+
+def test_the_same_layer_as_both_dates_is_refused(env: dict[str, Path], tmp_path: Path) -> None:
+    """Both date fields start on the same layer; running so gave "0 change" without a word."""
+    proc = qgis_process(
+        env, tmp_path / "home", "geobert:change", f"BEFORE={env['before']}",
+        f"AFTER={env['before']}", f"OUTPUT_FOLDER={tmp_path / 'out'}",
     )  # fmt: skip
     assert proc.returncode != 0
     assert "the earlier and the later date are the same layer" in proc.stdout + proc.stderr
+    assert not (tmp_path / "out").exists()  # a failed run leaves no empty output folder
+
+
+def test_setup_mistakes_are_one_line_in_qgis(env: dict[str, Path], tmp_path: Path) -> None:
+    """The geobert Python deleted, set to a venv folder, or without geobert; an output folder
+    that is a file or cannot be made: one line each that says what to fix, no traceback, and
+    nothing written."""
+    bare = tmp_path / "bare-python"  # a Python without site-packages, so without geobert
+    bare.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    bare.chmod(0o755)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    dates = [f"BEFORE={env['before']}", f"AFTER={env['after']}"]
+    cases = [
+        ({"GEOBERT_PYTHON": str(tmp_path / "gone" / "python")}, tmp_path / "o1",
+         "there is no Python at"),
+        ({"GEOBERT_PYTHON": str(tmp_path)}, tmp_path / "o2", "not to a Python program"),
+        ({"GEOBERT_PYTHON": str(bare)}, tmp_path / "o3", "has no geobert installed"),
+        ({}, a_file, "is a file, not a folder"),
+        ({}, Path("/proc/geobert-out"), "cannot create output folder /proc/geobert-out"),
+    ]  # fmt: skip
+    for i, (worker_env, out, expected) in enumerate(cases):
+        proc = qgis_process(
+            env, tmp_path / f"home{i}", "geobert:change", *dates, f"OUTPUT_FOLDER={out}",
+            **worker_env,
+        )  # fmt: skip
+        log = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and expected in log, log[-2000:]
+        assert "Traceback" not in log, log[-2000:]
+        if out != a_file:
+            assert not out.exists()
+    assert a_file.read_text() == "not a folder"
+
+
+def test_check_tool_reports_in_the_dialog(env: dict[str, Path], tmp_path: Path) -> None:
+    """The Check tool has a visible parameter (QGIS 3.22 runs parameterless tools through a
+    message bar that raises on float progress) and returns its finding as an output."""
+    ok = qgis_process(env, tmp_path / "h1", "geobert:check", f"PYTHON={sys.executable}")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "runs geobert " in ok.stdout and "the geobert tools are ready" in ok.stdout
+    default = qgis_process(env, tmp_path / "h2", "geobert:check")  # the configured one
+    assert default.returncode == 0 and f"{sys.executable} runs geobert" in default.stdout
+    bad = qgis_process(env, tmp_path / "h3", "geobert:check", f"PYTHON={tmp_path}")
+    assert bad.returncode != 0 and "not to a Python program" in bad.stdout + bad.stderr
