@@ -153,12 +153,15 @@ def run_model() -> dict[str, Any]:
     }
 
 
-def run_geobert(before: Path, after: Path, out: Path, precision: str) -> dict[str, Any]:
+def run_geobert(
+    before: Path, after: Path, out: Path, precision: str, model: str | None = None
+) -> dict[str, Any]:
     """The command exactly as a user runs it (its defaults, its process settings)."""
     from geobert.cli import main
 
     t0 = time.perf_counter()
     args = ["change", str(before), str(after), "-o", str(out), "--overwrite", "-q"]
+    args += ["-m", model] if model else []
     if main([*args, "--precision", precision]):
         raise SystemExit("geobert change failed")
     summary = json.loads((out / "summary.json").read_text())
@@ -278,6 +281,8 @@ def child(kind: str, args: argparse.Namespace) -> None:
         res = run_geobert(before, after, out, "fp32")
     elif kind == "geobert_bf16":
         res = run_geobert(before, after, out, "bf16")
+    elif kind == "geobert_versus":
+        res = run_geobert(before, after, out, "fp32", args.versus)
     elif kind == "torchgeo_heap":
         from tiles.heap import tune_heap
 
@@ -321,7 +326,12 @@ def _pss_mb(pids: list[int]) -> float:
 
 
 def spawn(
-    kind: str, before: Path, after: Path, out: Path, attention: str = "fused"
+    kind: str,
+    before: Path,
+    after: Path,
+    out: Path,
+    attention: str = "fused",
+    versus: str | None = None,
 ) -> dict[str, Any]:
     """Run one measurement in a fresh process; its JSON line is returned (and printed).
 
@@ -330,6 +340,7 @@ def spawn(
     env = {**os.environ, **BENCH_ENV}
     cmd = [sys.executable, __file__, "--child", kind, "--before", str(before)]
     cmd += ["--after", str(after), "--out", str(out), "--attention", attention]
+    cmd += ["--versus", versus] if versus else []
     peak = 0.0
     with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         while proc.poll() is None:
@@ -352,6 +363,61 @@ def _row(label: str, r: dict[str, Any], mpx: float) -> str:
     )
 
 
+def versus(before: Path, after: Path, work: Path, model: str, size: int) -> None:
+    """The shipped model against ``model`` in one run, alternating (A B A B) so drift in the
+    machine's speed hits both; the best of two per model is compared."""
+    runs: dict[str, list[dict[str, Any]]] = {"shipped": [], "versus": []}
+    for _ in range(2):
+        runs["shipped"].append(spawn("geobert", before, after, work / "shipped"))
+        runs["versus"].append(spawn("geobert_versus", before, after, work / "versus", versus=model))
+    best = {k: min(v, key=lambda r: r["seconds"]) for k, v in runs.items()}
+    ratio = best["shipped"]["seconds"] / best["versus"]["seconds"]
+    mem = best["shipped"]["peak_pss_mb"] / best["versus"]["peak_pss_mb"]
+    summary = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "size": size,
+        "versus_model": model,
+        "runs": runs,
+        "time_ratio": ratio,
+        "memory_ratio": mem,
+        "budget": 1.15,
+    }
+    here = Path(__file__).parent
+    (here / "results_change_versus.json").write_text(json.dumps(summary, indent=2) + "\n")
+    mpx = size**2 / 1e6
+
+    def row(label: str, r: dict[str, Any]) -> str:
+        return (
+            f"| {label} | {r['seconds']:.0f} | {mpx / r['seconds']:.2f} | "
+            f"{r['peak_pss_mb']:.0f} | {r['polygons']} |"
+        )
+
+    def times(key: str) -> str:
+        return ", ".join(f"{r['seconds']:.0f} s" for r in runs[key])
+
+    verdict = "met" if ratio <= 1.15 else "**not met**"
+    md = "\n".join(
+        [
+            f"# `geobert change`: the shipped model against {Path(model).name}",
+            "",
+            f"Run: `python bench/bench_change.py --versus {model}` ({size}² pair, "
+            f"{summary['machine']}); both in fp32, each twice, alternating; the faster run of "
+            "each model is compared.",
+            "",
+            "| model | seconds (best of 2) | Mpx/s | peak PSS (MB) | polygons |",
+            "|---|---|---|---|---|",
+            row("shipped default", best["shipped"]),
+            row(Path(model).name, best["versus"]),
+            "",
+            f"Time ratio shipped / other **{ratio:.2f}** (budget ≤ 1.15: {verdict}); memory "
+            f"ratio {mem:.2f}. All runs: {times('shipped')} (shipped), {times('versus')} (other).",
+            "",
+        ]
+    )
+    (here / "results_change_versus.md").write_text(md)
+    print(md)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--oscd", default="../shared/data/oscd")
@@ -363,6 +429,12 @@ def main() -> None:
     p.add_argument("--after")
     p.add_argument("--out")
     p.add_argument("--attention", default="fused", choices=["fused", "explicit"])
+    p.add_argument(
+        "--versus",
+        metavar="MODEL",
+        help="only time `geobert change` (fp32) with the shipped model against MODEL (e.g. the "
+        "previous default), alternating, each twice; writes bench/results_change_versus.md",
+    )
     args = p.parse_args()
     if args.child:
         child(args.child, args)
@@ -370,6 +442,9 @@ def main() -> None:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     before, after = build_pair(Path(args.oscd), args.city, work, args.size)
+    if args.versus:
+        versus(before, after, work, args.versus, args.size)
+        return
     res: dict[str, Any] = {k: spawn(k, before, after, work / k) for k in ("peak", "model")}
     attention = res["model"]["attention"]
     for k in ("geobert", "torchgeo", "geobert_bf16", "torchgeo_heap"):
