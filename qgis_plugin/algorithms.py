@@ -85,7 +85,14 @@ class GeobertAlgorithm(QgsProcessingAlgorithm):
     def groupId(self) -> str:  # noqa: N802 - QGIS API
         return "geobert"
 
-    def run_geobert(self, args: list[str], feedback: QgsProcessingFeedback) -> WorkerResult:
+    def run_geobert(
+        self,
+        args: list[str],
+        feedback: QgsProcessingFeedback,
+        summary_path: Path | None = None,
+    ) -> WorkerResult:
+        """Run the worker; on success show the run's warnings (from ``summary_path``) and then
+        geobert's own closing lines (what it wrote: polygons, hectares, scores) in the log."""
         if not python_is_set():
             feedback.pushInfo(
                 f"no geobert Python is set (Processing ▸ Options ▸ Providers ▸ geobert): trying "
@@ -104,6 +111,12 @@ class GeobertAlgorithm(QgsProcessingAlgorithm):
         if not result.ok:
             feedback.pushDebugInfo(result.stderr)
             raise QgsProcessingException(result.error or "the geobert worker failed")
+        if summary_path is not None:
+            self.report_warnings(summary_path, feedback)
+        for line in result.stderr.splitlines():
+            # the warnings logged by geobert itself came from summary.json just above
+            if line.strip() and not line.startswith("WARNING geobert."):
+                feedback.pushInfo(line.strip())
         return result
 
     @staticmethod
@@ -273,9 +286,10 @@ class ChangeDetectionAlgorithm(GeobertAlgorithm):
                 "layer of each date (both fields start on the same layer)"
             )
         out = self.output_folder(parameters, context)
-        args = ["change", before.source(), after.source(), "-o", out, "--overwrite", "-q"]
+        args = ["change", before.source(), after.source(), "-o", out, "--overwrite"]
         args += self.grid_arguments(parameters, context, before)
-        self.run_geobert(args + self.run_arguments(parameters, context), feedback)
+        summary = Path(out) / "summary.json"
+        self.run_geobert(args + self.run_arguments(parameters, context), feedback, summary)
         dates = f"{before.name()} → {after.name()}"
         paths = {
             "PROBABILITY": str(Path(out) / "change_probability.tif"),
@@ -283,7 +297,6 @@ class ChangeDetectionAlgorithm(GeobertAlgorithm):
             "POLYGONS": str(Path(out) / "change.gpkg") + "|layername=change",
             "SUMMARY": str(Path(out) / "summary.json"),
         }
-        self.report_warnings(Path(paths["SUMMARY"]), feedback)
         self.add_layer(
             context,
             paths["PROBABILITY"],
@@ -341,17 +354,17 @@ class LandCoverAlgorithm(GeobertAlgorithm):
             raise QgsProcessingException("choose a raster layer to classify")
         out = self.output_folder(parameters, context)
         mode = self.MODES[self.parameterAsEnum(parameters, self.MODE, context)]
-        args = ["classify", scene.source(), "-o", out, "--overwrite", "-q", "--mode", mode]
+        args = ["classify", scene.source(), "-o", out, "--overwrite", "--mode", mode]
         args += ["--cell-size", str(self.parameterAsInt(parameters, self.CELL_SIZE, context))]
         args += self.grid_arguments(parameters, context, scene)
-        self.run_geobert(args + self.run_arguments(parameters, context), feedback)
+        summary = Path(out) / "summary.json"
+        self.run_geobert(args + self.run_arguments(parameters, context), feedback, summary)
         paths = {
             "LANDCOVER": str(Path(out) / "landcover.tif"),
             "CONFIDENCE": str(Path(out) / "confidence.tif"),
             "POLYGONS": str(Path(out) / "landcover.gpkg") + "|layername=landcover",
             "AREAS": str(Path(out) / "areas.csv"),
         }
-        self.report_warnings(Path(out) / "summary.json", feedback)
         colors = {n: c for _, n, c in styles.landcover_classes(QgsRasterLayer(paths["LANDCOVER"]))}
         name = scene.name()
         self.add_layer(context, paths["LANDCOVER"], f"land cover {name}", "LANDCOVER", "landcover")
@@ -440,7 +453,7 @@ class TrainLandCoverAlgorithm(GeobertAlgorithm):
         steps = self.parameterAsInt(parameters, self.STEPS, context)
         args = ["train-landcover", "--image", scene.source(), "--labels", labels.split("|")[0],
                 "--class-field", field, "-o", out, "--steps", str(steps),
-                "--overwrite", "-q"]  # fmt: skip
+                "--overwrite"]  # fmt: skip
         if self.parameterAsBool(parameters, self.FIX_GEOMETRIES, context):
             args.append("--fix-geometries")
         validation = self.parameterAsDouble(parameters, self.VALIDATION_FRACTION, context)

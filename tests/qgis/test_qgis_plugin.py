@@ -223,9 +223,12 @@ def qgis_process_change(
 
 
 def test_change_detection_through_qgis_process(env: dict[str, Path], tmp_path: Path) -> None:
-    results = run_qgis_process_change(env, tmp_path)
+    results, log = qgis_process_change(env, tmp_path, env["before"], env["after"])
     assert Path(results["CHANGE"]).is_file() and Path(results["SUMMARY"]).is_file()
-    assert json.loads(Path(results["SUMMARY"]).read_text())["polygons"] >= 1
+    summary = json.loads(Path(results["SUMMARY"]).read_text())
+    assert summary["polygons"] >= 1
+    # geobert's own closing line reaches the Processing log (-q used to hide it)
+    assert f"change polygons, {summary['polygon_area_m2'] / 1e4:.2f} ha" in log, log[-2000:]
 
 
 def test_change_on_an_area_and_crs_chosen_in_qgis(env: dict[str, Path], tmp_path: Path) -> None:
