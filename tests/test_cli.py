@@ -139,7 +139,14 @@ def test_change_command_runs_on_the_example_pair(tmp_path: Path) -> None:
     proc = run("change", example / "imgs_1", example / "imgs_2", "-o", out, "-q")
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["change.gpkg", "change.tif", "change_probability.tif", "quicklook.png", "summary.json"]
+        [
+            "change.gpkg",
+            "change.qml",
+            "change.tif",
+            "change_probability.tif",
+            "quicklook.png",
+            "summary.json",
+        ]
     )
     again = run("change", example / "imgs_1", example / "imgs_2", "-o", out, "-q")
     assert again.returncode == 2 and "pass --overwrite" in again.stderr
@@ -152,8 +159,8 @@ def test_classify_command_runs_on_the_example_scene(tmp_path: Path) -> None:
     proc = run("classify", example, "-o", out, "-q")
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["areas.csv", "confidence.tif", "landcover.gpkg", "landcover.tif", "quicklook.png",
-         "summary.json"]
+        ["areas.csv", "confidence.tif", "landcover.gpkg", "landcover.qml", "landcover.tif",
+         "quicklook.png", "summary.json"]
     )  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     assert summary["grid"]["width"] == 384 and summary["mode"] == "pixel"

@@ -54,6 +54,7 @@ from tiles.engine import EngineConfig, InputSample, TileFunction, map_tiles
 from tiles.heap import trim_heap
 from tiles.pair import ScenePair, align_pair
 from tiles.progress import Progress
+from tiles.qml import PaletteEntry, palette_colormap, write_palette_qml
 from tiles.scene import open_scene
 from tiles.target import GridRequest, pixel_size_m, place_pair
 from tiles.vectorize import pixel_area_m2, polygonize, write_gpkg
@@ -63,9 +64,17 @@ __all__ = ["OUTPUT_NAMES", "ChangeTiles", "detect_change", "fit_pair_radiometry"
 
 log = logging.getLogger(__name__)
 
+#: change.tif's classes: drawn by its colour table and, with transparency and names (which GeoTIFF
+#: colour tables cannot keep), by the change.qml sidecar QGIS loads with it
+CHANGE_PALETTE = (
+    PaletteEntry(0, "#000000", "no change", alpha=0),
+    PaletteEntry(1, "#e61919", "change"),
+)
+
 OUTPUT_NAMES = (
     "change_probability.tif",
     "change.tif",
+    "change.qml",
     "change.gpkg",
     "summary.json",
     "quicklook.png",
@@ -243,7 +252,7 @@ def detect_change(
                 band_names=("change",),
                 overview_resampling="nearest",
                 tags={"classes": "0=no change,1=change,255=nodata", "threshold": str(threshold)},
-                colormap={0: (0, 0, 0, 0), 1: (230, 25, 25, 255), 255: (0, 0, 0, 0)},
+                colormap={**palette_colormap(CHANGE_PALETTE), 255: (0, 0, 0, 0)},
             ) as mask_out,
         ):
             counts = _ChangeWriter(prob_out, mask_out, threshold)
@@ -269,6 +278,7 @@ def detect_change(
                     f"no pixel is valid in both {before} and {after} (all nodata where they "
                     "overlap); check the nodata value and the cloud masks of both dates"
                 )
+        write_palette_qml(stage / "change.tif", CHANGE_PALETTE)
         layer = polygonize(
             stage / "change.tif",
             values=[1],

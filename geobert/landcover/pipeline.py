@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 from tiles.engine import EngineConfig, TileFunction, map_tiles
 from tiles.heap import trim_heap
 from tiles.progress import Progress
+from tiles.qml import PaletteEntry, palette_colormap, write_palette_qml
 from tiles.scene import Scene, open_scene
 from tiles.target import GridRequest, pixel_size_m, place_scene
 from tiles.vectorize import PolygonLayer, pixel_area_m2, polygonize, write_gpkg
@@ -62,6 +63,7 @@ OUTSIDE_DOMAIN_WARN = 0.05
 
 OUTPUT_NAMES = (
     "landcover.tif",
+    "landcover.qml",
     "confidence.tif",
     "landcover.gpkg",
     "areas.csv",
@@ -110,15 +112,17 @@ class LandCoverTiles:
         return fn
 
 
-def _hex_rgba(color: str) -> tuple[int, int, int, int]:
-    c = color.lstrip("#")
-    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16), 255
+def _palette(card: ModelCard) -> list[PaletteEntry]:
+    """The classes in the model's colours and names (landcover.tif's colour table and its
+    landcover.qml sidecar, which QGIS loads with the raster: names in the legend)."""
+    return [
+        PaletteEntry(i, c, n)
+        for i, (n, c) in enumerate(zip(card.classes, card.colors, strict=True))
+    ]
 
 
 def _colormap(card: ModelCard) -> dict[int, tuple[int, int, int, int]]:
-    cmap = {i: _hex_rgba(c) for i, c in enumerate(card.colors)}
-    cmap[NODATA] = (0, 0, 0, 0)
-    return cmap
+    return {**palette_colormap(_palette(card)), NODATA: (0, 0, 0, 0)}
 
 
 def _tags(card: ModelCard) -> dict[str, str]:
@@ -227,6 +231,7 @@ def classify(
             extra["cloud_masked_share"] = clouds
         notes += card.gsd_note(pixel_size_m(scene.grid))
         trim_heap()  # polygonising's scratch memory back before the quicklook
+        write_palette_qml(stage / "landcover.tif", _palette(card))
         _quicklook(stage / "landcover.tif", card, stage / "quicklook.png")
         summary = {
             "scene": str(scene_path),
@@ -542,8 +547,8 @@ def _quicklook(path: Path, card: ModelCard, out: Path, size: int = 768) -> None:
         shape = (max(1, ds.height // step), max(1, ds.width // step))
         cls = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
     lut = np.zeros((256, 4), np.float32)
-    for i, c in enumerate(card.colors):
-        lut[i] = np.array(_hex_rgba(c)) / 255.0
+    for value, rgba in _colormap(card).items():
+        lut[value] = np.array(rgba) / 255.0
     fig, ax = plt.subplots(figsize=(9, 6), dpi=100)
     ax.imshow(lut[cls], interpolation="nearest")
     ax.set_axis_off()

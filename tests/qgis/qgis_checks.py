@@ -281,6 +281,19 @@ def check_train(args):
     print(json.dumps({"outputs": out, "progress": rec.values}))
 
 
+def check_opened(args):
+    """Rasters opened as a user opens them (Add Raster Layer: the default style is loaded)."""
+    from qgis.core import QgsRasterLayer
+
+    start_qgis()
+    info = {}
+    for path in args["paths"].split(","):
+        layer = QgsRasterLayer(path, Path(path).stem)
+        assert layer.isValid(), path
+        info[Path(path).name] = renderer_info(layer)
+    print(json.dumps(info))
+
+
 if __name__ == "__main__":
     check, payload = sys.argv[1], json.loads(sys.argv[2])
     globals()[f"check_{check}"](payload)

@@ -357,3 +357,30 @@ def test_check_tool_reports_in_the_dialog(env: dict[str, Path], tmp_path: Path) 
     assert default.returncode == 0 and f"{sys.executable} runs geobert" in default.stdout
     bad = qgis_process(env, tmp_path / "h3", "geobert:check", f"PYTHON={tmp_path}")
     assert bad.returncode != 0 and "not to a Python program" in bad.stdout + bad.stderr
+
+
+def test_outputs_opened_directly_keep_transparency_and_names(
+    env: dict[str, Path], tmp_path: Path
+) -> None:
+    """change.tif / landcover.tif dragged into QGIS (no plugin): "no change" and nodata are
+    transparent and the legend shows class names, from the .qml sidecars (GeoTIFF colour tables
+    cannot keep alpha or names)."""
+    from geobert.change.pipeline import detect_change
+    from geobert.landcover.pipeline import classify
+    from geobert.models.checkpoint import read_card
+    from geobert.weights import pretrained_encoder_path
+
+    detect_change(env["before"], env["after"], tmp_path / "c")
+    classify(env["before"], tmp_path / "l")
+    paths = [tmp_path / "c" / "change.tif", tmp_path / "l" / "landcover.tif"]
+    res = check("opened", env, paths=",".join(map(str, paths)))
+    change = res["change.tif"]
+    assert change["type"] == "paletted"
+    assert change["classes"] == {
+        "0.0": ["no change", "#000000", 0], "1.0": ["change", "#e61919", 255]
+    }  # fmt: skip
+    card = read_card(pretrained_encoder_path("landcover_s_bb"))
+    lc = res["landcover.tif"]["classes"]
+    assert [lc[f"{i}.0"][0] for i in range(len(card.classes))] == list(card.classes)
+    assert [lc[f"{i}.0"][1] for i in range(len(card.colors))] == [c.lower() for c in card.colors]
+    assert "255.0" not in lc  # nodata: not drawn
