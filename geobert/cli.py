@@ -601,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="encoder start (default: the shipped MIM encoder)",
     )
     p.add_argument("--encoder", default=None, metavar="CKPT", help="pretrained encoder")
-    p.add_argument("--steps", type=int, default=600, help="optimiser steps (default: 600)")
+    p.add_argument("--steps", type=int, default=800, help="optimiser steps (default: 800)")
     p.add_argument(
         "--block-size", type=int, default=128, metavar="PX", help="split block edge (default: 128)"
     )

@@ -390,3 +390,16 @@ def test_out_of_memory_is_one_line_with_what_to_do(monkeypatch: pytest.MonkeyPat
         capture_output=True, text=True,
     )  # fmt: skip
     assert "address-space limit (ulimit -v) is 2.9 GiB" in low.stderr or low.returncode != 0
+
+
+def test_train_landcover_defaults_are_the_recipes() -> None:
+    """The CLI spells defaults out (no torch import for --help): they must be the config's."""
+    from geobert.cli import build_parser
+    from geobert.landcover.train import LandCoverTrainConfig
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    opts = {a.dest: a.default for a in sub.choices["train-landcover"]._actions}
+    cfg = LandCoverTrainConfig()
+    assert opts["steps"] == cfg.steps == 800  # the shipped model's recipe
+    qgis = (Path(__file__).resolve().parents[1] / "qgis_plugin" / "algorithms.py").read_text()
+    assert f'"Training steps", QgsProcessingParameterNumber.Integer, {cfg.steps},' in qgis

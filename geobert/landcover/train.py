@@ -68,7 +68,7 @@ class LandCoverTrainConfig:
     init: Literal["mim", "scratch"] = "mim"
     window_px: int = 128
     batch_size: int = 16
-    steps: int = 600
+    steps: int = 800
     lr: float = 5e-4
     encoder_lr_scale: float = 0.5
     weight_decay: float = 0.01
