@@ -31,7 +31,19 @@ def test_palette_round_trips_through_an_xml_parser(tmp_path: Path) -> None:
     assert palette_colormap(entries) == {0: (0, 0, 0, 0), 3: (26, 43, 60, 255)}
 
 
-@pytest.mark.parametrize("bad", [PaletteEntry(1, "red", "x"), PaletteEntry(1, "#ff0000", "x", 300)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        PaletteEntry(1, "red", "x"),
+        PaletteEntry(1, "#ff0000", "x", 256),
+        PaletteEntry(1, "#ff0000", "x", -1),
+    ],
+)
 def test_bad_colours_are_refused(bad: PaletteEntry) -> None:
     with pytest.raises(ValueError, match="#rrggbb colour and an alpha"):
         palette_qml([bad])
+
+
+def test_band_one_unless_told() -> None:
+    entries = [PaletteEntry(1, "#ff0000", "x", 255)]
+    assert 'band="1"' in palette_qml(entries) and 'band="2"' in palette_qml(entries, band=2)
