@@ -343,9 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "info",
         help="describe a scene: bands, grid, CRS",
-        description="Print the bands, grid and CRS geobert sees in a raster or band folder.",
+        description="Print the bands, grid, CRS, date and product geobert sees in a scene.",
     )
-    p.add_argument("scene", help="raster file, or folder of single-band files (e.g. OSCD imgs_1/)")
+    p.add_argument(
+        "scene",
+        help="raster file, folder of single-band files (e.g. OSCD imgs_1/), Sentinel-2 "
+        ".SAFE/.zip, or STAC item .json",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     p = sub.add_parser(
@@ -359,7 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--resolution, --bounds or --like ask for); pixels that are nodata in either date are "
         "nodata, never change.",
     )
-    p.add_argument("before", metavar="BEFORE", help="raster file or folder of band files")
+    p.add_argument(
+        "before", metavar="BEFORE", help="raster file, band folder, .SAFE/.zip or STAC item .json"
+    )
     p.add_argument("after", metavar="AFTER", help="the later date of the same place")
     p.add_argument("-o", "--outdir", required=True, metavar="OUTDIR")
     p.add_argument(
@@ -394,7 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
         "nd(AFTER) - nd(BEFORE) on BEFORE's grid, cropped to where both dates exist; pixels that "
         "are nodata in either date are nodata (NaN).",
     )
-    p.add_argument("before", metavar="SCENE", help="raster file or folder of band files")
+    p.add_argument(
+        "before", metavar="SCENE", help="raster file, band folder, .SAFE/.zip or STAC item .json"
+    )
     p.add_argument(
         "after", metavar="AFTER", nargs="?", help="optional second date of the same place"
     )
@@ -539,7 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
         "areas.csv (hectares and share per class), summary.json and quicklook.png into OUTDIR. "
         "--mode patch classifies fixed cells instead (one class per cell; a grid of polygons).",
     )
-    p.add_argument("scene", metavar="SCENE", help="raster file or folder of band files")
+    p.add_argument(
+        "scene", metavar="SCENE", help="raster file, band folder, .SAFE/.zip or STAC item .json"
+    )
     p.add_argument("-o", "--outdir", required=True, metavar="OUTDIR")
     p.add_argument(
         "-m", "--model", default=None, help="land-cover checkpoint (default: shipped model)"
@@ -744,13 +754,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "bounds": list(g.bounds),
     }
     from tiles.dates import acquisition_date
-    from tiles.products import is_sentinel2_product, read_sentinel2_product
+    from tiles.products import read_product
 
     when = acquisition_date(args.scene)
     if when is not None:
         info["date"] = f"{when.date} (from {when.source})"
-    if is_sentinel2_product(args.scene):
-        info["product"] = read_sentinel2_product(args.scene).describe()
+    product = read_product(args.scene)
+    if product is not None:
+        info["product"] = product.describe()
     if args.json:
         print(json.dumps(info, indent=2))
     else:

@@ -118,12 +118,19 @@ def _from_dates_txt(folder: Path) -> date | None:
 def acquisition_date(
     source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
 ) -> AcquisitionDate | None:
-    """The acquisition date of a scene (a raster, a band folder or a list of band files).
+    """The acquisition date of a scene (a raster, a band folder, a list of band files, or a STAC
+    item's ``datetime``).
 
     Every file must agree: band files with different dates give None (a mixed folder says
     nothing reliable).
     """
     one = isinstance(source, str | os.PathLike)
+    if one:
+        from tiles.stac import is_stac_item, read_stac_item
+
+        if is_stac_item(source):  # type: ignore[arg-type]
+            when = read_stac_item(source).sensing_date  # type: ignore[arg-type]
+            return AcquisitionDate(when, "the STAC item's datetime") if when else None
     paths = [Path(source)] if one else [Path(p) for p in source]  # type: ignore[arg-type, union-attr]
     files: list[Path] = []
     folder: Path | None = None

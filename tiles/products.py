@@ -24,16 +24,26 @@ import zipfile
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Union
 
 from tiles.errors import SceneNotFoundError
 
 __all__ = [
     "S2_BAND_ORDER",
     "SCL_INVALID",
+    "Product",
     "Sentinel2Product",
     "is_sentinel2_product",
+    "read_product",
     "read_sentinel2_product",
 ]
+
+if TYPE_CHECKING:
+    from tiles.stac import StacItem
+
+Product = Union["Sentinel2Product", "StacItem"]
+"""What :func:`read_product` finds: band files, DN offsets, scene classification, date."""
+
 
 S2_BAND_ORDER = (
     "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12",
@@ -62,6 +72,8 @@ class Sentinel2Product:
     offsets: dict[str, float] = field(default_factory=dict)
     scl: str | None = None
     sensing_date: date | None = None
+    #: the documented no-data digital number of Sentinel-2 products
+    nodata: float | None = 0.0
 
     def describe(self) -> str:
         """One line for ``geobert info``."""
@@ -73,6 +85,17 @@ class Sentinel2Product:
             + (", scene classification (SCL)" if self.scl else "")
             + (f", sensed {self.sensing_date}" if self.sensing_date else "")
         )
+
+
+def read_product(source: str | os.PathLike[str]) -> Product | None:
+    """The product or STAC item at ``source`` (:mod:`tiles.stac`), or None for plain rasters."""
+    from tiles.stac import is_stac_item, read_stac_item
+
+    if is_sentinel2_product(source):
+        return read_sentinel2_product(source)
+    if is_stac_item(source):
+        return read_stac_item(source)
+    return None
 
 
 def is_sentinel2_product(source: str | os.PathLike[str]) -> bool:

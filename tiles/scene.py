@@ -695,7 +695,8 @@ def open_scene(
             files whose names end in the band name (``..._B02.tif``, ``..._B8A.jp2``, the OSCD
             ``imgs_1/`` and Sentinel-2 ``IMG_DATA`` layouts); a list of such files; or a
             Sentinel-2 L1C/L2A product as downloaded (``.SAFE`` folder or its ``.zip``, see
-            :mod:`tiles.products`: band files, digital-number offsets, no-data 0).
+            :mod:`tiles.products`: band files, digital-number offsets, no-data 0); or a STAC
+            Item saved as ``.json`` (see :mod:`tiles.stac`: its band assets, local or remote).
         bands: Keep only these bands, in this order.
         grid: Target grid. Default: the grid of the finest-resolution band.
         nodata: Value treated as nodata in every band, overriding the files' own.
@@ -715,19 +716,19 @@ def open_scene(
         MissingCRSError: a file has no CRS or geotransform.
         BandMismatchError: duplicate band names, or ``bands`` names a band that is missing.
     """
-    from tiles.products import is_sentinel2_product, read_sentinel2_product
+    from tiles.products import read_product
 
     product = None
     local = isinstance(source, str | os.PathLike) and not (
         isinstance(source, str) and is_gdal_url(source)
     )
-    if local and is_sentinel2_product(source):  # type: ignore[arg-type]
-        product = read_sentinel2_product(source)  # type: ignore[arg-type]
+    if local:
+        product = read_product(source)  # type: ignore[arg-type]
     if product is not None:
         paths = list(product.bands.values())
         band_names = band_names or list(product.bands)
-        if nodata is None:
-            nodata = 0  # the products' documented no-data digital number
+        if nodata is None:  # the products' documented no-data digital number; an item's own
+            nodata = product.nodata
         log.info("%s: %s", source, product.describe())
     else:
         paths = _source_paths(source)

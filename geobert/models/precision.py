@@ -59,7 +59,7 @@ def resolve_precision(precision: str, *, validated_bf16: bool = True) -> Precisi
     if precision == "auto":
         return "bf16" if validated_bf16 and native_bf16() else "fp32"
     if precision in PRECISIONS:
-        return precision  # type: ignore[return-value]
+        return precision
     from geobert.errors import GeobertError
 
     raise GeobertError(
