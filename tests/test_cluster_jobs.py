@@ -63,10 +63,17 @@ def big_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 class _RangeHandler(http.server.SimpleHTTPRequestHandler):
     """Static files with HTTP range requests, which GDAL's /vsicurl/ relies on."""
 
+    #: requests from this GDAL user agent are refused (403): a worker that cannot read what
+    #: the client can (another machine's firewall, credentials or mounts)
+    refuse_agent = "geobert-test-worker"
+
     def log_message(self, *args: object) -> None:
         pass
 
     def send_head(self):  # type: ignore[no-untyped-def]
+        if self.headers.get("User-Agent", "") == self.refuse_agent:
+            self.send_error(403, "Forbidden")
+            return None
         m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
         path = Path(self.translate_path(self.path))
         if m is None or not path.is_file():
@@ -119,8 +126,8 @@ def http_server(folder: Path) -> Iterator[str]:
 # -- a cluster started the way the README says ----------------------------------------------------
 
 
-def start_cluster(tmp: Path, n_workers: int = 2) -> LoopbackCluster:
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
+def start_cluster(tmp: Path, n_workers: int = 2, **extra_env: str) -> LoopbackCluster:
+    env = os.environ | {"PYTHONPATH": str(ROOT), **extra_env}
     return LoopbackCluster.start(tmp, n_workers, env=env, memory_limit="3GiB")
 
 
@@ -334,3 +341,27 @@ def test_losing_the_whole_cluster_mid_job_is_one_line(
     assert len(lines) == 1 and lines[0].startswith("geobert: error: "), err[-3000:]
     assert "went away" in lines[0] or "cannot reach" in lines[0], lines[0]
     assert not out.exists()
+
+
+def test_a_read_error_on_a_worker_is_the_local_one_line(
+    big_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Workers that cannot read what the client can (here: the HTTP server refuses the workers'
+    user agent) fail the job with geobert's one read-error line naming the file, as a local
+    read error does — not "unexpected error: Exception: RasterReadError(…)" — and write nothing."""
+    with (
+        http_server(big_pair[0].parent) as url,
+        start_cluster(tmp_path / "cluster", GDAL_HTTP_USERAGENT=_RangeHandler.refuse_agent) as c,
+    ):
+        before, after = f"{url}/before.tif", f"{url}/after.tif"
+        proc = subprocess.run(
+            [*GEOBERT, "change", before, after, "-o", tmp_path / "out", "--scheduler",
+             c.address, "-q"],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("geobert: error: "), proc.stderr
+    assert "before.tif" in lines[0] or "after.tif" in lines[0]
+    assert "on the Dask worker at tcp://127.0.0.1:" in lines[0] and "unexpected" not in lines[0]
+    assert not (tmp_path / "out").exists()

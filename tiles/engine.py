@@ -286,6 +286,31 @@ def _compute_batch(
     return results
 
 
+def _compute_batch_on_worker(*args: Any) -> list[TileResult]:
+    """:func:`_compute_batch` as a Dask task: a geobert error leaves the worker as itself, with
+    the worker named, not as ``Exception: RasterReadError(…)``.
+
+    The error's chained cause (a rasterio/GDAL exception) cannot be unpickled on the client
+    (tblib restores exception attributes, and rasterio's ``args`` has no setter), so Dask would
+    hand the client a bare ``Exception`` holding the repr. The message already carries the
+    cause's text, so the chain is dropped.
+    """
+    try:
+        return _compute_batch(*args)
+    except GeobertError as exc:
+        try:
+            from distributed import get_worker
+
+            where = f"on the Dask worker at {get_worker().address}"
+        except (ImportError, ValueError):
+            where = "on a Dask worker"
+        failure = type(exc)(
+            f"{exc} ({where}: check that the workers can read the inputs as this machine does "
+            "— the same paths, mounts, network access and credentials)"
+        )
+    raise failure  # outside the handler: no __context__ chain for Dask to pickle
+
+
 def _batches(
     grid: TileGrid, batch_size: int, block_rows: int = 1
 ) -> Iterator[list[tuple[int, int, Window]]]:
@@ -651,7 +676,7 @@ def _run_distributed(
                 return
             k = queue.popleft() if queue is queues[slot] else queue.pop()
             fut = client.submit(
-                _compute_batch,
+                _compute_batch_on_worker,
                 reader_f,
                 factory_f,
                 batches[k],
