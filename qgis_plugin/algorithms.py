@@ -1,6 +1,7 @@
 """The geobert Processing algorithms: each one runs a geobert worker process."""
 
 import json
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,6 +28,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsProcessingParameterVectorLayer,
+    QgsProject,
     QgsRasterLayer,
     QgsRectangle,
     QgsVectorLayer,
@@ -49,12 +51,38 @@ class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - QGIS API
         apply_style(layer, self.kind, self.colors)
+        replace_earlier_layers(layer, context.project() or QgsProject.instance())
 
     @classmethod
     def create(cls, kind: str, colors: dict[str, str] | None = None) -> "StylePostProcessor":
         proc = cls(kind, colors)
         cls._alive.append(proc)
         return proc
+
+
+def _file_of(layer: Any) -> str:
+    """The file behind a layer (its source without ``|layername=…``), resolved."""
+    return os.path.realpath(layer.source().split("|")[0])
+
+
+def replace_earlier_layers(layer: Any, project: Any) -> None:
+    """Remove the project's other layers that show the same file (and layer): a rerun into the
+    same output folder replaces the previous result on the map instead of leaving the old
+    layers, which would still draw the previous run's pixels."""
+    source = layer.source()
+    for other in list(project.mapLayers().values()):
+        if other.id() == layer.id():
+            continue
+        same_file = _file_of(other) == _file_of(layer)
+        same_sublayer = other.source().partition("|")[2] == source.partition("|")[2]
+        if same_file and same_sublayer:
+            project.removeMapLayer(other.id())
+    # QGIS pools open datasets by path: the new layer may have been handed the previous run's
+    # connection (its file was replaced underneath), so read the file again
+    layer.dataProvider().reloadData()
+    if hasattr(layer, "updateExtents"):
+        layer.updateExtents()
+    layer.triggerRepaint()
 
 
 def apply_style(layer: Any, kind: str, colors: dict[str, str] | None = None) -> None:

@@ -130,6 +130,44 @@ def check_change(args):
     print(json.dumps(result))
 
 
+def check_rerun(args):
+    """Change detection twice into one folder, results loaded each time as the dialog does."""
+    from qgis.core import QgsProcessingContext, QgsProject, QgsRasterLayer, QgsVectorLayer
+
+    _app, processing = start_qgis()
+    load_plugin(args["plugin_dir"])
+    handle = processing_postprocessing()
+    alg = QgsApplication_registry().algorithmById("geobert:change")
+    before = QgsRasterLayer(args["before"], "abudhabi 2016")
+    after = QgsRasterLayer(args["after"], "abudhabi 2018")
+    kept = QgsVectorLayer(args["other"], "a layer of the user's")  # never touched
+    QgsProject.instance().addMapLayer(kept)
+    runs = []
+    for min_area in (0, 20000):
+        rec = Recorder()
+        context = QgsProcessingContext()
+        context.setProject(QgsProject.instance())
+        out = processing.run(
+            "geobert:change",
+            {"BEFORE": before, "AFTER": after, "OUTPUT_FOLDER": args["out"], "MIN_AREA": min_area},
+            context=context,
+            feedback=rec.feedback,
+        )
+        handle(alg, context, rec.feedback, False, out)
+        runs.append(json.loads(Path(out["SUMMARY"]).read_text())["polygons"])
+    layers = list(QgsProject.instance().mapLayers().values())
+    polygons = [lyr for lyr in layers if lyr.name().startswith("change polygons")]
+    print(
+        json.dumps(
+            {
+                "names": sorted(lyr.name() for lyr in layers),
+                "polygons_per_run": runs,
+                "features_shown": [lyr.featureCount() for lyr in polygons],
+            }
+        )
+    )
+
+
 def processing_postprocessing():
     """Processing's own loading and styling of results (importable once QGIS is started)."""
     from processing.gui.Postprocessing import handleAlgorithmResults

@@ -384,3 +384,21 @@ def test_outputs_opened_directly_keep_transparency_and_names(
     assert [lc[f"{i}.0"][0] for i in range(len(card.classes))] == list(card.classes)
     assert [lc[f"{i}.0"][1] for i in range(len(card.colors))] == [c.lower() for c in card.colors]
     assert "255.0" not in lc  # nodata: not drawn
+
+
+def test_a_rerun_into_the_same_folder_replaces_the_layers(
+    env: dict[str, Path], tmp_path: Path
+) -> None:
+    """QGIS kept the previous run's layers (the map showed the old result, the files held the
+    new one): now each output is loaded once, showing the new run; other layers stay."""
+    other = ROOT / "tests" / "data" / "brandenburg" / "landuse.gpkg"  # a layer of the user's
+    res = check("rerun", env, before=env["before"], after=env["after"], out=tmp_path / "out",
+                other=other)  # fmt: skip
+    dates = "abudhabi 2016 → abudhabi 2018"
+    assert res["names"] == sorted([
+        "a layer of the user's", f"change {dates}", f"change polygons {dates}",
+        f"change probability {dates}",
+    ])  # fmt: skip
+    first, second = res["polygons_per_run"]
+    assert first > second  # the second run's minimum area drops the small polygons
+    assert res["features_shown"] == [second]
