@@ -51,13 +51,57 @@ class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - QGIS API
         apply_style(layer, self.kind, self.colors)
-        replace_earlier_layers(layer, context.project() or QgsProject.instance())
+        project = context.project() or QgsProject.instance()
+        replace_earlier_layers(layer, project)
+        layer.setCustomProperty(KIND_PROPERTY, self.kind)
+        stack_results(layer, project)
 
     @classmethod
     def create(cls, kind: str, colors: dict[str, str] | None = None) -> "StylePostProcessor":
         proc = cls(kind, colors)
         cls._alive.append(proc)
         return proc
+
+
+KIND_PROPERTY = "geobert/kind"
+#: top to bottom in the layer tree: polygons over the class/change rasters over the ramps (the
+#: ramps are opaque where the probability is high and would hide everything under them)
+STACK_RANK = {
+    "change_polygons": 0, "landcover_polygons": 0, "change": 1, "landcover": 1,
+    "probability": 2, "confidence": 2,
+}  # fmt: skip
+
+
+def stack_results(layer: Any, project: Any) -> None:
+    """Order one run's layers (same output folder, same tree group) by :data:`STACK_RANK`.
+
+    Processing adds the results in the order of their paths, each on top (``change.gpkg``
+    first, so at the bottom under the rasters); this restacks them after each one is added.
+    """
+    from qgis.core import QgsLayerTreeLayer
+
+    node = project.layerTreeRoot().findLayer(layer.id())
+    if node is None or node.parent() is None:
+        return
+    parent = node.parent()
+    folder = os.path.dirname(_file_of(layer))
+    ours = [
+        n
+        for n in parent.children()
+        if isinstance(n, QgsLayerTreeLayer)
+        and n.layer() is not None
+        and n.layer().customProperty(KIND_PROPERTY) in STACK_RANK
+        and os.path.dirname(_file_of(n.layer())) == folder
+    ]
+    wanted = sorted(ours, key=lambda n: STACK_RANK[n.layer().customProperty(KIND_PROPERTY)])
+    if wanted == ours:
+        return
+    start = min(parent.children().index(n) for n in ours)
+    # clones in first: a layer that leaves the tree entirely is removed from the project
+    for clone in reversed([n.clone() for n in wanted]):
+        parent.insertChildNode(start, clone)
+    for n in ours:
+        parent.removeChildNode(n)
 
 
 def _file_of(layer: Any) -> str:

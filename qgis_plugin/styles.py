@@ -51,10 +51,18 @@ def style_probability(layer: QgsRasterLayer) -> None:
     layer.triggerRepaint()
 
 
+#: area labels only from this scale inwards (1:25 000): thousands of labels over a whole scene
+#: are unreadable and slow to draw
+LABEL_MIN_SCALE = 25000.0
+
+
 def _label_area(layer: QgsVectorLayer, expression: str) -> None:
     settings = QgsPalLayerSettings()
     settings.fieldName = expression
     settings.isExpression = True
+    settings.scaleVisibility = True
+    settings.minimumScale = LABEL_MIN_SCALE  # the most zoomed-out scale that shows labels
+    settings.maximumScale = 0.0
     fmt = QgsTextFormat()
     fmt.setSize(8)
     settings.setFormat(fmt)
@@ -70,6 +78,7 @@ def style_change_polygons(layer: QgsVectorLayer) -> None:
     layer.renderer().setSymbol(symbol)
     _label_area(layer, "format_number(\"area_ha\", 2) || ' ha'")
     layer.triggerRepaint()
+    layer.emitStyleChanged()  # the legend's swatch follows (it kept the random colour)
 
 
 def landcover_classes(layer: QgsRasterLayer) -> list[tuple[int, str, str]]:
@@ -103,3 +112,4 @@ def style_landcover_polygons(layer: QgsVectorLayer, colors: dict[str, str]) -> N
     layer.setRenderer(QgsCategorizedSymbolRenderer("class", categories))
     _label_area(layer, "format_number(\"area_ha\", 1) || ' ha'")
     layer.triggerRepaint()
+    layer.emitStyleChanged()

@@ -116,6 +116,13 @@ def check_change(args):
     alg = QgsApplication_registry().algorithmById("geobert:change")
     handleAlgorithmResults(alg, context, rec.feedback, False, out)
     layers = {lyr.name(): lyr for lyr in QgsProject.instance().mapLayers().values()}
+    tree = QgsProject.instance().layerTreeRoot()
+    result["order"] = [n.name() for n in tree.findLayers()]  # top to bottom
+    result["label_min_scale"] = {
+        lyr.name(): lyr.labeling().settings().minimumScale
+        for lyr in layers.values()
+        if getattr(lyr, "labeling", lambda: None)() is not None
+    }
     result["outputs"] = {k: v for k, v in out.items()}
     result["progress"] = rec.values
     result["layers"] = {name: renderer_info(layer) for name, layer in layers.items()}

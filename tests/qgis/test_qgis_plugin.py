@@ -133,6 +133,10 @@ def test_change_detection_in_qgis(env: dict[str, Path], tmp_path: Path) -> None:
     assert mask["classes"]["0.0"][2] == 0  # unchanged: transparent
     assert layers[f"change probability {dates}"]["type"] == "singlebandpseudocolor"
     assert f"change polygons {dates}" in layers
+    # polygons over the mask over the ramp (Processing stacked them the other way round)
+    assert res["order"] == [f"change polygons {dates}", f"change {dates}",
+                            f"change probability {dates}"]  # fmt: skip
+    assert res["label_min_scale"] == {f"change polygons {dates}": 25000.0}  # not at every scale
     render = res["render"]
     total = render["changed_drawn_red"] + render["unchanged_drawn_white"] + render["mismatch"]
     assert render["changed_drawn_red"] > 1000 and render["mismatch"] < 0.01 * total
