@@ -333,7 +333,13 @@ class ChangeDetectionAlgorithm(GeobertAlgorithm):
             "change polygons (area_m2, area_ha, mean/max probability), summary.json and a "
             "quicklook into the output folder. An area to process gives exactly that extent "
             "(nodata outside the dates); an output CRS reprojects the results (areas stay "
-            "ground areas)."
+            "ground areas).\n\n"
+            "The default model is the shipped one (trained on the 10 labelled OSCD cities, "
+            "Sentinel-2 L1C, 13 bands, 10 m; the second date is radiometrically normalised onto "
+            "the first). Reasons not to trust a result (dates far apart in season or haze, far "
+            "more change flagged than in training, another pixel size, clouds) are warnings in "
+            "the log and in summary.json. geobert runs on the CPU in a separate Python process "
+            "(set in Processing ▸ Options ▸ Providers ▸ geobert)."
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
@@ -398,7 +404,16 @@ class LandCoverAlgorithm(GeobertAlgorithm):
             "Classifies a scene with a geobert land-cover model: class raster (with the model's "
             "colours and names), confidence, polygons per class (class, area_ha, area_m2, "
             "mean_confidence), areas.csv and a quicklook, in the output folder. An area to "
-            "process gives exactly that extent; an output CRS reprojects the results."
+            "process gives exactly that extent; an output CRS reprojects the results.\n\n"
+            "Mode: <b>pixel</b> gives every pixel its class (fine boundaries; small regions "
+            "under the minimum mapping unit join their largest neighbour); <b>patch</b> gives "
+            "one class per cell of 'Cell size' pixels (the class with the highest mean "
+            "probability over the cell), as a grid of square polygons: faster to read as a "
+            "summary, coarser.\n\n"
+            "The default model is the shipped one (8 OpenStreetMap land-use classes of a "
+            "Brandenburg Sentinel-2 L1C scene, 13 bands, 10 m); a scene far from its training "
+            "spectra is flagged in the log. geobert runs on the CPU in a separate Python "
+            "process (set in Processing ▸ Options ▸ Providers ▸ geobert)."
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API

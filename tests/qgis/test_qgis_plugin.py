@@ -406,3 +406,23 @@ def test_a_rerun_into_the_same_folder_replaces_the_layers(
     first, second = res["polygons_per_run"]
     assert first > second  # the second run's minimum area drops the small polygons
     assert res["features_shown"] == [second]
+
+
+def test_the_help_explains_modes_models_and_where_it_runs(
+    env: dict[str, Path], tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    qenv = _qgis_env(home) | {"QGIS_PLUGINPATH": str(env["plugins"])}
+    subprocess.run([QGIS_PROCESS, "plugins", "enable", "geobert_qgis"],
+                   capture_output=True, text=True, timeout=300, env=qenv)  # fmt: skip
+    texts = {}
+    for alg in ("geobert:classify", "geobert:change"):
+        proc = subprocess.run([QGIS_PROCESS, "help", alg], capture_output=True, text=True,
+                              timeout=300, env=qenv)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        texts[alg] = proc.stdout
+    assert "patch" in texts["geobert:classify"] and "Cell size" in texts["geobert:classify"]
+    for text in texts.values():
+        assert "runs on the CPU in a separate Python process" in text
+    assert "10 labelled OSCD cities" in texts["geobert:change"]
