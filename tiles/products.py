@@ -77,14 +77,23 @@ class Sentinel2Product:
 
     def describe(self) -> str:
         """One line for ``geobert info``."""
-        offs = sorted({v for v in self.offsets.values()})
         return (
             f"Sentinel-2 {self.level} product, processing baseline {self.baseline or '?'}, "
             f"{len(self.bands)} bands ({', '.join(self.bands)}), DN offset "
-            f"{', '.join(f'{o:g}' for o in offs) if offs else 'none'}"
+            f"{offsets_text(self.offsets)}"
             + (", scene classification (SCL)" if self.scl else "")
             + (f", sensed {self.sensing_date}" if self.sensing_date else "")
         )
+
+
+def offsets_text(offsets: dict[str, float]) -> str:
+    """The distinct DN offsets of a product's bands, for its one-line description.
+
+    >>> offsets_text({"B02": -1000.0, "B03": -1000.0}), offsets_text({})
+    ('-1000', 'none')
+    """
+    distinct = sorted(set(offsets.values()))
+    return ", ".join(f"{o:g}" for o in distinct) if distinct else "none"
 
 
 def read_product(source: str | os.PathLike[str]) -> Product | None:

@@ -62,12 +62,13 @@ class StacItem:
 
     def describe(self) -> str:
         """One line for ``geobert info``."""
-        offs = sorted(set(self.offsets.values()))
+        from tiles.products import offsets_text
+
         return (
             f"STAC item {self.item_id}"
             + (f" of {self.collection}" if self.collection else "")
             + f", {len(self.bands)} bands ({', '.join(self.bands)}), DN offset "
-            + (", ".join(f"{o:g}" for o in offs) if offs else "none")
+            + offsets_text(self.offsets)
             + (", scene classification (SCL)" if self.scl else "")
             + (f", acquired {self.sensing_date}" if self.sensing_date else "")
         )

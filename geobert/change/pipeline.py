@@ -208,11 +208,8 @@ def detect_change(
     indices = tuple(card.band_indices(pair.before.band_names, fill=fill_missing))
     config = config or EngineConfig(tile_size_px=card.tile_size_px, overlap_px=32, batch_size=2)
     threshold = float(card.training["threshold"])
-    requested, precision = (
-        precision,
-        resolve_precision(precision, validated_bf16=card.bf16_validated),
-    )
-    notes: list[str] = missing_band_note(card, indices) + precision_note(requested, precision)
+    precision = resolve_precision(precision, validated_bf16=card.bf16_validated)
+    notes: list[str] = missing_band_note(card, indices) + precision_note(precision)
     dates = _dates(before, after, notes)
     clouds = {
         name: share

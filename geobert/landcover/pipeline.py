@@ -198,10 +198,7 @@ def classify(
     card.check_scene_size(scene.grid.shape, scene_path if request.is_default else "the output grid")
     indices = tuple(card.band_indices(scene.band_names, fill=fill_missing))
     config = config or EngineConfig(tile_size_px=card.tile_size_px, overlap_px=32, batch_size=2)
-    requested, precision = (
-        precision,
-        resolve_precision(precision, validated_bf16=card.bf16_validated),
-    )
+    precision = resolve_precision(precision, validated_bf16=card.bf16_validated)
     has_domain = bool(card.training.get("domain"))
     factory = LandCoverTiles(
         ModelFile(str(model_path)),
@@ -225,7 +222,7 @@ def classify(
             )
         areas = _write_areas(stage, card, extra.pop("pixel_counts"), extra.pop("pixel_area_m2"))
         notes = missing_band_note(card, indices) + _domain_notes(extra, card)
-        notes += precision_note(requested, precision)
+        notes += precision_note(precision)
         clouds = scene.masked_share()
         if clouds is not None:
             extra["cloud_masked_share"] = clouds

@@ -67,7 +67,7 @@ def resolve_precision(precision: str, *, validated_bf16: bool = True) -> Precisi
     )
 
 
-def precision_note(requested: str, resolved: str) -> list[str]:
+def precision_note(resolved: str) -> list[str]:
     """A warning when bf16 runs emulated (no bf16 units): it is slower than fp32, not faster."""
     if resolved == "bf16" and not native_bf16():
         return [

@@ -29,11 +29,11 @@ def test_auto_needs_both_bf16_units_and_a_validated_model(
 
 def test_emulated_bf16_is_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(prec, "native_bf16", lambda: False)
-    (note,) = prec.precision_note("bf16", "bf16")
+    (note,) = prec.precision_note("bf16")
     assert "without bf16 units" in note and "--precision auto" in note
-    assert prec.precision_note("auto", "fp32") == [] and prec.precision_note("fp32", "fp32") == []
+    assert prec.precision_note("fp32") == []
     monkeypatch.setattr(prec, "native_bf16", lambda: True)
-    assert prec.precision_note("bf16", "bf16") == []
+    assert prec.precision_note("bf16") == []
 
 
 def test_native_bf16_agrees_with_the_cpu_flags() -> None:
