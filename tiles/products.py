@@ -21,11 +21,11 @@ import os
 import re
 import xml.etree.ElementTree as ET
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Union
 
+from tiles.bandfiles import BandFiles
 from tiles.errors import SceneNotFoundError
 
 __all__ = [
@@ -38,10 +38,7 @@ __all__ = [
     "read_sentinel2_product",
 ]
 
-if TYPE_CHECKING:
-    from tiles.stac import StacItem
-
-Product = Union["Sentinel2Product", "StacItem"]
+Product = BandFiles
 """What :func:`read_product` finds: band files, DN offsets, scene classification, date."""
 
 
@@ -60,40 +57,18 @@ _BAND_FILE = re.compile(r"_(B\d[\dA])(?:_(\d{2})m)?\.jp2$", re.IGNORECASE)
 _SCL_FILE = re.compile(r"_SCL_(\d{2})m\.jp2$", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class Sentinel2Product:
-    """What a product holds: the file of each band (GDAL paths), the offsets to add to its
-    digital numbers, the L2A scene classification layer and the sensing date."""
+@dataclass(frozen=True, kw_only=True)
+class Sentinel2Product(BandFiles):
+    """A ``.SAFE`` product's bands (:class:`~tiles.bandfiles.BandFiles`), with its processing
+    level and baseline."""
 
-    source: str
     level: str
     baseline: str
-    bands: dict[str, str]
-    offsets: dict[str, float] = field(default_factory=dict)
-    scl: str | None = None
-    sensing_date: date | None = None
     #: the documented no-data digital number of Sentinel-2 products
     nodata: float | None = 0.0
 
-    def describe(self) -> str:
-        """One line for ``geobert info``."""
-        return (
-            f"Sentinel-2 {self.level} product, processing baseline {self.baseline or '?'}, "
-            f"{len(self.bands)} bands ({', '.join(self.bands)}), DN offset "
-            f"{offsets_text(self.offsets)}"
-            + (", scene classification (SCL)" if self.scl else "")
-            + (f", sensed {self.sensing_date}" if self.sensing_date else "")
-        )
-
-
-def offsets_text(offsets: dict[str, float]) -> str:
-    """The distinct DN offsets of a product's bands, for its one-line description.
-
-    >>> offsets_text({"B02": -1000.0, "B03": -1000.0}), offsets_text({})
-    ('-1000', 'none')
-    """
-    distinct = sorted(set(offsets.values()))
-    return ", ".join(f"{o:g}" for o in distinct) if distinct else "none"
+    def title(self) -> str:
+        return f"Sentinel-2 {self.level} product, processing baseline {self.baseline or '?'}"
 
 
 def read_product(source: str | os.PathLike[str]) -> Product | None:

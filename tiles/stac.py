@@ -23,11 +23,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+from tiles.bandfiles import BandFiles
 from tiles.errors import SceneNotFoundError
 
 __all__ = ["S2_COMMON_NAMES", "StacItem", "is_stac_item", "read_stac_item"]
@@ -45,33 +46,16 @@ _NOT_BANDS = {"visual", "tci", "preview", "thumbnail", "overview", "rendered_pre
 _S2_BAND = re.compile(r"^B(0[1-9]|1[0-2]|8A)$", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class StacItem:
-    """What an item holds: the file of each band (GDAL paths), DN offsets, the scene
-    classification (Sentinel-2 L2A) and the acquisition date."""
+@dataclass(frozen=True, kw_only=True)
+class StacItem(BandFiles):
+    """A STAC item's band assets (:class:`~tiles.bandfiles.BandFiles`), with its id and
+    collection. ``nodata`` comes from ``raster:bands`` (0 for Sentinel-2)."""
 
-    source: str
     item_id: str
     collection: str
-    bands: dict[str, str]
-    offsets: dict[str, float] = field(default_factory=dict)
-    scl: str | None = None
-    sensing_date: date | None = None
-    #: the no-data value of the bands (``raster:bands`` ``nodata``; 0 for Sentinel-2)
-    nodata: float | None = None
 
-    def describe(self) -> str:
-        """One line for ``geobert info``."""
-        from tiles.products import offsets_text
-
-        return (
-            f"STAC item {self.item_id}"
-            + (f" of {self.collection}" if self.collection else "")
-            + f", {len(self.bands)} bands ({', '.join(self.bands)}), DN offset "
-            + offsets_text(self.offsets)
-            + (", scene classification (SCL)" if self.scl else "")
-            + (f", acquired {self.sensing_date}" if self.sensing_date else "")
-        )
+    def title(self) -> str:
+        return f"STAC item {self.item_id}" + (f" of {self.collection}" if self.collection else "")
 
 
 def is_stac_item(source: str | os.PathLike[str]) -> bool:

@@ -17,6 +17,7 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
+from tiles.bandfiles import BandFiles
 from tiles.dates import acquisition_date
 from tiles.errors import SceneNotFoundError
 from tiles.products import S2_BAND_ORDER, read_sentinel2_product
@@ -116,6 +117,11 @@ def test_l1c_safe_with_baseline_offset_reads_as_the_old_digital_numbers(
     assert product.level == "L1C" and product.baseline == "05.09"
     assert set(product.offsets.values()) == {-1000.0} and len(product.bands) == 13
     assert "TCI" not in "".join(product.bands.values())
+    assert isinstance(product, BandFiles) and product.nodata == 0.0
+    assert product.describe().startswith(
+        "Sentinel-2 L1C product, processing baseline 05.09, 13 bands (B01, B02,"
+    )
+    assert "DN offset -1000, acquired 2023-07-05" in product.describe()
     names, data, valid = _read(safe)
     ref_names, ref, ref_valid = reference
     _same(names, data, ref_names, ref)
