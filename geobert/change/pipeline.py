@@ -46,6 +46,8 @@ from geobert.models.card import FillPolicy, ModelCard, fill_invalid, missing_ban
 from geobert.models.precision import inference_autocast, precision_note, resolve_precision
 
 if TYPE_CHECKING:
+    from geobert.change.adapt import AdaptConfig, AdaptedNorms, AdaptReport
+    from geobert.models.changenet import ChangeNet
     from geobert.models.checkpoint import ModelFile
 from rasterio.windows import Window
 
@@ -100,6 +102,9 @@ class ChangeTiles:
     #: the second date's normalisation onto the first, per model band in normalised units;
     #: None: the model was not trained with it
     radiometric: RadiometricFit | None = None
+    #: encoder normalisation parameters from test-time adaptation (:mod:`geobert.change.adapt`),
+    #: loaded over the model's own; None: the model as shipped
+    adapted: AdaptedNorms | None = None
 
     def __call__(self) -> TileFunction:
         import torch
@@ -109,6 +114,8 @@ class ChangeTiles:
         torch.set_num_threads(self.torch_threads)
         model, card = self.model.load()
         assert isinstance(model, ChangeNet)
+        if self.adapted is not None:
+            load_adapted(model, self.adapted.as_state())
         n = self.bands_per_date
         fit = self.radiometric
 
@@ -165,6 +172,7 @@ def detect_change(
     fill_missing: FillPolicy = "error",
     nodata: float | None = None,
     cloud_mask: bool = True,
+    adapt: AdaptConfig | None = None,
 ) -> dict[str, Any]:
     """Run change detection on two dates and write the outputs listed in the module docstring.
 
@@ -192,6 +200,8 @@ def detect_change(
             fill value has no nodata tag), in addition to the files' own.
         cloud_mask: Clouds and shadows of Sentinel-2 L2A products (their scene classification)
             become nodata in both dates, never change; False keeps them.
+        adapt: Test-time adaptation (:mod:`geobert.change.adapt`): ``steps`` MIM steps on
+            windows of this pair before inference (default: none).
 
     Returns:
         The summary also written to ``summary.json``.
@@ -227,6 +237,12 @@ def detect_change(
         fit = fit_pair_radiometry(pair, card, indices)
         notes += radiometric_report(fit)
     notes += card.gsd_note(pixel_size_m(pair.grid))
+    adapted, adapt_report = None, None
+    if adapt is not None and adapt.steps > 0:
+        from geobert.change.adapt import AdaptedNorms
+
+        state, adapt_report = adapt_pair(pair, model_path, card, indices, fit, adapt)
+        adapted = AdaptedNorms.from_state(state)
     sample = _quicklook_sample(pair)
     with staged_outputs(
         outdir, OUTPUT_NAMES, overwrite=overwrite, tag="change", inputs=input_paths(before, after)
@@ -261,6 +277,7 @@ def detect_change(
                     len(pair.before.band_names),
                     precision=precision,
                     radiometric=fit,
+                    adapted=adapted,
                 ),
                 counts,
                 out_bands=1,
@@ -311,6 +328,7 @@ def detect_change(
             "radiometric_normalization": None if fit is None else fit.as_dict(),
             "cloud_masked_share": clouds or None,
             "precision": precision,
+            "test_time_adaptation": None if adapt_report is None else adapt_report.as_dict(),
             "bands": list(pair.before.band_names),
             "grid": {
                 "crs": pair.grid.crs.to_string(),
@@ -405,6 +423,58 @@ def fit_pair_radiometry(
         )
     log.info("radiometric normalisation of the second date: %s", fit.as_dict())
     return fit
+
+
+def adapt_pair(
+    pair: ScenePair,
+    model_path: Path,
+    card: ModelCard,
+    indices: tuple[int | None, ...],
+    fit: RadiometricFit | None,
+    config: AdaptConfig,
+) -> tuple[dict[str, np.ndarray], AdaptReport]:
+    """Test-time adaptation of the change model's encoder to this pair
+    (:func:`geobert.change.adapt.adapt_to_pair`), on windows read as the tiles will be: normalised,
+    the second date normalised onto the first, invalid pixels filled."""
+    from geobert.change.adapt import adapt_to_pair, adaptation_windows
+    from geobert.models.changenet import ChangeNet
+    from geobert.models.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(model_path)
+    if not isinstance(model, ChangeNet):
+        raise GeobertError(
+            f"{model_path} is a {card.arch!r} model: test-time adaptation needs a geobert "
+            "encoder (changenet); run without --adapt-steps"
+        )
+    n = len(pair.before.band_names)
+
+    def read(window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        data, valid = pair.read(window)
+        x = data[None].astype(np.float32)
+        b = card.normalize(x[:, :n], indices)
+        a = card.normalize(x[:, n:], indices)
+        if fit is not None:
+            a = fit.apply(a, band_axis=1)
+        v = valid[None]
+        return fill_invalid(b, v)[0], fill_invalid(a, v)[0], valid
+
+    wb, wa = adaptation_windows(read, pair.grid.shape, config.window_px)
+    state, report = adapt_to_pair(model.encoder, wb, wa, config)
+    log.info("test-time adaptation: %s", report.as_dict())
+    return state, report
+
+
+def load_adapted(model: ChangeNet, state: dict[str, np.ndarray]) -> None:
+    """Load adapted encoder normalisation parameters over a change network's own."""
+    import torch
+
+    result = model.encoder.load_state_dict(
+        {k: torch.from_numpy(v) for k, v in state.items()}, strict=False
+    )
+    if result.unexpected_keys:
+        raise GeobertError(
+            f"adapted parameters {result.unexpected_keys[:3]} do not belong to this encoder"
+        )
 
 
 def _pair(

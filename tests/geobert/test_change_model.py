@@ -188,6 +188,20 @@ def test_fcsiamdiff_baseline_trains_with_the_same_recipe(tmp_path: Path, oscd_be
     prob = predict_city(loaded, arrays)  # 96 px: padded to the stride and cropped back
     assert prob.shape == arrays.label.shape and 0 <= prob.min() <= prob.max() <= 1
     np.testing.assert_array_equal(prob, predict_city(model, arrays))
+    # test-time adaptation is MIM on a geobert encoder: FC-Siam-diff gets one clear line
+    from geobert.change.adapt import AdaptConfig
+    from geobert.change.pipeline import detect_change
+
+    pair_root = Path(__file__).resolve().parents[2] / "examples" / "abudhabi"
+    with pytest.raises(GeobertError, match="'fcsiamdiff' model: test-time adaptation needs"):
+        detect_change(
+            pair_root / "imgs_1",
+            pair_root / "imgs_2",
+            tmp_path / "adapted",
+            model=path,
+            adapt=AdaptConfig(steps=1),
+        )
+    assert not (tmp_path / "adapted").exists()
     with pytest.raises(GeobertError, match="has no MIM weights"):
         train_change([arrays], [arrays], pretrained_encoder_path(), replace(cfg, init="mim"))
 
