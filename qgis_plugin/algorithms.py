@@ -222,15 +222,20 @@ class GeobertAlgorithm(QgsProcessingAlgorithm):
             )
         )
 
-    def grid_arguments(self, parameters, context, layer) -> list[str]:
+    def grid_arguments(self, parameters, context, input_crs) -> list[str]:
         """``--crs`` and ``--bounds`` for the chosen output CRS and extent; the extent is
-        transformed to the output CRS (the input layer's CRS when none is chosen)."""
+        transformed to the output CRS (the input's CRS when none is chosen)."""
         args = []
         crs = self.parameterAsCrs(parameters, self.OUTPUT_CRS, context)
         if crs.isValid():
             args += ["--crs", crs.authid() or crs.toWkt()]
         else:
-            crs = layer.crs()
+            crs = input_crs
+            if parameters.get(self.EXTENT) not in (None, "") and not crs.isValid():
+                raise QgsProcessingException(
+                    "the input folder's CRS could not be read, so the area to process cannot "
+                    "be placed in it: choose an output CRS as well, or load the input as a layer"
+                )
         if parameters.get(self.EXTENT) not in (None, ""):
             box: QgsRectangle = self.parameterAsExtent(parameters, self.EXTENT, context, crs)
             if not box.isNull() and not box.isEmpty():
@@ -247,6 +252,40 @@ class GeobertAlgorithm(QgsProcessingAlgorithm):
         ("s2-10m", "Sentinel-2 10 m bands: B02, B03, B04, B08"),
         ("s2-rgbn", "Natural colour + near infrared: B04, B03, B02, B08"),
     ]
+
+    def add_input_parameters(self, layer_key: str, label: str) -> None:
+        """One scene: a loaded raster layer, or a folder (band files, a Sentinel-2 ``.SAFE``).
+
+        A layer QGIS opened from a Sentinel-2 product (its ``MTD_MSIL*.xml`` or ``.zip``) is the
+        whole product to geobert: every band at its own resolution, offsets applied, L2A clouds
+        masked."""
+        self.addParameter(QgsProcessingParameterRasterLayer(layer_key, label, optional=True))
+        self.addParameter(
+            QgsProcessingParameterFile(
+                layer_key + "_FOLDER",
+                f"{label}, as a folder instead: band files (…_B02.tif …) or a Sentinel-2 .SAFE",
+                behavior=QgsProcessingParameterFile.Folder,
+                optional=True,
+            )
+        )
+
+    def scene_input(self, parameters, context, layer_key: str, what: str) -> tuple[str, str, Any]:
+        """The worker's path, a display name and the CRS of one scene parameter pair."""
+        layer = self.parameterAsRasterLayer(parameters, layer_key, context)
+        folder = self.parameterAsFile(parameters, layer_key + "_FOLDER", context)
+        if layer is not None and folder:
+            raise QgsProcessingException(
+                f"{what}: choose a layer or a folder, not both ({layer.name()}, {folder})"
+            )
+        if layer is not None:
+            return layer.source(), layer.name(), layer.crs()
+        if folder:
+            if not Path(folder).is_dir():
+                raise QgsProcessingException(f"{what}: {folder} is not a folder")
+            return folder, Path(folder).name, folder_crs(Path(folder))
+        raise QgsProcessingException(
+            f"{what}: choose a raster layer, or a folder of band files or a Sentinel-2 .SAFE"
+        )
 
     def add_model_parameter(self, label: str) -> None:
         self.addParameter(
@@ -311,6 +350,22 @@ class GeobertAlgorithm(QgsProcessingAlgorithm):
         context.addLayerToLoadOnCompletion(path, details)
 
 
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt")
+
+
+def folder_crs(folder: Path) -> Any:
+    """The CRS of a band folder or ``.SAFE`` (its first raster file's; invalid when none reads):
+    what an area to process is placed in when no output CRS is chosen."""
+    from qgis.core import QgsCoordinateReferenceSystem
+
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() in RASTER_SUFFIXES and "_TCI" not in path.name.upper():
+            layer = QgsRasterLayer(str(path), "crs probe", "gdal")
+            if layer.isValid() and layer.crs().isValid():
+                return layer.crs()
+    return QgsCoordinateReferenceSystem()
+
+
 def _scheduler_args(value: str) -> list[str]:
     address = value.strip() or scheduler_address()
     return ["--scheduler", address] if address else []
@@ -328,6 +383,9 @@ class ChangeDetectionAlgorithm(GeobertAlgorithm):
     def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
         return (
             "Detects change between two dates of the same place with the geobert change model. "
+            "Each date is a loaded raster layer — a layer opened from a Sentinel-2 product "
+            "(its MTD_MSIL1C/2A.xml or .zip) is read as the whole product, every band at its "
+            "own resolution — or a folder: band files named …_B02.tif …, or a .SAFE. "
             "The later date is aligned onto the earlier date's grid. Writes a change probability "
             "raster, a change mask (0 no change, 1 change, nodata where either date is invalid), "
             "change polygons (area_m2, area_ha, mean/max probability), summary.json and a "
@@ -343,8 +401,8 @@ class ChangeDetectionAlgorithm(GeobertAlgorithm):
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
-        self.addParameter(QgsProcessingParameterRasterLayer(self.BEFORE, "Earlier date"))
-        self.addParameter(QgsProcessingParameterRasterLayer(self.AFTER, "Later date"))
+        self.add_input_parameters(self.BEFORE, "Earlier date")
+        self.add_input_parameters(self.AFTER, "Later date")
         self.add_model_parameter("Change model (default: shipped)")
         self.add_grid_parameters()
         self.add_area_scheduler_output_parameters("Minimum polygon area (m²)", 500.0)
@@ -354,21 +412,20 @@ class ChangeDetectionAlgorithm(GeobertAlgorithm):
         self.addOutput(QgsProcessingOutputFile("SUMMARY", "Summary (JSON)"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
-        before = self.parameterAsRasterLayer(parameters, self.BEFORE, context)
-        after = self.parameterAsRasterLayer(parameters, self.AFTER, context)
-        if before is None or after is None:
-            raise QgsProcessingException("choose two raster layers: an earlier and a later date")
-        if before.source() == after.source():
+        scene = self.scene_input
+        before, before_name, crs = scene(parameters, context, self.BEFORE, "Earlier date")
+        after, after_name, _ = scene(parameters, context, self.AFTER, "Later date")
+        if before == after:
             raise QgsProcessingException(
-                f"the earlier and the later date are the same layer ({before.name()}): choose the "
-                "layer of each date (both fields start on the same layer)"
+                f"the earlier and the later date are the same input ({before_name}): choose the "
+                "layer or folder of each date (both layer fields start on the same layer)"
             )
         out = self.output_folder(parameters, context)
-        args = ["change", before.source(), after.source(), "-o", out, "--overwrite"]
-        args += self.grid_arguments(parameters, context, before)
+        args = ["change", before, after, "-o", out, "--overwrite"]
+        args += self.grid_arguments(parameters, context, crs)
         summary = Path(out) / "summary.json"
         self.run_geobert(args + self.run_arguments(parameters, context), feedback, summary)
-        dates = f"{before.name()} → {after.name()}"
+        dates = f"{before_name} → {after_name}"
         paths = {
             "PROBABILITY": str(Path(out) / "change_probability.tif"),
             "CHANGE": str(Path(out) / "change.tif"),
@@ -401,7 +458,9 @@ class LandCoverAlgorithm(GeobertAlgorithm):
 
     def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
         return (
-            "Classifies a scene with a geobert land-cover model: class raster (with the model's "
+            "Classifies a scene (a loaded raster layer, a layer opened from a Sentinel-2 "
+            "product, or a folder of band files or a .SAFE) with a geobert land-cover model: "
+            "class raster (with the model's "
             "colours and names), confidence, polygons per class (class, area_ha, area_m2, "
             "mean_confidence), areas.csv and a quicklook, in the output folder. An area to "
             "process gives exactly that extent; an output CRS reprojects the results.\n\n"
@@ -417,7 +476,7 @@ class LandCoverAlgorithm(GeobertAlgorithm):
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Scene"))
+        self.add_input_parameters(self.INPUT, "Scene")
         self.add_model_parameter("Land-cover model (default: shipped)")
         self.addParameter(
             QgsProcessingParameterEnum(self.MODE, "Mode", options=self.MODES, defaultValue=0)
@@ -436,14 +495,12 @@ class LandCoverAlgorithm(GeobertAlgorithm):
         self.addOutput(QgsProcessingOutputFile("AREAS", "Areas per class (CSV)"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
-        scene = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        if scene is None:
-            raise QgsProcessingException("choose a raster layer to classify")
+        scene, name, crs = self.scene_input(parameters, context, self.INPUT, "Scene")
         out = self.output_folder(parameters, context)
         mode = self.MODES[self.parameterAsEnum(parameters, self.MODE, context)]
-        args = ["classify", scene.source(), "-o", out, "--overwrite", "--mode", mode]
+        args = ["classify", scene, "-o", out, "--overwrite", "--mode", mode]
         args += ["--cell-size", str(self.parameterAsInt(parameters, self.CELL_SIZE, context))]
-        args += self.grid_arguments(parameters, context, scene)
+        args += self.grid_arguments(parameters, context, crs)
         summary = Path(out) / "summary.json"
         self.run_geobert(args + self.run_arguments(parameters, context), feedback, summary)
         paths = {
@@ -453,7 +510,6 @@ class LandCoverAlgorithm(GeobertAlgorithm):
             "AREAS": str(Path(out) / "areas.csv"),
         }
         colors = {n: c for _, n, c in styles.landcover_classes(QgsRasterLayer(paths["LANDCOVER"]))}
-        name = scene.name()
         self.add_layer(context, paths["LANDCOVER"], f"land cover {name}", "LANDCOVER", "landcover")
         self.add_layer(
             context,
@@ -489,7 +545,7 @@ class TrainLandCoverAlgorithm(GeobertAlgorithm):
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Scene"))
+        self.add_input_parameters(self.INPUT, "Scene")
         self.addParameter(
             QgsProcessingParameterVectorLayer(
                 self.LABELS, "Training polygons", [QgsProcessing.TypeVectorPolygon]
@@ -529,16 +585,16 @@ class TrainLandCoverAlgorithm(GeobertAlgorithm):
         )
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
-        scene = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        if scene is None:
-            raise QgsProcessingException("choose the raster layer the polygons were drawn on")
+        scene, _, _ = self.scene_input(
+            parameters, context, self.INPUT, "Scene the polygons were drawn on"
+        )
         labels = self.parameterAsCompatibleSourceLayerPath(
             parameters, self.LABELS, context, ["gpkg", "shp"], "gpkg", feedback
         )
         field = self.parameterAsString(parameters, self.CLASS_FIELD, context)
         out = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
         steps = self.parameterAsInt(parameters, self.STEPS, context)
-        args = ["train-landcover", "--image", scene.source(), "--labels", labels.split("|")[0],
+        args = ["train-landcover", "--image", scene, "--labels", labels.split("|")[0],
                 "--class-field", field, "-o", out, "--steps", str(steps),
                 "--overwrite"]  # fmt: skip
         if self.parameterAsBool(parameters, self.FIX_GEOMETRIES, context):

@@ -126,11 +126,12 @@ def acquisition_date(
     """
     one = isinstance(source, str | os.PathLike)
     if one:
-        from tiles.stac import is_stac_item, read_stac_item
+        from tiles.products import read_product
 
-        if is_stac_item(source):  # type: ignore[arg-type]
-            when = read_stac_item(source).sensing_date  # type: ignore[arg-type]
-            return AcquisitionDate(when, "the STAC item's datetime") if when else None
+        product = read_product(source)  # type: ignore[arg-type]
+        if product is not None:
+            when = product.sensing_date
+            return AcquisitionDate(when, f"the metadata of the {product.title()}") if when else None
     paths = [Path(source)] if one else [Path(p) for p in source]  # type: ignore[arg-type, union-attr]
     files: list[Path] = []
     folder: Path | None = None

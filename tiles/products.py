@@ -34,6 +34,7 @@ __all__ = [
     "Product",
     "Sentinel2Product",
     "is_sentinel2_product",
+    "product_location",
     "read_product",
     "read_sentinel2_product",
 ]
@@ -72,13 +73,61 @@ class Sentinel2Product(BandFiles):
 
 
 def read_product(source: str | os.PathLike[str]) -> Product | None:
-    """The product or STAC item at ``source`` (:mod:`tiles.stac`), or None for plain rasters."""
+    """The product or STAC item at ``source`` (:mod:`tiles.stac`), or None for plain rasters.
+
+    A product may also be named the ways GDAL and QGIS name it (:func:`product_location`).
+    """
     from tiles.stac import is_stac_item, read_stac_item
 
+    source = product_location(source) or source
     if is_sentinel2_product(source):
         return read_sentinel2_product(source)
     if is_stac_item(source):
         return read_stac_item(source)
+    return None
+
+
+_GDAL_SUBDATASET = re.compile(
+    r"^SENTINEL2_L(?:1C|2A)(?P<tci>_TCI)?:(?P<mtd>.*MTD_MSIL(?:1C|2A)\.xml)(?::[^/\\]*)*$",
+    re.IGNORECASE,
+)
+_VSIZIP = re.compile(r"^/vsizip/(?P<zip>.*?\.zip)(?:/.*)?$", re.IGNORECASE)
+
+
+def product_location(source: str | os.PathLike[str]) -> Path | None:
+    """The ``.SAFE`` folder or ``.zip`` behind the other names of a Sentinel-2 product, or None.
+
+    * its metadata file, ``…/X.SAFE/MTD_MSIL1C.xml`` (what one opens a product by in QGIS);
+    * a GDAL ``SENTINEL2`` subdataset, ``SENTINEL2_L2A:/p/X.SAFE/MTD_MSIL2A.xml:10m:EPSG_32633``
+      (the source of a layer QGIS opened from the product), also inside a zip
+      (``SENTINEL2_L1C:/vsizip//p/X.zip/X.SAFE/MTD_MSIL1C.xml:20m:…``). All resolutions are
+      read, each band from its own file: the subdataset's resolution does not narrow the bands.
+
+    >>> product_location("SENTINEL2_L2A:/d/X.SAFE/MTD_MSIL2A.xml:10m:EPSG_32633").as_posix()
+    '/d/X.SAFE'
+    >>> zipped = "SENTINEL2_L1C:/vsizip//d/X.zip/X.SAFE/MTD_MSIL1C.xml:10m:EPSG_1"
+    >>> product_location(zipped).as_posix()
+    '/d/X.zip'
+    >>> product_location("/d/scene.tif") is None
+    True
+
+    Raises:
+        SceneNotFoundError: the true-colour subdataset (``SENTINEL2_L1C_TCI:…``), 8-bit RGB
+            rather than reflectances.
+    """
+    text = os.fspath(source)
+    m = _GDAL_SUBDATASET.match(text)
+    if m:
+        if m.group("tci"):
+            raise SceneNotFoundError(
+                f"{text} is the true-colour preview of a Sentinel-2 product (8-bit RGB, not "
+                "reflectances); open the product's 10m subdataset or pass its .SAFE folder or .zip"
+            )
+        text = m.group("mtd")
+        z = _VSIZIP.match(text)
+        return Path(z.group("zip")) if z else Path(text).parent
+    if _MTD.search(text.replace("\\", "/")) and Path(text).is_file():
+        return Path(text).parent
     return None
 
 

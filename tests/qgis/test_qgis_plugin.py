@@ -316,8 +316,71 @@ def test_the_same_layer_as_both_dates_is_refused(env: dict[str, Path], tmp_path:
         f"AFTER={env['before']}", f"OUTPUT_FOLDER={tmp_path / 'out'}",
     )  # fmt: skip
     assert proc.returncode != 0
-    assert "the earlier and the later date are the same layer" in proc.stdout + proc.stderr
+    assert "the earlier and the later date are the same input" in proc.stdout + proc.stderr
     assert not (tmp_path / "out").exists()  # a failed run leaves no empty output folder
+
+
+def test_folders_and_products_as_inputs_in_qgis(env: dict[str, Path], tmp_path: Path) -> None:
+    """Band folders (OSCD's imgs_1/imgs_2) as both dates, with an area to process whose CRS is
+    read from the folder, give the CLI's map of the same folders; a Sentinel-2 .SAFE folder is
+    classified as the product; a layer and a folder for one date, or neither, is one line.
+    (A layer QGIS opened from a product's MTD_MSIL*.xml has a ``SENTINEL2_L1C:…`` source, which
+    geobert reads as the product: tests/tiles/test_products.py; the test product's trimmed
+    metadata is not enough for GDAL's SENTINEL2 driver to open it as a layer here.)"""
+    import importlib.util
+
+    from geobert.change.pipeline import detect_change
+    from geobert.landcover.pipeline import classify
+    from tiles.target import GridRequest
+
+    ex = ROOT / "examples" / "abudhabi"  # in EPSG:4326
+    box = (54.588, 24.318, 54.598, 24.328)
+    extent = f"EXTENT={box[0]},{box[2]},{box[1]},{box[3]} [EPSG:4326]"
+    proc = qgis_process(
+        env, tmp_path / "h1", "geobert:change", f"BEFORE_FOLDER={ex / 'imgs_1'}",
+        f"AFTER_FOLDER={ex / 'imgs_2'}", f"OUTPUT_FOLDER={tmp_path / 'q'}", extent,
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    detect_change(
+        ex / "imgs_1", ex / "imgs_2", tmp_path / "cli", grid=GridRequest(bounds=box),
+    )  # fmt: skip
+    with (
+        rasterio.open(tmp_path / "q" / "change_probability.tif") as a,
+        rasterio.open(tmp_path / "cli" / "change_probability.tif") as b,
+    ):
+        assert a.bounds == b.bounds and a.crs == b.crs
+        np.testing.assert_array_equal(a.read(), b.read())
+
+    spec = importlib.util.spec_from_file_location(
+        "product_fixtures", ROOT / "tests" / "tiles" / "test_products.py"
+    )
+    assert spec is not None and spec.loader is not None
+    fixtures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixtures)
+    safe = fixtures.make_product(tmp_path / "p", "L1C")
+    classify(safe, tmp_path / "cli_safe", min_area_m2=0)
+    with rasterio.open(tmp_path / "cli_safe" / "landcover.tif") as ds:
+        expected = ds.read(1)
+    out = tmp_path / "safe"
+    proc = qgis_process(env, tmp_path / "h2", "geobert:classify", f"INPUT_FOLDER={safe}",
+                        f"OUTPUT_FOLDER={out}", "MIN_AREA=0")  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    with rasterio.open(out / "landcover.tif") as ds:
+        np.testing.assert_array_equal(ds.read(1), expected)
+
+    both = qgis_process(
+        env, tmp_path / "h9", "geobert:classify", f"INPUT={env['before']}",
+        f"INPUT_FOLDER={ex / 'imgs_1'}", f"OUTPUT_FOLDER={tmp_path / 'x'}",
+    )  # fmt: skip
+    text = both.stdout + both.stderr
+    assert both.returncode != 0 and "choose a layer or a folder, not both" in text
+    neither = qgis_process(
+        env, tmp_path / "h10", "geobert:change", f"AFTER={env['after']}",
+        f"OUTPUT_FOLDER={tmp_path / 'y'}",
+    )  # fmt: skip
+    text = neither.stdout + neither.stderr
+    assert neither.returncode != 0 and "Earlier date: choose a raster layer, or a folder" in text
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 def test_setup_mistakes_are_one_line_in_qgis(env: dict[str, Path], tmp_path: Path) -> None:

@@ -152,6 +152,22 @@ def test_the_zip_as_downloaded_reads_like_the_folder(tmp_path: Path) -> None:
     assert zip_names == folder_names
     np.testing.assert_array_equal(zipped, folder)
     assert read_sentinel2_product(archive).bands["B02"].startswith("/vsizip/")
+    # the names GDAL and QGIS give the same product read as the product itself
+    mtd = safe / "MTD_MSIL1C.xml"
+    for name in (
+        str(mtd),  # what one opens in QGIS
+        f"SENTINEL2_L1C:{mtd}:10m:EPSG_32618",  # the layer QGIS then holds
+        f"SENTINEL2_L1C:{mtd}:60m:EPSG_32618",  # any resolution: every band is read
+        f"SENTINEL2_L1C:/vsizip/{archive}/{safe.name}/MTD_MSIL1C.xml:20m:EPSG_32618",
+    ):
+        names, data, _ = _read(name)
+        assert names == folder_names, name
+        np.testing.assert_array_equal(data, folder)
+        d = acquisition_date(name)
+        assert d is not None and str(d.date) == "2023-07-05", name
+    assert "metadata of the Sentinel-2 L1C product" in acquisition_date(archive).source  # type: ignore[union-attr]
+    with pytest.raises(SceneNotFoundError, match="true-colour preview .* pass its .SAFE"):
+        open_scene(f"SENTINEL2_L1C_TCI:{mtd}:10m:EPSG_32618")
 
 
 def test_what_is_not_a_product_says_so(tmp_path: Path) -> None:
