@@ -239,15 +239,22 @@ def _grid_request(args: argparse.Namespace) -> Any:
 
 
 def _add_engine_args(
-    p: argparse.ArgumentParser, tile_px: int = 512, overlap_px: int = 64, batch: int = 4
+    p: argparse.ArgumentParser, model: bool = False, overlap_px: int = 64, batch: int = 4
 ) -> None:
+    from tiles.engine import DEFAULT_TILE_PX
+
     g = p.add_argument_group("tiling and scheduling")
     g.add_argument(
         "--tile-size",
         type=int,
-        default=tile_px,
+        default=None,
         metavar="PX",
-        help=f"tile edge in pixels (default: {tile_px})",
+        help="tile edge in pixels (default: "
+        + (
+            "the model's, from its card: 256 for the shipped models)"
+            if model
+            else f"{DEFAULT_TILE_PX})"
+        ),
     )
     g.add_argument(
         "--overlap",
@@ -413,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_precision_arg(p)
     _add_grid_args(p, "BEFORE's finest-band grid, cropped to where both dates exist")
     _add_band_args(p)
-    _add_engine_args(p, tile_px=256, overlap_px=32, batch=2)
+    _add_engine_args(p, model=True, overlap_px=32, batch=2)
 
     p = sub.add_parser(
         "ndvi",
@@ -610,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_precision_arg(p)
     _add_grid_args(p, "SCENE's finest-band grid")
     _add_band_args(p)
-    _add_engine_args(p, tile_px=256, overlap_px=32, batch=2)
+    _add_engine_args(p, model=True, overlap_px=32, batch=2)
 
     p = sub.add_parser(
         "train-landcover",
@@ -742,7 +749,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("manifest", metavar="MANIFEST", help="CSV with a header row, or a JSON list")
     p.add_argument("-o", "--outdir", required=True, metavar="OUTDIR")
-    _add_engine_args(p, tile_px=256, overlap_px=32, batch=2)
+    _add_engine_args(p, model=True, overlap_px=32, batch=2)
 
     p = sub.add_parser(
         "export-onnx",

@@ -306,10 +306,18 @@ def test_global_flags_after_the_command_and_errors_in_flag_names(tmp_path: Path)
         (["--workers", "0"], "--workers 0: must be at least 1"),
         (["--tile-size", "33"], "--tile-size 33: the encoder works on multiples of 32 px"),
         (["--tile-size", "16"], "--tile-size 16: must be at least 32"),
-        (["--overlap", "256"], "--overlap 256: must be smaller than --tile-size 256"),
+        (
+            ["--overlap", "64", "--tile-size", "64"],
+            "--overlap 64: must be smaller than --tile-size 64",
+        ),
     ]:
         with pytest.raises(GeobertError, match=re.escape(message)):
             _engine_config(parser.parse_args(base + extra))
+    # without --tile-size the model's card decides the tile (256 px for the shipped models)
+    assert _engine_config(parser.parse_args(base)).tile_size_px is None
+    big = run(*base, "--overlap", "256")
+    assert big.returncode == 2 and "Traceback" not in big.stderr
+    assert "an overlap of 256 px must be smaller than the model's tile size (256 px)" in big.stderr
     cfg = _engine_config(parser.parse_args([*base, "--scheduler", "10.0.0.5:8786"]))
     assert cfg.scheduler == "tcp://10.0.0.5:8786"
 

@@ -127,12 +127,17 @@ def load_function(factory: TileFunctionFactory) -> TileFunction:
 # ---------------------------------------------------------------------------------------------
 
 
+DEFAULT_TILE_PX = 512
+"""Tile edge of runs that no model decides (a model's card carries the tile it was trained on)."""
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """How the engine cuts and schedules the work.
 
     Args:
-        tile_size_px: Tile edge in pixels.
+        tile_size_px: Tile edge in pixels; None: the model card's tile size in the model
+            pipelines, :data:`DEFAULT_TILE_PX` otherwise (see :attr:`tile_px`).
         overlap_px: Minimum overlap between neighbouring tiles; outputs are blended across it.
         batch_size: Tiles per task (one call of the tile function).
         scheduler: None (or ``"threads"``) for a pool of threads in this process, ``"sync"`` for
@@ -148,7 +153,7 @@ class EngineConfig:
             afterwards.
     """
 
-    tile_size_px: int = 512
+    tile_size_px: int | None = None
     overlap_px: int = 64
     batch_size: int = 4
     scheduler: str | None = None
@@ -156,6 +161,11 @@ class EngineConfig:
     batches_in_flight: int | None = None
     connect_timeout_s: float = 15.0
     size_block_cache: bool = True
+
+    @property
+    def tile_px(self) -> int:
+        """The tile edge this config runs with (:data:`DEFAULT_TILE_PX` where none was set)."""
+        return DEFAULT_TILE_PX if self.tile_size_px is None else self.tile_size_px
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -399,7 +409,7 @@ def map_tiles(
     config = config or EngineConfig()
     progress = progress or Progress()
     h, w = reader.grid.shape
-    grid = TileGrid(h, w, config.tile_size_px, config.overlap_px)
+    grid = TileGrid(h, w, config.tile_px, config.overlap_px)
     emit_lock = threading.Lock()
     stopped = threading.Event()
 
@@ -464,8 +474,8 @@ def _cache_need(
     """Block cache for the run (None: leave GDAL's as it is)."""
     if not config.size_block_cache:
         return None
-    stride = config.tile_size_px - config.overlap_px
-    return block_cache_need(reader, block_rows, config.tile_size_px, stride, tiles_in_flight)
+    stride = config.tile_px - config.overlap_px
+    return block_cache_need(reader, block_rows, config.tile_px, stride, tiles_in_flight)
 
 
 def _run_local(

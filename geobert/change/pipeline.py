@@ -183,7 +183,9 @@ def detect_change(
         overwrite: Replace existing outputs.
         min_area_m2: Minimum mapping unit of the polygons.
         simplify_m: Polygon simplification tolerance in metres (shared edges are kept).
-        config: Tiling and scheduling (default: 256 px tiles, 32 px overlap, 2 tiles per task).
+        config: Tiling and scheduling (default: the model card's tile size — 256 px for the
+            shipped models —, 32 px overlap, 2 tiles per task; a config without a tile size
+            takes the card's).
         progress: Progress and cancellation.
         precision: ``fp32``, ``bf16`` (bfloat16 autocast: about 2× faster on CPUs with bf16
             matrix units, several times slower without) or ``auto`` (bf16 only where the CPU has
@@ -216,7 +218,7 @@ def detect_change(
         raise GeobertError(f"{model_path} is a {card.task!r} model, not a change model")
     pair = _pair(before, after, card, grid or GridRequest(), band_names, nodata, cloud_mask)
     indices = tuple(card.band_indices(pair.before.band_names, fill=fill_missing))
-    config = config or EngineConfig(tile_size_px=card.tile_size_px, overlap_px=32, batch_size=2)
+    config = card.engine_config(config)
     threshold = float(card.training["threshold"])
     precision = resolve_precision(precision, validated_bf16=card.bf16_validated)
     notes: list[str] = missing_band_note(card, indices) + precision_note(precision)

@@ -164,7 +164,9 @@ def classify(
             neighbour.
         simplify_m: Polygon simplification tolerance in metres (pixel mode).
         cell_px: Cell edge in pixels (patch mode).
-        config: Tiling and scheduling (default: 256 px tiles, 32 px overlap, 2 tiles per task).
+        config: Tiling and scheduling (default: the model card's tile size — 256 px for the
+            shipped models —, 32 px overlap, 2 tiles per task; a config without a tile size
+            takes the card's).
         progress: Progress and cancellation.
         precision: ``fp32``, ``bf16`` (bfloat16 autocast) or ``auto`` (bf16 where the CPU has
             bf16 units and the model card records bf16 validated; see
@@ -197,7 +199,7 @@ def classify(
         scene = place_scene(scene, request, str(scene_path))
     card.check_scene_size(scene.grid.shape, scene_path if request.is_default else "the output grid")
     indices = tuple(card.band_indices(scene.band_names, fill=fill_missing))
-    config = config or EngineConfig(tile_size_px=card.tile_size_px, overlap_px=32, batch_size=2)
+    config = card.engine_config(config)
     precision = resolve_precision(precision, validated_bf16=card.bf16_validated)
     has_domain = bool(card.training.get("domain"))
     factory = LandCoverTiles(

@@ -11,11 +11,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import replace as _replace
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from geobert.errors import BandMismatchError, GeobertError
+
+if TYPE_CHECKING:
+    from tiles.engine import EngineConfig
 
 __all__ = [
     "CARD_FORMAT",
@@ -151,6 +155,24 @@ class ModelCard:
         record = self.training.get("bf16_validation") or {}
         delta = record.get("f1_delta")
         return delta is not None and abs(float(delta)) <= BF16_F1_TOLERANCE
+
+    def engine_config(self, config: EngineConfig | None) -> EngineConfig:
+        """The run's tiling: the model's own tile size unless ``config`` sets one (the one place
+        a pipeline's default tile comes from); without ``config``, 32 px overlap, 2 tiles a task.
+        """
+        from tiles.engine import EngineConfig
+
+        if config is None:
+            return EngineConfig(tile_size_px=self.tile_size_px, overlap_px=32, batch_size=2)
+        if config.tile_size_px is None:
+            if config.overlap_px >= self.tile_size_px:
+                raise GeobertError(
+                    f"an overlap of {config.overlap_px} px must be smaller than the model's tile "
+                    f"size ({self.tile_size_px} px); choose a smaller overlap or a larger tile "
+                    "size (--tile-size)"
+                )
+            return _replace(config, tile_size_px=self.tile_size_px)
+        return config
 
     def gsd_note(self, pixel_m: float) -> list[str]:
         """A warning when pixels of ``pixel_m`` metres are more than 1.5× larger or smaller than
