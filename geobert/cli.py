@@ -173,8 +173,9 @@ def _add_band_args(p: argparse.ArgumentParser, model: bool = True) -> None:
         p.add_argument(
             "--no-cloud-mask",
             action="store_true",
-            help="keep the pixels a Sentinel-2 L2A product's scene classification calls cloud, "
-            "thin cirrus or shadow (by default they are nodata: never change)",
+            help="keep clouds: by default the pixels a Sentinel-2 L2A product's scene "
+            "classification calls cloud, thin cirrus or shadow, and the clouds s2cloudless finds "
+            "in L1C scenes (anything with B10), are nodata: never change, never a class",
         )
         p.add_argument(
             "--fill-missing",
@@ -410,12 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_int,
         default=0,
         metavar="N",
-        help="test-time adaptation: before inference, N masked-image-modelling steps on "
+        help="test-time adaptation: before inference, N masked-image-modelling steps on 16 "
         "windows of this pair adapt the encoder's normalisation layers to its place and season "
-        "(no labels needed; about 1 s a step on 2 CPU cores, plus ~60 steps fitting the "
-        "reconstruction head; summary.json reports the reconstruction loss before and after). "
-        "Default 0: off — the leave-cities-out protocol has not shown a gain yet "
-        "(results/change_oscd/adapt)",
+        "(no labels needed; 60 steps first fit the reconstruction head; a step of 4 windows of "
+        "128 px takes about a second on 2 CPU cores; summary.json reports the reconstruction "
+        "loss before and after, and the seconds). Default 0: off — see "
+        "results/change_oscd/adapt for what it gained in the leave-cities-out protocol",
     )
     _add_precision_arg(p)
     _add_grid_args(p, "BEFORE's finest-band grid, cropped to where both dates exist")
@@ -1015,6 +1016,13 @@ def _last_line(args: argparse.Namespace, summary: dict[str, Any], line: str) -> 
         for note in notes:
             print(f"geobert: warning: {note}", file=sys.stderr)
         return
+    clouds = summary.get("cloud_masked_share")
+    if isinstance(clouds, dict) and clouds:  # change: one share per date
+        line += "; clouds masked: " + ", ".join(
+            f"{k.upper()} {100 * v:.1f} %" for k, v in clouds.items()
+        )
+    elif isinstance(clouds, int | float):
+        line += f"; clouds masked: {100 * clouds:.1f} %"
     if notes:
         n = len(notes)
         line += (

@@ -417,9 +417,10 @@ class Scene:
     dtype: str
     nodata: float | None = None
     resampling: ResamplingName = "bilinear"
-    #: class layers whose listed codes make a pixel invalid (clouds and shadows of a scene
-    #: classification), read with nearest resampling onto the scene's grid
-    masks: tuple[ClassMask, ...] = ()
+    #: what else makes a pixel invalid: class layers whose listed codes do (clouds and shadows
+    #: of a scene classification, :class:`ClassMask`), clouds found by a detector
+    #: (:mod:`tiles.clouds`); each read with nearest resampling onto the scene's grid
+    masks: tuple[PixelMask, ...] = ()
 
     @property
     def band_names(self) -> tuple[str, ...]:
@@ -615,6 +616,17 @@ class Scene:
         )
 
 
+class PixelMask(Protocol):
+    """Something that makes pixels of a scene invalid (see :attr:`Scene.masks`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def valid(self, grid: GridSpec, window: Window) -> np.ndarray: ...
+
+    def share(self, max_px: int = 512) -> float: ...
+
+
 @dataclass(frozen=True)
 class ClassMask:
     """A class layer (e.g. Sentinel-2 L2A's scene classification) and the codes that make a pixel
@@ -758,7 +770,7 @@ def open_scene(
                 sources.append(BandSource(str(path), 1, name))
                 grids.append(g)
                 dtypes.append(ds.dtypes[0])
-    masks: tuple[ClassMask, ...] = ()
+    masks: tuple[PixelMask, ...] = ()
     if product is not None and product.scl is not None and cloud_mask:
         from tiles.products import SCL_INVALID
 

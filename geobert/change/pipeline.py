@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from geobert.models.checkpoint import ModelFile
 from rasterio.windows import Window
 
+from tiles.clouds import mask_clouds
 from tiles.dates import AcquisitionDate, acquisition_date
 from tiles.engine import EngineConfig, InputSample, TileFunction, map_tiles
 from tiles.heap import trim_heap
@@ -216,12 +217,15 @@ def detect_change(
     card = read_card(model_path)
     if card.task != "change":
         raise GeobertError(f"{model_path} is a {card.task!r} model, not a change model")
-    pair = _pair(before, after, card, grid or GridRequest(), band_names, nodata, cloud_mask)
+    cloud_notes: list[str] = []
+    pair = _pair(
+        before, after, card, grid or GridRequest(), band_names, nodata, cloud_mask, cloud_notes
+    )
     indices = tuple(card.band_indices(pair.before.band_names, fill=fill_missing))
     config = card.engine_config(config)
     threshold = float(card.training["threshold"])
     precision = resolve_precision(precision, validated_bf16=card.bf16_validated)
-    notes: list[str] = missing_band_note(card, indices) + precision_note(precision)
+    notes: list[str] = missing_band_note(card, indices) + precision_note(precision) + cloud_notes
     dates = _dates(before, after, notes)
     clouds = {
         name: share
@@ -487,10 +491,15 @@ def _pair(
     band_names: Sequence[str] | None = None,
     nodata: float | None = None,
     cloud_mask: bool = True,
+    notes: list[str] | None = None,
 ) -> ScenePair:
+    """Both dates opened (clouds masked, :func:`tiles.clouds.mask_clouds`) and aligned; warnings
+    go to ``notes``."""
+    notes = [] if notes is None else notes
     opts = {"band_names": band_names, "nodata": nodata, "cloud_mask": cloud_mask}
-    first = open_scene(before, **opts)  # type: ignore[arg-type]
-    second = open_scene(after, **opts)  # type: ignore[arg-type]
+    first, notes_1 = mask_clouds(open_scene(before, **opts), "BEFORE", cloud_mask)  # type: ignore[arg-type]
+    second, notes_2 = mask_clouds(open_scene(after, **opts), "AFTER", cloud_mask)  # type: ignore[arg-type]
+    notes += notes_1 + notes_2
     if request.is_default:
         card.check_scene_size(first.grid.shape, before)
         card.check_scene_size(second.grid.shape, after)

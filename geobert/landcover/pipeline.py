@@ -45,6 +45,7 @@ from geobert.models.precision import inference_autocast, precision_note, resolve
 
 if TYPE_CHECKING:
     from geobert.models.checkpoint import ModelFile
+from tiles.clouds import mask_clouds
 from tiles.engine import EngineConfig, TileFunction, map_tiles
 from tiles.heap import trim_heap
 from tiles.progress import Progress
@@ -194,6 +195,7 @@ def classify(
     if cell_px < 1:
         raise GeobertError(f"cell size must be at least 1 pixel, got {cell_px}")
     scene = open_scene(scene_path, band_names=band_names, nodata=nodata, cloud_mask=cloud_mask)
+    scene, cloud_notes = mask_clouds(scene, str(scene_path), cloud_mask)
     request = grid or GridRequest()
     if not request.is_default:
         scene = place_scene(scene, request, str(scene_path))
@@ -223,7 +225,7 @@ def classify(
                 f"{scene_path} has no valid pixel (all nodata); check its nodata value and masks"
             )
         areas = _write_areas(stage, card, extra.pop("pixel_counts"), extra.pop("pixel_area_m2"))
-        notes = missing_band_note(card, indices) + _domain_notes(extra, card)
+        notes = missing_band_note(card, indices) + _domain_notes(extra, card) + cloud_notes
         notes += precision_note(precision)
         clouds = scene.masked_share()
         if clouds is not None:

@@ -256,7 +256,8 @@ def test_classify_pixel_mode_end_to_end(trained: tuple[Path, dict], tmp_path: Pa
 
     path, _ = trained
     out = tmp_path / "out"
-    summary = classify(DATA, out, model=path, min_area_m2=2000, simplify_m=0)
+    # the crop has a thin cloud (tests/tiles/test_clouds.py); here every pixel is classified
+    summary = classify(DATA, out, model=path, min_area_m2=2000, simplify_m=0, cloud_mask=False)
     cls, tags, cmap, transform = _read(out / "landcover.tif")
     scene = open_scene(DATA)
     assert cls.shape == scene.grid.shape and transform == scene.grid.transform
@@ -298,7 +299,9 @@ def test_classify_pixel_mode_end_to_end(trained: tuple[Path, dict], tmp_path: Pa
     assert pyogrio.read_info(out / "landcover.gpkg")["crs"] == "EPSG:32633"
     assert (out / "quicklook.png").stat().st_size > 10_000
     # simplified polygons still tile the map: no overlaps, no gaps
-    classify(DATA, tmp_path / "simple", model=path, min_area_m2=2000, simplify_m=15)
+    classify(
+        DATA, tmp_path / "simple", model=path, min_area_m2=2000, simplify_m=15, cloud_mask=False
+    )
     simple = shapely.from_wkb(pyogrio.raw.read(tmp_path / "simple" / "landcover.gpkg")[2])
     assert len(simple) == len(geoms) and shapely.is_valid(simple).all()
     union = shapely.union_all(simple)
@@ -355,7 +358,7 @@ def test_classify_patch_mode(trained: tuple[Path, dict], tmp_path: Path) -> None
     from geobert.landcover.pipeline import classify
 
     path, _ = trained
-    summary = classify(DATA, tmp_path, model=path, mode="patch", cell_px=64)
+    summary = classify(DATA, tmp_path, model=path, mode="patch", cell_px=64, cloud_mask=False)
     cls, _, _, transform = _read(tmp_path / "landcover.tif")
     assert cls.shape == (3, 3) and summary["cells"] == 9
     assert transform.a == pytest.approx(640.0)

@@ -104,14 +104,17 @@ def test_tiled_landcover_is_the_models_own_prediction(tmp_path: Path) -> None:
     # tiled convolution; count the pixels where the two answers are clearly apart
     top2 = np.sort(probs, axis=0)[-2:]
     clear = top2[1] - top2[0] > 1e-4
+    # no cloud mask: masked pixels would be nodata, and filled in the network's input
     classify(
-        BB, tmp_path / "one", min_area_m2=0, config=EngineConfig(tile_size_px=192, overlap_px=0)
-    )
+        BB, tmp_path / "one", min_area_m2=0, config=EngineConfig(tile_size_px=192, overlap_px=0),
+        cloud_mask=False,
+    )  # fmt: skip
     one = _read(tmp_path / "one" / "landcover.tif")
     np.testing.assert_array_equal(one[clear], probs.argmax(0)[clear])
     classify(
-        BB, tmp_path / "tiled", min_area_m2=0, config=EngineConfig(tile_size_px=96, overlap_px=32)
-    )
+        BB, tmp_path / "tiled", min_area_m2=0, config=EngineConfig(tile_size_px=96, overlap_px=32),
+        cloud_mask=False,
+    )  # fmt: skip
     agree = (_read(tmp_path / "tiled" / "landcover.tif") == probs.argmax(0)).mean()
     # a tile border changes the context the encoder sees; a shifted or misplaced map agrees on
     # a few per cent at most
@@ -143,7 +146,7 @@ def test_shipped_landcover_model_agrees_with_the_polygons(tmp_path: Path) -> Non
     from geobert.landcover.labels import UNLABELLED, rasterize_labels
     from geobert.landcover.metrics import ClassScores, confusion
 
-    classify(BB, tmp_path / "out", min_area_m2=0)
+    classify(BB, tmp_path / "out", min_area_m2=0, cloud_mask=False)  # the model, cloud or not
     pred = _read(tmp_path / "out" / "landcover.tif").astype(np.int64)
     _, card = load_checkpoint(pretrained_encoder_path("landcover_s_bb"))
     labels = rasterize_labels(BB / "landuse.gpkg", "fclass", open_scene(BB).grid)

@@ -166,7 +166,7 @@ def test_the_zip_as_downloaded_reads_like_the_folder(tmp_path: Path) -> None:
         d = acquisition_date(name)
         assert d is not None and str(d.date) == "2023-07-05", name
     assert "metadata of the Sentinel-2 L1C product" in acquisition_date(archive).source  # type: ignore[union-attr]
-    with pytest.raises(SceneNotFoundError, match="true-colour preview .* pass its .SAFE"):
+    with pytest.raises(SceneNotFoundError, match=r"true-colour preview .* pass its \.SAFE"):
         open_scene(f"SENTINEL2_L1C_TCI:{mtd}:10m:EPSG_32618")
 
 
