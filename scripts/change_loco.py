@@ -261,7 +261,10 @@ def report(out: Path) -> str:
                 f"| {sel} |"
             )
     text = "\n".join(lines) + "\n"
-    (out / "loco_table.md").write_text(text)
+    complete = all(
+        sum(r["method"] == m for r in runs) == len(folds()) for m in SLUG
+    )  # every method, every fold: the protocol's table; else a partial one beside it
+    (out / ("loco_table.md" if complete else "loco_table_partial.md")).write_text(text)
     return text
 
 
