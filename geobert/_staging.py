@@ -24,8 +24,12 @@ def staged_outputs(
     overwrite: bool,
     tag: str,
     inputs: Sequence[str | os.PathLike[str]] = (),
+    stale: Sequence[str] = (),
 ) -> Iterator[Path]:
     """Yield a fresh folder inside ``outdir`` to write ``names`` into.
+
+    ``stale`` names outputs another form of the command writes (``zones.csv`` of a run with
+    zones): a run that does not write them replaces an earlier run's set whole, so they go too.
 
     On normal exit the outputs appear together: older outputs are moved aside first, the new ones
     moved in, and if any move fails everything is put back as it was. On any error or interruption
@@ -41,7 +45,7 @@ def staged_outputs(
             f"{out} holds folder(s) named {folders}, where geobert writes files; rename or "
             "remove them, or write elsewhere (-o)"
         )
-    existing = [n for n in names if (out / n).exists()]
+    existing = [n for n in (*names, *stale) if (out / n).exists()]
     if existing and not overwrite:
         raise OutputExistsError(f"{out} already holds {existing}; pass --overwrite to replace them")
     created = not out.exists()
@@ -71,7 +75,7 @@ def staged_outputs(
     try:
         lock = _lock(out, stage)
         yield stage
-        _publish(stage, out, names)
+        _publish(stage, out, names, stale)
         ok = True
     finally:
         if lock is not None:
@@ -110,15 +114,15 @@ def _unlock(f: Any, out: Path) -> None:
     f.close()
 
 
-def _publish(stage: Path, out: Path, names: Sequence[str]) -> None:
-    """Move the staged ``names`` into ``out`` as one set (older ones aside first, all put back
-    if a move fails)."""
+def _publish(stage: Path, out: Path, names: Sequence[str], stale: Sequence[str] = ()) -> None:
+    """Move the staged ``names`` into ``out`` as one set (older ones — and the ``stale`` ones —
+    aside first, all put back if a move fails)."""
     previous = stage / ".previous"
     previous.mkdir()
     aside: list[str] = []
     placed: list[str] = []
     try:
-        for name in names:
+        for name in (*names, *stale):
             if (out / name).exists() or (out / name).is_symlink():
                 os.replace(out / name, previous / name)
                 aside.append(name)

@@ -407,6 +407,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no warnings")
     p.add_argument(
+        "--zones",
+        default=None,
+        metavar="POLYGONS",
+        help="polygon layer of districts, parcels or planning units (GeoPackage, Shapefile, "
+        "GeoJSON; any CRS): adds the changed area and share per zone to summary.json, zones.csv, "
+        "a 'zones' layer in change.gpkg, and report.html (map with legend, scale bar and north "
+        "arrow, the table, the dates, the model and its warnings)",
+    )
+    p.add_argument(
+        "--zone-field",
+        default=None,
+        metavar="FIELD",
+        help="the zones' name field (default: their first text field)",
+    )
+    p.add_argument(
         "--adapt-steps",
         type=_non_negative_int,
         default=0,
@@ -986,6 +1001,8 @@ def _cmd_change(args: argparse.Namespace) -> int:
         precision=args.precision,
         grid=_grid_request(args),
         adapt=AdaptConfig(steps=args.adapt_steps) if args.adapt_steps else None,
+        zones=args.zones,
+        zone_field=args.zone_field,
         **_input_options(args),
     )
     _done(args)

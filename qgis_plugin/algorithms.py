@@ -372,7 +372,7 @@ def _scheduler_args(value: str) -> list[str]:
 
 
 class ChangeDetectionAlgorithm(GeobertAlgorithm):
-    BEFORE, AFTER = "BEFORE", "AFTER"
+    BEFORE, AFTER, ZONES = "BEFORE", "AFTER", "ZONES"
 
     def name(self) -> str:
         return "change"
@@ -405,11 +405,20 @@ class ChangeDetectionAlgorithm(GeobertAlgorithm):
         self.add_input_parameters(self.AFTER, "Later date")
         self.add_model_parameter("Change model (default: shipped)")
         self.add_grid_parameters()
+        self.addParameter(
+            QgsProcessingParameterVectorLayer(
+                self.ZONES,
+                "Zones for a change report (districts, parcels, planning units; optional)",
+                [QgsProcessing.TypeVectorPolygon],
+                optional=True,
+            )
+        )
         self.add_area_scheduler_output_parameters("Minimum polygon area (m²)", 500.0)
         self.addOutput(QgsProcessingOutputRasterLayer("PROBABILITY", "Change probability"))
         self.addOutput(QgsProcessingOutputRasterLayer("CHANGE", "Change mask"))
         self.addOutput(QgsProcessingOutputVectorLayer("POLYGONS", "Change polygons"))
         self.addOutput(QgsProcessingOutputFile("SUMMARY", "Summary (JSON)"))
+        self.addOutput(QgsProcessingOutputFile("REPORT", "Change report per zone (HTML)"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         scene = self.scene_input
@@ -423,6 +432,12 @@ class ChangeDetectionAlgorithm(GeobertAlgorithm):
         out = self.output_folder(parameters, context)
         args = ["change", before, after, "-o", out, "--overwrite"]
         args += self.grid_arguments(parameters, context, crs)
+        zones = None
+        if parameters.get(self.ZONES) not in (None, ""):
+            zones = self.parameterAsCompatibleSourceLayerPath(
+                parameters, self.ZONES, context, ["gpkg", "shp", "geojson"], "gpkg", feedback
+            )
+            args += ["--zones", zones]  # PATH|layername=L: geobert reads that layer
         summary = Path(out) / "summary.json"
         self.run_geobert(args + self.run_arguments(parameters, context), feedback, summary)
         dates = f"{before_name} → {after_name}"
@@ -432,6 +447,9 @@ class ChangeDetectionAlgorithm(GeobertAlgorithm):
             "POLYGONS": str(Path(out) / "change.gpkg") + "|layername=change",
             "SUMMARY": str(Path(out) / "summary.json"),
         }
+        if zones is not None:
+            paths["REPORT"] = str(Path(out) / "report.html")
+            feedback.pushInfo(f"change report per zone: {paths['REPORT']}")
         self.add_layer(
             context,
             paths["PROBABILITY"],

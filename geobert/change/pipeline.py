@@ -82,6 +82,8 @@ OUTPUT_NAMES = (
     "summary.json",
     "quicklook.png",
 )
+ZONE_OUTPUTS = ("zones.csv", "report.html")
+"""Written with ``zones``: changed area per zone, and the one-page report."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,8 @@ def detect_change(
     nodata: float | None = None,
     cloud_mask: bool = True,
     adapt: AdaptConfig | None = None,
+    zones: str | os.PathLike[str] | None = None,
+    zone_field: str | None = None,
 ) -> dict[str, Any]:
     """Run change detection on two dates and write the outputs listed in the module docstring.
 
@@ -203,6 +207,10 @@ def detect_change(
             fill value has no nodata tag), in addition to the files' own.
         cloud_mask: Clouds and shadows of Sentinel-2 L2A products (their scene classification)
             become nodata in both dates, never change; False keeps them.
+        zones: Polygon layer (districts, parcels, planning units; any CRS): adds the changed
+            area per zone to the summary, ``zones.csv``, a ``zones`` layer in ``change.gpkg`` and
+            ``report.html`` (map, table, dates, model, warnings).
+        zone_field: The zones' name field (default: their first text field).
         adapt: Test-time adaptation (:mod:`geobert.change.adapt`): ``steps`` MIM steps on
             windows of this pair before inference (default: none).
 
@@ -249,9 +257,19 @@ def detect_change(
 
         state, adapt_report = adapt_pair(pair, model_path, card, indices, fit, adapt)
         adapted = AdaptedNorms.from_state(state)
+    if zones is not None:  # a bad zone layer is one line before any work
+        from tiles.zones import read_zones
+
+        read_zones(zones, pair.grid.crs, zone_field)
     sample = _quicklook_sample(pair)
+    names = OUTPUT_NAMES + (ZONE_OUTPUTS if zones is not None else ())
     with staged_outputs(
-        outdir, OUTPUT_NAMES, overwrite=overwrite, tag="change", inputs=input_paths(before, after)
+        outdir,
+        names,
+        overwrite=overwrite,
+        tag="change",
+        inputs=input_paths(before, after, *([zones] if zones is not None else [])),
+        stale=() if zones is not None else ZONE_OUTPUTS,
     ) as stage:
         with (
             RasterWriter(
@@ -359,6 +377,8 @@ def detect_change(
         }
         assert report.sample is not None
         _quicklook(report.sample, stage / "change.tif", stage / "quicklook.png", dates, clouds)
+        if zones is not None:
+            summary["zones"] = _zone_outputs(stage, zones, zone_field, summary, layer, pair)
         summary["seconds"]["total"] = round(time.perf_counter() - t0, 2)  # type: ignore[index]
         (stage / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     for note in notes:
@@ -429,6 +449,45 @@ def fit_pair_radiometry(
         )
     log.info("radiometric normalisation of the second date: %s", fit.as_dict())
     return fit
+
+
+def _zone_outputs(
+    stage: Path,
+    zones: str | os.PathLike[str],
+    field: str | None,
+    summary: dict[str, Any],
+    layer: Any,
+    pair: ScenePair,
+) -> list[dict[str, Any]]:
+    """``zones.csv``, the ``zones`` layer of ``change.gpkg`` and ``report.html``."""
+    import pyogrio.raw
+    import shapely
+
+    from geobert.report import map_svg, write_change_report
+    from tiles.zones import write_zones_csv, zone_statistics
+
+    stats, geoms = zone_statistics(stage / "change.tif", zones, field=field)
+    write_zones_csv(stats, stage / "zones.csv")
+    rows = [s.as_dict() for s in stats]
+    polys = shapely.multipolygons(
+        [shapely.get_parts(g) if g is not None else [] for g in geoms]
+    )  # GPKG MultiPolygon, as the change layer
+    pyogrio.raw.write(
+        str(stage / "change.gpkg"),
+        geometry=shapely.to_wkb(polys),
+        field_data=[np.asarray([r[k] for r in rows]) for k in rows[0]],
+        fields=list(rows[0]),
+        layer="zones",
+        driver="GPKG",
+        geometry_type="MultiPolygon",
+        crs=pair.grid.crs.to_wkt(),
+        append=True,
+    )
+    metres = pixel_size_m(pair.grid) / abs(pair.grid.transform.a)
+    svg = map_svg(pair.grid.bounds, metres, layer.geometry, geoms)
+    write_change_report(stage / "report.html", summary | {"zones": rows}, stats, svg,
+                        stage / "quicklook.png")  # fmt: skip
+    return rows
 
 
 def adapt_pair(

@@ -235,6 +235,19 @@ def test_change_detection_through_qgis_process(env: dict[str, Path], tmp_path: P
     assert f"change polygons, {summary['polygon_area_m2'] / 1e4:.2f} ha" in log, log[-2000:]
 
 
+def test_a_change_report_per_zone_from_qgis(env: dict[str, Path], tmp_path: Path) -> None:
+    """A zone layer (a GeoPackage layer in UTM) gives report.html and the zones table."""
+    from tests.geobert.test_zones import _zones
+
+    path, _ = _zones(tmp_path)
+    results, log = qgis_process_change(
+        env, tmp_path, env["before"], env["after"], f"ZONES={path}|layername=districts"
+    )
+    assert Path(results["REPORT"]).is_file() and "change report per zone" in log
+    rows = json.loads(Path(results["SUMMARY"]).read_text())["zones"]
+    assert [r["zone"] for r in rows] == ["West", "East"]
+
+
 def test_change_on_an_area_and_crs_chosen_in_qgis(env: dict[str, Path], tmp_path: Path) -> None:
     """An extent drawn in Web Mercator and a UTM output CRS, through qgis_process: the worker
     gets --crs and --bounds, the outputs are on a UTM grid covering that extent."""
