@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv (Python 3.11) and install geobert with its test tools. Safe to rerun.
-# GEOBERT_EXTRAS picks the optional dependency sets (default: dev,baselines — the test tools and
-# TorchGeo for the FC-Siam-diff baseline; use GEOBERT_EXTRAS=dev for a lighter install).
+# GEOBERT_EXTRAS picks the optional dependency sets (default: dev,baselines,clouds — the test tools,
+# TorchGeo for the FC-Siam-diff baseline, s2cloudless for the L1C cloud mask; GEOBERT_EXTRAS=dev,clouds
+# is lighter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
@@ -13,4 +14,4 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[${GEOBERT_EXTRAS:-dev,baselines}]"
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[${GEOBERT_EXTRAS:-dev,baselines,clouds}]"
