@@ -38,7 +38,7 @@ from geobert.weights import pretrained_encoder_path
 
 log = logging.getLogger("change_adapt_loco")
 
-STEPS = (0, 20, 50)  # the grid the protocol chooses from on inner validation
+STEPS = (0, 30)  # the grid the protocol chooses from on inner validation (amended 16:25)
 
 
 def city_windows(city: CityArrays, window_px: int) -> tuple[np.ndarray, np.ndarray]:
