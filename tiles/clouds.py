@@ -215,7 +215,11 @@ def detect_clouds(scene: Scene, detector: CloudDetector = CloudDetector()) -> Sc
     bands = replace(scene.select(S2CLOUDLESS_BANDS), resampling="average", masks=())
     data, valid = bands.on_grid(coarse).read(Window(0, 0, coarse.width, coarse.height))
     reflectance = data.astype(np.float32)
-    if np.issubdtype(np.dtype(scene.dtype), np.integer) or np.nanmedian(reflectance) > 2:
+    seen = reflectance[:, valid]
+    seen = seen[np.isfinite(seen)]
+    if not seen.size:  # nothing valid to look at: nothing to mask
+        return scene
+    if np.issubdtype(np.dtype(scene.dtype), np.integer) or float(np.median(seen)) > 2:
         reflectance /= 10000.0  # digital numbers (offsets already applied by the scene)
     probability = np.where(valid, cloud_probability(reflectance), 0.0)
     mask = cloud_mask(probability, detector) & valid
