@@ -122,7 +122,7 @@ def _disk(radius: int) -> np.ndarray:
     return np.asarray(x * x + y * y <= radius * radius)
 
 
-def _disk_sum(a: np.ndarray, disk: np.ndarray, pad_mode: str) -> list[np.ndarray]:
+def _disk_shifts(a: np.ndarray, disk: np.ndarray, pad_mode: str) -> list[np.ndarray]:
     """The arrays ``a`` shifted by every offset of ``disk`` (padded by ``pad_mode``)."""
     r = disk.shape[0] // 2
     padded = np.pad(a, r, mode=pad_mode)  # type: ignore[call-overload]
@@ -143,10 +143,10 @@ def cloud_mask(probability: np.ndarray, detector: CloudDetector = CloudDetector(
     p = probability.astype(np.float32)
     if detector.average_px > 0:
         disk = _disk(detector.average_px)
-        p = np.sum(_disk_sum(p, disk, "symmetric"), axis=0) / disk.sum()  # cv2 BORDER_REFLECT
+        p = np.sum(_disk_shifts(p, disk, "symmetric"), axis=0) / disk.sum()  # cv2 BORDER_REFLECT
     mask = p > detector.threshold
     if detector.dilate_px > 0:
-        mask = np.any(_disk_sum(mask, _disk(detector.dilate_px), "constant"), axis=0)
+        mask = np.any(_disk_shifts(mask, _disk(detector.dilate_px), "constant"), axis=0)
     return np.asarray(mask)
 
 

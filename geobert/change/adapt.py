@@ -250,14 +250,16 @@ def adapt_to_pair(
         pick_a = torch.randint(n // 2, n, (half,), generator=gen)
         return windows[torch.cat([pick_b, pick_a])], masks(config.batch, rng)
 
+    def train(opt: torch.optim.Optimizer, steps: int) -> None:
+        for _ in range(steps):
+            x, m = batch()
+            loss, _ = mim(x, m)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
     head = [mim.mask_token, *mim.decoder.parameters()]
-    opt = torch.optim.AdamW(head, lr=config.head_lr, weight_decay=0.0)
-    for _ in range(config.decoder_steps):
-        x, m = batch()
-        loss, _ = mim(x, m)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    train(torch.optim.AdamW(head, lr=config.head_lr, weight_decay=0.0), config.decoder_steps)
     before_loss = score()
 
     for p in norms.values():
@@ -269,12 +271,7 @@ def adapt_to_pair(
         ],
         weight_decay=0.0,
     )
-    for _ in range(config.steps):
-        x, m = batch()
-        loss, _ = mim(x, m)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    train(opt, config.steps)
     after_loss = score() if config.steps else before_loss
 
     state = {k: v.detach().numpy().copy() for k, v in norms.items()}

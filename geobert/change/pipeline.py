@@ -123,11 +123,7 @@ class ChangeTiles:
         fit = self.radiometric
 
         def fn(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
-            after = card.normalize(x[:, n:], self.indices)
-            if fit is not None:
-                after = fit.apply(after, band_axis=1)
-            b = torch.from_numpy(fill_invalid(card.normalize(x[:, :n], self.indices), valid))
-            a = torch.from_numpy(fill_invalid(after, valid))
+            b, a = (torch.from_numpy(d) for d in model_inputs(card, self.indices, fit, n, x, valid))
             with inference_autocast(self.precision):
                 p = model.predict(b, a)
             return p.float().numpy()
@@ -490,6 +486,22 @@ def _zone_outputs(
     return rows
 
 
+def model_inputs(
+    card: ModelCard,
+    indices: tuple[int | None, ...],
+    fit: RadiometricFit | None,
+    n: int,
+    x: np.ndarray,
+    valid: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """What the change network sees of stacked tiles ``x`` ``(B, 2n, H, W)``: both dates
+    normalised, the second onto the first (``fit``), invalid pixels filled."""
+    after = card.normalize(x[:, n:], indices)
+    if fit is not None:
+        after = fit.apply(after, band_axis=1)
+    return fill_invalid(card.normalize(x[:, :n], indices), valid), fill_invalid(after, valid)
+
+
 def adapt_pair(
     pair: ScenePair,
     model_path: Path,
@@ -515,13 +527,8 @@ def adapt_pair(
 
     def read(window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         data, valid = pair.read(window)
-        x = data[None].astype(np.float32)
-        b = card.normalize(x[:, :n], indices)
-        a = card.normalize(x[:, n:], indices)
-        if fit is not None:
-            a = fit.apply(a, band_axis=1)
-        v = valid[None]
-        return fill_invalid(b, v)[0], fill_invalid(a, v)[0], valid
+        b, a = model_inputs(card, indices, fit, n, data[None].astype(np.float32), valid[None])
+        return b[0], a[0], valid
 
     wb, wa = adaptation_windows(read, pair.grid.shape, config.window_px)
     state, report = adapt_to_pair(model.encoder, wb, wa, config)
