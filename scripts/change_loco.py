@@ -36,6 +36,7 @@ from geobert.change.train import (
     predict_city,
     train_change,
 )
+from geobert.models.bandsets import keep_masks
 from geobert.models.card import ModelCard
 from geobert.models.changenet import ChangeModel
 from geobert.models.checkpoint import load_checkpoint, read_card, save_checkpoint
@@ -60,11 +61,14 @@ NETWORKS = {  # name: (arch, init, steps)
     "geobert (MIM)": ("changenet", "mim", 700),
     "geobert (scratch)": ("changenet", "scratch", 700),
     "FC-Siam-diff": ("fcsiamdiff", "scratch", 460),
+    "geobert (MIM, band dropout)": ("changenet", "mim", 700),
 }
+BAND_DROPOUT = {"geobert (MIM, band dropout)": 0.5}  # results/change_oscd/bands/PROTOCOL.md
 SLUG = {
     "geobert (MIM)": "mim",
     "geobert (scratch)": "scratch",
     "FC-Siam-diff": "fcsiamdiff",
+    "geobert (MIM, band dropout)": "mim_banddrop",
     "CVA + Otsu": "cva",
     "CVA + Otsu (normalised)": "cva_norm",
 }
@@ -106,6 +110,14 @@ def no_change_shares(
             shares.append(float(flag(pair)[city.valid].mean()))
         out[kind] = max(shares)
     return out
+
+
+def _only(city: CityArrays, keep: np.ndarray, normalise: bool) -> CityArrays:
+    """The city as a scene with only ``keep``'s bands gives it: the others at their mean (0),
+    the second date then normalised onto the first as ``geobert change`` would."""
+    m = keep[:, None, None]
+    pair = CityArrays(city.name, city.before * m, city.after * m, city.label, city.valid)
+    return pair.normalized() if normalise else pair
 
 
 def run_fold(
@@ -152,6 +164,7 @@ def run_fold(
             arch=cast(Any, arch),
             steps=steps,
             seed=seed,
+            band_dropout=BAND_DROPOUT.get(method, 0.0),
             train_bf16=native_bf16(),
             select_at=(0.5, 0.75, 1.0),
             train_cities=tuple(train_names),
@@ -179,6 +192,16 @@ def run_fold(
                 bool(mcard.training.get("radiometric_normalization")),
                 lambda p: predict_city(cm, p) > t,
             )
+        if mcard.band_sets:  # the same model and threshold on each band set it was trained for
+            normalise = bool(mcard.training.get("radiometric_normalization"))
+            keep = keep_masks(mcard.bands, mcard.band_sets)
+            result["per_band_set"] = {
+                name: {
+                    c: city_scores(predict_city(cm, _only(raw[c], m, normalise)) > t, cities[c])
+                    for c in test
+                }
+                for name, m in zip(mcard.band_sets, keep, strict=True)
+            }
         result.update(
             per_city=per_city,
             no_change=noch,
@@ -260,12 +283,40 @@ def report(out: Path) -> str:
                 f"| {r['fold']} | {r['method']} | {r['threshold']:.2f} | {r['chosen_step']} "
                 f"| {sel} |"
             )
+    lines += _band_set_lines(runs)
     text = "\n".join(lines) + "\n"
     complete = all(
         sum(r["method"] == m for r in runs) == len(folds()) for m in SLUG
     )  # every method, every fold: the protocol's table; else a partial one beside it
     (out / ("loco_table.md" if complete else "loco_table_partial.md")).write_text(text)
     return text
+
+
+def _band_set_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """Band-dropout models on each band set they were trained for: F1 per city, mean, pooled."""
+    per: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for r in runs:
+        if "per_band_set" in r:
+            per.setdefault((r["method"], "all 13"), {}).update(r["per_city"])
+        for name, cities in r.get("per_band_set", {}).items():
+            per.setdefault((r["method"], name), {}).update(cities)
+    if not per:
+        return []
+    lines = ["", "## Fewer bands (the others at their training mean), same models, thresholds", ""]
+    lines.append("| method | bands | " + " | ".join(CITIES) + " | mean | pooled | cities |")
+    lines.append("|---|---|" + "---|" * (len(CITIES) + 3))
+    for (m, name), cities in per.items():
+        f1 = {c: cities[c]["f1"] for c in CITIES if c in cities}
+        pooled = ChangeScores(
+            *(sum(int(cities[c][k]) for c in f1) for k in ("tp", "fp", "fn", "tn"))
+        )
+        cells = [f"{f1[c]:.3f}" if c in f1 else "–" for c in CITIES]
+        lines.append(
+            f"| {m} | {name} | "
+            + " | ".join(cells)
+            + f" | **{np.mean(list(f1.values())):.3f}** | {pooled.f1:.3f} | {len(f1)}/10 |"
+        )
+    return lines
 
 
 def train_final(cities: dict[str, CityArrays], out: Path, ckpt_dir: Path, seed: int) -> Path:

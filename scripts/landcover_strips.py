@@ -20,6 +20,7 @@ BASE = LandCoverTrainConfig(steps=800, validate_every=200, train_bf16=native_bf1
 RECIPES = {
     "geobert (MIM)": BASE,
     "geobert (MIM, pixel path)": LandCoverTrainConfig(**{**BASE.__dict__, "pixel_dim": 32}),
+    "geobert (MIM, band dropout)": LandCoverTrainConfig(**{**BASE.__dict__, "band_dropout": 0.5}),
     "geobert (scratch)": LandCoverTrainConfig(**{**BASE.__dict__, "init": "scratch"}),
     "geobert (scratch, pixel path)": LandCoverTrainConfig(
         **{**BASE.__dict__, "init": "scratch", "pixel_dim": 32}

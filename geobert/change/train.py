@@ -39,6 +39,7 @@ from geobert.change.radiometry import (
     sample_pair,
 )
 from geobert.errors import GeobertError
+from geobert.models.bandsets import dropout_band_sets, keep_masks
 from geobert.models.card import ModelCard
 from geobert.models.changenet import ChangeModel, ChangeNet
 from geobert.models.fcsiamdiff import FCSiamDiffNet
@@ -132,6 +133,10 @@ class ChangeTrainConfig:
     radiometric_norm: bool = True
     #: share of windows whose one date gets per-band gains and a sloping haze
     radiometric_aug: float = 0.5
+    #: share of windows that see only one of the band sets of
+    #: :data:`~geobert.models.bandsets.DROPOUT_SETS` (drawn uniformly; both dates; the other
+    #: bands at their mean), so the model also runs on L2A products and 4-band stacks
+    band_dropout: float = 0.0
     #: bfloat16 autocast in the training steps (about 1.7× faster where the CPU has bf16 units;
     #: weights and optimiser stay float32)
     train_bf16: bool = False
@@ -152,6 +157,8 @@ class ChangeTrainConfig:
             raise GeobertError(f"EMA decay {self.ema_decay} must be at least 0 and below 1")
         if not 0 <= self.radiometric_aug <= 1:
             raise GeobertError(f"radiometric_aug {self.radiometric_aug} must lie in [0, 1]")
+        if not 0 <= self.band_dropout <= 1:
+            raise GeobertError(f"band_dropout {self.band_dropout} must lie in [0, 1]")
         if not self.select_at or any(not 0 < f <= 1 for f in self.select_at):
             raise GeobertError(f"select_at {self.select_at} must hold fractions in (0, 1]")
 
@@ -210,7 +217,10 @@ def _windows(
     cfg: ChangeTrainConfig,
     rng: np.random.Generator,
     jitter: RadiometricJitter | None = None,
+    keep: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A batch of window pairs, labels and validity; ``keep`` ``(S, C)``: the band sets of
+    ``cfg.band_dropout`` (:func:`~geobert.models.bandsets.keep_masks`)."""
     n = cfg.window_px
     usable = [c for c in cities if min(c.label.shape) >= n]
     areas = np.array([c.label.size for c in usable], dtype=float)
@@ -239,6 +249,9 @@ def _windows(
                 b = jitter(np.ascontiguousarray(b), rng)
             else:
                 a = jitter(np.ascontiguousarray(a), rng)
+        if keep is not None and cfg.band_dropout > 0 and rng.random() < cfg.band_dropout:
+            m = keep[rng.integers(len(keep))][:, None, None]
+            b, a = b * m, a * m
         xb.append(b)
         xa.append(a)
         ys.append(y)
@@ -326,6 +339,8 @@ def train_change(
         encoder_lr_scale=cfg.encoder_lr_scale,
     )
     jitter = RadiometricJitter.from_card(enc_card) if cfg.radiometric_aug > 0 else None
+    band_sets = dropout_band_sets(enc_card.bands) if cfg.band_dropout > 0 else {}
+    keep = keep_masks(enc_card.bands, band_sets) if band_sets else None
     ema = WeightEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     checkpoints = cfg.select_steps()
     best: tuple[float, int, float, ChangeScores, dict[str, torch.Tensor]] | None = None
@@ -334,7 +349,7 @@ def train_change(
     model.train()
     for step in range(cfg.steps):
         set_lr(opt, cfg.lr_at(step))
-        xb, xa, y, v = _windows(train, cfg, rng, jitter)
+        xb, xa, y, v = _windows(train, cfg, rng, jitter, keep)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.train_bf16):
             logits = model(torch.from_numpy(xb), torch.from_numpy(xa))
         loss = _loss(logits.float(), torch.from_numpy(y), torch.from_numpy(v), pos_weight)
@@ -391,6 +406,7 @@ def train_change(
             "train_change_share": pos / max(tot, 1),
             "pos_weight": pos_weight,
             "train_seconds": train_s,
+            **({"band_sets": {k: list(v) for k, v in band_sets.items()}} if band_sets else {}),
             **cfg.extra,
         },
         geobert_version=geobert.__version__,

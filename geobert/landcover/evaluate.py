@@ -33,6 +33,7 @@ from geobert.landcover.train import (
     predict_image,
     prepare_landcover,
 )
+from geobert.models.bandsets import keep_masks
 from geobert.models.checkpoint import load_checkpoint
 from geobert.models.landcovernet import LandCoverNet
 
@@ -232,6 +233,14 @@ def crossvalidate_landcover(
                 model, mcard = train_landcover(data, encoder, cfg)
                 scores = holdout_scores(predict_image(model, data.image), data)
                 fold["methods"][name] = scores.as_dict()
+                if mcard.band_sets:  # the same model on the bands of each set it was trained for
+                    keep = keep_masks(mcard.bands, mcard.band_sets)
+                    fold.setdefault("band_sets", {})[name] = {
+                        s: holdout_scores(
+                            predict_image(model, data.image * m[:, None, None]), data
+                        ).as_dict()
+                        for s, m in zip(mcard.band_sets, keep, strict=True)
+                    }
                 fold["chosen_on_validation_strip"][name] = {
                     "best_step": mcard.training["validation"]["best_step"],
                     "validation_macro_f1": mcard.training["validation"]["scores"]["macro_f1"],
@@ -278,6 +287,37 @@ def crossval_report(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
         "Macro-F1 on each held strip (west → east), every method trained on the other strips "
         "(minus a gap each side) with its step chosen on the neighbouring strip.",
     ]
+    lines += _band_set_lines(folds, summary)
     (out / "crossval.md").write_text("\n".join(lines) + "\n")
     (out / "crossval.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _band_set_lines(folds: list[dict[str, Any]], summary: dict[str, Any]) -> list[str]:
+    """The band-dropout recipes on each band set they were trained for (macro-F1 per strip);
+    adds ``band_sets`` (per method and set: per-strip scores, mean) to ``summary``."""
+    sets: dict[str, dict[str, list[float]]] = {}
+    for f in folds:
+        for m, per_set in f.get("band_sets", {}).items():
+            for s, sc in per_set.items():
+                sets.setdefault(m, {}).setdefault(s, [np.nan] * len(folds))
+                sets[m][s][folds.index(f)] = float(sc["macro_f1"])
+    if not sets:
+        return []
+    lines = [
+        "",
+        "Band-dropout recipes on fewer bands (the other bands at their training mean): "
+        "macro-F1 per held strip.",
+        "",
+        "| method | bands | " + " | ".join(f"strip {f['fold']}" for f in folds) + " | mean |",
+        "|---|---|" + "---|" * (len(folds) + 1),
+    ]
+    for m, per in sets.items():
+        summary.setdefault("band_sets", {})[m] = {}
+        for s, v in per.items():
+            a = np.asarray(v)
+            lines.append(
+                f"| {m} | {s} | " + " | ".join(f"{x:.3f}" for x in a) + f" | {np.nanmean(a):.3f} |"
+            )
+            summary["band_sets"][m][s] = {"macro_f1": a.tolist(), "mean": float(np.nanmean(a))}
+    return lines

@@ -40,6 +40,7 @@ from geobert.landcover.domain import fit_domain
 from geobert.landcover.labels import UNLABELLED, class_colors, rasterize_labels
 from geobert.landcover.metrics import ClassScores, confusion
 from geobert.landcover.split import neighbour_strip, split_masks, strip_masks
+from geobert.models.bandsets import dropout_band_sets, keep_masks
 from geobert.models.card import ModelCard
 from geobert.models.landcovernet import LandCoverNet
 from geobert.training.ema import WeightEma
@@ -84,6 +85,10 @@ class LandCoverTrainConfig:
     gap_px: int = 128
     #: width of the per-pixel spectral path beside the encoder (0: none)
     pixel_dim: int = 0
+    #: share of windows that see only one of the band sets of
+    #: :data:`~geobert.models.bandsets.DROPOUT_SETS` (drawn uniformly; the other bands at their
+    #: mean), so the model also runs on L2A products and 4-band stacks
+    band_dropout: float = 0.0
     #: bfloat16 autocast in the training steps (weights stay float32)
     train_bf16: bool = False
     #: Share of the training blocks used to pick the best step (0: train on all, keep the last).
@@ -105,6 +110,8 @@ class LandCoverTrainConfig:
                 f"validation fraction {self.validation_fraction} must be at least 0 and below 1 "
                 "(e.g. 0.2: a fifth of the training blocks)"
             )
+        if not 0 <= self.band_dropout <= 1:
+            raise GeobertError(f"band dropout {self.band_dropout} must lie in [0, 1]")
         if self.validate_every < 1:
             raise GeobertError(f"validate every {self.validate_every} steps: must be at least 1")
         if self.split == "strips" and not 0 <= self.strip < self.strips:
@@ -245,7 +252,10 @@ def _windows(
     pools: list[np.ndarray],
     cfg: LandCoverTrainConfig,
     rng: np.random.Generator,
+    keep: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
+    """A batch of windows and their class codes; ``keep`` ``(S, C)``: the band sets of
+    ``cfg.band_dropout`` (:func:`~geobert.models.bandsets.keep_masks`)."""
     n = cfg.window_px
     _, h, w = data.image.shape
     xs, ys = [], []
@@ -264,6 +274,8 @@ def _windows(
         x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k)
         if rng.random() < 0.5:
             x, y = x[..., ::-1], y[..., ::-1]
+        if keep is not None and cfg.band_dropout > 0 and rng.random() < cfg.band_dropout:
+            x = x * keep[rng.integers(len(keep))][:, None, None]
         xs.append(x)
         ys.append(y)
     return np.ascontiguousarray(np.stack(xs)), np.ascontiguousarray(np.stack(ys))
@@ -342,6 +354,8 @@ def train_landcover(
         encoder_lr_scale=cfg.encoder_lr_scale,
     )
     wt = torch.tensor(weight, dtype=torch.float32)
+    band_sets = dropout_band_sets(enc_card.bands) if cfg.band_dropout > 0 else {}
+    keep = keep_masks(enc_card.bands, band_sets) if band_sets else None
     ema = WeightEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     curve: list[tuple[int, float]] = []
     best: tuple[float, int, dict[str, torch.Tensor], ClassScores] | None = None
@@ -349,7 +363,7 @@ def train_landcover(
     model.train()
     for step in range(cfg.steps):
         set_lr(opt, cfg.lr_at(step))
-        x, y = _windows(data, train, pools, cfg, rng)
+        x, y = _windows(data, train, pools, cfg, rng, keep)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.train_bf16):
             logits = model(torch.from_numpy(x))
         loss = F.cross_entropy(
@@ -422,6 +436,7 @@ def train_landcover(
             "domain": domain.as_dict(),
             **({"validation": validation} if validation is not None else {}),
             "train_seconds": train_s,
+            **({"band_sets": {k: list(v) for k, v in band_sets.items()}} if band_sets else {}),
         },
         geobert_version=geobert.__version__,
     )

@@ -3,7 +3,8 @@
 A checkpoint describes itself (timm's ``pretrained_cfg``, TorchGeo's weight ``meta``): architecture,
 band names in input order, per-band normalisation, ground sampling distance, tile size, what it was
 trained on, classes, and the geobert version. Loading matches a scene's bands against the card by
-name: another order is re-mapped; a missing band is an error unless a fill policy is named.
+name: another order is re-mapped; a missing band is an error unless the model was trained to run
+without it (its band sets, :mod:`geobert.models.bandsets`) or a fill policy is named.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from geobert.errors import BandMismatchError, GeobertError
+from geobert.models.bandsets import choose_band_set
 
 if TYPE_CHECKING:
     from tiles.engine import EngineConfig
@@ -117,15 +119,25 @@ class ModelCard:
     ) -> list[int | None]:
         """Index into ``available`` for each of the card's bands, in the card's order.
 
-        ``None`` marks a band that is missing and will be filled with its training mean (only
-        with ``fill="mean"``).
+        ``None`` marks a band that will be filled with its training mean: a missing band with
+        ``fill="mean"``; or, when bands are missing and the scene has one of the model's
+        :attr:`band_sets`, every band outside the largest such set (the input the model was
+        trained with for that set, whatever else the scene has).
 
         Raises:
-            BandMismatchError: a band is missing and ``fill`` is ``"error"``.
+            BandMismatchError: a band is missing, the scene has none of the model's band sets
+                and ``fill`` is ``"error"``.
         """
         pos = {name: i for i, name in enumerate(available)}
         missing = [b for b in self.bands if b not in pos]
         if missing and fill == "error":
+            chosen = choose_band_set(self.band_sets, available)
+            if chosen is not None:
+                keep = set(self.band_sets[chosen])
+                return [pos[b] if b in keep else None for b in self.bands]
+            also = "".join(
+                f"; it also runs on {name} ({','.join(s)})" for name, s in self.band_sets.items()
+            )
             unnamed = all(str(b).startswith("band") for b in available)
             hint = (
                 "the scene's bands have no names (band1, band2, …: a stack without band "
@@ -137,9 +149,20 @@ class ModelCard:
             )
             raise BandMismatchError(
                 f"the model needs band(s) {missing} that the scene lacks (scene has "
-                f"{list(available)}, model expects {list(self.bands)}); {hint}"
+                f"{list(available)}, model expects {list(self.bands)}{also}); {hint}"
             )
         return [pos.get(b) for b in self.bands]
+
+    @property
+    def band_sets(self) -> dict[str, tuple[str, ...]]:
+        """Subsets of :attr:`bands` the model was trained to run on (band dropout), by name;
+        empty for a model trained on all its bands only.
+
+        >>> card = ModelCard("a", {}, "change", ("B02", "B10"), 1e-4, (0, 0), (1, 1), 10.0, 256)
+        >>> card.band_sets, _replace(card, training={"band_sets": {"l2a": ["B02"]}}).band_sets
+        ({}, {'l2a': ('B02',)})
+        """
+        return {k: tuple(v) for k, v in (self.training.get("band_sets") or {}).items()}
 
     @property
     def bf16_validated(self) -> bool:
@@ -230,10 +253,20 @@ def fill_invalid(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def missing_band_note(card: ModelCard, indices: Sequence[int | None]) -> list[str]:
-    """A warning naming the model bands filled with their training mean (``--fill-missing``)."""
+    """A warning naming the model bands filled with their training mean: the band set the model
+    was trained for (and what it cost on its protocol), or ``--fill-missing``'s guess."""
     missing = [b for b, i in zip(card.bands, indices, strict=True) if i is None]
     if not missing:
         return []
+    used = {b for b, i in zip(card.bands, indices, strict=True) if i is not None}
+    for name, bands in card.band_sets.items():
+        if set(bands) == used:
+            measured = (card.training.get("band_set_scores") or {}).get(name)
+            return [
+                f"the model ran on its {name} bands ({', '.join(bands)}), a set it was trained "
+                f"to run on without the others ({', '.join(missing)})"
+                + (f"; measured on its protocol: {measured}" if measured else "")
+            ]
     return [
         f"band(s) {', '.join(missing)} are missing from the input and were filled with their "
         "training mean: the model sees less than it was trained on, so the map is less reliable"
