@@ -1,0 +1,152 @@
+"""Band dropout: models trained to run on L2A's 12 bands and the four 10 m bands (issue 17)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from geobert.change.pipeline import detect_change
+from geobert.change.train import ChangeTrainConfig, CityArrays, _windows
+from geobert.errors import BandMismatchError
+from geobert.landcover.train import LandCoverData, LandCoverTrainConfig
+from geobert.landcover.train import _windows as landcover_windows
+from geobert.models.bandsets import dropout_band_sets, keep_masks
+from geobert.models.card import ModelCard, missing_band_note
+from geobert.models.checkpoint import load_checkpoint, save_checkpoint
+from geobert.weights import pretrained_encoder_path
+from tiles.scene import BAND_PRESETS
+
+L1C = BAND_PRESETS["s2-l1c"]
+SETS = dropout_band_sets(L1C)
+
+
+def _card(**training: object) -> ModelCard:
+    n = len(L1C)
+    return ModelCard("a", {}, "change", L1C, 1e-4, (0.0,) * n, (1.0,) * n, 10.0, 256,
+                     training=dict(training))  # fmt: skip
+
+
+def test_the_sets_are_l2a_and_the_10m_bands_in_model_order() -> None:
+    l2a = tuple(b for b in L1C if b != "B10")
+    assert dropout_band_sets(L1C) == {"s2-l2a": l2a, "s2-10m": ("B02", "B03", "B04", "B08")}
+
+
+def test_a_model_trained_on_sets_runs_on_the_largest_set_the_scene_has() -> None:
+    card = _card(band_sets={k: list(v) for k, v in SETS.items()})
+    l2a = list(reversed(BAND_PRESETS["s2-l2a"]))  # another order is re-mapped
+    idx = card.band_indices(l2a)
+    assert [card.bands[k] for k, i in enumerate(idx) if i is None] == ["B10"]
+    assert all(l2a[i] == b for b, i in zip(card.bands, idx, strict=True) if i is not None)
+    # 10 m + 20 m bands: more than the 4-band set, less than L2A's; runs on exactly its 4 bands
+    ten_twenty = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
+    idx = card.band_indices(ten_twenty)
+    assert [b for b, i in zip(card.bands, idx, strict=True) if i is not None] == list(
+        SETS["s2-10m"]
+    )
+    assert card.band_indices(list(L1C)) == list(range(13))  # all bands: all used
+    with pytest.raises(BandMismatchError, match=r"also runs on s2-10m \(B02,B03,B04,B08\)"):
+        card.band_indices(["B02", "B03", "B04"])
+
+
+def test_a_model_without_sets_still_refuses_missing_bands() -> None:
+    with pytest.raises(BandMismatchError, match="--fill-missing mean"):
+        _card().band_indices(BAND_PRESETS["s2-l2a"])
+
+
+def test_the_note_names_the_set_and_what_it_cost() -> None:
+    card = _card(
+        band_sets={k: list(v) for k, v in SETS.items()},
+        band_set_scores={"s2-10m": "mean change F1 0.20 against 0.30 on all 13 bands"},
+    )
+    (note,) = missing_band_note(card, card.band_indices(["B08", "B04", "B03", "B02"]))
+    assert "its s2-10m bands (B02, B03, B04, B08)" in note
+    assert "B01" in note and "0.20 against 0.30" in note
+    (note,) = missing_band_note(card, card.band_indices(BAND_PRESETS["s2-l2a"]))
+    assert "its s2-l2a bands" in note and "without the others (B10)" in note
+
+
+def _city(rng: np.random.Generator) -> CityArrays:
+    before = rng.normal(size=(13, 64, 64)).astype(np.float32)
+    after = rng.normal(size=(13, 64, 64)).astype(np.float32)
+    label = np.zeros((64, 64), bool)
+    label[20:30, 20:30] = True
+    return CityArrays("x", before, after, label, np.ones((64, 64), bool))
+
+
+def test_change_windows_drop_the_same_bands_of_both_dates() -> None:
+    city = _city(np.random.default_rng(0))
+    keep = keep_masks(L1C, SETS)
+    cfg = ChangeTrainConfig(window_px=32, batch_size=64, band_dropout=0.5)
+    xb, xa, _, _ = _windows([city], cfg, np.random.default_rng(1), None, keep)
+    zero_b = np.all(xb == 0, axis=(2, 3))
+    np.testing.assert_array_equal(zero_b, np.all(xa == 0, axis=(2, 3)))
+    kinds = {tuple(row) for row in zero_b}
+    assert kinds == {(False,) * 13, tuple(keep[0] == 0), tuple(keep[1] == 0)}
+    assert 16 <= int(zero_b.any(axis=1).sum()) <= 48  # about half the windows
+    # no dropout: the recipe's windows are those of a model trained before band dropout
+    plain = ChangeTrainConfig(window_px=32, batch_size=64)
+    a = _windows([city], plain, np.random.default_rng(1))
+    b = _windows([city], plain, np.random.default_rng(1), None, keep)
+    for u, v in zip(a, b, strict=True):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_landcover_windows_drop_bands_and_keep_labels() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(13, 64, 64)).astype(np.float32)
+    codes = np.zeros((64, 64), np.uint8)
+    codes[:, 32:] = 1
+    train = np.ones((64, 64), bool)
+    data = LandCoverData(image, codes, train, ~train, ("a", "b"), {})
+    pools = [np.flatnonzero(codes.ravel() == i) for i in range(2)]
+    keep = keep_masks(L1C, SETS)
+    cfg = LandCoverTrainConfig(window_px=32, batch_size=64, band_dropout=1.0)
+    x, y = landcover_windows(data, train, pools, cfg, np.random.default_rng(2), keep)
+    zero = np.all(x == 0, axis=(2, 3))
+    assert {tuple(r) for r in zero} == {tuple(keep[0] == 0), tuple(keep[1] == 0)}
+    assert set(np.unique(y)) <= {0, 1}
+
+
+def _l2a_pair(tmp_path: Path, bands: tuple[str, ...]) -> tuple[str, str]:
+    from tests.conftest import read_example_pair
+
+    pair, before, after = read_example_pair()
+    names = list(pair.before.band_names)
+    keep = [names.index(b) for b in bands]
+    prof = {"driver": "GTiff", "width": before.shape[2], "height": before.shape[1],
+            "count": len(keep), "dtype": "uint16", "crs": pair.grid.crs,
+            "transform": pair.grid.transform}  # fmt: skip
+    out = []
+    for stem, arr in (("b", before), ("a", after)):
+        path = tmp_path / f"{stem}_{len(bands)}.tif"
+        with rasterio.open(path, "w", **prof) as ds:
+            ds.write(arr[keep])
+            ds.descriptions = bands
+        out.append(str(path))
+    return out[0], out[1]
+
+
+def test_change_runs_on_an_l2a_stack_as_it_would_with_the_band_filled(tmp_path: Path) -> None:
+    """A model whose card has band sets runs on a 12-band stack with no option, and its map is
+    the one the explicit ``--fill-missing mean`` gives (the same input: B10 at its mean)."""
+    model, card = load_checkpoint(pretrained_encoder_path("changenet_s_oscd"))
+    card = replace(card, training={**card.training,
+                                   "band_sets": {k: list(v) for k, v in SETS.items()}})  # fmt: skip
+    ckpt = tmp_path / "banddrop.safetensors"
+    save_checkpoint(model, card, ckpt)
+    before, after = _l2a_pair(tmp_path, BAND_PRESETS["s2-l2a"])
+    auto = detect_change(before, after, tmp_path / "auto", model=ckpt, cloud_mask=False)
+    assert any("its s2-l2a bands" in w for w in auto["warnings"])
+    detect_change(before, after, tmp_path / "fill", model=ckpt, cloud_mask=False,
+                           fill_missing="mean")  # fmt: skip
+    with (
+        rasterio.open(tmp_path / "auto" / "change_probability.tif") as a,
+        rasterio.open(tmp_path / "fill" / "change_probability.tif") as f,
+    ):
+        np.testing.assert_array_equal(a.read(), f.read())
+    with pytest.raises(BandMismatchError):  # the model it came from refuses the same stack
+        detect_change(before, after, tmp_path / "refused", cloud_mask=False)
