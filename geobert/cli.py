@@ -361,13 +361,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "info",
-        help="describe a scene: bands, grid, CRS",
-        description="Print the bands, grid, CRS, date and product geobert sees in a scene.",
+        help="describe a scene (bands, grid, CRS) or a model (task, bands, training)",
+        description="Print the bands, grid, CRS, date and product geobert sees in a scene; or, "
+        "for a model file (.safetensors) or a shipped model's name (change, landcover, encoder), "
+        "its task, bands and the band sets it also runs on, pixel size, classes, threshold and "
+        "what it was trained and validated on.",
     )
     p.add_argument(
         "scene",
         help="raster file, folder of single-band files (e.g. OSCD imgs_1/), Sentinel-2 "
-        ".SAFE/.zip, or STAC item .json",
+        ".SAFE/.zip, STAC item .json; or a model: a .safetensors file, change, landcover, encoder",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
@@ -782,10 +785,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SHIPPED_MODELS = {
+    "change": "changenet_s_oscd",
+    "landcover": "landcover_s_bb",
+    "encoder": "geobert_s_mim",
+}
+"""Names ``geobert info`` accepts for the shipped models (files in :mod:`geobert.weights`)."""
+
+
+def _print_info(info: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    width = max(map(len, info))
+    for key, value in info.items():
+        if key != "files":
+            print(f"{key:>{width}}: {value}")
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from tiles import open_scene
     from tiles.target import pixel_size_m
 
+    if args.scene in SHIPPED_MODELS or str(args.scene).endswith(".safetensors"):
+        from geobert.models.checkpoint import read_card
+        from geobert.weights import pretrained_encoder_path
+
+        path = SHIPPED_MODELS.get(args.scene)
+        card = read_card(pretrained_encoder_path(path) if path else args.scene)
+        _print_info({"model": path or args.scene, **card.describe()}, args.json)
+        return 0
     scene = open_scene(args.scene)
     g = scene.grid
     info = {
@@ -808,12 +837,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     product = read_product(args.scene)
     if product is not None:
         info["product"] = product.describe()
-    if args.json:
-        print(json.dumps(info, indent=2))
-    else:
-        for key, value in info.items():
-            if key != "files":
-                print(f"{key:>10}: {value}")
+    _print_info(info, args.json)
     return 0
 
 

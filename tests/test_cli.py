@@ -38,6 +38,28 @@ def test_info_json(oscd_before: Path) -> None:
     assert 9.5 < info["pixel_m"] < 10.5  # degrees in the file, ~10 m on the ground
 
 
+def test_info_describes_models_shipped_or_from_a_file() -> None:
+    """What a user checks before running a model: bands, pixel size, classes, threshold, what it
+    was trained on; a shipped model by name or any model file."""
+    from geobert.models.checkpoint import read_card
+    from geobert.weights import pretrained_encoder_path
+
+    proc = run("info", "landcover", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    card = read_card(pretrained_encoder_path("landcover_s_bb"))
+    assert info["classes"].split(", ") == list(card.classes)
+    assert info["bands"].split(",") == list(card.bands) and info["pixel_m"] == card.gsd_m
+    assert info["trained on"] == "landuse_west.gpkg (class field fclass) on landcover_brandenburg"
+    proc = run("info", pretrained_encoder_path("changenet_s_oscd"))
+    assert proc.returncode == 0, proc.stderr
+    threshold = read_card(pretrained_encoder_path("changenet_s_oscd")).training["threshold"]
+    assert re.search(rf"threshold: {threshold}\n", proc.stdout), proc.stdout
+    assert "task: change" in proc.stdout and "OSCD cities abudhabi" in proc.stdout
+    missing = run("info", "nowhere.safetensors")
+    assert missing.returncode == 2 and "nowhere.safetensors does not exist" in missing.stderr
+
+
 def test_ndvi_change_between_two_dates(tmp_path: Path, oscd_before: Path, oscd_after: Path) -> None:
     out = tmp_path / "dndvi.tif"
     proc = run(

@@ -164,6 +164,48 @@ class ModelCard:
         """
         return {k: tuple(v) for k, v in (self.training.get("band_sets") or {}).items()}
 
+    def describe(self) -> dict[str, Any]:
+        """What a user needs to know before running the model, in plain values (``geobert info
+        MODEL``, the QGIS model field): task, bands and the band sets it also runs on, pixel
+        size, tile, classes, threshold, training data and protocol, precision.
+
+        >>> card = ModelCard("a", {}, "change", ("B02", "B10"), 1e-4, (0, 0), (1, 1), 10.0, 256)
+        >>> card.describe()["bands"], card.describe()["pixel_m"]
+        ('B02,B10', 10.0)
+        """
+        t = self.training
+        out: dict[str, Any] = {
+            "task": self.task,
+            "architecture": self.arch,
+            "bands": ",".join(self.bands),
+            "pixel_m": self.gsd_m,
+            "tile_px": self.tile_size_px,
+        }
+        for name, bands in self.band_sets.items():
+            measured = (t.get("band_set_scores") or {}).get(name)
+            out[f"also runs on {name}"] = ",".join(bands) + (f" ({measured})" if measured else "")
+        if self.classes and self.task != "change":
+            out["classes"] = ", ".join(self.classes)
+        if "threshold" in t:
+            out["threshold"] = t["threshold"]
+        source = t.get("source") or {}
+        cities = (t.get("config") or {}).get("train_cities")
+        if cities:
+            out["trained on"] = f"OSCD cities {', '.join(cities)}"
+        elif source:
+            out["trained on"] = (
+                f"{source.get('labels', '?')} (class field {source.get('class_field', '?')}) "
+                f"on {source.get('image', '?')}"
+            )
+        elif t.get("scenes"):
+            out["trained on"] = f"{len(t['scenes'])} scenes"
+        for key in ("protocol", "recipe"):
+            if t.get(key):
+                out[key] = t[key]
+        out["bf16 validated"] = self.bf16_validated
+        out["geobert version"] = self.geobert_version
+        return out
+
     @property
     def bf16_validated(self) -> bool:
         """True when the card records that bfloat16 inference scored within
