@@ -425,6 +425,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the zones' name field (default: their first text field)",
     )
     p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        metavar="P",
+        help="change probability above which a pixel is change, between 0 and 1 (default: the "
+        "model's own, chosen on its protocol's validation cities — `geobert info change` shows "
+        "it); lower flags more change, higher less",
+    )
+    p.add_argument(
         "--adapt-steps",
         type=_non_negative_int,
         default=0,
@@ -1027,6 +1036,7 @@ def _cmd_change(args: argparse.Namespace) -> int:
         adapt=AdaptConfig(steps=args.adapt_steps) if args.adapt_steps else None,
         zones=args.zones,
         zone_field=args.zone_field,
+        threshold=args.threshold,
         **_input_options(args),
     )
     _done(args)

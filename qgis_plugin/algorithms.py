@@ -18,6 +18,7 @@ from qgis.core import (
     QgsProcessingOutputVectorLayer,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterCrs,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterField,
@@ -319,6 +320,57 @@ class GeobertAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, "Output folder")
         )
 
+    PRECISION, WORKERS, THRESHOLD = "PRECISION", "WORKERS", "THRESHOLD"
+    PRECISION_CHOICES: ClassVar[list[tuple[str, str]]] = [
+        ("auto", "auto: bfloat16 where the CPU has bf16 units and the model was validated in it"),
+        ("fp32", "fp32 (float32 everywhere)"),
+        ("bf16", "bf16 (bfloat16; slow on CPUs without bf16 units)"),
+    ]
+
+    def add_run_parameters(self, threshold: bool = False) -> None:
+        """Advanced: the change threshold, inference precision and local worker threads (the
+        CLI's --threshold, --precision, --workers). Inference runs on this machine's CPU (or
+        on the Dask cluster named above)."""
+        params = []
+        if threshold:
+            params.append(
+                QgsProcessingParameterNumber(
+                    self.THRESHOLD,
+                    "Change threshold (probability 0–1; empty: the model's own — lower flags "
+                    "more change, higher less)",
+                    QgsProcessingParameterNumber.Double, None, optional=True, minValue=0.01,
+                    maxValue=0.99,
+                )
+            )  # fmt: skip
+        params.append(
+            QgsProcessingParameterEnum(
+                self.PRECISION, "Inference precision (on the CPU)",
+                options=[label for _, label in self.PRECISION_CHOICES], defaultValue=0,
+            )
+        )  # fmt: skip
+        params.append(
+            QgsProcessingParameterNumber(
+                self.WORKERS, "Worker threads on this machine (empty: all CPUs)",
+                QgsProcessingParameterNumber.Integer, None, optional=True, minValue=1,
+            )
+        )  # fmt: skip
+        for param in params:
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(param)
+
+    def run_parameter_arguments(self, parameters, context) -> list[str]:
+        """The CLI options of :meth:`add_run_parameters`' parameters that are set."""
+        args = []
+        if parameters.get(self.THRESHOLD) not in (None, ""):
+            threshold = self.parameterAsDouble(parameters, self.THRESHOLD, context)
+            args += ["--threshold", str(threshold)]
+        if self.PRECISION in parameters:
+            choice = self.parameterAsEnum(parameters, self.PRECISION, context)
+            args += ["--precision", self.PRECISION_CHOICES[choice][0]]
+        if parameters.get(self.WORKERS) not in (None, ""):
+            args += ["--workers", str(self.parameterAsInt(parameters, self.WORKERS, context))]
+        return args
+
     def output_folder(self, parameters, context) -> str:
         """The output folder's path; the worker creates it, and only when the run succeeds (a
         failed or cancelled run leaves no empty folder; a file or an unwritable place is its
@@ -334,6 +386,7 @@ class GeobertAlgorithm(QgsProcessingAlgorithm):
         preset = self.BAND_CHOICES[self.parameterAsEnum(parameters, self.BANDS, context)][0]
         if preset:
             args += ["--bands", preset]
+        args += self.run_parameter_arguments(parameters, context)
         return args + _scheduler_args(self.parameterAsString(parameters, self.SCHEDULER, context))
 
     def add_layer(
@@ -414,6 +467,7 @@ class ChangeDetectionAlgorithm(GeobertAlgorithm):
             )
         )
         self.add_area_scheduler_output_parameters("Minimum polygon area (m²)", 500.0)
+        self.add_run_parameters(threshold=True)
         self.addOutput(QgsProcessingOutputRasterLayer("PROBABILITY", "Change probability"))
         self.addOutput(QgsProcessingOutputRasterLayer("CHANGE", "Change mask"))
         self.addOutput(QgsProcessingOutputVectorLayer("POLYGONS", "Change polygons"))
@@ -507,6 +561,7 @@ class LandCoverAlgorithm(GeobertAlgorithm):
         )  # fmt: skip
         self.add_grid_parameters()
         self.add_area_scheduler_output_parameters("Minimum mapping unit (m²)", 5000.0)
+        self.add_run_parameters()
         self.addOutput(QgsProcessingOutputRasterLayer("LANDCOVER", "Land cover"))
         self.addOutput(QgsProcessingOutputRasterLayer("CONFIDENCE", "Confidence"))
         self.addOutput(QgsProcessingOutputVectorLayer("POLYGONS", "Land-cover polygons"))

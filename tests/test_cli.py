@@ -173,6 +173,20 @@ def test_change_command_runs_on_the_example_pair(tmp_path: Path) -> None:
     again = run("change", example / "imgs_1", example / "imgs_2", "-o", out, "-q")
     assert again.returncode == 2 and "pass --overwrite" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
+    # --threshold: the mask is the probability above the user's threshold, not the model's
+    proc = run("change", example / "imgs_1", example / "imgs_2", "-o", out, "-q", "--overwrite",
+               "--threshold", "0.3")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["threshold"] == 0.3 and summary["model_threshold"] > 0.3
+    with rasterio.open(out / "change_probability.tif") as p, rasterio.open(out / "change.tif") as c:
+        prob, mask = p.read(1), c.read(1)
+    valid = mask != 255
+    np.testing.assert_array_equal(mask[valid] == 1, prob[valid] > 0.3)
+    assert (prob[valid] > 0.3).sum() > (prob[valid] > summary["model_threshold"]).sum()
+    bad = run("change", example / "imgs_1", example / "imgs_2", "-o", tmp_path / "t", "-q",
+              "--threshold", "1.5")  # fmt: skip
+    assert bad.returncode == 2 and "threshold 1.5 must lie between 0 and 1" in bad.stderr
 
 
 def test_classify_command_runs_on_the_example_scene(tmp_path: Path) -> None:

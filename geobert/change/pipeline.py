@@ -174,6 +174,7 @@ def detect_change(
     adapt: AdaptConfig | None = None,
     zones: str | os.PathLike[str] | None = None,
     zone_field: str | None = None,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """Run change detection on two dates and write the outputs listed in the module docstring.
 
@@ -209,6 +210,8 @@ def detect_change(
         zone_field: The zones' name field (default: their first text field).
         adapt: Test-time adaptation (:mod:`geobert.change.adapt`): ``steps`` MIM steps on
             windows of this pair before inference (default: none).
+        threshold: Change probability above which a pixel is change (default: the model's own,
+            chosen on its protocol's validation cities); lower flags more, higher less.
 
     Returns:
         The summary also written to ``summary.json``.
@@ -217,6 +220,10 @@ def detect_change(
     from geobert.weights import pretrained_encoder_path
 
     t0 = time.perf_counter()
+    if threshold is not None and not 0 < threshold < 1:
+        raise GeobertError(
+            f"threshold {threshold:g} must lie between 0 and 1 (a change probability; e.g. 0.5)"
+        )
     model_path = Path(model) if model is not None else pretrained_encoder_path("changenet_s_oscd")
     card = read_card(model_path)
     if card.task != "change":
@@ -227,7 +234,9 @@ def detect_change(
     )
     indices = tuple(card.band_indices(pair.before.band_names, fill=fill_missing))
     config = card.engine_config(config)
-    threshold = float(card.training["threshold"])
+    model_threshold = float(card.training["threshold"])
+    if threshold is None:
+        threshold = model_threshold
     precision = resolve_precision(precision, validated_bf16=card.bf16_validated)
     notes: list[str] = missing_band_note(card, indices) + precision_note(precision) + cloud_notes
     dates = _dates(before, after, notes)
@@ -345,6 +354,7 @@ def detect_change(
             },
             "model": str(model_path),
             "threshold": threshold,
+            "model_threshold": model_threshold,
             "radiometric_normalization": None if fit is None else fit.as_dict(),
             "cloud_masked_share": clouds or None,
             "precision": precision,

@@ -235,6 +235,21 @@ def test_change_detection_through_qgis_process(env: dict[str, Path], tmp_path: P
     assert f"change polygons, {summary['polygon_area_m2'] / 1e4:.2f} ha" in log, log[-2000:]
 
 
+def test_threshold_precision_and_workers_from_qgis(env: dict[str, Path], tmp_path: Path) -> None:
+    """The dialog's advanced options reach the run: the user's threshold makes the mask, fp32 is
+    used, one worker thread."""
+    results, log = qgis_process_change(
+        env, tmp_path, env["before"], env["after"], "THRESHOLD=0.3", "PRECISION=1", "WORKERS=1"
+    )
+    summary = json.loads(Path(results["SUMMARY"]).read_text())
+    assert summary["threshold"] == 0.3 and summary["precision"] == "fp32"
+    assert "--workers 1" in log and "--precision fp32" in log
+    with rasterio.open(results["PROBABILITY"]) as p, rasterio.open(results["CHANGE"]) as c:
+        prob, mask = p.read(1), c.read(1)
+    valid = mask != 255
+    np.testing.assert_array_equal(mask[valid] == 1, prob[valid] > 0.3)
+
+
 def test_a_change_report_per_zone_from_qgis(env: dict[str, Path], tmp_path: Path) -> None:
     """A zone layer (a GeoPackage layer in UTM) gives report.html and the zones table."""
     from tests.geobert.test_zones import _zones
