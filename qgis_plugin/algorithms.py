@@ -194,12 +194,21 @@ class GeobertAlgorithm(QgsProcessingAlgorithm):
 
     @staticmethod
     def report_warnings(summary_path: Path, feedback: QgsProcessingFeedback) -> None:
-        """Show the run's reasons not to trust the result (``summary.json``'s ``warnings``) as
-        warnings in the Processing log."""
+        """Show the model the run used (what it was trained on, its bands, pixel size and
+        threshold) and the run's reasons not to trust the result (``summary.json``'s
+        ``warnings``, as warnings) in the Processing log."""
         try:
-            notes = json.loads(summary_path.read_text(encoding="utf-8")).get("warnings", [])
+            summary = json.loads(summary_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return
+        card = summary.get("model_card") or {}
+        if card:
+            shown = ("task", "bands", "pixel_m", "classes", "threshold", "trained on")
+            feedback.pushInfo(
+                f"model {Path(summary.get('model', '')).name}: "
+                + "; ".join(f"{k} {card[k]}" for k in shown if k in card)
+            )
+        notes = summary.get("warnings", [])
         push = getattr(feedback, "pushWarning", None)  # QGIS ≥ 3.20
         for note in notes:
             if push is not None:

@@ -353,6 +353,7 @@ def detect_change(
                 "after": dates[1].as_dict() if dates[1] else None,
             },
             "model": str(model_path),
+            "model_card": card.describe(),
             "threshold": threshold,
             "model_threshold": model_threshold,
             "radiometric_normalization": None if fit is None else fit.as_dict(),

@@ -237,6 +237,7 @@ def classify(
         summary = {
             "scene": str(scene_path),
             "model": str(model_path),
+            "model_card": card.describe(),
             "mode": mode,
             "precision": precision,
             "classes": list(card.classes),

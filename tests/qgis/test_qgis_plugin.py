@@ -244,6 +244,9 @@ def test_threshold_precision_and_workers_from_qgis(env: dict[str, Path], tmp_pat
     summary = json.loads(Path(results["SUMMARY"]).read_text())
     assert summary["threshold"] == 0.3 and summary["precision"] == "fp32"
     assert "--workers 1" in log and "--precision fp32" in log
+    # the model that ran, what it was trained on, in the log
+    assert "model changenet_s_oscd.safetensors: task change; bands B01," in log, log[-3000:]
+    assert "trained on OSCD cities" in log
     with rasterio.open(results["PROBABILITY"]) as p, rasterio.open(results["CHANGE"]) as c:
         prob, mask = p.read(1), c.read(1)
     valid = mask != 255
