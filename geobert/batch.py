@@ -65,8 +65,18 @@ class BatchItem:
 
 
 def _decode(raw: bytes) -> str:
-    """Text as spreadsheets save it: UTF-8 (with or without a byte-order mark), else Windows'
-    cp1252 (Excel's "CSV" on Western-European Windows)."""
+    """Text as spreadsheets save it: UTF-16 with its byte-order mark (Excel's "Unicode Text"),
+    UTF-8 (with or without a byte-order mark), else Windows' cp1252 (Excel's "CSV" on
+    Western-European Windows).
+
+    >>> _decode("id;command".encode("utf-16")), _decode("zürich".encode("cp1252"))
+    ('id;command', 'zürich')
+    """
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError:
+            pass
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -101,8 +111,12 @@ def read_manifest(path: str | os.PathLike[str]) -> list[BatchItem]:
             raise GeobertError(f"{p} must hold a JSON list of objects, one per item")
     else:
         lines = text.splitlines()
-        rows = list(csv.DictReader(lines, delimiter=_delimiter(lines[0] if lines else "")))
-        if rows and "id" not in {str(k).strip() for k in rows[0]}:
+        reader = csv.DictReader(lines, delimiter=_delimiter(lines[0] if lines else ""))
+        # column names as typed (Id, ID, " command "); rows of empty cells (';;;' lines that
+        # spreadsheets write below the data) are not items
+        reader.fieldnames = [str(k).strip().lower() for k in reader.fieldnames or []]
+        rows = [r for r in reader if any(str(v or "").strip() for v in r.values())]
+        if rows and "id" not in rows[0]:
             raise GeobertError(
                 f"{p} has no 'id' column (its header is {lines[0]!r}); the first row must name "
                 "the columns: id, command, before, after or scene, …"
@@ -111,7 +125,9 @@ def read_manifest(path: str | os.PathLike[str]) -> list[BatchItem]:
         raise GeobertError(f"manifest {p} lists no items")
     items, seen = [], set()
     for n, row in enumerate(rows, start=1):
-        row = {str(k).strip(): ("" if v is None else str(v).strip()) for k, v in row.items()}
+        row = {
+            str(k).strip().lower(): ("" if v is None else str(v).strip()) for k, v in row.items()
+        }
         where = f"{p}, item {n}"
         item_id, command = row.get("id", ""), row.get("command", "")
         if not _ID.match(item_id) or item_id.startswith("."):

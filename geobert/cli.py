@@ -1378,8 +1378,9 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.debug:
             raise
         if _out_of_memory(exc):
+            what = str(exc).splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
             print(
-                f"geobert: error: out of memory ({str(exc).splitlines()[0][:120]}); use fewer "
+                f"geobert: error: out of memory ({what}); use fewer "
                 "--workers, a smaller --tile-size or --batch-size 1, or a machine with more "
                 "memory (a CUDA build of torch alone maps ~3 GB: on a CPU-only machine install "
                 "the CPU build)",

@@ -144,6 +144,13 @@ def test_manifests_as_spreadsheets_save_them(tmp_path: Path) -> None:
     tabs = tmp_path / "tabs.csv"
     tabs.write_text("id\tcommand\tscene\nb\tclassify\ts.tif\n")
     assert read_manifest(tabs)[0].id == "b"
+    # Excel: column names as typed, empty ';;' rows below the data, "Unicode Text" (UTF-16)
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes("Id;Command;Scene\nc;classify;s.tif\n;;\n;;\n".encode("cp1252"))
+    assert [i.id for i in read_manifest(excel)] == ["c"]
+    utf16 = tmp_path / "utf16.txt"
+    utf16.write_bytes("id\tcommand\tscene\nmünchen\tclassify\ts.tif\n".encode("utf-16"))
+    assert read_manifest(utf16)[0].id == "münchen"
     for bad_id in ("..", ".", ".hidden"):
         m = tmp_path / "dots.csv"
         m.write_text(f"id,command,scene\n{bad_id},classify,s.tif\n")

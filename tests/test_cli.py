@@ -380,6 +380,7 @@ def test_unnamed_band_stacks_are_named_with_bands(tmp_path: Path) -> None:
     refused = subprocess.run([*run, *unnamed, "-o", str(tmp_path / "x"), "-q"],
                              capture_output=True, text=True)  # fmt: skip
     assert refused.returncode == 2 and "--bands" in refused.stderr, refused.stderr
+    assert "rio edit-info FILE --bidx 1 --description B02" in refused.stderr
     ok = subprocess.run([*run, *unnamed, "-o", str(tmp_path / "u"), "--bands", ",".join(names),
                          "-q"], capture_output=True, text=True)  # fmt: skip
     assert ok.returncode == 0, ok.stderr
@@ -429,11 +430,25 @@ def test_out_of_memory_is_one_line_with_what_to_do(monkeypatch: pytest.MonkeyPat
     lines = err.getvalue().strip().splitlines()
     assert rc == 2 and len(lines) == 1, lines
     assert lines[0].startswith("geobert: error: out of memory") and "--workers" in lines[0]
+
+    def bare(args: object) -> int:
+        raise MemoryError  # what Python raises with no message
+
+    monkeypatch.setitem(cli.COMMANDS, "info", bare)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = cli.main(["info", "x"])
+    lines = err.getvalue().strip().splitlines()
+    assert rc == 2 and lines == [lines[0]] and "out of memory (MemoryError)" in lines[0], lines
     low = subprocess.run(
         ["bash", "-c", f"ulimit -v 3000000; {sys.executable} -m geobert.cli info {S2}"],
         capture_output=True, text=True,
     )  # fmt: skip
-    assert "address-space limit (ulimit -v) is 2.9 GiB" in low.stderr or low.returncode != 0
+    if low.returncode == 0:  # it fits: the warning says why a bigger run may not
+        assert "address-space limit (ulimit -v) is 2.9 GiB" in low.stderr, low.stderr
+    else:  # it does not: one line saying so and what to do
+        assert low.returncode == 2 and len(low.stderr.strip().splitlines()) == 1, low.stderr
+        assert "out of memory" in low.stderr or "address-space" in low.stderr
 
 
 def test_train_landcover_defaults_are_the_recipes() -> None:

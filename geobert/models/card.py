@@ -142,7 +142,8 @@ class ModelCard:
             hint = (
                 "the scene's bands have no names (band1, band2, …: a stack without band "
                 "descriptions): name them in file order with --bands (e.g. --bands s2-l1c, or "
-                "--bands B02,B03,B04,B08), or set the band descriptions (gdal_edit.py -mo)"
+                "--bands B02,B03,B04,B08), or set the band descriptions (rio edit-info FILE "
+                "--bidx 1 --description B02, and so on for each band)"
                 if unnamed
                 else "provide them, or fill them with their training mean (--fill-missing mean; "
                 "the map is then less reliable)"
