@@ -8,16 +8,12 @@ on first use only, so ``import geobert`` stays light for IO-only work.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-from typing import Any
-
-try:
-    __version__ = version("geobert")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0+unknown"
+from typing import TYPE_CHECKING, Any
 
 from geobert.errors import GeobertError
-from geobert.indices import normalized_difference
+
+if TYPE_CHECKING:
+    from geobert.indices import normalized_difference
 
 __all__ = [
     "GeobertError",
@@ -33,11 +29,26 @@ _LAZY = {
     "create_model": "geobert.models.registry",
     "list_models": "geobert.models.registry",
     "load_checkpoint": "geobert.models.checkpoint",
+    "normalized_difference": "geobert.indices",
     "pretrained_encoder_path": "geobert.weights",
 }
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("geobert")
+    except PackageNotFoundError:  # pragma: no cover - a source tree without install
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    # __version__ and the model entry points load on first use: importing importlib.metadata,
+    # torch or rasterio here would delay every command line before its own error handling
+    if name == "__version__":
+        globals()["__version__"] = value = _version()
+        return value
     if name in _LAZY:
         import importlib
 

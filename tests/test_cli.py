@@ -462,3 +462,26 @@ def test_train_landcover_defaults_are_the_recipes() -> None:
     assert opts["steps"] == cfg.steps == 800  # the shipped model's recipe
     qgis = (Path(__file__).resolve().parents[1] / "qgis_plugin" / "algorithms.py").read_text()
     assert f'"Training steps", QgsProcessingParameterNumber.Integer, {cfg.steps},' in qgis
+
+
+def test_ctrl_c_while_starting_up_is_one_line(tmp_path: Path) -> None:
+    """Ctrl-C while geobert imports (rasterio, dask, torch: about the first second) or reads its
+    inputs: one line, status 130 (or killed by SIGINT, which the shell shows as 130 too), no
+    traceback, nothing written. The package imports in ~50 ms, so the window before geobert's
+    own handling is the interpreter's start-up."""
+    import signal
+    import time
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "abudhabi"
+    for delay in (0.3, 0.8, 1.5):
+        out = tmp_path / f"out{delay}"
+        proc = subprocess.Popen([*GEOBERT, "change", str(example / "imgs_1"),
+                                 str(example / "imgs_2"), "-o", str(out), "-q"],
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        lines = err.strip().splitlines()
+        assert proc.returncode in (130, -signal.SIGINT), (delay, proc.returncode, err)
+        assert lines == ["geobert: interrupted; no output was written"], (delay, err)
+        assert not out.exists() or not any(out.iterdir())
