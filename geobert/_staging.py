@@ -74,6 +74,7 @@ def staged_outputs(
     lock = None
     try:
         lock = _lock(out, stage)
+        _recover_stale(out, stage)
         yield stage
         _publish(stage, out, names, stale)
         ok = True
@@ -96,22 +97,48 @@ def _lock(out: Path, stage: Path) -> Any:
         import fcntl
     except ImportError:  # Windows: no advisory locks; a second run is not detected there
         return None
-    f = open(out / _LOCK_NAME, "a+")  # noqa: SIM115 - held for the whole run
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    path = out / _LOCK_NAME
+    for _ in range(5):
+        f = open(path, "a+")  # noqa: SIM115 - held for the whole run
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise OutputExistsError(
+                f"another geobert run is writing into {out}; wait for it to finish or write "
+                "elsewhere (-o)"
+            ) from None
+        try:  # a run that just finished may have removed the file we locked: lock the new one
+            if os.fstat(f.fileno()).st_ino == os.stat(path).st_ino:
+                return f
+        except FileNotFoundError:
+            pass
         f.close()
-        raise OutputExistsError(
-            f"another geobert run is writing into {out}; wait for it to finish or write "
-            "elsewhere (-o)"
-        ) from None
-    return f
+    raise OutputExistsError(
+        f"other geobert runs keep starting and finishing in {out}; write elsewhere (-o)"
+    )
 
 
 def _unlock(f: Any, out: Path) -> None:
     with contextlib.suppress(OSError):
         (out / _LOCK_NAME).unlink()
     f.close()
+
+
+def _recover_stale(out: Path, stage: Path) -> None:
+    """Staging folders of runs that died without unwinding (SIGKILL, out of memory, power):
+    with the lock held no other run is alive in ``out``, so their partial files go, and outputs
+    one of them had moved aside mid-publish come back where nothing replaced them."""
+    for old in out.glob(".geobert-*"):
+        if old == stage or not old.is_dir():
+            continue
+        previous = old / ".previous"
+        if previous.is_dir():
+            for item in previous.iterdir():
+                if not (out / item.name).exists():
+                    with contextlib.suppress(OSError):
+                        os.replace(item, out / item.name)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _publish(stage: Path, out: Path, names: Sequence[str], stale: Sequence[str] = ()) -> None:

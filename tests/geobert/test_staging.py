@@ -74,3 +74,41 @@ def test_two_runs_into_one_folder_at_once(tmp_path: Path) -> None:
     with staged_outputs(out, NAMES, overwrite=True, tag="t") as stage:  # free again
         _write_all(stage, "x")
     assert sorted(p.name for p in out.iterdir()) == sorted(NAMES)  # no lock file left
+
+
+def test_two_processes_and_a_killed_run(tmp_path: Path) -> None:
+    """Real processes: while one run holds the folder a second is refused; a run killed with
+    SIGKILL in the middle of publishing (its old outputs moved aside, new ones not yet in)
+    leaves a staging folder that the next run clears, putting the old outputs back first."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    with staged_outputs(out, NAMES, overwrite=False, tag="t") as stage:
+        _write_all(stage, "old")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from geobert._staging import staged_outputs\n"
+         f"with staged_outputs({str(out)!r}, ['x'], overwrite=True, tag='h') as s:\n"
+         "    print('in', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "in"
+    with (
+        pytest.raises(OutputExistsError, match="another geobert run is writing"),
+        staged_outputs(out, NAMES, overwrite=True, tag="t"),
+    ):
+        raise AssertionError("no work may start")
+    holder.send_signal(signal.SIGKILL)  # dies holding the lock: the kernel releases it
+    holder.wait()
+    stale = [p for p in out.glob(".geobert-h-*")]
+    assert len(stale) == 1  # what a killed run leaves
+    # as if killed mid-publish: the old summary.json was moved aside, the new not yet in
+    (stale[0] / ".previous").mkdir()
+    os.replace(out / "summary.json", stale[0] / ".previous" / "summary.json")
+    time.sleep(0.1)
+    with staged_outputs(out, ("other.txt",), overwrite=True, tag="t") as stage:
+        (stage / "other.txt").write_text("y")
+    assert sorted(p.name for p in out.iterdir()) == sorted([*NAMES, "other.txt"])
+    assert (out / "summary.json").read_text() == "old"
