@@ -224,7 +224,7 @@ CASES: dict[str, tuple[Case, str]] = {
         "is geocentric"),
     "change: vertical CRS": (
         lambda d, o: ["change", d / "before.tif", d / "after.tif", "-o", o, "--crs", "EPSG:5773"],
-        "is vertical"),
+        "is a vertical (height) CRS"),
     "change: output path too long": (
         lambda d, o: ["change", d / "before.tif", d / "after.tif", "-o", o / ("x" * 300)],
         "longer than the file system allows"),

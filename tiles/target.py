@@ -97,8 +97,10 @@ class GridRequest:
 def parse_crs(text: str) -> CRS:
     """A CRS from what a user types: ``EPSG:32633``, ``32633``, a WKT or PROJ string.
 
-    >>> parse_crs("32633").to_epsg()
-    32633
+    A compound CRS (horizontal + height, e.g. EPSG:7415) gives its horizontal part.
+
+    >>> parse_crs("32633").to_epsg(), parse_crs("EPSG:7415").to_epsg()
+    (32633, 28992)
     """
     try:
         crs = CRS.from_epsg(int(text)) if text.strip().isdigit() else CRS.from_user_input(text)
@@ -106,11 +108,19 @@ def parse_crs(text: str) -> CRS:
         raise InvalidGridError(
             f"unknown CRS {text!r}; give an EPSG code such as EPSG:32633, or a WKT or PROJ string"
         ) from exc
-    import pyproj
-
     kind = pyproj.CRS.from_wkt(crs.to_wkt())
+    if kind.is_compound:  # e.g. EPSG:7415, RD New + NAP height: the map is its horizontal part
+        horizontal = [c for c in kind.sub_crs_list if c.is_projected or c.is_geographic]
+        if horizontal:
+            return CRS.from_wkt(horizontal[0].to_wkt())
     if kind.is_geocentric or kind.is_vertical or not (kind.is_projected or kind.is_geographic):
-        what = "geocentric" if kind.is_geocentric else "vertical" if kind.is_vertical else "3D"
+        what = (
+            "geocentric (x, y, z from the Earth's centre)"
+            if kind.is_geocentric
+            else "a vertical (height) CRS"
+            if kind.is_vertical
+            else f"a {kind.type_name}, not a map CRS"
+        )
         raise InvalidGridError(
             f"CRS {text!r} is {what} ({kind.name}): a map needs a projected or geographic 2D "
             "CRS, e.g. EPSG:32633 (UTM) or EPSG:4326"

@@ -97,6 +97,14 @@ def test_parse_crs() -> None:
     assert parse_crs("+proj=utm +zone=33 +datum=WGS84 +units=m +no_defs").to_epsg() == 32633
     with pytest.raises(InvalidGridError, match="unknown CRS 'EPSG:99999'"):
         parse_crs("EPSG:99999")
+    # a compound CRS (Amersfoort / RD New + NAP height): the map is its horizontal part
+    assert parse_crs("EPSG:7415") == CRS.from_epsg(28992)
+    with pytest.raises(InvalidGridError, match="is a vertical"):
+        parse_crs("EPSG:5773")
+    engineering = 'ENGCRS["site",EDATUM["s"],CS[Cartesian,2],AXIS["x",east],AXIS["y",north],'
+    engineering += 'LENGTHUNIT["metre",1]]'
+    with pytest.raises(InvalidGridError, match="not a map CRS"):
+        parse_crs(engineering)
 
 
 def test_place_on_grid_crops_or_keeps_and_refuses_a_grid_off_the_inputs() -> None:
