@@ -97,6 +97,8 @@ def _delimiter(header: str) -> str:
 def read_manifest(path: str | os.PathLike[str]) -> list[BatchItem]:
     """Parse and check a CSV or JSON manifest; relative input paths are taken from its folder."""
     p = Path(path)
+    if p.exists() and not p.is_file():  # a folder, or a pipe whose read would block
+        raise GeobertError(f"manifest {p} is not a regular file; pass a .csv or .json file")
     try:
         text = _decode(p.read_bytes())
     except OSError as exc:

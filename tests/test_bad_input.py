@@ -201,6 +201,14 @@ CASES: dict[str, tuple[Case, str]] = {
                                "is not valid JSON"),
     "classify: a FIFO as input": (
         lambda d, o: ["classify", d / "pipe.tif", "-o", o], "not a regular file or folder"),
+    "change: a FIFO as the model": (
+        lambda d, o: ["change", d / "before.tif", d / "after.tif", "-o", o, "-m", d / "pipe.tif"],
+        "is not a regular file"),
+    "change: a FIFO as the zones": (
+        lambda d, o: ["change", d / "before.tif", d / "after.tif", "-o", o, "--zones",
+                      d / "pipe.tif"], "is not a regular file"),
+    "batch: a FIFO as the manifest": (
+        lambda d, o: ["batch", d / "pipe.tif", "-o", o], "is not a regular file"),
     "change: georeferenced by GCPs": (
         lambda d, o: ["change", d / "gcps.tif", d / "after.tif", "-o", o], "gdalwarp -r bilinear"),
     "change: a model missing tensors": (

@@ -62,6 +62,9 @@ def read_zones(
     import pyproj
 
     source, _, layer = os.fspath(path).partition("|layername=")  # QGIS's way to name a layer
+    local = Path(source)
+    if local.exists() and not (local.is_file() or local.is_dir()):  # a pipe: reading blocks
+        raise GeobertError(f"zones {source} is not a regular file; give a polygon layer file")
     try:
         meta, _, wkb, values = pyogrio.raw.read(source, layer=layer or None)
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as exc:

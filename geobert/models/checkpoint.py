@@ -41,6 +41,8 @@ def read_card(path: str | os.PathLike[str]) -> ModelCard:
 
     path = Path(path)
     if not path.is_file():
+        if path.exists():  # a folder, a pipe or a device: reading it could block
+            raise GeobertError(f"model file {path} is not a regular file; pass a .safetensors file")
         raise GeobertError(f"model file {path} does not exist")
     try:
         with safe_open(str(path), framework="pt") as f:
