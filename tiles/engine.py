@@ -590,6 +590,13 @@ def _cluster_lost_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _lost(address: str, exc: BaseException, when: str) -> GeobertError:
+    return GeobertError(
+        f"the Dask cluster at {address} went away {when} ({type(exc).__name__}: the scheduler "
+        "or all workers stopped); nothing was written; check the cluster and rerun"
+    )
+
+
 def _connect(client_type: Any, address: str, timeout_s: float) -> Any:
     """A client of the scheduler at ``address``, within ``timeout_s``.
 
@@ -659,8 +666,12 @@ def _run_distributed(
     assert address is not None
     client = _connect(Client, address, config.connect_timeout_s)
     _CLUSTER_LOST = _cluster_lost_errors()  # noqa: N806 - a constant of this run
+    unreachable: tuple[type[BaseException], ...] = (*_CLUSTER_LOST, OSError, TimeoutError)
     try:
-        nthreads = client.nthreads()  # worker address -> threads
+        try:
+            nthreads = client.nthreads()  # worker address -> threads
+        except unreachable as exc:
+            raise _lost(address, exc, "before the run started") from exc
         threads: int = sum(nthreads.values())
         if threads == 0:
             raise GeobertError(
@@ -672,8 +683,18 @@ def _run_distributed(
         per_worker = math.ceil(in_flight * config.batch_size / len(slots))
         need = _cache_need(reader, config, block_rows, per_worker)
         token = uuid.uuid4().hex[:8]
-        [reader_f] = client.scatter([reader], broadcast=True, hash=False)
-        [factory_f] = client.scatter([factory], broadcast=True, hash=False)
+        # a broadcast that cannot complete (a worker that cannot unpickle what it is sent, one
+        # that went away) would otherwise wait forever: bounded, and said in one line
+        try:
+            scatter_s = max(60.0, 4 * config.connect_timeout_s)
+            [reader_f] = client.scatter([reader], broadcast=True, hash=False, timeout=scatter_s)
+            [factory_f] = client.scatter([factory], broadcast=True, hash=False, timeout=scatter_s)
+        except unreachable as exc:
+            raise GeobertError(
+                f"could not send the scene reader and the model to every worker of {address} "
+                f"within {scatter_s:.0f} s ({type(exc).__name__}); check the workers' logs "
+                "(a worker that cannot load geobert, or that stopped) and rerun"
+            ) from exc
         queues = [collections.deque(q) for q in spread_over_workers(groups, len(slots))]
         ac = as_completed(loop=client.loop)
         slot_of: dict[object, int] = {}
@@ -709,11 +730,7 @@ def _run_distributed(
             try:
                 results = fut.result()
             except _CLUSTER_LOST as exc:
-                raise GeobertError(
-                    f"the Dask cluster at {address} went away during the run "
-                    f"({type(exc).__name__}: the scheduler or all workers stopped); nothing was "
-                    "written; check the cluster and rerun"
-                ) from exc
+                raise _lost(address, exc, "during the run") from exc
             finally:
                 fut.release()
             consume(results)
