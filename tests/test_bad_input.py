@@ -221,6 +221,10 @@ CASES: dict[str, tuple[Case, str]] = {
     "ndvi: output is its input": (
         lambda d, o: ["ndvi", d / "before.tif", "-o", d / "before.tif", "--overwrite"],
         "is the input"),
+    "ndvi: output is the second date": (
+        lambda d, o: ["ndvi", d / "before.tif", d / "after.tif", "-o", d / "after.tif",
+                      "--overwrite"],
+        "is the input"),
     "change: output inside an input band folder": (
         lambda d, o: ["change", d / "bands", d / "after.tif", "-o", d / "bands" / "out"],
         "inside the input folder"),
