@@ -351,6 +351,15 @@ def test_global_flags_after_the_command_and_errors_in_flag_names(tmp_path: Path)
             _engine_config(parser.parse_args(base + extra))
     # without --tile-size the model's card decides the tile (256 px for the shipped models)
     assert _engine_config(parser.parse_args(base)).tile_size_px is None
+    # the library refuses it too (a Python caller's EngineConfig)
+    from geobert.models.checkpoint import read_card
+    from geobert.weights import pretrained_encoder_path
+    from tiles.engine import EngineConfig
+
+    card = read_card(pretrained_encoder_path("changenet_s_oscd"))
+    with pytest.raises(GeobertError, match=r"33 px \(--tile-size\): the encoder works on"):
+        card.engine_config(EngineConfig(tile_size_px=33, overlap_px=8))
+    assert card.engine_config(EngineConfig(tile_size_px=64, overlap_px=8)).tile_size_px == 64
     big = run(*base, "--overlap", "256")
     assert big.returncode == 2 and "Traceback" not in big.stderr
     assert "an overlap of 256 px must be smaller than the model's tile size (256 px)" in big.stderr

@@ -238,6 +238,11 @@ class ModelCard:
                     "size (--tile-size)"
                 )
             return _replace(config, tile_size_px=self.tile_size_px)
+        if config.tile_size_px % 32:
+            raise GeobertError(
+                f"a tile size of {config.tile_size_px} px (--tile-size): the encoder works on "
+                f"multiples of 32 px; use e.g. {max(32, round(config.tile_size_px / 32) * 32)}"
+            )
         return config
 
     def gsd_note(self, pixel_m: float) -> list[str]:
