@@ -7,6 +7,8 @@ A manifest is a CSV (header row) or JSON (a list of objects) with one item per r
 * ``command`` — ``change`` or ``classify``;
 * ``before`` and ``after`` (change) or ``scene`` (classify) — paths or GDAL URLs;
 * optional ``model``;
+* optional ``bands`` (the inputs' band names in file order, or a preset such as ``s2-l2a``) and
+  ``nodata`` (an input value that means no data, for fills without a nodata tag);
 * optional output grid, as the commands' options: ``crs`` (EPSG code, WKT or PROJ string),
   ``resolution`` (pixel size in the output CRS's units), ``bounds`` (four numbers, LEFT BOTTOM
   RIGHT TOP in the output CRS, separated by spaces or commas; a JSON list too) or ``like`` (a
@@ -54,6 +56,8 @@ class BatchItem:
     like: str | None = None
     #: names of the inputs' bands in file order (the manifest's ``bands`` column)
     band_names: tuple[str, ...] | None = None
+    #: input value that means no data (the manifest's ``nodata`` column)
+    nodata: float | None = None
 
     def grid_request(self) -> GridRequest:
         """The item's output grid, ``like`` read now (a missing raster fails the item only)."""
@@ -154,7 +158,16 @@ def read_manifest(path: str | os.PathLike[str]) -> list[BatchItem]:
                 bands = tuple(parse_band_names(row["bands"]))
             except ValueError as exc:
                 raise GeobertError(f"{where}: bands {exc}") from None
-        items.append(BatchItem(item_id, command, inputs, model, grid, like, bands))
+        nodata = None
+        if row.get("nodata"):
+            try:
+                nodata = float(row["nodata"])
+            except ValueError:
+                raise GeobertError(
+                    f"{where}: nodata {row['nodata']!r} is not a number; give the input value "
+                    "that means no data (e.g. 0)"
+                ) from None
+        items.append(BatchItem(item_id, command, inputs, model, grid, like, bands, nodata))
     return items
 
 
@@ -231,6 +244,7 @@ def run_batch(
                 opts: dict[str, Any] = {"model": item.model, "overwrite": True, "config": config}
                 opts["grid"] = item.grid_request()
                 opts["band_names"] = item.band_names
+                opts["nodata"] = item.nodata
                 if item.command == "change":
                     detect_change(item.inputs[0], item.inputs[1], folder, **opts)
                 else:

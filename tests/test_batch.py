@@ -156,3 +156,43 @@ def test_manifests_as_spreadsheets_save_them(tmp_path: Path) -> None:
         m.write_text(f"id,command,scene\n{bad_id},classify,s.tif\n")
         with pytest.raises(GeobertError, match=r"not start with '\.'"):
             read_manifest(m)
+
+
+def test_nodata_from_the_manifest_and_the_command_line(tmp_path: Path) -> None:
+    """A zero fill without a nodata tag: classified as land unless ``nodata`` says otherwise —
+    the manifest's column and classify's --nodata give the same nodata map."""
+    import numpy as np
+    import rasterio
+
+    zeroed = tmp_path / "zeroed"
+    zeroed.mkdir()
+    for src in (ROOT / "examples" / "abudhabi" / "imgs_2").glob("*.tif"):
+        with rasterio.open(src) as ds:
+            a, profile = ds.read(1), ds.profile
+        a[: a.shape[0] // 2] = 0
+        with rasterio.open(zeroed / src.name, "w", **(profile | {"nodata": None})) as dst:
+            dst.write(a, 1)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "id,command,scene,nodata\nplain,classify,zeroed,\nfilled,classify,zeroed,0\n"
+    )
+    out = tmp_path / "out"
+    proc = subprocess.run([*GEOBERT, "batch", str(manifest), "-o", str(out)],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    cli = subprocess.run([*GEOBERT, "classify", str(zeroed), "-o", str(tmp_path / "cli"), "-q",
+                          "--nodata", "0"], capture_output=True, text=True)  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    maps = {}
+    for name, folder in (("plain", out / "plain"), ("filled", out / "filled"),
+                         ("cli", tmp_path / "cli")):  # fmt: skip
+        with rasterio.open(folder / "landcover.tif") as ds:
+            maps[name] = ds.read(1)
+    h = maps["plain"].shape[0]
+    top = (slice(2, h // 2 - 2), slice(2, -2))
+    assert (maps["plain"][top] != 255).all()  # zeros read as (dark) land
+    assert (maps["filled"][top] == 255).all() and (maps["filled"][h // 2 + 2 :] != 255).all()
+    np.testing.assert_array_equal(maps["filled"], maps["cli"])
+    manifest.write_text("id,command,scene,nodata\na,classify,zeroed,zero\n")
+    with pytest.raises(GeobertError, match="nodata 'zero' is not a number"):
+        read_manifest(manifest)
