@@ -19,7 +19,8 @@ runs, each in a fresh process so that peak RSS is its own:
   of the difference those settings make.
 
 The two change masks are compared (share of pixels that agree) to show both paths did the same
-work. Results go to ``bench/results_change.md`` (and ``.json``); the README quotes them.
+work. Results go to ``bench/results_change.md`` (and ``.json``);
+docs/benchmarks.md and the README quote them.
 
     python bench/bench_change.py --oscd ../shared/data/oscd --city beirut \
         --workdir /tmp/geobert-bench-change

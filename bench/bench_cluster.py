@@ -12,7 +12,8 @@
 * **batch**: ``geobert batch`` over 4 real OSCD pairs (beirut, dubai, las vegas, milano): wall
   time and peak memory (PSS summed over the process tree, sampled 4×/s).
 
-Results go to ``bench/results_cluster.md`` (and ``.json``); the README quotes them.
+Results go to ``bench/results_cluster.md`` (and ``.json``);
+docs/benchmarks.md and the README quote them.
 
     python bench/bench_cluster.py --oscd ../shared/data/oscd --workdir /tmp/geobert-bench-cluster
 """

@@ -14,7 +14,8 @@ Both paths produce the same product: a tiled, DEFLATE-compressed GeoTIFF with ov
     python bench/bench_engine.py --source ../shared/data/sentinel2_scene \
         --workdir /tmp/geobert-bench
 
-Results go to ``bench/results_engine.md`` (and ``.json``); the README quotes them.
+Results go to ``bench/results_engine.md`` (and ``.json``);
+docs/benchmarks.md and the README quote them.
 """
 
 from __future__ import annotations

@@ -179,7 +179,9 @@ def detect_change(
     """Run change detection on two dates and write the outputs listed in the module docstring.
 
     Args:
-        before, after: Raster files or folders of band files of the same place.
+        before: Raster file, folder of band files, Sentinel-2 product or STAC item of the
+            earlier date.
+        after: The same for the later date, of the same place.
         outdir: Output folder (created if missing).
         model: Change checkpoint (default: the shipped OSCD model).
         overwrite: Replace existing outputs.

@@ -51,7 +51,8 @@ class ModelCard:
         task: What the weights do: ``mim`` (pretrained encoder), ``change``, ``landcover``.
         bands: Band names in input-channel order.
         scale: Multiplier from file values to physical units (1e-4 for Sentinel-2 L1C DN).
-        mean, std: Per-band mean and standard deviation after scaling, from the training data.
+        mean: Per-band mean after scaling, from the training data.
+        std: Per-band standard deviation after scaling, from the training data.
         gsd_m: Ground sampling distance the model was trained at, in metres.
         tile_size_px: Tile edge used in training and the default for inference.
         classes: Class names (for classifiers), colours as ``#rrggbb``.
