@@ -187,8 +187,15 @@ def run_fold(
         cm = cast(ChangeModel, model)
         t = float(mcard.training["threshold"])
         per_city, noch = {}, {}
+        probs = {c: predict_city(cm, cities[c]) for c in (*test, *val)}
+        # kept beside the checkpoint: threshold rules can then be compared without retraining
+        # (chosen on the validation cities' maps, scored on the test cities')
+        np.savez_compressed(
+            ckpt_dir / f"fold{k}_{SLUG[method]}_probs.npz",
+            **{c: p.astype(np.float16) for c, p in probs.items()},
+        )
         for c in test:
-            per_city[c] = city_scores(predict_city(cm, cities[c]) > t, cities[c])
+            per_city[c] = city_scores(probs[c] > t, cities[c])
             noch[c] = no_change_shares(
                 cities[c],
                 mcard,
