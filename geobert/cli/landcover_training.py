@@ -1,0 +1,283 @@
+"""The land-cover model's training and evaluation from a scene and training polygons:
+``geobert train-landcover`` and ``evaluate-landcover``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+from geobert.cli.feedback import done, step_bar
+from geobert.cli.options import (
+    add_command,
+    add_fix_geometries_option,
+    add_init_option,
+    add_labelled_scene_options,
+    add_outdir_option,
+    add_overwrite_option,
+    add_quiet_option,
+    add_seed_option,
+    add_split_options,
+    add_train_bf16_option,
+)
+from geobert.errors import GeobertError
+
+if TYPE_CHECKING:
+    from geobert.cli.options import Subparsers
+
+
+def add_train_landcover(sub: Subparsers) -> None:
+    """Add ``train-landcover`` to the commands."""
+    p = add_command(
+        sub,
+        "train-landcover",
+        help="train a land-cover model from a scene and a layer of training polygons",
+        description="Burn the polygons (any CRS; reprojected) onto the scene grid, train the "
+        "pretrained encoder with a segmentation head on the labelled pixels, and score it on "
+        "hold-out blocks of the scene (a spatially blocked split: whole blocks are held out). "
+        "Class names and colours are stored in MODEL.",
+    )
+    add_labelled_scene_options(p, described=True)
+    add_fix_geometries_option(p)
+    p.add_argument("-o", "--output", required=True, metavar="MODEL", help="output .safetensors")
+    add_init_option(p)
+    p.add_argument("--encoder", default=None, metavar="CKPT", help="pretrained encoder")
+    p.add_argument("--steps", type=int, default=800, help="optimiser steps (default: 800)")
+    p.add_argument(
+        "--block-size", type=int, default=128, metavar="PX", help="split block edge (default: 128)"
+    )
+    p.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=0.25,
+        help="share of labelled blocks held out (default: 0.25)",
+    )
+    p.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="set aside this share of the training blocks (blocked like the hold-out) and keep "
+        "the weights of the step with the best macro-F1 on them; the hold-out is never used to "
+        "choose (default: 0, train on all training blocks and keep the last step)",
+    )
+    p.add_argument(
+        "--validate-every",
+        type=int,
+        default=100,
+        metavar="N",
+        help="steps between validation scores (default: 100)",
+    )
+    p.add_argument(
+        "--ema-decay",
+        type=float,
+        default=0.99,
+        metavar="D",
+        help="keep an exponential moving average of the weights over the steps instead of the "
+        "last step's weights; 0.99 averages over about the last 100 steps, 0 keeps the last "
+        "step's (default: 0.99)",
+    )
+    add_split_options(p)
+    p.add_argument(
+        "--strip",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --split strips: the strip held out, 0 (west) … N-1 (east) (default: 0)",
+    )
+    p.add_argument(
+        "--pixel-path",
+        type=int,
+        default=0,
+        metavar="DIM",
+        help="width of a per-pixel path (the pixel's spectrum and NDVI/NDWI/NDBI/MNDWI) beside "
+        "the encoder's context; 0: none (default: 0)",
+    )
+    add_train_bf16_option(p)
+    add_seed_option(p)
+    add_overwrite_option(p, "replace an existing MODEL")
+    add_quiet_option(p)
+
+
+def run_train_landcover(args: argparse.Namespace) -> int:
+    """Burn the polygons onto the scene, train with
+    :func:`geobert.landcover.train.train_landcover` and save the model; a line on stderr about
+    the training data and one about the hold-out scores. Returns the exit status."""
+    from geobert.landcover.train import (
+        LandCoverTrainConfig,
+        prepare_landcover,
+        source_of,
+        train_landcover,
+    )
+    from geobert.models.checkpoint import read_card, save_checkpoint
+    from geobert.weights import pretrained_encoder_path
+    from tiles.writer import check_output_path
+
+    check_output_path(args.output, overwrite=args.overwrite)
+    encoder = args.encoder or pretrained_encoder_path()
+    cfg = LandCoverTrainConfig(
+        init=args.init,
+        steps=args.steps,
+        block_px=args.block_size,
+        holdout_fraction=args.holdout_fraction,
+        seed=args.seed,
+        validation_fraction=args.validation_fraction,
+        validate_every=args.validate_every,
+        ema_decay=args.ema_decay,
+        split=args.split,
+        strips=args.strips,
+        strip=args.strip,
+        gap_px=args.gap,
+        pixel_dim=args.pixel_path,
+        train_bf16=args.train_bf16,
+    )
+    data = prepare_landcover(
+        args.image,
+        args.labels,
+        args.class_field,
+        read_card(encoder),
+        fix_geometries=args.fix_geometries,
+        **cfg.split_options(),
+    )
+    print("train-landcover: " + "; ".join(_data_notes(data.report)), file=sys.stderr)
+    bar, on_step = step_bar(
+        f"train-landcover ({args.init})", cfg.steps, args.quiet, lines=args.progress_lines
+    )
+    try:
+        model, card = train_landcover(
+            data,
+            encoder,
+            cfg,
+            source=source_of(args.image, args.labels, args.class_field),
+            on_step=on_step,
+        )
+    finally:
+        bar.close()
+    save_checkpoint(model, card, args.output)
+    done(args)
+    print(
+        f"wrote {args.output}: {len(card.classes)} classes{_chosen_step(card.training)}; "
+        f"hold-out overall accuracy {card.training['holdout']['overall_accuracy']:.3f}, "
+        f"macro-F1 {card.training['holdout']['macro_f1']:.3f}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _data_notes(report: dict[str, Any]) -> list[str]:
+    """What ``prepare_landcover``'s report says about the training data: pixel counts, and
+    polygons ignored, geometries repaired and classes dropped where there were any.
+
+    >>> _data_notes({"train_pixels": 9, "holdout_pixels": 3, "polygons_outside_scene": 0,
+    ...              "geometries_repaired": 1, "classes_without_pixels": []})
+    ['9 training and 3 hold-out pixels', '1 invalid geometries were repaired']
+    """
+    notes = [f"{report['train_pixels']} training and {report['holdout_pixels']} hold-out pixels"]
+    if report["polygons_outside_scene"]:
+        notes.append(f"{report['polygons_outside_scene']} polygons outside the scene were ignored")
+    if report["geometries_repaired"]:
+        notes.append(f"{report['geometries_repaired']} invalid geometries were repaired")
+    if report["classes_without_pixels"]:
+        notes.append(
+            f"classes without pixels (dropped): {', '.join(report['classes_without_pixels'])}"
+        )
+    return notes
+
+
+def _chosen_step(training: dict[str, Any]) -> str:
+    """``; kept step N (validation macro-F1 F)`` when the run chose its step on validation
+    blocks, else nothing."""
+    if "validation" not in training:
+        return ""
+    v = training["validation"]
+    return f"; kept step {v['best_step']} (validation macro-F1 {v['scores']['macro_f1']:.3f})"
+
+
+def add_evaluate_landcover(sub: Subparsers) -> None:
+    """Add ``evaluate-landcover`` to the commands."""
+    p = add_command(
+        sub,
+        "evaluate-landcover",
+        help="accuracy of land-cover models and a random forest on the same spatial hold-out, or "
+        "cross-validated over west-to-east strips",
+        description="With --models: rebuild the models' split (blocks or a strip), train a random "
+        "forest on per-pixel band values of the training pixels, and score everything on the "
+        "hold-out. Without --models and with --split strips: cross-validate the training recipe "
+        "— for each strip in turn, train on the others (less a gap each side), choose the step "
+        "on the neighbouring strip and score the held strip beside a random forest (crossval.md "
+        "/ .json, resumable per strip); this tells how a map will hold away from the polygons. "
+        "Scores: overall "
+        "accuracy, macro-F1, per-class F1, confusion matrices (CSV + PNG).",
+    )
+    add_labelled_scene_options(p, described=False)
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        metavar="MODEL",
+        help="score these models on the hold-out they were trained with; without --models, "
+        "cross-validate train-landcover's recipe over --split strips (trains one model per "
+        "strip: minutes each)",
+    )
+    p.add_argument("--names", nargs="+", default=None)
+    add_outdir_option(p)
+    add_split_options(p)
+    add_quiet_option(p, "no per-strip progress lines")
+    p.add_argument(
+        "--steps", type=int, default=800, help="cross-validation: optimiser steps (default: 800)"
+    )
+    add_init_option(p, help_prefix="cross-validation: ")
+    add_fix_geometries_option(p)
+
+
+def run_evaluate_landcover(args: argparse.Namespace) -> int:
+    """With ``--models``, score them with :func:`geobert.landcover.evaluate.evaluate_landcover`;
+    without, and with ``--split strips``, cross-validate the training recipe with
+    :func:`~geobert.landcover.evaluate.crossvalidate_landcover`. Prints a line per method and
+    returns the exit status.
+
+    Raises:
+        GeobertError: neither ``--models`` nor ``--split strips``.
+    """
+    from geobert.landcover.evaluate import crossvalidate_landcover, evaluate_landcover
+    from geobert.landcover.train import LandCoverTrainConfig
+
+    if args.models is None:
+        if args.split != "strips":
+            raise GeobertError(
+                "give --models to score, or --split strips to cross-validate the training "
+                "recipe over west-to-east strips"
+            )
+        name = f"geobert ({'MIM' if args.init == 'mim' else 'scratch'})"
+
+        def on_fold(k: int, method: str) -> None:
+            if not args.quiet:
+                print(f"strip {k + 1}/{args.strips}: {method}", file=sys.stderr, flush=True)
+
+        cv = crossvalidate_landcover(
+            args.image,
+            args.labels,
+            args.class_field,
+            args.outdir,
+            strips=args.strips,
+            gap_px=args.gap,
+            recipes={name: LandCoverTrainConfig(init=args.init, steps=args.steps)},
+            fix_geometries=args.fix_geometries,
+            on_fold=on_fold,
+        )
+        for method, res in cv["methods"].items():
+            per = " ".join(f"{v:.3f}" for v in res["macro_f1"])
+            print(f"{method:>32}: macro-F1 mean {res['mean']:.3f} (strips: {per})")
+        return 0
+    summary = evaluate_landcover(
+        args.image,
+        args.labels,
+        args.class_field,
+        args.models,
+        args.outdir,
+        args.names,
+        fix_geometries=args.fix_geometries,
+    )
+    for method, res in summary["methods"].items():
+        print(f"{method:>32}: OA {res['overall_accuracy']:.3f}  macro-F1 {res['macro_f1']:.3f}")
+    return 0
