@@ -212,6 +212,15 @@ def _resolve(value: str, base: Path) -> str:
     return os.path.abspath(base / value)  # absolute: workers of a cluster run elsewhere
 
 
+SUMMARY_FIELDS = (
+    "id", "command", "status", "run", "seconds", "polygons", "area_ha", "error", "outputs"
+)  # fmt: skip
+"""Columns of ``batch_summary.csv``: ``status`` is ``done``, ``failed``, ``interrupted`` or
+``not started``; ``run`` says whether a ``done`` item finished in ``this`` run or an
+``earlier`` one; ``polygons`` and ``area_ha`` come from the item's ``summary.json`` (change: the
+change polygons and their area; classify: the polygons and the mapped area)."""
+
+
 def run_batch(
     manifest: str | os.PathLike[str],
     outdir: str | os.PathLike[str],
@@ -221,22 +230,25 @@ def run_batch(
 ) -> list[dict[str, Any]]:
     """Run every unfinished item; return (and write to ``batch_summary.csv``) one row per item.
 
-    ``on_item(item, status, error)`` is called after each item (status ``done``, ``skipped`` or
-    ``failed``).
+    ``on_item(item, status, error)`` is called after each item (status ``done``, ``skipped`` —
+    finished in an earlier run — or ``failed``). An interruption (Ctrl-C, SIGTERM, a cancelled
+    progress) still writes ``batch_summary.csv`` — the finished items ``done``, the one that was
+    running ``interrupted``, the rest ``not started`` — and is then raised again.
     """
     from geobert.change.pipeline import detect_change
     from geobert.landcover.pipeline import classify
+    from tiles.errors import Cancelled
 
     items = read_manifest(manifest)
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
-    for item in items:
+    for n, item in enumerate(items):
         folder = out / item.id
         t0 = time.perf_counter()
-        status, error = "done", ""
+        status, run, error = "done", "this", ""
         if (folder / "summary.json").is_file():
-            status = "skipped"
+            status, run = "skipped", "earlier"
         else:
             for stale in folder.glob(".geobert-*"):  # left by a killed run
                 shutil.rmtree(stale, ignore_errors=True)
@@ -251,30 +263,64 @@ def run_batch(
                     classify(item.inputs[0], folder, **opts)
             except GeobertError as exc:
                 status, error = "failed", str(exc)
-            except (KeyboardInterrupt, SystemExit):
+            except (KeyboardInterrupt, Cancelled):
+                rows.append(_row(item, "interrupted", "", time.perf_counter() - t0, folder))
+                rows += [_row(r, "not started", "", 0.0, out / r.id) for r in items[n + 1 :]]
+                _write_summary(out / "batch_summary.csv", rows)
+                raise
+            except SystemExit:
                 raise
             except Exception as exc:  # one broken item must not stop the batch
                 status, error = "failed", f"unexpected {type(exc).__name__}: {exc}"
+        done = status in ("done", "skipped")
         rows.append(
-            {
-                "id": item.id,
-                "command": item.command,
-                "status": status,
-                "seconds": round(time.perf_counter() - t0, 2),
-                "error": error.splitlines()[0] if error else "",
-                "outputs": str(folder),
-            }
-        )
+            _row(item, "done" if done else status, error, time.perf_counter() - t0, folder,
+                 run if done else "")
+        )  # fmt: skip
         if on_item is not None:
             on_item(item, status, error)
     _write_summary(out / "batch_summary.csv", rows)
     return rows
 
 
+def _row(
+    item: BatchItem, status: str, error: str, seconds: float, folder: Path, run: str = ""
+) -> dict[str, Any]:
+    """One row of ``batch_summary.csv``; a finished item's counts (and, when it finished in an
+    earlier run, its seconds then) from its ``summary.json``."""
+    row: dict[str, Any] = {
+        "id": item.id,
+        "command": item.command,
+        "status": status,
+        "run": run,
+        "seconds": round(seconds, 2),
+        "polygons": "",
+        "area_ha": "",
+        "error": error.splitlines()[0] if error else "",
+        "outputs": str(folder),
+    }
+    if status != "done":
+        return row
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return row
+    row["polygons"] = summary.get("polygons", "")
+    if "polygon_area_ha" in summary:  # change
+        row["area_ha"] = summary["polygon_area_ha"]
+    elif "areas_ha" in summary:  # classify: the mapped area
+        row["area_ha"] = round(sum(summary["areas_ha"].values()), 4)
+    took = summary.get("seconds")
+    took = took.get("total") if isinstance(took, dict) else took
+    if run == "earlier" and isinstance(took, (int, float)):
+        row["seconds"] = took
+    return row
+
+
 def _write_summary(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     tmp = path.with_name(f".{path.name}.partial")
     with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["id", "command", "status", "seconds", "error", "outputs"])
+        w = csv.DictWriter(f, fieldnames=list(SUMMARY_FIELDS))
         w.writeheader()
         w.writerows(rows)
     os.replace(tmp, path)

@@ -54,9 +54,51 @@ def test_batch_runs_resumes_and_reports_failures(tmp_path: Path) -> None:
     before = (out / "abudhabi" / "change.tif").stat().st_mtime_ns
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     rows = _summary(out)
-    assert rows["abudhabi"]["status"] == "skipped" and rows["brandenburg"]["status"] == "done"
+    assert rows["abudhabi"]["status"] == "done" and rows["abudhabi"]["run"] == "earlier"
+    assert rows["brandenburg"]["status"] == "done" and rows["brandenburg"]["run"] == "this"
     assert (out / "abudhabi" / "change.tif").stat().st_mtime_ns == before
     assert not stale.exists() and second.returncode == 1
+    # per-item counts, from each item's own summary
+    item = json.loads((out / "abudhabi" / "summary.json").read_text())
+    assert int(rows["abudhabi"]["polygons"]) == item["polygons"] >= 1
+    assert float(rows["abudhabi"]["area_ha"]) == item["polygon_area_ha"]
+    classified = json.loads((out / "brandenburg" / "summary.json").read_text())
+    assert float(rows["brandenburg"]["area_ha"]) == pytest.approx(
+        sum(classified["areas_ha"].values()), abs=1e-3
+    )
+
+
+def test_an_interrupted_batch_says_what_finished(tmp_path: Path) -> None:
+    """Ctrl-C during the second item: the first keeps its outputs and its 'done' row, the
+    second is 'interrupted' (nothing written), the third 'not started'; the message says so."""
+    import signal
+
+    ab, bb = ROOT / "examples" / "abudhabi", ROOT / "examples" / "brandenburg"
+    manifest = tmp_path / "items.csv"
+    manifest.write_text(
+        "id,command,before,after,scene\n"
+        f"first,classify,,,{bb}\n"
+        f"second,change,{ab / 'imgs_1'},{ab / 'imgs_2'},\n"
+        f"third,classify,,,{bb}\n"
+    )
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*GEOBERT, "batch", str(manifest), "-o", str(out)],
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stderr is not None
+    for line in proc.stderr:  # wait for the first item to finish
+        if line.startswith("first: done"):
+            break
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, rest
+    assert "interrupted; 1 item(s) finished and keep their outputs" in rest, rest
+    assert "Traceback" not in rest
+    rows = _summary(out)
+    assert [(r["id"], r["status"]) for r in rows.values()] == [
+        ("first", "done"), ("second", "interrupted"), ("third", "not started")
+    ]  # fmt: skip
+    assert (out / "first" / "landcover.tif").is_file()
+    assert not (out / "second" / "summary.json").exists()
 
 
 def test_manifest_errors_are_clear(tmp_path: Path) -> None:

@@ -33,20 +33,44 @@ def add_batch(sub: Subparsers) -> None:
 
 def run_batch(args: argparse.Namespace) -> int:
     """Run :func:`geobert.batch.run_batch` on :func:`add_batch`'s arguments, a line on stderr
-    per item and one for the whole; returns 1 if any item failed, else 0."""
+    per item and one for the whole; returns 1 if any item failed, else 0. Interrupted, it says
+    what finished (their outputs stay) and returns 130."""
     from geobert.batch import run_batch as run_manifest
+    from tiles.errors import Cancelled
 
-    rows = run_manifest(args.manifest, args.outdir, config=engine_config(args), on_item=_report)
+    summary_csv = Path(args.outdir) / "batch_summary.csv"
+    try:
+        rows = run_manifest(args.manifest, args.outdir, config=engine_config(args), on_item=_report)
+    except (KeyboardInterrupt, Cancelled):
+        done = _finished(summary_csv)
+        print(
+            f"geobert: interrupted; {done} item(s) finished and keep their outputs, the item "
+            f"that was running wrote nothing; rerun the same command to do the rest (see "
+            f"{summary_csv})",
+            file=sys.stderr,
+        )
+        return 130
     failed = [r["id"] for r in rows if r["status"] == "failed"]
-    done = sum(r["status"] == "done" for r in rows)
-    skipped = sum(r["status"] == "skipped" for r in rows)
+    done = sum(r["status"] == "done" and r["run"] == "this" for r in rows)
+    skipped = sum(r["status"] == "done" and r["run"] == "earlier" for r in rows)
     print(
         f"batch: {done} done, {skipped} already finished, {len(failed)} failed"
         + (f" ({', '.join(failed)})" if failed else "")
-        + f"; see {Path(args.outdir) / 'batch_summary.csv'}",
+        + f"; see {summary_csv}",
         file=sys.stderr,
     )
     return 1 if failed else 0
+
+
+def _finished(summary_csv: Path) -> int:
+    """Items ``done`` in the summary an interrupted batch wrote."""
+    import csv
+
+    try:
+        with open(summary_csv, newline="", encoding="utf-8") as f:
+            return sum(r["status"] == "done" for r in csv.DictReader(f))
+    except OSError:
+        return 0
 
 
 def _report(item: Any, status: str, error: str) -> None:
