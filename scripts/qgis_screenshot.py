@@ -2,7 +2,9 @@
 
 Run by scripts/qgis_screenshot.sh inside Xvfb: ``qgis --code scripts/qgis_screenshot.py``.
 Environment: GEOBERT_SHOT_DIR (a finished ``geobert change`` output folder, plus before.tif),
-GEOBERT_SHOT_PNG (where to save), QGIS_PLUGINPATH (with geobert_qgis).
+GEOBERT_SHOT_PNG (where to save), QGIS_PLUGINPATH (with geobert_qgis); with
+GEOBERT_SHOT_DIALOG_PNG, the *Change detection* dialog (the geobert provider registered, its
+advanced options open) is saved there too.
 """
 
 import os
@@ -50,8 +52,43 @@ def shoot():
 
 
 def save():
+    try:
+        _save()
+    except Exception:  # the log says why; QGIS would otherwise keep running
+        import traceback
+
+        traceback.print_exc()
+        iface.actionExit().trigger()
+
+
+def _save():
     iface.mainWindow().grab().save(png)
-    iface.actionExit().trigger()
+    dialog_png = os.environ.get("GEOBERT_SHOT_DIALOG_PNG")
+    if not dialog_png:
+        iface.actionExit().trigger()
+        return
+    import processing
+    from geobert_qgis.provider import GeobertProvider
+    from processing.core.Processing import Processing
+    from qgis.core import QgsApplication
+
+    Processing.initialize()  # --noplugins leaves the Processing framework unloaded
+    registry = QgsApplication.processingRegistry()
+    if registry.providerById("geobert") is None:
+        registry.addProvider(GeobertProvider())
+    alg = registry.algorithmById("geobert:change")
+    if alg is None:
+        raise RuntimeError(f"no geobert:change; providers {[p.id() for p in registry.providers()]}")
+    dialog = processing.createAlgorithmDialog(alg.id(), {})
+    dialog.resize(900, 860)
+    dialog.show()
+
+    def grab_dialog():
+        dialog.grab().save(dialog_png)
+        dialog.close()
+        iface.actionExit().trigger()
+
+    QTimer.singleShot(2500, grab_dialog)
 
 
 QTimer.singleShot(3000, shoot)
