@@ -27,7 +27,6 @@ import csv
 import json
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -249,9 +248,8 @@ def run_batch(
         status, run, error = "done", "this", ""
         if (folder / "summary.json").is_file():
             status, run = "skipped", "earlier"
-        else:
-            for stale in folder.glob(".geobert-*"):  # left by a killed run
-                shutil.rmtree(stale, ignore_errors=True)
+        else:  # staging folders a killed run left are cleared (their moved-aside outputs put
+            # back) by the item's own staged_outputs, under its lock
             try:
                 opts: dict[str, Any] = {"model": item.model, "overwrite": True, "config": config}
                 opts["grid"] = item.grid_request()

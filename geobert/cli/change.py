@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from geobert.cli.feedback import done, last_line, progress
+from geobert.cli.feedback import done, last_line
 from geobert.cli.options import (
     add_band_options,
     add_command,
@@ -16,9 +16,7 @@ from geobert.cli.options import (
     add_polygon_options,
     add_precision_option,
     add_quiet_option,
-    engine_config,
-    grid_request,
-    input_options,
+    mapping_options,
 )
 
 if TYPE_CHECKING:
@@ -122,19 +120,11 @@ def run_change(args: argparse.Namespace) -> int:
         args.before,
         args.after,
         args.outdir,
-        model=args.model,
-        overwrite=args.overwrite,
-        min_area_m2=args.min_area,
-        simplify_m=args.simplify,
-        config=engine_config(args),
-        progress=progress(args),
-        precision=args.precision,
-        grid=grid_request(args),
         adapt=AdaptConfig(steps=args.adapt_steps) if args.adapt_steps else None,
         zones=args.zones,
         zone_field=args.zone_field,
         threshold=args.threshold,
-        **input_options(args),
+        **mapping_options(args),
     )
     done(args)
     last_line(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from geobert.cli.feedback import done, last_line, progress
+from geobert.cli.feedback import done, last_line
 from geobert.cli.options import (
     add_band_options,
     add_command,
@@ -16,9 +16,7 @@ from geobert.cli.options import (
     add_polygon_options,
     add_precision_option,
     add_quiet_option,
-    engine_config,
-    grid_request,
-    input_options,
+    mapping_options,
 )
 
 if TYPE_CHECKING:
@@ -81,17 +79,9 @@ def run_classify(args: argparse.Namespace) -> int:
     summary = classify(
         args.scene,
         args.outdir,
-        model=args.model,
         mode=args.mode,
-        overwrite=args.overwrite,
-        min_area_m2=args.min_area,
-        simplify_m=args.simplify,
         cell_px=args.cell_size,
-        config=engine_config(args),
-        progress=progress(args),
-        precision=args.precision,
-        grid=grid_request(args),
-        **input_options(args),
+        **mapping_options(args),
     )
     done(args)
     areas = ", ".join(f"{c} {a:.1f} ha" for c, a in summary["areas_ha"].items())

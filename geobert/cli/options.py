@@ -242,6 +242,24 @@ def input_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def mapping_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments ``detect_change`` and ``classify`` share: model, outputs, polygons,
+    tiling, progress, precision, output grid and :func:`input_options`."""
+    from geobert.cli.feedback import progress
+
+    return {
+        "model": args.model,
+        "overwrite": args.overwrite,
+        "min_area_m2": args.min_area,
+        "simplify_m": args.simplify,
+        "config": engine_config(args),
+        "progress": progress(args),
+        "precision": args.precision,
+        "grid": grid_request(args),
+        **input_options(args),
+    }
+
+
 # --- the output grid ---
 
 
