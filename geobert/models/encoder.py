@@ -104,6 +104,11 @@ class GeobertEncoder(nn.Module):
             if isinstance(m, WindowAttention):
                 m.fused_attn = enabled
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters weight decay must leave alone: the relative-position bias tables (as timm's
+        Swin)."""
+        return {n for n, _ in self.named_parameters() if "relative_position_bias_table" in n}
+
     @property
     def in_chans(self) -> int:
         return len(self.bands)

@@ -67,6 +67,10 @@ class SimMIM(nn.Module):
             nn.PixelShuffle(stride),
         )
 
+    def no_weight_decay(self) -> set[str]:
+        """The mask token stays out of weight decay (the encoder names its own tables)."""
+        return {"mask_token"}
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.encoder.embed(x)  # (B, H/p, W/p, D)
         # a token is masked when its patch lies in a masked square (squares are whole patches)
