@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["warmup_cosine"]
+__all__ = ["WarmupCosineSchedule", "warmup_cosine"]
 
 
 def warmup_cosine(step: int, *, steps: int, warmup: int, peak: float, floor: float = 0.0) -> float:
@@ -17,3 +17,20 @@ def warmup_cosine(step: int, *, steps: int, warmup: int, peak: float, floor: flo
         return peak * (step + 1) / warmup
     t = (step - warmup) / max(1, steps - warmup)
     return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+class WarmupCosineSchedule:
+    """Mixin of the recipe configs: :meth:`lr_at` from their ``steps``, ``warmup_steps``, ``lr``
+    and ``min_lr`` (0 unless the config has that field)."""
+
+    steps: int
+    warmup_steps: int
+    lr: float
+    min_lr: float = 0.0
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up to ``lr`` over ``warmup_steps``, then cosine decay to ``min_lr`` at
+        ``steps`` (:func:`warmup_cosine`)."""
+        return warmup_cosine(
+            step, steps=self.steps, warmup=self.warmup_steps, peak=self.lr, floor=self.min_lr
+        )
