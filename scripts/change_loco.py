@@ -169,6 +169,7 @@ def run_fold(
             seed=seed,
             band_dropout=BAND_DROPOUT.get(method, 0.0),
             train_bf16=native_bf16(),
+            decay_all_params=True,  # earlier folds decayed every parameter: keep folds comparable
             select_at=(0.5, 0.75, 1.0),
             train_cities=tuple(train_names),
             val_cities=tuple(val),
@@ -361,6 +362,7 @@ def train_final(
         seed=seed,
         band_dropout=BAND_DROPOUT.get(method, 0.0),
         train_bf16=native_bf16(),
+        decay_all_params=True,  # the recipe its folds chose its step and threshold with
         threshold=round(threshold, 2),
         train_cities=CITIES,
         extra={

@@ -45,8 +45,9 @@ from geobert.models.changenet import ChangeModel, ChangeNet
 from geobert.models.fcsiamdiff import FCSiamDiffNet
 from geobert.models.precision import inference_autocast
 from geobert.training.ema import WeightEma
-from geobert.training.finetune import scaled_adamw, set_lr, start_encoder
-from geobert.training.schedule import warmup_cosine
+from geobert.training.finetune import scaled_adamw, start_encoder
+from geobert.training.loop import train_steps
+from geobert.training.schedule import WarmupCosineSchedule
 from tiles.pair import align_pair
 
 __all__ = ["ChangeTrainConfig", "CityArrays", "load_city", "predict_city", "train_change"]
@@ -109,7 +110,7 @@ def load_city(city: OscdCity, card: ModelCard, *, radiometric_norm: bool = False
 
 
 @dataclass(frozen=True)
-class ChangeTrainConfig:
+class ChangeTrainConfig(WarmupCosineSchedule):
     """Recipe of :func:`train_change` (stored in the checkpoint's model card).
 
     ``arch="fcsiamdiff"`` trains TorchGeo's FC-Siam-diff baseline with the same recipe; it has no
@@ -124,6 +125,9 @@ class ChangeTrainConfig:
     lr: float = 5e-4
     encoder_lr_scale: float = 0.5
     weight_decay: float = 0.01
+    #: weight decay on every parameter, as before issue 19 (False: as timm, none on norms,
+    #: biases and relative-position tables)
+    decay_all_params: bool = False
     warmup_steps: int = 50
     pos_fraction: float = 0.5
     max_pos_weight: float = 20.0
@@ -165,10 +169,6 @@ class ChangeTrainConfig:
     def select_steps(self) -> list[int]:
         """The steps at which the weights are validated (always including the last)."""
         return sorted({max(1, round(f * self.steps)) for f in self.select_at} | {self.steps})
-
-    def lr_at(self, step: int) -> float:
-        """Linear warm-up, then cosine decay to zero."""
-        return warmup_cosine(step, steps=self.steps, warmup=self.warmup_steps, peak=self.lr)
 
 
 @dataclass(frozen=True)
@@ -337,40 +337,48 @@ def train_change(
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
         encoder_lr_scale=cfg.encoder_lr_scale,
+        decay_all_params=cfg.decay_all_params,
     )
     jitter = RadiometricJitter.from_card(enc_card) if cfg.radiometric_aug > 0 else None
     band_sets = dropout_band_sets(enc_card.bands) if cfg.band_dropout > 0 else {}
     keep = keep_masks(enc_card.bands, band_sets) if band_sets else None
     ema = WeightEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    checkpoints = cfg.select_steps()
     best: tuple[float, int, float, ChangeScores, dict[str, torch.Tensor]] | None = None
     selection: dict[str, dict[str, float]] = {}
-    t0 = time.perf_counter()
-    model.train()
-    for step in range(cfg.steps):
-        set_lr(opt, cfg.lr_at(step))
+
+    def forward(_: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         xb, xa, y, v = _windows(train, cfg, rng, jitter, keep)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.train_bf16):
-            logits = model(torch.from_numpy(xb), torch.from_numpy(xa))
-        loss = _loss(logits.float(), torch.from_numpy(y), torch.from_numpy(v), pos_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]  # torch stubs lack it here
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
-        opt.step()
-        if ema is not None:
-            ema.update(model)
-        if on_step is not None:
-            on_step(step + 1, cfg.steps, float(loss.detach()))
-        if step + 1 in checkpoints and val:
-            kept = ema.model if ema is not None else model
-            probs = [predict_city(cast(ChangeModel, kept), c) for c in val]
-            t, s = best_threshold(probs, val)
-            selection[str(step + 1)] = {"threshold": t, "f1": s.f1}
-            log.info("step %d: validation F1 %.3f at threshold %.2f", step + 1, s.f1, t)
-            if best is None or s.f1 > best[0]:
-                state = {k: x.detach().clone() for k, x in kept.state_dict().items()}
-                best = (s.f1, step + 1, t, s, state)
-            model.train()
+        return model(torch.from_numpy(xb), torch.from_numpy(xa)), y, v
+
+    def loss(out: tuple[torch.Tensor, np.ndarray, np.ndarray]) -> torch.Tensor:
+        logits, y, v = out
+        return _loss(logits.float(), torch.from_numpy(y), torch.from_numpy(v), pos_weight)
+
+    def select(step: int) -> None:
+        nonlocal best
+        kept = ema.model if ema is not None else model
+        probs = [predict_city(cast(ChangeModel, kept), c) for c in val]
+        t, s = best_threshold(probs, val)
+        selection[str(step)] = {"threshold": t, "f1": s.f1}
+        log.info("step %d: validation F1 %.3f at threshold %.2f", step, s.f1, t)
+        if best is None or s.f1 > best[0]:
+            state = {k: x.detach().clone() for k, x in kept.state_dict().items()}
+            best = (s.f1, step, t, s, state)
+
+    t0 = time.perf_counter()
+    train_steps(
+        model,
+        opt,
+        forward,
+        loss,
+        steps=cfg.steps,
+        lr_at=cfg.lr_at,
+        bf16=cfg.train_bf16,
+        ema=ema,
+        on_step=None if on_step is None else lambda n, value: on_step(n, cfg.steps, value),
+        checkpoint_at=cfg.select_steps() if val else (),
+        on_checkpoint=select,
+    )
     train_s = time.perf_counter() - t0
     if best is not None:
         _, chosen_step, threshold, val_scores, state = best

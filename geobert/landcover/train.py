@@ -44,8 +44,9 @@ from geobert.models.bandsets import dropout_band_sets, keep_masks
 from geobert.models.card import ModelCard
 from geobert.models.landcovernet import LandCoverNet
 from geobert.training.ema import WeightEma
-from geobert.training.finetune import scaled_adamw, set_lr, start_encoder
-from geobert.training.schedule import warmup_cosine
+from geobert.training.finetune import scaled_adamw, start_encoder
+from geobert.training.loop import train_steps
+from geobert.training.schedule import WarmupCosineSchedule
 from tiles.scene import open_scene
 
 __all__ = [
@@ -63,7 +64,7 @@ VALIDATION_SEED_OFFSET = 1000
 
 
 @dataclass(frozen=True)
-class LandCoverTrainConfig:
+class LandCoverTrainConfig(WarmupCosineSchedule):
     """Recipe of :func:`train_landcover` (stored in the checkpoint's model card)."""
 
     init: Literal["mim", "scratch"] = "mim"
@@ -73,6 +74,9 @@ class LandCoverTrainConfig:
     lr: float = 5e-4
     encoder_lr_scale: float = 0.5
     weight_decay: float = 0.01
+    #: weight decay on every parameter, as before issue 19 (False: as timm, none on norms,
+    #: biases and relative-position tables)
+    decay_all_params: bool = False
     warmup_steps: int = 30
     block_px: int = 128
     holdout_fraction: float = 0.25
@@ -133,9 +137,6 @@ class LandCoverTrainConfig:
             "strip": self.strip,
             "gap_px": self.gap_px,
         }
-
-    def lr_at(self, step: int) -> float:
-        return warmup_cosine(step, steps=self.steps, warmup=self.warmup_steps, peak=self.lr)
 
 
 @dataclass(frozen=True)
@@ -352,6 +353,7 @@ def train_landcover(
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
         encoder_lr_scale=cfg.encoder_lr_scale,
+        decay_all_params=cfg.decay_all_params,
     )
     wt = torch.tensor(weight, dtype=torch.float32)
     band_sets = dropout_band_sets(enc_card.bands) if cfg.band_dropout > 0 else {}
@@ -359,32 +361,42 @@ def train_landcover(
     ema = WeightEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     curve: list[tuple[int, float]] = []
     best: tuple[float, int, dict[str, torch.Tensor], ClassScores] | None = None
-    t0 = time.perf_counter()
-    model.train()
-    for step in range(cfg.steps):
-        set_lr(opt, cfg.lr_at(step))
+
+    def forward(_: int) -> tuple[torch.Tensor, np.ndarray]:
         x, y = _windows(data, train, pools, cfg, rng, keep)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.train_bf16):
-            logits = model(torch.from_numpy(x))
-        loss = F.cross_entropy(
+        return model(torch.from_numpy(x)), y
+
+    def loss(out: tuple[torch.Tensor, np.ndarray]) -> torch.Tensor:
+        logits, y = out
+        return F.cross_entropy(
             logits.float(), torch.from_numpy(y.astype(np.int64)), weight=wt, ignore_index=UNLABELLED
         )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]  # torch stubs lack it here
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
-        opt.step()
-        if ema is not None:
-            ema.update(model)
+
+    def validate(step: int) -> None:
+        nonlocal best
+        assert val is not None  # validation steps are only named with a validation set
         kept = model if ema is None else cast(LandCoverNet, ema.model)
-        if val is not None and ((step + 1) % cfg.validate_every == 0 or step + 1 == cfg.steps):
-            scores = holdout_scores(predict_image(kept, data.image), data, where=val)
-            model.train()
-            curve.append((step + 1, scores.macro_f1))
-            if best is None or scores.macro_f1 > best[0]:
-                state = {n: t.detach().clone() for n, t in kept.state_dict().items()}
-                best = (scores.macro_f1, step + 1, state, scores)
-        if on_step is not None:
-            on_step(step + 1, cfg.steps, float(loss.detach()))
+        scores = holdout_scores(predict_image(kept, data.image), data, where=val)
+        curve.append((step, scores.macro_f1))
+        if best is None or scores.macro_f1 > best[0]:
+            state = {n: t.detach().clone() for n, t in kept.state_dict().items()}
+            best = (scores.macro_f1, step, state, scores)
+
+    validate_at = {*range(cfg.validate_every, cfg.steps + 1, cfg.validate_every), cfg.steps}
+    t0 = time.perf_counter()
+    train_steps(
+        model,
+        opt,
+        forward,
+        loss,
+        steps=cfg.steps,
+        lr_at=cfg.lr_at,
+        bf16=cfg.train_bf16,
+        ema=ema,
+        on_step=None if on_step is None else lambda n, value: on_step(n, cfg.steps, value),
+        checkpoint_at=validate_at if val is not None else (),
+        on_checkpoint=validate,
+    )
     train_s = time.perf_counter() - t0
     if ema is not None:
         model.load_state_dict(ema.model.state_dict())

@@ -1,7 +1,9 @@
 """SimMIM pretraining of the geobert encoder on unlabelled scenes.
 
-Recipe: AdamW, linear warm-up then cosine decay, gradient accumulation to an effective batch larger
-than memory allows, fp32 on CPU (measured faster than bf16 there) and bf16 autocast on CUDA. Windows
+Recipe: AdamW (weight decay as timm: none on norms, biases, the mask token and the
+relative-position tables), linear warm-up then cosine decay, gradient accumulation to an effective
+batch larger than memory allows, fp32 on CPU (measured faster than bf16 there) and bf16 autocast on
+CUDA; the steps run in :func:`geobert.training.loop.train_steps`. Windows
 stream from the scenes (:mod:`geobert.training.windows`); batch ``k`` depends only on the seed and
 ``k``, so a run is deterministic for a seed and resumes exactly where it stopped.
 
@@ -20,7 +22,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +35,9 @@ from geobert.models.checkpoint import save_checkpoint
 from geobert.models.encoder import GeobertEncoder
 from geobert.models.registry import create_model
 from geobert.models.simmim import SimMIM, random_mask
-from geobert.training.schedule import warmup_cosine
+from geobert.training.loop import train_steps
+from geobert.training.optim import no_weight_decay_names, param_groups_weight_decay
+from geobert.training.schedule import WarmupCosineSchedule
 from geobert.training.windows import (
     WindowSampler,
     band_stats,
@@ -47,7 +51,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(WarmupCosineSchedule):
     """Options of :func:`pretrain` (all stored in the model card)."""
 
     model: str = "geobert_s"
@@ -58,6 +62,9 @@ class PretrainConfig:
     lr: float = 1e-3
     min_lr: float = 1e-5
     weight_decay: float = 0.05
+    #: weight decay on the relative-position bias tables too, as before issue 19 (norms,
+    #: biases and the mask token are never decayed)
+    decay_position_tables: bool = False
     warmup_steps: int = 50
     mask_ratio: float = 0.6
     mask_patch_px: int = 32
@@ -81,12 +88,6 @@ class PretrainConfig:
         if self.accum_steps < 1 or self.batch_size < 1 or self.steps < 1:
             raise GeobertError("steps, batch_size and accum_steps must be at least 1")
 
-    def lr_at(self, step: int) -> float:
-        """Linear warm-up to ``lr``, then cosine decay to ``min_lr`` at ``steps``."""
-        return warmup_cosine(
-            step, steps=self.steps, warmup=self.warmup_steps, peak=self.lr, floor=self.min_lr
-        )
-
 
 def _normalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray, scale: float) -> np.ndarray:
     z = (x * scale - mean[None, :, None, None]) / std[None, :, None, None]
@@ -107,7 +108,8 @@ def pretrain(
         data: Scene files or folders (searched recursively for band folders).
         out: Path of the ``.safetensors`` checkpoint to write.
         config: Recipe.
-        resume: Continue from ``out.train.pt`` if it exists.
+        resume: Continue from ``out.train.pt`` if it exists (with the weight decay that run
+            started with: ``decay_position_tables`` is taken from it).
         on_step: Called as ``on_step(step, steps, loss)`` after every optimiser step.
     """
     cfg = config or PretrainConfig()
@@ -127,21 +129,25 @@ def pretrain(
     encoder = create_model(cfg.model, bands=bands)
     assert isinstance(encoder, GeobertEncoder)
     model = SimMIM(encoder).to(device)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "mask_token" not in n]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1 or "mask_token" in n]
+    state_path = out.with_name(out.name + ".train.pt")
+    state = (
+        torch.load(state_path, map_location=device, weights_only=True)
+        if resume and state_path.exists()
+        else None
+    )
+    if state is not None:
+        # a run resumes with the weight decay it started with (states before issue 19 decayed
+        # the position tables); the card then records that
+        cfg = replace(cfg, decay_position_tables=bool(state.get("decay_position_tables", True)))
+    skip = {"mask_token"} if cfg.decay_position_tables else no_weight_decay_names(model)
     opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
+        param_groups_weight_decay(model.named_parameters(), cfg.weight_decay, skip),
         lr=cfg.lr,
         betas=(0.9, 0.999),
     )
-    state_path = out.with_name(out.name + ".train.pt")
     history: list[tuple[int, float, float, float]] = []
     step = 0
-    if resume and state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=True)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
@@ -179,6 +185,7 @@ def pretrain(
                 "optimizer": opt.state_dict(),
                 "step": step,
                 "history": history,
+                "decay_position_tables": cfg.decay_position_tables,
                 # drop-path draws from torch's generator: restoring it makes resuming exact
                 "torch_rng": torch.get_rng_state(),
             },
@@ -188,9 +195,7 @@ def pretrain(
         save_checkpoint(encoder, card(), out)
         _write_curve(out, history)
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
     t0 = time.perf_counter()
-    model.train()
     # one reader thread prepares the next micro-batch while the model trains on this one (GDAL
     # releases the GIL); batch k depends only on (seed, k), so prefetching changes nothing
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geobert-windows")
@@ -201,52 +206,55 @@ def pretrain(
         prefetched[k + 1] = pool.submit(sampler.batch, cfg.seed, k + 1, cfg.batch_size)
         return fut.result()
 
-    try:
-        while step < cfg.steps:
-            lr = cfg.lr_at(step)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            opt.zero_grad(set_to_none=True)
-            total = 0.0
-            for micro in range(cfg.accum_steps):
-                k = step * cfg.accum_steps + micro
-                raw = fetch(k)
-                x = torch.from_numpy(_normalize(raw, mean, std, cfg.scale)).to(device)
-                rng = np.random.default_rng([cfg.seed, k, 1])
-                masks = np.stack(
-                    [
-                        random_mask(
-                            cfg.window_px,
-                            cfg.window_px,
-                            mask_patch_px=cfg.mask_patch_px,
-                            ratio=cfg.mask_ratio,
-                            rng=rng,
-                        )
-                        for _ in range(cfg.batch_size)
-                    ]
+    def forward(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        raw = fetch(k)
+        x = torch.from_numpy(_normalize(raw, mean, std, cfg.scale)).to(device)
+        rng = np.random.default_rng([cfg.seed, k, 1])
+        masks = np.stack(
+            [
+                random_mask(
+                    cfg.window_px,
+                    cfg.window_px,
+                    mask_patch_px=cfg.mask_patch_px,
+                    ratio=cfg.mask_ratio,
+                    rng=rng,
                 )
-                # pixels that were nodata are not asked to be reconstructed
-                masks &= ~np.isnan(raw).any(axis=1)
-                m = torch.from_numpy(masks).to(device)
-                if autocast is not None:
-                    with autocast:
-                        loss, _ = model(x, m)
-                else:
-                    loss, _ = model(x, m)
-                (loss / cfg.accum_steps).backward()
-                total += float(loss.detach()) / cfg.accum_steps
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
-            opt.step()
-            step += 1
-            history.append((step, total, lr, time.perf_counter() - t0))
-            if on_step is not None:
-                on_step(step, cfg.steps, total)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                save()
-            if cfg.time_budget_s is not None and time.perf_counter() - t0 > cfg.time_budget_s:
-                log.info("time budget reached at step %d", step)
-                save()
-                break
+                for _ in range(cfg.batch_size)
+            ]
+        )
+        # pixels that were nodata are not asked to be reconstructed
+        masks &= ~np.isnan(raw).any(axis=1)
+        return model(x, torch.from_numpy(masks).to(device))  # type: ignore[no-any-return]
+
+    def after_step(done: int, loss: float) -> bool:
+        nonlocal step
+        step = done
+        history.append((done, loss, cfg.lr_at(done - 1), time.perf_counter() - t0))
+        if on_step is not None:
+            on_step(done, cfg.steps, loss)
+        over = cfg.time_budget_s is not None and time.perf_counter() - t0 > cfg.time_budget_s
+        if over:
+            log.info("time budget reached at step %d", done)
+        return over
+
+    try:
+        train_steps(
+            model,
+            opt,
+            forward,
+            lambda out: out[0],
+            steps=cfg.steps,
+            lr_at=cfg.lr_at,
+            start=step,
+            accum_steps=cfg.accum_steps,
+            # bf16 on CUDA; fp32 on CPU, measured faster there
+            bf16=device.type == "cuda",
+            ema=None,
+            on_step=after_step,
+            checkpoint_at={*range(cfg.checkpoint_every, cfg.steps + 1, cfg.checkpoint_every)}
+            | {cfg.steps},
+            on_checkpoint=lambda _: save(),
+        )
     finally:
         for fut in prefetched.values():
             fut.cancel()
