@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -34,8 +35,21 @@ def test_progress_lines_errors_and_cancel(tmp_path: Path) -> None:
     script.write_text(FAKE)
     seen: list[float] = []
     lines: list[str] = []
-    ok = run_worker([sys.executable, str(script), "ok"], seen.append, lambda: False, lines.append)
+    threads: set[int] = set()
+
+    def on_progress(p: float) -> None:
+        threads.add(threading.get_ident())
+        seen.append(p)
+
+    def on_line(line: str) -> None:
+        threads.add(threading.get_ident())
+        lines.append(line)
+
+    ok = run_worker([sys.executable, str(script), "ok"], on_progress, lambda: False, on_line)
     assert ok.ok and seen == [10.0, 20.0, 30.0] and lines == ["a plain line"]
+    # on the caller's thread: QGIS's feedback signals from another thread were queued to a
+    # main thread that this very call blocks (qgis_process, batch mode)
+    assert threads == {threading.get_ident()}
     bad = run_worker([sys.executable, str(script), "fail"], seen.append, lambda: False)
     assert not bad.ok and bad.returncode == 2
     assert bad.error == "geobert: error: scene.tif has no CRS; assign one"
