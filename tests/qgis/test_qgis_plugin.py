@@ -592,3 +592,34 @@ def test_ctrl_c_in_qgis_process_stops_the_worker_mid_run(
     assert not out.exists()
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(out) not in ps  # the worker process is gone
+
+
+def test_qgis_loads_the_plugin_from_the_release_zip(tmp_path: Path) -> None:
+    """The zip of scripts/build_plugin_zip.py, unpacked as Install from ZIP does (into a
+    profile's plugins folder): qgis_process enables it, lists it loaded, and runs its Check."""
+    import zipfile
+
+    build = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_plugin_zip.py"), "--dist", str(tmp_path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr
+    plugins = tmp_path / "plugins"
+    with zipfile.ZipFile(build.stdout.split()[-1]) as zf:
+        zf.extractall(plugins)
+    home = tmp_path / "home"
+    home.mkdir()
+    qenv = _qgis_env(home) | {"QGIS_PLUGINPATH": str(plugins)}
+    commands = {
+        "enable": ["plugins", "enable", "geobert_qgis"],
+        "plugins": ["plugins"],
+        "check": ["run", "geobert:check", "--", f"PYTHON={sys.executable}"],
+    }
+    runs = {}
+    for name, args in commands.items():
+        proc = subprocess.run([QGIS_PROCESS, *args], capture_output=True, text=True,
+                              timeout=300, env=qenv)  # fmt: skip
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-2000:]
+        runs[name] = proc.stdout
+    assert "* geobert_qgis" in runs["plugins"].splitlines()  # * = loaded, with its provider
+    assert "the geobert tools are ready" in runs["check"]
