@@ -2,6 +2,7 @@
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,10 +35,31 @@ from qgis.core import (
     QgsRectangle,
     QgsVectorLayer,
 )
+from qgis.PyQt.QtCore import QCoreApplication, QThread
 
 from . import styles
 from .settings import python_is_set, python_path, scheduler_address
 from .worker import WorkerResult, geobert_command, run_worker
+
+
+def cancel_poll(feedback: QgsProcessingFeedback) -> Callable[[], bool]:
+    """``feedback.isCanceled`` for the worker's poll loop; on the application's main thread
+    it first handles pending events.
+
+    The toolbox runs an algorithm in a task thread, but ``qgis_process`` and the batch dialog
+    run it on the main thread, which the poll loop would block for the whole run: the GUI froze,
+    the batch dialog's Cancel was seen only after the item, and ``qgis_process`` never saw
+    Ctrl-C (its SIGINT handler is a socket notifier that needs the event loop).
+    """
+    app = QCoreApplication.instance()
+    if app is None or QThread.currentThread() is not app.thread():
+        return feedback.isCanceled
+
+    def poll() -> bool:
+        QCoreApplication.processEvents()
+        return feedback.isCanceled()
+
+    return poll
 
 
 class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
@@ -176,7 +198,7 @@ class GeobertAlgorithm(QgsProcessingAlgorithm):
         result = run_worker(
             cmd,
             on_progress=feedback.setProgress,
-            is_cancelled=feedback.isCanceled,
+            is_cancelled=cancel_poll(feedback),
             on_line=feedback.pushInfo,
         )
         if result.cancelled:

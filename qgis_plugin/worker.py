@@ -8,6 +8,7 @@ on cancel (geobert then removes its staged outputs), and reports its one-line er
 
 import contextlib
 import os
+import queue
 import signal
 import subprocess
 import threading
@@ -119,6 +120,12 @@ def run_worker(
 ) -> WorkerResult:
     """Run ``command``; report progress; stop it when ``is_cancelled()`` becomes true.
 
+    ``on_progress``, ``on_line`` and ``is_cancelled`` are all called on the calling thread, at
+    least every ``poll_s`` seconds while the worker runs: the pipes are read by helper threads,
+    but QGIS's feedback signals emitted from those threads are queued to a main thread that is
+    blocked in this loop (qgis_process, Processing's batch mode), so they showed nothing until
+    the run ended. ``is_cancelled`` may also let the caller's event loop breathe.
+
     A Python that cannot be started, or that lacks geobert, comes back as one line in
     ``error`` (never a traceback), pointing at the setting and the Check tool.
     """
@@ -135,22 +142,30 @@ def run_worker(
         return WorkerResult(returncode=127, error=start_error(command[0], exc))
     lines: list[str] = []
     err_chunks: list[str] = []
+    events: queue.SimpleQueue[str] = queue.SimpleQueue()
 
     def read_stdout() -> None:
         assert proc.stdout is not None
         for raw in proc.stdout:
-            line = raw.rstrip("\n")
-            lines.append(line)
-            if line.startswith(PROGRESS_PREFIX):
-                with contextlib.suppress(ValueError):
-                    on_progress(float(line[len(PROGRESS_PREFIX) :]))
-            elif on_line is not None and line:
-                on_line(line)
+            events.put(raw.rstrip("\n"))
 
     def read_stderr() -> None:
         assert proc.stderr is not None
         for raw in proc.stderr:
             err_chunks.append(raw)
+
+    def deliver(line: str) -> None:
+        lines.append(line)
+        if line.startswith(PROGRESS_PREFIX):
+            with contextlib.suppress(ValueError):
+                on_progress(float(line[len(PROGRESS_PREFIX) :]))
+        elif on_line is not None and line:
+            on_line(line)
+
+    def deliver_waiting() -> None:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                deliver(events.get_nowait())
 
     readers = [threading.Thread(target=read_stdout), threading.Thread(target=read_stderr)]
     for t in readers:
@@ -158,7 +173,8 @@ def run_worker(
         t.start()
     cancelled = False
     while proc.poll() is None:
-        if not cancelled and is_cancelled():
+        deliver_waiting()
+        if is_cancelled():
             cancelled = True
             proc.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + grace_s
@@ -167,10 +183,12 @@ def run_worker(
             if proc.poll() is None:
                 proc.kill()
             break
-        time.sleep(poll_s)
+        with contextlib.suppress(queue.Empty):
+            deliver(events.get(timeout=poll_s))
     proc.wait()
     for t in readers:
         t.join(timeout=5)
+    deliver_waiting()
     for stream in (proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
+import threading
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -34,8 +38,21 @@ def test_progress_lines_errors_and_cancel(tmp_path: Path) -> None:
     script.write_text(FAKE)
     seen: list[float] = []
     lines: list[str] = []
-    ok = run_worker([sys.executable, str(script), "ok"], seen.append, lambda: False, lines.append)
+    threads: set[int] = set()
+
+    def on_progress(p: float) -> None:
+        threads.add(threading.get_ident())
+        seen.append(p)
+
+    def on_line(line: str) -> None:
+        threads.add(threading.get_ident())
+        lines.append(line)
+
+    ok = run_worker([sys.executable, str(script), "ok"], on_progress, lambda: False, on_line)
     assert ok.ok and seen == [10.0, 20.0, 30.0] and lines == ["a plain line"]
+    # on the caller's thread: QGIS's feedback signals from another thread were queued to a
+    # main thread that this very call blocks (qgis_process, batch mode)
+    assert threads == {threading.get_ident()}
     bad = run_worker([sys.executable, str(script), "fail"], seen.append, lambda: False)
     assert not bad.ok and bad.returncode == 2
     assert bad.error == "geobert: error: scene.tif has no CRS; assign one"
@@ -96,33 +113,52 @@ def test_a_geobert_folder_in_qgis_current_folder_does_not_shadow_the_package(
     assert ok and version.startswith("geobert "), version
 
 
+def _build_zip(repo: Path, dist: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(repo / "scripts" / "build_plugin_zip.py"), "--dist", str(dist)],
+        capture_output=True,
+        text=True,
+    )
+
+
 def test_plugin_zip_installs_as_one_folder(tmp_path: Path) -> None:
-    import shutil
-    import subprocess
-    import zipfile
+    """The release zip: one top-level folder named as the plugin, its metadata at the
+    package's version, every file of the plugin and no caches; a stale version builds nothing."""
+    import tomllib
 
     root = Path(__file__).resolve().parents[1]
     repo = tmp_path / "repo"
-    shutil.copytree(root / "qgis_plugin", repo / "qgis_plugin")
-    shutil.copytree(root / "scripts", repo / "scripts")
+    shutil.copytree(root / "qgis_plugin", repo / "qgis_plugin", ignore=_ignore_caches)
+    shutil.copytree(root / "scripts", repo / "scripts", ignore=_ignore_caches)
     shutil.copy(root / "pyproject.toml", repo / "pyproject.toml")
-    proc = subprocess.run(
-        ["bash", str(repo / "scripts" / "build_plugin_zip.sh")], capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr
-    names = zipfile.ZipFile(repo / "dist" / "geobert_qgis.zip").namelist()
-    assert {n.split("/")[0] for n in names} == {"geobert_qgis"}
-    for needed in ("metadata.txt", "__init__.py", "icon.svg", "provider.py", "worker.py"):
-        assert f"geobert_qgis/{needed}" in names
-    meta = zipfile.ZipFile(repo / "dist" / "geobert_qgis.zip").read("geobert_qgis/metadata.txt")
-    assert b"qgisMinimumVersion=3.22" in meta and b"hasProcessingProvider=yes" in meta
-    # one version number: the plugin's is the package's, or the zip is not built
-    import tomllib
-
+    # what a working copy holds besides the plugin: caches, an editor's backup
+    (repo / "qgis_plugin" / "__pycache__").mkdir()
+    (repo / "qgis_plugin" / "__pycache__" / "worker.cpython-311.pyc").write_bytes(b"\0")
+    (repo / "qgis_plugin" / ".mypy_cache").mkdir()
+    (repo / "qgis_plugin" / ".mypy_cache" / "x.json").write_text("{}")
+    (repo / "qgis_plugin" / "worker.py~").write_text("old")
     version = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
-    assert f"version={version}\n".encode() in meta
-    (repo / "qgis_plugin" / "metadata.txt").write_text(meta.decode().replace(version, "9.9"))
-    stale = subprocess.run(
-        ["bash", str(repo / "scripts" / "build_plugin_zip.sh")], capture_output=True, text=True
+    proc = _build_zip(repo, tmp_path / "dist")
+    assert proc.returncode == 0, proc.stderr
+    zip_path = tmp_path / "dist" / f"geobert_qgis-{version}.zip"
+    assert proc.stdout.strip() == f"wrote {zip_path}"
+    with zipfile.ZipFile(zip_path) as zf:
+        names = zf.namelist()
+        meta = zf.read("geobert_qgis/metadata.txt").decode()
+    shipped = sorted(
+        p.relative_to(root / "qgis_plugin").as_posix()
+        for p in (root / "qgis_plugin").iterdir()
+        if p.is_file() and p.suffix in {".py", ".txt", ".svg"}
     )
-    assert stale.returncode != 0 and "differs from pyproject" in stale.stderr
+    assert names == [f"geobert_qgis/{n}" for n in shipped]  # and nothing else
+    assert "metadata.txt" in shipped and "icon.svg" in shipped and "worker.py" in shipped
+    assert "qgisMinimumVersion=3.22" in meta and "hasProcessingProvider=yes" in meta
+    assert f"\nversion={version}\n" in meta  # one version number: the package's
+    (repo / "qgis_plugin" / "metadata.txt").write_text(meta.replace(version, "9.9"))
+    stale = _build_zip(repo, tmp_path / "dist2")
+    assert stale.returncode != 0 and "differs from pyproject.toml's" in stale.stderr
+    assert not (tmp_path / "dist2").exists() or not any((tmp_path / "dist2").iterdir())
+
+
+def _ignore_caches(folder: str, names: list[str]) -> list[str]:
+    return [n for n in names if n == "__pycache__" or n.startswith(".")]

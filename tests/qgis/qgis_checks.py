@@ -7,7 +7,6 @@ environment variable GEOBERT_PYTHON (the project's venv).
 
 import json
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -110,6 +109,8 @@ def check_change(args):
         context=context,
         feedback=rec.feedback,
     )
+    # the run's own progress (loading the results below reports progress of its own)
+    run_progress = list(rec.values)
     # load and style as Processing does at the end of a dialog run
     from processing.gui.Postprocessing import handleAlgorithmResults
 
@@ -124,7 +125,7 @@ def check_change(args):
         if getattr(lyr, "labeling", lambda: None)() is not None
     }
     result["outputs"] = {k: v for k, v in out.items()}
-    result["progress"] = rec.values
+    result["progress"] = run_progress
     result["layers"] = {name: renderer_info(layer) for name, layer in layers.items()}
     # draw the change layer over nothing and read pixel colours
     result["render"] = render(layers, args["png"])
@@ -245,18 +246,23 @@ def run_change_for_error(processing, args, feedback) -> str:
 
 
 def check_cancel(args):
+    """Cancel as the batch dialog's button does: an event on the main thread, which runs the
+    algorithm (as batch mode and qgis_process do) — seen only if the run lets events through."""
+    from qgis.PyQt.QtCore import QTimer
+
     _app, processing = start_qgis()
     load_plugin(args["plugin_dir"])
     rec = Recorder()
+    timer = QTimer()
+    timer.setInterval(50)
 
     def cancel_after_first_progress():
-        t0 = time.time()
-        # progressChanged is queued to the (blocked) main thread; the getter is live
-        while rec.feedback.progress() <= 0 and time.time() - t0 < 120:
-            time.sleep(0.05)
-        rec.feedback.cancel()
+        if rec.values and rec.values[-1] > 0:
+            rec.feedback.cancel()
+            timer.stop()
 
-    threading.Thread(target=cancel_after_first_progress, daemon=True).start()
+    timer.timeout.connect(cancel_after_first_progress)
+    timer.start()
     t0 = time.time()
     error = run_change_for_error(processing, args, rec.feedback)
     print(
@@ -264,6 +270,7 @@ def check_cancel(args):
             {
                 "error": error,
                 "seconds": time.time() - t0,
+                "progress": rec.values,
                 "out_exists": Path(args["out"]).exists(),
             }
         )
@@ -289,6 +296,7 @@ def check_classify(args):
     if "extent" in args:
         params["EXTENT"] = args["extent"]
     out = processing.run("geobert:classify", params, context=context, feedback=rec.feedback)
+    run_progress = list(rec.values)
     handle_results(
         QgsApplication_registry().algorithmById("geobert:classify"),
         context,
@@ -297,7 +305,7 @@ def check_classify(args):
         out,
     )
     layers = {lyr.name(): renderer_info(lyr) for lyr in QgsProject.instance().mapLayers().values()}
-    print(json.dumps({"outputs": out, "progress": rec.values, "layers": layers}))
+    print(json.dumps({"outputs": out, "progress": run_progress, "layers": layers}))
 
 
 def check_train(args):
@@ -320,9 +328,6 @@ def check_train(args):
         context=QgsProcessingContext(),
         feedback=rec.feedback,
     )
-    from qgis.core import QgsApplication
-
-    QgsApplication.processEvents()  # deliver the queued progress signals
     print(json.dumps({"outputs": out, "progress": rec.values}))
 
 

@@ -124,7 +124,9 @@ def test_change_detection_in_qgis(env: dict[str, Path], tmp_path: Path) -> None:
     with rasterio.open(res["outputs"]["CHANGE"]) as ds, rasterio.open(env["before"]) as src:
         assert ds.crs == src.crs and ds.transform == src.transform
     progress = res["progress"]
-    assert progress[-1] == 100 and all(a <= b for a, b in itertools.pairwise(progress))
+    # the worker's own progress, reported while processing.run ran (not only after it)
+    assert progress[0] < 100 and progress[-1] == 100, progress
+    assert all(a <= b for a, b in itertools.pairwise(progress)), progress
     layers = res["layers"]
     dates = "abudhabi 2016 → abudhabi 2018"
     mask = layers[f"change {dates}"]
@@ -144,9 +146,12 @@ def test_change_detection_in_qgis(env: dict[str, Path], tmp_path: Path) -> None:
 
 
 def test_cancel_stops_the_worker_and_leaves_nothing(env: dict[str, Path], tmp_path: Path) -> None:
+    """Cancel clicked during an item while the algorithm runs on the main thread (batch mode):
+    the click is an event there, seen mid-run, and the worker stops at once."""
     out = tmp_path / "out"
     res = check("cancel", env, before=env["big_before"], after=env["big_after"], out=out)
     assert "cancelled; no output was written" in res["error"]
+    assert 0 < res["progress"][-1] < 90  # cancelled while the model ran, not after it
     assert not res["out_exists"]  # no outputs, and no empty folder either
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(out) not in ps  # the worker process is gone
@@ -520,3 +525,101 @@ def test_the_help_explains_modes_models_and_where_it_runs(
     for text in texts.values():
         assert "runs on the CPU in a separate Python process" in text
     assert "10 labelled OSCD cities" in texts["geobert:change"]
+
+
+def _qgis_process_live(
+    env: dict[str, Path], home: Path, *args: str, until: str = ""
+) -> tuple[subprocess.Popen[bytes], bytes]:
+    """Start ``qgis_process.bin ARGS`` with the plugin enabled in a fresh profile; read its
+    stdout as it comes until ``until`` shows (or it ends); return it running and what it
+    printed so far."""
+    import select
+
+    home.mkdir(exist_ok=True)
+    qenv = _qgis_env(home) | {"QGIS_PLUGINPATH": str(env["plugins"])}
+    subprocess.run([QGIS_PROCESS, "plugins", "enable", "geobert_qgis"],
+                   capture_output=True, text=True, timeout=300, env=qenv)  # fmt: skip
+    # its own session: a signal sent to qgis_process alone does not reach the worker
+    proc = subprocess.Popen([QGIS_PROCESS, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=qenv, start_new_session=True)  # fmt: skip
+    assert proc.stdout is not None
+    seen = b""
+    while not until or until.encode() not in seen:
+        ready, _, _ = select.select([proc.stdout], [], [], 300)
+        chunk = os.read(proc.stdout.fileno(), 4096) if ready else b""
+        if not chunk:
+            break
+        seen += chunk
+    return proc, seen
+
+
+def test_qgis_process_prints_progress_as_the_run_goes(env: dict[str, Path], tmp_path: Path) -> None:
+    """qgis_process draws its 0...10...100 bar from the algorithm's progress; geobert's went to
+    a signal queued to qgis_process's blocked main thread, so nothing showed until the end."""
+    out = tmp_path / "out"
+    proc, log = _qgis_process_live(
+        env, tmp_path / "home", "run", "geobert:change", "--", f"BEFORE={env['before']}",
+        f"AFTER={env['after']}", f"OUTPUT_FOLDER={out}",
+    )  # fmt: skip
+    assert proc.wait(timeout=60) == 0, log[-3000:]
+    text = log.decode()
+    bar = text.index("0...10...20...30...40...50...60...70...80...90...100 - done.")
+    # the bar comes before the lines the plugin writes once the worker has ended
+    assert bar < text.index("change polygons, "), text[-3000:]
+
+
+def test_ctrl_c_in_qgis_process_stops_the_worker_mid_run(
+    env: dict[str, Path], tmp_path: Path
+) -> None:
+    """SIGINT to qgis_process (Ctrl-C) cancels the algorithm while the model runs: the worker
+    is stopped at once and leaves no output folder. qgis_process sees SIGINT through its event
+    loop, which the plugin's wait used to block, so the run went on to the end."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    proc, log = _qgis_process_live(
+        env, tmp_path / "home", "run", "geobert:change", "--", f"BEFORE={env['big_before']}",
+        f"AFTER={env['big_after']}", f"OUTPUT_FOLDER={out}", until="0...10",
+    )  # fmt: skip
+    assert b"0...10" in log, log[-3000:]
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)  # to qgis_process only, not to the worker
+    rest, _ = proc.communicate(timeout=120)
+    text = (log + rest).decode()
+    assert proc.returncode != 0 and time.monotonic() - t0 < 30, text[-3000:]
+    assert "cancelled; no output was written" in text and "100 - done." not in text
+    assert not out.exists()
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(out) not in ps  # the worker process is gone
+
+
+def test_qgis_loads_the_plugin_from_the_release_zip(tmp_path: Path) -> None:
+    """The zip of scripts/build_plugin_zip.py, unpacked as Install from ZIP does (into a
+    profile's plugins folder): qgis_process enables it, lists it loaded, and runs its Check."""
+    import zipfile
+
+    build = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_plugin_zip.py"), "--dist", str(tmp_path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr
+    plugins = tmp_path / "plugins"
+    with zipfile.ZipFile(build.stdout.split()[-1]) as zf:
+        zf.extractall(plugins)
+    home = tmp_path / "home"
+    home.mkdir()
+    qenv = _qgis_env(home) | {"QGIS_PLUGINPATH": str(plugins)}
+    commands = {
+        "enable": ["plugins", "enable", "geobert_qgis"],
+        "plugins": ["plugins"],
+        "check": ["run", "geobert:check", "--", f"PYTHON={sys.executable}"],
+    }
+    runs = {}
+    for name, args in commands.items():
+        proc = subprocess.run([QGIS_PROCESS, *args], capture_output=True, text=True,
+                              timeout=300, env=qenv)  # fmt: skip
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-2000:]
+        runs[name] = proc.stdout
+    assert "* geobert_qgis" in runs["plugins"].splitlines()  # * = loaded, with its provider
+    assert "the geobert tools are ready" in runs["check"]
