@@ -347,14 +347,16 @@ def band_set_scores(runs: list[dict[str, Any]]) -> dict[str, str]:
 def train_final(
     cities: dict[str, CityArrays], out: Path, ckpt_dir: Path, seed: int, method: str
 ) -> Path:
-    """``method`` on all 10 cities: the step count most folds chose, the median threshold."""
+    """``method`` on all 10 cities: the step count most folds chose (a tie: the larger), the
+    median threshold."""
     runs = [
         json.loads(p.read_text()) for p in sorted((out / "runs").glob(f"fold*_{SLUG[method]}.json"))
     ]
     if len(runs) < 5:
         raise SystemExit(f"only {len(runs)} of 5 {method} folds are done; run the folds first")
     steps = [int(r["chosen_step"]) for r in runs]
-    chosen = max(set(steps), key=steps.count)
+    # the step count most folds chose; a tie goes to the larger (the protocol's 700 by default)
+    chosen = max(set(steps), key=lambda s: (steps.count(s), s))
     threshold = float(np.median([r["threshold"] for r in runs]))
     cfg = ChangeTrainConfig(
         init="mim",
