@@ -19,11 +19,27 @@ from geobert.errors import GeobertError
 from geobert.models.registry import register_model
 from geobert.models.swin import SwinTransformer, WindowAttention
 
-__all__ = ["EncoderConfig", "GeobertEncoder", "TileSizeError", "geobert_s", "geobert_t"]
+__all__ = [
+    "EncoderConfig",
+    "GeobertEncoder",
+    "InputBandsError",
+    "InputShapeError",
+    "TileSizeError",
+    "geobert_s",
+    "geobert_t",
+]
 
 
-class TileSizeError(GeobertError, ValueError):
-    """Input height or width not a multiple of the encoder's total stride."""
+class InputShapeError(GeobertError, ValueError):
+    """An input tensor the encoder cannot take (catch this for any of the cases below)."""
+
+
+class TileSizeError(InputShapeError):
+    """Input height or width not a positive multiple of the encoder's total stride."""
+
+
+class InputBandsError(InputShapeError):
+    """Input not ``(B, C, H, W)``, or its channel count not the encoder's band count."""
 
 
 @dataclass(frozen=True)
@@ -120,9 +136,9 @@ class GeobertEncoder(nn.Module):
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a clear error for inputs the encoder cannot take."""
         if x.ndim != 4:
-            raise TileSizeError(f"expected a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
+            raise InputBandsError(f"expected a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
         if x.shape[1] != self.in_chans:
-            raise TileSizeError(
+            raise InputBandsError(
                 f"input has {x.shape[1]} channels but the encoder was built for {self.in_chans} "
                 f"bands {list(self.bands)}"
             )
@@ -152,10 +168,6 @@ class GeobertEncoder(nn.Module):
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Multi-scale features, strides 4, 8, 16, 32, NCHW (see class docstring)."""
         return self.forward_tokens(self.embed(x))
-
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Alias of :meth:`forward_features` in timm's vocabulary (what heads consume)."""
-        return self.forward_features(x)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.forward_features(x)

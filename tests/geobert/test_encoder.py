@@ -11,7 +11,13 @@ import geobert.models.registry
 from geobert.errors import BandMismatchError, GeobertError
 from geobert.models import create_model, list_models, load_checkpoint, save_checkpoint
 from geobert.models.card import ModelCard
-from geobert.models.encoder import GeobertEncoder, TileSizeError, pad_to_stride
+from geobert.models.encoder import (
+    GeobertEncoder,
+    InputBandsError,
+    InputShapeError,
+    TileSizeError,
+    pad_to_stride,
+)
 
 S2 = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A")
 
@@ -74,17 +80,23 @@ def test_feature_pyramid_shapes(bands: int, h: int, w: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("shape", "match"),
+    ("shape", "error", "match"),
     [
-        ((1, 13, 100, 128), r"100×128 px: height and width must be positive multiples of 32"),
-        ((1, 4, 64, 64), r"input has 4 channels but the encoder was built for 13 bands"),
-        ((13, 64, 64), r"expected a \(B, C, H, W\) tensor"),
+        ((1, 13, 100, 128), TileSizeError,
+         r"100×128 px: height and width must be positive multiples of 32"),
+        ((1, 4, 64, 64), InputBandsError,
+         r"input has 4 channels but the encoder was built for 13 bands"),
+        ((13, 64, 64), InputBandsError, r"expected a \(B, C, H, W\) tensor"),
     ],
-)
-def test_bad_input_shapes_are_clear_errors(shape: tuple[int, ...], match: str) -> None:
+)  # fmt: skip
+def test_bad_input_shapes_are_clear_errors(
+    shape: tuple[int, ...], error: type[InputShapeError], match: str
+) -> None:
     model = create_model("geobert_s", bands=S2)
-    with pytest.raises(TileSizeError, match=match):
+    with pytest.raises(error, match=match) as info:
         model(torch.randn(*shape))
+    assert isinstance(info.value, InputShapeError)  # one class catches every shape problem
+    assert not (error is InputBandsError and isinstance(info.value, TileSizeError))
 
 
 def test_fused_attention_matches_explicit_attention() -> None:
