@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 import time
@@ -157,31 +158,44 @@ def read_manifest(path: str | os.PathLike[str]) -> list[BatchItem]:
                 bands = tuple(parse_band_names(row["bands"]))
             except ValueError as exc:
                 raise GeobertError(f"{where}: bands {exc}") from None
-        nodata = None
-        if row.get("nodata"):
-            try:
-                nodata = float(row["nodata"])
-            except ValueError:
-                raise GeobertError(
-                    f"{where}: nodata {row['nodata']!r} is not a number; give the input value "
-                    "that means no data (e.g. 0)"
-                ) from None
+        try:
+            nodata = _number(row, "nodata", "give the input value that means no data (e.g. 0)")
+        except GeobertError as exc:
+            raise GeobertError(f"{where}: {exc}") from None
         items.append(BatchItem(item_id, command, inputs, model, grid, like, bands, nodata))
     return items
+
+
+def _number(row: dict[str, str], key: str, hint: str, *, positive: bool = False) -> float | None:
+    """The manifest column ``key`` as a finite number (``None`` when empty); a bad value is one
+    line that names the column, the value and ``hint``.
+
+    >>> _number({"resolution": " 20 "}, "resolution", "give a pixel size", positive=True)
+    20.0
+    >>> _number({"nodata": ""}, "nodata", "give a value") is None
+    True
+    """
+    text = (row.get(key) or "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise GeobertError(f"{key} {row[key]!r} is not a number; {hint}")
+    if positive and value <= 0:
+        raise GeobertError(f"{key} {row[key]!r} must be greater than 0; {hint}")
+    return value
 
 
 def _grid(row: dict[str, str], base: Path, where: str) -> tuple[GridRequest, str | None]:
     """An item's output grid columns, checked now so a bad manifest fails before any work."""
     try:
         crs = parse_crs(row["crs"]) if row.get("crs") else None
-        resolution = None
-        if row.get("resolution"):
-            try:
-                resolution = float(row["resolution"])
-            except ValueError:
-                raise GeobertError(
-                    f"resolution {row['resolution']!r} is not a number; give a pixel size"
-                ) from None
+        resolution = _number(
+            row, "resolution", "give a pixel size in the CRS's units (e.g. 10)", positive=True
+        )
         bounds = None
         if row.get("bounds"):
             parts = [v for v in re.split(r"[\s,;\[\]()]+", row["bounds"]) if v]

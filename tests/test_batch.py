@@ -131,6 +131,10 @@ def test_manifest_errors_are_clear(tmp_path: Path) -> None:
         ({"bounds": "3 0 1 1"}, "item 1: output bounds must be LEFT BOTTOM RIGHT TOP"),
         ({"crs": "EPSG:0"}, "item 1: unknown CRS 'EPSG:0'"),
         ({"resolution": "ten"}, "item 1: resolution 'ten' is not a number"),
+        ({"resolution": "nan"}, "item 1: resolution 'nan' is not a number; give a pixel size"),
+        ({"resolution": "-10"}, "item 1: resolution '-10' must be greater than 0"),
+        ({"resolution": "0"}, "item 1: resolution '0' must be greater than 0"),
+        ({"nodata": "inf"}, "item 1: nodata 'inf' is not a number; give the input value"),
         ({"like": "ref.tif", "crs": "EPSG:3857"}, "item 1: like cannot be combined"),
     ]:
         bad.write_text(json.dumps([item | extra]))
