@@ -369,8 +369,9 @@ def test_global_flags_after_the_command_and_errors_in_flag_names(tmp_path: Path)
 
 def test_unnamed_band_stacks_are_named_with_bands(tmp_path: Path) -> None:
     """A stack without band names (gdalbuildvrt -separate, QGIS Build Virtual Raster): refused
-    with the fix in the message; named with --bands it gives exactly the named stack's map;
-    --fill-missing mean runs an L2A-like stack without B10, with a warning."""
+    with the fix in the message; named with --bands it gives exactly the named stack's map; an
+    L2A-like stack (no B10) runs on the model's s2-l2a band set, and --fill-missing mean runs a
+    set the model was not trained for, with a warning."""
     from tests.conftest import read_example_pair
 
     pair, before, after = read_example_pair()
@@ -410,13 +411,27 @@ def test_unnamed_band_stacks_are_named_with_bands(tmp_path: Path) -> None:
         with rasterio.open(tmp_path / f"{stem}_l2a.tif", "w", **prof) as ds:
             ds.write(arr[keep])
     l2a = [str(tmp_path / "b_l2a.tif"), str(tmp_path / "a_l2a.tif"), "--bands", ",".join(no_b10)]
-    missing = subprocess.run([*run, *l2a, "-o", str(tmp_path / "m"), "-q"],
+    # the shipped model was trained to run on L2A's bands: no option needed, and it says so
+    l2a_run = subprocess.run([*run, *l2a, "-o", str(tmp_path / "m"), "-q"],
+                             capture_output=True, text=True)  # fmt: skip
+    assert l2a_run.returncode == 0, l2a_run.stderr
+    assert "the model ran on its s2-l2a bands" in l2a_run.stderr
+    # a set it was not trained for (no B02): refused, --fill-missing mean named as the fallback
+    odd = [n for n in no_b10 if n != "B02"]
+    keep = [names.index(n) for n in odd]
+    prof["count"] = len(keep)
+    for stem, arr in (("b", before), ("a", after)):
+        with rasterio.open(tmp_path / f"{stem}_odd.tif", "w", **prof) as ds:
+            ds.write(arr[keep])
+    odd_args = [str(tmp_path / "b_odd.tif"), str(tmp_path / "a_odd.tif"), "--bands", ",".join(odd)]
+    missing = subprocess.run([*run, *odd_args, "-o", str(tmp_path / "o"), "-q"],
                              capture_output=True, text=True)  # fmt: skip
     assert missing.returncode == 2 and "--fill-missing mean" in missing.stderr
-    filled = subprocess.run([*run, *l2a, "-o", str(tmp_path / "f"), "-q", "--fill-missing",
+    assert "it also runs on s2-l2a" in missing.stderr
+    filled = subprocess.run([*run, *odd_args, "-o", str(tmp_path / "f"), "-q", "--fill-missing",
                              "mean"], capture_output=True, text=True)  # fmt: skip
     assert filled.returncode == 0, filled.stderr
-    assert "B10 are missing from the input and were filled" in filled.stderr
+    assert "B02, B10 are missing from the input and were filled" in filled.stderr
 
 
 S2 = Path(__file__).resolve().parent / "data" / "s2_jp2"

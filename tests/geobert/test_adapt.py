@@ -80,6 +80,7 @@ def test_the_pipeline_applies_exactly_the_adapted_parameters(tmp_path: Path) -> 
         tmp_path / "adapted",
         config=EngineConfig(tile_size_px=256, overlap_px=0, batch_size=1),
         adapt=SMALL,
+        precision="fp32",  # as the direct call below (auto is bf16 on CPUs with bf16 units)
     )
     tta = summary["test_time_adaptation"]
     assert tta["steps"] == SMALL.steps and tta["loss_after"] < tta["loss_before"]

@@ -69,6 +69,7 @@ def test_tiled_change_is_the_models_own_prediction(tmp_path: Path) -> None:
         EXAMPLE / "imgs_2",
         tmp_path / "one",
         config=EngineConfig(tile_size_px=256, overlap_px=0, batch_size=1),
+        precision="fp32",  # as the direct call (auto is bf16 on CPUs with bf16 units)
     )
     np.testing.assert_allclose(
         _read(tmp_path / "one" / "change_probability.tif"), direct, atol=1e-5
@@ -79,6 +80,7 @@ def test_tiled_change_is_the_models_own_prediction(tmp_path: Path) -> None:
         EXAMPLE / "imgs_2",
         tmp_path / "tiled",
         config=EngineConfig(tile_size_px=128, overlap_px=32, batch_size=2),
+        precision="fp32",
     )
     tiled = _read(tmp_path / "tiled" / "change_probability.tif")
     diff = np.abs(tiled - direct)
@@ -138,6 +140,44 @@ def test_shipped_change_model_finds_the_labelled_change() -> None:
     f1 = scores(prob > t, label, valid).f1
     inverted = scores((1 - prob) > t, label, valid).f1
     assert f1 > FLOORS["change_f1"] > inverted, (f1, inverted)
+
+
+def test_shipped_change_model_runs_on_the_bands_users_have(tmp_path: Path) -> None:
+    """An L2A-like stack (12 bands, no B10) and a 4-band B02/B03/B04/B08 stack of the example
+    pair run without a user option on the band sets the shipped model was trained for, say so,
+    and still find the labelled change (a map on the wrong bands, or inverted, does not)."""
+    from geobert.change.oscd import read_label
+    from tests.conftest import read_example_pair
+
+    card = load_checkpoint(pretrained_encoder_path("changenet_s_oscd"))[1]
+    assert set(card.band_sets) >= {"s2-l2a", "s2-10m"}, card.band_sets
+    pair, before, after = read_example_pair()
+    names = list(pair.before.band_names)
+    label = read_label(  # on imgs_1's grid; the aligned pair's is that grid cropped
+        ROOT / "tests" / "data" / "abudhabi_label" / "abudhabi-cm.tif",
+        open_scene(EXAMPLE / "imgs_1").grid,
+    )
+    prof = {"driver": "GTiff", "width": before.shape[2], "height": before.shape[1],
+            "dtype": "uint16", "crs": pair.grid.crs, "transform": pair.grid.transform}  # fmt: skip
+    for set_name, keep in (("s2-l2a", [b for b in names if b != "B10"]),
+                           ("s2-10m", ["B02", "B03", "B04", "B08"])):  # fmt: skip
+        idx = [names.index(b) for b in keep]
+        paths = []
+        for stem, arr in (("before", before), ("after", after)):
+            path = tmp_path / f"{set_name}_{stem}.tif"
+            with rasterio.open(path, "w", count=len(idx), **prof) as ds:
+                ds.write(arr[idx])
+                ds.descriptions = tuple(keep)
+            paths.append(path)
+        summary = detect_change(*paths, tmp_path / set_name, cloud_mask=False)
+        assert any(f"the model ran on its {set_name} bands" in w for w in summary["warnings"])
+        prob = _read(tmp_path / set_name / "change_probability.tif")
+        valid = np.isfinite(prob)
+        t = float(summary["threshold"])
+        lab = label[: prob.shape[0], : prob.shape[1]]
+        f1 = scores(prob > t, lab, valid).f1
+        inverted = scores((1 - prob) > t, lab, valid).f1
+        assert f1 > FLOORS["change_f1"] > inverted, (set_name, f1, inverted)
 
 
 def test_shipped_landcover_model_agrees_with_the_polygons(tmp_path: Path) -> None:
