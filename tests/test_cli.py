@@ -404,26 +404,25 @@ def test_unnamed_band_stacks_are_named_with_bands(tmp_path: Path) -> None:
         rasterio.open(tmp_path / "n" / "change_probability.tif") as n,
     ):
         np.testing.assert_array_equal(u.read(), n.read())
+
+    def unnamed_subset(tag: str, bands: list[str]) -> list[str]:
+        """Both dates as unnamed stacks of ``bands``, and the arguments that name them."""
+        keep = [names.index(n) for n in bands]
+        paths = [str(tmp_path / f"{stem}_{tag}.tif") for stem in ("b", "a")]
+        for path, arr in zip(paths, (before, after), strict=True):
+            with rasterio.open(path, "w", **{**prof, "count": len(keep)}) as ds:
+                ds.write(arr[keep])
+        return [*paths, "--bands", ",".join(bands)]
+
     no_b10 = [n for n in names if n != "B10"]
-    keep = [names.index(n) for n in no_b10]
-    prof["count"] = len(keep)
-    for stem, arr in (("b", before), ("a", after)):
-        with rasterio.open(tmp_path / f"{stem}_l2a.tif", "w", **prof) as ds:
-            ds.write(arr[keep])
-    l2a = [str(tmp_path / "b_l2a.tif"), str(tmp_path / "a_l2a.tif"), "--bands", ",".join(no_b10)]
+    l2a = unnamed_subset("l2a", no_b10)
     # the shipped model was trained to run on L2A's bands: no option needed, and it says so
     l2a_run = subprocess.run([*run, *l2a, "-o", str(tmp_path / "m"), "-q"],
                              capture_output=True, text=True)  # fmt: skip
     assert l2a_run.returncode == 0, l2a_run.stderr
     assert "the model ran on its s2-l2a bands" in l2a_run.stderr
     # a set it was not trained for (no B02): refused, --fill-missing mean named as the fallback
-    odd = [n for n in no_b10 if n != "B02"]
-    keep = [names.index(n) for n in odd]
-    prof["count"] = len(keep)
-    for stem, arr in (("b", before), ("a", after)):
-        with rasterio.open(tmp_path / f"{stem}_odd.tif", "w", **prof) as ds:
-            ds.write(arr[keep])
-    odd_args = [str(tmp_path / "b_odd.tif"), str(tmp_path / "a_odd.tif"), "--bands", ",".join(odd)]
+    odd_args = unnamed_subset("odd", [n for n in no_b10 if n != "B02"])
     missing = subprocess.run([*run, *odd_args, "-o", str(tmp_path / "o"), "-q"],
                              capture_output=True, text=True)  # fmt: skip
     assert missing.returncode == 2 and "--fill-missing mean" in missing.stderr
