@@ -1,0 +1,140 @@
+"""Random forest on the frozen encoder's features: does geobert's context help a random forest
+away from the polygons? (issue 16; protocol: results/landcover_bb/strips/PROTOCOL.md)
+
+The random-forest baseline of the strips (100 trees, balanced class weights, the same ≤ 100 000
+training pixels) on the 13 normalised bands plus the encoder's stage 1–3 features (strides 4,
+8, 16; 336 channels) bilinearly upsampled to the pixels — from the shipped MIM encoder, and from
+a freshly initialised one (seed 0) as the control. Nothing is chosen on any strip. Results go
+into the strips' ``fold<k>.json`` (resumable per method) and ``crossval.md``.
+
+    .venv/bin/python scripts/landcover_features_rf.py --data ../shared/data/landcover_brandenburg
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 - torch's own convention
+
+from geobert.landcover.evaluate import crossval_report
+from geobert.landcover.labels import UNLABELLED
+from geobert.landcover.metrics import ClassScores, confusion
+from geobert.landcover.train import LandCoverData, LandCoverTrainConfig, prepare_landcover
+from geobert.models.checkpoint import read_card
+from geobert.models.encoder import GeobertEncoder, pad_to_stride
+from geobert.training.finetune import start_encoder
+from geobert.weights import pretrained_encoder_path
+
+METHODS = {
+    "random forest (bands + MIM features)": "mim",
+    "random forest (bands + random-encoder features)": "scratch",
+}
+STAGES = (0, 1, 2)
+
+
+@torch.no_grad()
+def pixel_features(
+    encoder: GeobertEncoder, image: np.ndarray, where: np.ndarray, tile_px: int = 512
+) -> np.ndarray:
+    """``(N, C + F)``: the bands and the encoder's stage features at the pixels of ``where``
+    (row-major order), the encoder run on ``tile_px`` tiles (reflect-padded to its stride)."""
+    encoder.eval()
+    _, h, w = image.shape
+    chans = sum(encoder.feature_channels[s] for s in STAGES)
+    feats = np.zeros((int(where.sum()), chans), np.float32)
+    index = np.full(where.shape, -1, np.int64)
+    index[where] = np.arange(int(where.sum()))
+    for r0 in range(0, h, tile_px):
+        for c0 in range(0, w, tile_px):
+            sl = (slice(r0, min(h, r0 + tile_px)), slice(c0, min(w, c0 + tile_px)))
+            sel = index[sl]
+            if not (sel >= 0).any():
+                continue
+            x = torch.from_numpy(np.ascontiguousarray(image[:, sl[0], sl[1]]))[None]
+            th, tw = x.shape[-2:]
+            xp, _ = pad_to_stride(x, encoder.stride)
+            out = encoder(xp)
+            up = [
+                F.interpolate(
+                    out[s],
+                    size=xp.shape[-2:],
+                    mode="bilinear",
+                    align_corners=False,
+                )[0, :, :th, :tw]
+                for s in STAGES
+            ]
+            tile = torch.cat(up).numpy()
+            m = sel >= 0
+            feats[sel[m]] = tile[:, m].T
+    bands = image[:, where].T
+    return np.concatenate([bands, feats], axis=1)
+
+
+def feature_rf_scores(
+    data: LandCoverData, encoder: GeobertEncoder, max_train_pixels: int = 100_000, seed: int = 0
+) -> ClassScores:
+    """The strips' random forest (same pixels, same trees) on bands + encoder features."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    train_idx = np.flatnonzero(data.train.ravel())
+    rng = np.random.default_rng(seed)
+    if train_idx.size > max_train_pixels:  # the same draw as random_forest_scores
+        train_idx = np.sort(rng.choice(train_idx, max_train_pixels, replace=False))
+    train = np.zeros(data.codes.shape, bool)
+    train.ravel()[train_idx] = True
+    x_train = pixel_features(encoder, data.image, train)
+    rf = RandomForestClassifier(
+        n_estimators=100, class_weight="balanced", n_jobs=os.cpu_count(), random_state=seed
+    )
+    rf.fit(x_train, data.codes[train])
+    del x_train
+    x_hold = pixel_features(encoder, data.image, data.holdout)
+    pred = np.full(data.codes.shape, UNLABELLED, np.int64)
+    pred[data.holdout] = rf.predict(x_hold)
+    truth = np.where(data.holdout, data.codes, UNLABELLED)
+    return ClassScores(data.classes, confusion(pred.ravel(), truth.ravel(), len(data.classes)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="folder with the scene and landuse_west.gpkg")
+    ap.add_argument("--out", default="results/landcover_bb/strips")
+    ap.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    data_dir, out = Path(args.data), Path(args.out)
+    ckpt = pretrained_encoder_path()
+    card = read_card(ckpt)
+    for k in args.folds:
+        dest = out / f"fold{k}.json"
+        fold = json.loads(dest.read_text())
+        todo = [m for m in args.methods if m not in fold["methods"]]
+        if not todo:
+            continue
+        strip = {"split": "strips", "strips": fold["strips"], "strip": k, "gap_px": fold["gap_px"]}
+        split = replace(LandCoverTrainConfig(), **strip).split_options()
+        data = prepare_landcover(data_dir, data_dir / "landuse_west.gpkg", "fclass", card, **split)
+        for name in todo:
+            torch.manual_seed(0)
+            encoder, _ = start_encoder(ckpt, METHODS[name])
+            scores = feature_rf_scores(data, encoder)
+            logging.info("strip %d: %s macro-F1 %.3f", k, name, scores.macro_f1)
+            fold = json.loads(dest.read_text())  # another run may have added methods
+            fold["methods"][name] = scores.as_dict()
+            tmp = dest.with_suffix(".partial")
+            tmp.write_text(json.dumps(fold, indent=2) + "\n")
+            tmp.replace(dest)
+    crossval_report(out)
+    print((out / "crossval.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
