@@ -38,6 +38,9 @@ RECIPES = {
     "geobert (MIM)": BASE,
     "geobert (MIM, pixel path)": LandCoverTrainConfig(**{**BASE.__dict__, "pixel_dim": 32}),
     "geobert (MIM, band dropout)": LandCoverTrainConfig(**{**BASE.__dict__, "band_dropout": 0.5}),
+    "geobert (MIM, pixel path, band dropout)": LandCoverTrainConfig(
+        **{**BASE.__dict__, "pixel_dim": 32, "band_dropout": 0.5}
+    ),
     "geobert (scratch)": LandCoverTrainConfig(**{**BASE.__dict__, "init": "scratch"}),
     "geobert (scratch, pixel path)": LandCoverTrainConfig(
         **{**BASE.__dict__, "init": "scratch", "pixel_dim": 32}
