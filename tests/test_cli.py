@@ -482,7 +482,8 @@ def test_train_landcover_defaults_are_the_recipes() -> None:
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     opts = {a.dest: a.default for a in sub.choices["train-landcover"]._actions}
     cfg = LandCoverTrainConfig()
-    assert opts["steps"] == cfg.steps == 800  # the shipped model's recipe
+    assert opts["steps"] == cfg.steps == 400  # the shipped model's recipe
+    assert opts["pixel_path"] == cfg.pixel_dim == 32
     qgis = (Path(__file__).resolve().parents[1] / "qgis_plugin" / "algorithms.py").read_text()
     assert f'"Training steps", QgsProcessingParameterNumber.Integer, {cfg.steps},' in qgis
 

@@ -42,7 +42,7 @@ def add_train_landcover(sub: Subparsers) -> None:
     p.add_argument("-o", "--output", required=True, metavar="MODEL", help="output .safetensors")
     add_init_option(p)
     p.add_argument("--encoder", default=None, metavar="CKPT", help="pretrained encoder")
-    p.add_argument("--steps", type=int, default=800, help="optimiser steps (default: 800)")
+    p.add_argument("--steps", type=int, default=400, help="optimiser steps (default: 400)")
     p.add_argument(
         "--block-size", type=int, default=128, metavar="PX", help="split block edge (default: 128)"
     )
@@ -88,10 +88,10 @@ def add_train_landcover(sub: Subparsers) -> None:
     p.add_argument(
         "--pixel-path",
         type=int,
-        default=0,
+        default=32,
         metavar="DIM",
         help="width of a per-pixel path (the pixel's spectrum and NDVI/NDWI/NDBI/MNDWI) beside "
-        "the encoder's context; 0: none (default: 0)",
+        "the encoder's context; 0: none (default: 32)",
     )
     add_train_bf16_option(p)
     add_seed_option(p)
@@ -224,7 +224,11 @@ def add_evaluate_landcover(sub: Subparsers) -> None:
     add_split_options(p)
     add_quiet_option(p, "no per-strip progress lines")
     p.add_argument(
-        "--steps", type=int, default=800, help="cross-validation: optimiser steps (default: 800)"
+        "--steps",
+        type=int,
+        default=800,
+        help="cross-validation: optimiser steps, the best chosen on the neighbouring strip "
+        "(default: 800)",
     )
     add_init_option(p, help_prefix="cross-validation: ")
     add_fix_geometries_option(p)

@@ -70,7 +70,8 @@ class LandCoverTrainConfig(WarmupCosineSchedule):
     init: Literal["mim", "scratch"] = "mim"
     window_px: int = 128
     batch_size: int = 16
-    steps: int = 800
+    #: the step count most strips chose on their validation strip (results/landcover_bb/strips)
+    steps: int = 400
     lr: float = 5e-4
     encoder_lr_scale: float = 0.5
     weight_decay: float = 0.01
@@ -87,8 +88,10 @@ class LandCoverTrainConfig(WarmupCosineSchedule):
     strips: int = 5
     strip: int = 0
     gap_px: int = 128
-    #: width of the per-pixel spectral path beside the encoder (0: none)
-    pixel_dim: int = 0
+    #: width of the per-pixel spectral path beside the encoder (0: none); 32 by default: over
+    #: five spatially disjoint strips of the Brandenburg polygons it scored +1.3 macro-F1 points
+    #: above no path (results/landcover_bb/strips/RESULTS.md)
+    pixel_dim: int = 32
     #: share of windows that see only one of the band sets of
     #: :data:`~geobert.models.bandsets.DROPOUT_SETS` (drawn uniformly; the other bands at their
     #: mean), so the model also runs on L2A products and 4-band stacks
