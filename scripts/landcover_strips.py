@@ -41,6 +41,9 @@ RECIPES = {
     "geobert (MIM, pixel path, band dropout)": LandCoverTrainConfig(
         **{**BASE.__dict__, "pixel_dim": 32, "band_dropout": 0.5}
     ),
+    "geobert (MIM frozen, pixel path)": LandCoverTrainConfig(
+        **{**BASE.__dict__, "pixel_dim": 32, "encoder_lr_scale": 0.0}
+    ),
     "geobert (scratch)": LandCoverTrainConfig(**{**BASE.__dict__, "init": "scratch"}),
     "geobert (scratch, pixel path)": LandCoverTrainConfig(
         **{**BASE.__dict__, "init": "scratch", "pixel_dim": 32}
