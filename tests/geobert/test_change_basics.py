@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import shutil
 from pathlib import Path
@@ -72,6 +73,10 @@ def test_scores_and_pooling() -> None:
     assert (p.tp, p.fp, p.fn, p.tn) == (3, 1, 1, 2) and p.f1 == pytest.approx(6 / 8)
     table = to_markdown({"cva": {"a": a, "b": b}})
     assert "| cva | **pooled** | 0.750 | 0.750 | 0.750 | 0.600 |" in table
+    # counts are values: pooled tables and per-city dicts share them, so none may be edited
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.tp = 0  # type: ignore[misc]
+    assert len({a, scores(np.array([1, 0, 1, 1]), np.array([1, 0, 0, 1]))}) == 1  # hashable
 
 
 def test_otsu_separates_two_modes() -> None:
