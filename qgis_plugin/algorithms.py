@@ -662,7 +662,7 @@ class TrainLandCoverAlgorithm(GeobertAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterNumber(
-                self.STEPS, "Training steps", QgsProcessingParameterNumber.Integer, 400, minValue=1
+                self.STEPS, "Training steps", QgsProcessingParameterNumber.Integer, 800, minValue=1
             )
         )
         self.addParameter(

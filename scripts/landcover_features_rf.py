@@ -122,6 +122,9 @@ def main() -> None:
         strip = {"split": "strips", "strips": fold["strips"], "strip": k, "gap_px": fold["gap_px"]}
         split = replace(LandCoverTrainConfig(), **strip).split_options()
         data = prepare_landcover(data_dir, data_dir / "landuse_west.gpkg", "fclass", card, **split)
+        rebuilt = (int(data.holdout.sum()), int(data.train.sum()), list(data.classes))
+        if rebuilt != (fold["holdout_pixels"], fold["train_pixels"], fold["classes"]):
+            raise SystemExit(f"strip {k}: the rebuilt split is not the one {dest} was scored on")
         for name in todo:
             torch.manual_seed(0)
             encoder, _ = start_encoder(ckpt, METHODS[name])
@@ -129,7 +132,7 @@ def main() -> None:
             logging.info("strip %d: %s macro-F1 %.3f", k, name, scores.macro_f1)
             fold = json.loads(dest.read_text())  # another run may have added methods
             fold["methods"][name] = scores.as_dict()
-            tmp = dest.with_suffix(".partial")
+            tmp = dest.with_suffix(".features.partial")  # not the strips runs' temporary
             tmp.write_text(json.dumps(fold, indent=2) + "\n")
             tmp.replace(dest)
     crossval_report(out)

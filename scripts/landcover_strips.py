@@ -31,6 +31,10 @@ from geobert.weights import pretrained_encoder_path
 
 BASE = LandCoverTrainConfig(
     steps=800,
+    pixel_dim=0,  # every field a recipe differs in is spelt out: library defaults move
+    band_dropout=0.0,
+    freeze_encoder=False,
+    init="mim",
     validate_every=200,
     train_bf16=native_bf16(),
     ema_decay=0.99,
@@ -40,12 +44,11 @@ BASE = LandCoverTrainConfig(
 RECIPES = {
     "geobert (MIM)": BASE,
     "geobert (MIM, pixel path)": LandCoverTrainConfig(**{**BASE.__dict__, "pixel_dim": 32}),
-    "geobert (MIM, band dropout)": LandCoverTrainConfig(**{**BASE.__dict__, "band_dropout": 0.5}),
     "geobert (MIM, pixel path, band dropout)": LandCoverTrainConfig(
         **{**BASE.__dict__, "pixel_dim": 32, "band_dropout": 0.5}
     ),
     "geobert (MIM frozen, pixel path)": LandCoverTrainConfig(
-        **{**BASE.__dict__, "pixel_dim": 32, "encoder_lr_scale": 0.0}
+        **{**BASE.__dict__, "pixel_dim": 32, "freeze_encoder": True}
     ),
     "geobert (scratch)": LandCoverTrainConfig(**{**BASE.__dict__, "init": "scratch"}),
     "geobert (scratch, pixel path)": LandCoverTrainConfig(
@@ -75,37 +78,43 @@ def band_set_scores(folds: list[dict[str, Any]], recipe: str) -> dict[str, str]:
 
 
 def train_final(data: Path, out: Path, recipe: str, dest: Path) -> Path:
-    """``recipe`` on the labelled polygons with the step count most strips chose on their
-    validation strip (a tie: the larger), on the blocked split the shipped models always used
-    (128 px blocks, a quarter held out, seed 0), so its card carries a hold-out score that is
-    comparable with the model it replaces."""
+    """``recipe`` on the labelled polygons, its weights (the moving average) taken at the step
+    the strips' validation chose most often (a tie: the later) of the same 800-step schedule —
+    the model the strips scored — on the blocked split the shipped models always used (128 px
+    blocks, a quarter held out, seed 0), so its card carries a hold-out score comparable with
+    the model it replaces. Copy ``dest`` to ``geobert/weights/landcover_s_bb.safetensors`` to
+    ship it."""
+    if dest.exists():
+        raise SystemExit(f"{dest} exists; remove it or give another -o")
     folds = [json.loads(p.read_text()) for p in sorted(out.glob("fold*.json"))]
-    steps = [
-        int(f["chosen_on_validation_strip"][recipe]["best_step"])
-        for f in folds
-        if recipe in f.get("chosen_on_validation_strip", {})
-    ]
-    if len(steps) < 5:
-        raise SystemExit(f"only {len(steps)} of 5 strips of {recipe} are done; run them first")
+    done = [f for f in folds if recipe in f.get("chosen_on_validation_strip", {})]
+    if sorted(f["fold"] for f in done) != list(range(5)) or any(
+        (f["strips"], f["gap_px"]) != (5, 128) for f in done
+    ):
+        raise SystemExit(f"{len(done)} of the 5 strips of {recipe} are done; run them first")
+    steps = [int(f["chosen_on_validation_strip"][recipe]["best_step"]) for f in done]
     chosen = max(set(steps), key=lambda s: (steps.count(s), s))
-    cfg = replace(RECIPES[recipe], steps=chosen, split="blocks", validate_every=100)
+    cfg = replace(RECIPES[recipe], split="blocks")
+
+    def stop_at_chosen(step: int, total: int, loss: float) -> bool:
+        _log_step(step, total, loss)
+        return step >= chosen
+
     labels = data / "landuse_west.gpkg"
     encoder = pretrained_encoder_path()
     prepared = prepare_landcover(data, labels, "fclass", read_card(encoder), **cfg.split_options())
     model, card = train_landcover(
-        prepared,
-        encoder,
-        cfg,
-        source=source_of(data, labels, "fclass"),
-        on_step=_log_step,
+        prepared, encoder, cfg, source=source_of(data, labels, "fclass"), on_step=stop_at_chosen
     )
     card = replace(
         card,
         training={
             **card.training,
-            **({"band_set_scores": band_set_scores(folds, recipe)} if card.band_sets else {}),
-            "protocol": f"{recipe}: the recipe and step count ({chosen}; strips chose {steps}) "
-            "from the spatially disjoint strips (results/landcover_bb/strips)",
+            **({"band_set_scores": band_set_scores(done, recipe)} if card.band_sets else {}),
+            "stopped_at_step": chosen,
+            "protocol": f"{recipe}: the recipe of the spatially disjoint strips, its weights at "
+            f"step {chosen} of {cfg.steps} (the step their validation strips chose most often: "
+            f"{steps}; results/landcover_bb/strips)",
         },
     )
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +130,7 @@ def main() -> None:
     ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     ap.add_argument("--final", choices=list(RECIPES), help="train this recipe for shipping")
     ap.add_argument(
-        "-o", "--output", type=Path, default=Path("runs/landcover_final/model.safetensors")
+        "-o", "--output", type=Path, default=Path("runs/landcover_final/landcover.safetensors")
     )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

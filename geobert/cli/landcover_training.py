@@ -42,7 +42,7 @@ def add_train_landcover(sub: Subparsers) -> None:
     p.add_argument("-o", "--output", required=True, metavar="MODEL", help="output .safetensors")
     add_init_option(p)
     p.add_argument("--encoder", default=None, metavar="CKPT", help="pretrained encoder")
-    p.add_argument("--steps", type=int, default=400, help="optimiser steps (default: 400)")
+    p.add_argument("--steps", type=int, default=800, help="optimiser steps (default: %(default)s)")
     p.add_argument(
         "--block-size", type=int, default=128, metavar="PX", help="split block edge (default: 128)"
     )
@@ -91,7 +91,7 @@ def add_train_landcover(sub: Subparsers) -> None:
         default=32,
         metavar="DIM",
         help="width of a per-pixel path (the pixel's spectrum and NDVI/NDWI/NDBI/MNDWI) beside "
-        "the encoder's context; 0: none (default: 32)",
+        "the encoder's context; 0: none (default: %(default)s)",
     )
     add_train_bf16_option(p)
     add_seed_option(p)
@@ -243,7 +243,11 @@ def run_evaluate_landcover(args: argparse.Namespace) -> int:
     Raises:
         GeobertError: neither ``--models`` nor ``--split strips``.
     """
-    from geobert.landcover.evaluate import crossvalidate_landcover, evaluate_landcover
+    from geobert.landcover.evaluate import (
+        crossvalidate_landcover,
+        evaluate_landcover,
+        recipe_name,
+    )
     from geobert.landcover.train import LandCoverTrainConfig
 
     if args.models is None:
@@ -252,7 +256,7 @@ def run_evaluate_landcover(args: argparse.Namespace) -> int:
                 "give --models to score, or --split strips to cross-validate the training "
                 "recipe over west-to-east strips"
             )
-        name = f"geobert ({'MIM' if args.init == 'mim' else 'scratch'})"
+        recipe = LandCoverTrainConfig(init=args.init, steps=args.steps)
 
         def on_fold(k: int, method: str) -> None:
             if not args.quiet:
@@ -265,7 +269,7 @@ def run_evaluate_landcover(args: argparse.Namespace) -> int:
             args.outdir,
             strips=args.strips,
             gap_px=args.gap,
-            recipes={name: LandCoverTrainConfig(init=args.init, steps=args.steps)},
+            recipes={recipe_name(recipe): recipe},
             fix_geometries=args.fix_geometries,
             on_fold=on_fold,
         )

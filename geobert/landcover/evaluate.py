@@ -44,6 +44,7 @@ __all__ = [
     "crossvalidate_landcover",
     "evaluate_landcover",
     "random_forest_scores",
+    "recipe_name",
 ]
 
 RF = "random forest (per-pixel bands)"
@@ -155,8 +156,25 @@ def evaluate_landcover(
     return summary
 
 
+def recipe_name(cfg: LandCoverTrainConfig) -> str:
+    """A recipe's name in the reports, from what sets it apart; a fold resumes by these names,
+    so a recipe that differs never takes another's scores.
+
+    >>> recipe_name(LandCoverTrainConfig()), recipe_name(LandCoverTrainConfig(pixel_dim=0))
+    ('geobert (MIM, pixel path)', 'geobert (MIM)')
+    """
+    parts = ["MIM" if cfg.init == "mim" else "scratch"]
+    if cfg.freeze_encoder:
+        parts[0] += " frozen"
+    if cfg.pixel_dim:
+        parts.append("pixel path")
+    if cfg.band_dropout:
+        parts.append("band dropout")
+    return f"geobert ({', '.join(parts)})"
+
+
 DEFAULT_RECIPES: dict[str, LandCoverTrainConfig] = {
-    "geobert (MIM)": LandCoverTrainConfig(),
+    recipe_name(LandCoverTrainConfig()): LandCoverTrainConfig(),
 }
 """What ``geobert evaluate-landcover --split strips`` cross-validates by default: the recipe
 ``train-landcover`` uses (its defaults)."""

@@ -160,6 +160,29 @@ def test_training_uses_blocks_and_records_classes(trained: tuple[Path, dict]) ->
     assert card2.classes == CLASSES and model.num_classes == 8  # type: ignore[union-attr]
 
 
+def test_frozen_encoder_keeps_the_pretrained_weights() -> None:
+    """``freeze_encoder``: the trained model's encoder is the pretrained one, bit for bit, while
+    the head learnt; without it the encoder moves."""
+    torch.set_num_threads(2)
+    enc = pretrained_encoder_path()
+    pretrained, _ = load_checkpoint(enc)
+    before = {n: t.clone() for n, t in pretrained.state_dict().items()}
+    data = prepare_landcover(
+        DATA, LABELS, "fclass", read_card(enc), block_px=48, holdout_fraction=0.25, seed=0
+    )
+    moved = {}
+    for frozen in (True, False):
+        cfg = LandCoverTrainConfig(
+            steps=3, window_px=64, batch_size=4, warmup_steps=1, lr=1e-3, block_px=48,
+            freeze_encoder=frozen, ema_decay=0,
+        )  # fmt: skip
+        model, card = train_landcover(data, enc, cfg)
+        after = model.encoder.state_dict()
+        moved[frozen] = [n for n, t in before.items() if not torch.equal(t, after[n])]
+        assert card.training["config"]["freeze_encoder"] is frozen
+    assert moved[True] == [] and len(moved[False]) > 10, moved
+
+
 def test_validation_blocks_choose_the_step_without_the_holdout() -> None:
     torch.set_num_threads(2)
     enc = pretrained_encoder_path()
