@@ -416,7 +416,7 @@ def train_landcover(
         ema=ema,
         on_step=None if on_step is None else lambda n, value: on_step(n, cfg.steps, value),
         checkpoint_at=validate_at if val is not None else (),
-        on_checkpoint=validate,
+        on_checkpoint=validate if val is not None else None,
     )
     train_s = time.perf_counter() - t0
     if ema is not None:

@@ -183,6 +183,30 @@ def test_frozen_encoder_keeps_the_pretrained_weights() -> None:
     assert moved[True] == [] and len(moved[False]) > 10, moved
 
 
+def test_on_step_can_stop_the_schedule_early() -> None:
+    """``on_step`` returning True stops there (how the shipped model keeps the step its strips
+    chose of an 800-step schedule), with and without validation: the stopping step is scored."""
+    torch.set_num_threads(2)
+    enc = pretrained_encoder_path()
+    data = prepare_landcover(
+        DATA, LABELS, "fclass", read_card(enc), block_px=48, holdout_fraction=0.25, seed=0
+    )
+    calls: list[tuple[int, int]] = []
+
+    def on_step(step: int, total: int, loss: float) -> bool:
+        calls.append((step, total))
+        return step >= 3
+
+    cfg = LandCoverTrainConfig(
+        steps=10, window_px=64, batch_size=4, warmup_steps=1, block_px=48, ema_decay=0
+    )
+    train_landcover(data, enc, cfg, on_step=on_step)
+    assert calls == [(1, 10), (2, 10), (3, 10)]
+    cfg = LandCoverTrainConfig(**{**cfg.__dict__, "validation_fraction": 0.3, "validate_every": 5})
+    _, card = train_landcover(data, enc, cfg, on_step=on_step)
+    assert [s for s, _ in card.training["validation"]["macro_f1_by_step"]] == [3]
+
+
 def test_validation_blocks_choose_the_step_without_the_holdout() -> None:
     torch.set_num_threads(2)
     enc = pretrained_encoder_path()
