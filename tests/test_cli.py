@@ -478,12 +478,25 @@ def test_train_landcover_defaults_are_the_recipes() -> None:
     """The CLI spells defaults out (no torch import for --help): they must be the config's."""
     from geobert.cli import build_parser
     from geobert.landcover.train import LandCoverTrainConfig
+    from geobert.models.checkpoint import read_card
+    from geobert.weights import pretrained_encoder_path
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     opts = {a.dest: a.default for a in sub.choices["train-landcover"]._actions}
     cfg = LandCoverTrainConfig()
-    assert opts["steps"] == cfg.steps == 400  # the shipped model's recipe
+    assert opts["steps"] == cfg.steps == 800  # the schedule of the shipped model's recipe
     assert opts["pixel_path"] == cfg.pixel_dim == 32
+    for opt, field in (("ema_decay", "ema_decay"), ("block_size", "block_px"),
+                       ("holdout_fraction", "holdout_fraction"), ("strips", "strips"),
+                       ("gap", "gap_px"), ("validate_every", "validate_every")):  # fmt: skip
+        assert opts[opt] == getattr(cfg, field), opt
+    # the shipped model is the recipe: the same defaults, less what the strips protocol pins
+    # (weights at the step its validation chose; bf16 steps where the CPU has bf16 units; the
+    # weight decay of every parameter that the strips were run with)
+    shipped = read_card(pretrained_encoder_path("landcover_s_bb")).training["config"]
+    for field in ("steps", "pixel_dim", "ema_decay", "lr", "encoder_lr_scale", "batch_size",
+                  "window_px", "freeze_encoder"):  # fmt: skip
+        assert shipped[field] == getattr(cfg, field), field
     qgis = (Path(__file__).resolve().parents[1] / "qgis_plugin" / "algorithms.py").read_text()
     assert f'"Training steps", QgsProcessingParameterNumber.Integer, {cfg.steps},' in qgis
 
