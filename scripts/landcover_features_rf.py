@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - torch's own convention
 
-from geobert.landcover.evaluate import crossval_report
+from geobert.landcover.evaluate import crossval_report, training_sample, update_fold
 from geobert.landcover.labels import UNLABELLED
 from geobert.landcover.metrics import ClassScores, confusion
 from geobert.landcover.train import LandCoverData, LandCoverTrainConfig, prepare_landcover
@@ -83,10 +83,7 @@ def feature_rf_scores(
     """The strips' random forest (same pixels, same trees) on bands + encoder features."""
     from sklearn.ensemble import RandomForestClassifier
 
-    train_idx = np.flatnonzero(data.train.ravel())
-    rng = np.random.default_rng(seed)
-    if train_idx.size > max_train_pixels:  # the same draw as random_forest_scores
-        train_idx = np.sort(rng.choice(train_idx, max_train_pixels, replace=False))
+    train_idx = training_sample(data, max_train_pixels, seed)  # the baseline forest's pixels
     train = np.zeros(data.codes.shape, bool)
     train.ravel()[train_idx] = True
     x_train = pixel_features(encoder, data.image, train)
@@ -115,6 +112,8 @@ def main() -> None:
     card = read_card(ckpt)
     for k in args.folds:
         dest = out / f"fold{k}.json"
+        if not dest.exists():
+            raise SystemExit(f"{dest} missing: run scripts/landcover_strips.py for strip {k} first")
         fold = json.loads(dest.read_text())
         todo = [m for m in args.methods if m not in fold["methods"]]
         if not todo:
@@ -130,11 +129,7 @@ def main() -> None:
             encoder, _ = start_encoder(ckpt, METHODS[name])
             scores = feature_rf_scores(data, encoder)
             logging.info("strip %d: %s macro-F1 %.3f", k, name, scores.macro_f1)
-            fold = json.loads(dest.read_text())  # another run may have added methods
-            fold["methods"][name] = scores.as_dict()
-            tmp = dest.with_suffix(".features.partial")  # not the strips runs' temporary
-            tmp.write_text(json.dumps(fold, indent=2) + "\n")
-            tmp.replace(dest)
+            update_fold(dest, fold, name, {"methods": scores.as_dict()})
     crossval_report(out)
     print((out / "crossval.md").read_text())
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,29 @@ _SPLIT_KEYS = ("block_px", "holdout_fraction", "seed", "split", "strips", "strip
 _SPLIT_DEFAULTS = {"split": "blocks", "strips": 5, "strip": 0, "gap_px": 128}  # older cards
 
 
+def training_sample(data: LandCoverData, max_train_pixels: int, seed: int) -> np.ndarray:
+    """Flat indices of the training pixels a random forest fits on: all of them, or a seeded
+    draw of ``max_train_pixels`` (sorted), so every forest on a split sees the same pixels."""
+    idx = np.flatnonzero(data.train.ravel())
+    if idx.size > max_train_pixels:
+        rng = np.random.default_rng(seed)
+        idx = np.sort(rng.choice(idx, max_train_pixels, replace=False))
+    return idx
+
+
+def update_fold(dest: Path, fresh: dict[str, Any], name: str, entries: dict[str, Any]) -> None:
+    """Add method ``name``'s ``entries`` (``{"methods": scores, "band_sets": …, …}``) to the fold
+    file ``dest`` — re-read just before writing, so methods another run added meanwhile are
+    kept — through a temporary file of its own (an interrupted write leaves the old file)."""
+    fold = json.loads(dest.read_text()) if dest.exists() else fresh
+    for key, value in entries.items():
+        fold.setdefault(key, {})[name] = value
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.stem}.", suffix=".partial")
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(fold, indent=2) + "\n")
+    os.replace(tmp, dest)
+
+
 def random_forest_scores(
     data: LandCoverData, max_train_pixels: int = 100_000, seed: int = 0
 ) -> ClassScores:
@@ -66,10 +90,7 @@ def random_forest_scores(
         ) from None
     c = data.image.shape[0]
     pixels = data.image.reshape(c, -1).T
-    train_idx = np.flatnonzero(data.train.ravel())
-    rng = np.random.default_rng(seed)
-    if train_idx.size > max_train_pixels:
-        train_idx = np.sort(rng.choice(train_idx, max_train_pixels, replace=False))
+    train_idx = training_sample(data, max_train_pixels, seed)
     rf = RandomForestClassifier(
         n_estimators=100, class_weight="balanced", n_jobs=os.cpu_count(), random_state=seed
     )
@@ -240,8 +261,9 @@ def crossvalidate_landcover(
         for name in todo:
             if on_fold is not None:
                 on_fold(k, name)
+            entries: dict[str, Any] = {}
             if name == RF:
-                fold["methods"][RF] = random_forest_scores(data).as_dict()
+                entries["methods"] = random_forest_scores(data).as_dict()
             else:
                 cfg = replace(
                     recipes[name],
@@ -250,24 +272,22 @@ def crossvalidate_landcover(
                 )
                 model, mcard = train_landcover(data, encoder, cfg)
                 scores = holdout_scores(predict_image(model, data.image), data)
-                fold["methods"][name] = scores.as_dict()
+                entries["methods"] = scores.as_dict()
                 if mcard.band_sets:  # the same model on the bands of each set it was trained for
                     keep = keep_masks(mcard.bands, mcard.band_sets)
-                    fold.setdefault("band_sets", {})[name] = {
+                    entries["band_sets"] = {
                         s: holdout_scores(
                             predict_image(model, data.image * m[:, None, None]), data
                         ).as_dict()
                         for s, m in zip(mcard.band_sets, keep, strict=True)
                     }
-                fold["chosen_on_validation_strip"][name] = {
+                entries["chosen_on_validation_strip"] = {
                     "best_step": mcard.training["validation"]["best_step"],
                     "validation_macro_f1": mcard.training["validation"]["scores"]["macro_f1"],
                     "train_seconds": mcard.training["train_seconds"],
                     "train_precision": "bf16" if cfg.train_bf16 else "fp32",
                 }
-            tmp = dest.with_suffix(".partial")  # after each method: a rerun resumes from here
-            tmp.write_text(json.dumps(fold, indent=2) + "\n")
-            tmp.replace(dest)
+            update_fold(dest, fold, name, entries)  # after each method: a rerun resumes here
     return crossval_report(out)
 
 

@@ -538,6 +538,22 @@ def test_pixel_path_sees_the_spectrum_and_round_trips(tmp_path: Path) -> None:
         torch.testing.assert_close(loaded(x), net(x))
 
 
+def test_fold_updates_keep_what_another_run_added(tmp_path: Path) -> None:
+    """Two runs adding methods to one fold file: each write re-reads the file, so neither loses
+    the other's method, and no temporary file is left beside it."""
+    from geobert.landcover.evaluate import update_fold
+
+    dest = tmp_path / "fold0.json"
+    fresh = {"fold": 0, "methods": {}}
+    update_fold(dest, fresh, "a", {"methods": {"macro_f1": 0.1}})
+    # a second run read the fold before "a" landed; its write must not drop "a"
+    update_fold(dest, fresh, "b", {"methods": {"macro_f1": 0.2}, "band_sets": {"s": 1}})
+    fold = json.loads(dest.read_text())
+    assert fold["methods"] == {"a": {"macro_f1": 0.1}, "b": {"macro_f1": 0.2}}
+    assert fold["band_sets"] == {"b": {"s": 1}} and fold["fold"] == 0
+    assert [f.name for f in tmp_path.iterdir()] == ["fold0.json"]
+
+
 @pytest.mark.slow
 def test_crossvalidation_over_strips_resumes_and_compares_on_the_same_pixels(
     tmp_path: Path,
