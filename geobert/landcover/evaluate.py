@@ -309,12 +309,18 @@ def crossval_report(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     summary: dict[str, Any] = {"folds": [f["fold"] for f in folds], "methods": {}}
     for m in methods:
         v = np.asarray(table[m])
+        done = int(np.isfinite(v).sum())
+        partial = "" if done == len(v) else f" ({done} of {len(v)} strips)"
         lines.append(
             f"| {m} | "
-            + " | ".join(f"{x:.3f}" for x in v)
-            + f" | **{np.nanmean(v):.3f}** | {np.nanmin(v):.3f} |"
+            + " | ".join("—" if np.isnan(x) else f"{x:.3f}" for x in v)
+            + f" | **{np.nanmean(v):.3f}**{partial} | {np.nanmin(v):.3f} |"
         )
-        entry: dict[str, Any] = {"macro_f1": v.tolist(), "mean": float(np.nanmean(v))}
+        entry: dict[str, Any] = {
+            "macro_f1": v.tolist(),
+            "mean": float(np.nanmean(v)),
+            "strips_done": done,
+        }
         if m != RF:
             gap = v - np.asarray(table[RF])
             entry["minus_random_forest"] = gap.tolist()

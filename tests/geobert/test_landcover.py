@@ -554,6 +554,23 @@ def test_fold_updates_keep_what_another_run_added(tmp_path: Path) -> None:
     assert [f.name for f in tmp_path.iterdir()] == ["fold0.json"]
 
 
+def test_crossval_report_marks_strips_not_run(tmp_path: Path) -> None:
+    """A method run on some strips only: the table shows which, and its mean says over how many
+    (a mean of one strip must not read as the cross-validated mean)."""
+    from geobert.landcover.evaluate import RF, crossval_report, update_fold
+
+    for k, methods in ((0, {RF: 0.4, "b": 0.3}), (1, {RF: 0.5})):
+        for name, f1 in methods.items():
+            update_fold(
+                tmp_path / f"fold{k}.json", {"fold": k}, name, {"methods": {"macro_f1": f1}}
+            )
+    summary = crossval_report(tmp_path)
+    md = (tmp_path / "crossval.md").read_text()
+    assert "| b | 0.300 | — | **0.300** (1 of 2 strips) | 0.300 |" in md, md
+    assert f"| {RF} | 0.400 | 0.500 | **0.450** | 0.400 |" in md, md
+    assert summary["methods"]["b"]["strips_done"] == 1
+
+
 @pytest.mark.slow
 def test_crossvalidation_over_strips_resumes_and_compares_on_the_same_pixels(
     tmp_path: Path,
