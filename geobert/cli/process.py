@@ -17,8 +17,8 @@ log = logging.getLogger("geobert")
 def prepare(args: argparse.Namespace) -> None:
     """Set the process up for the command in ``args``: heap tuning (before torch and GDAL
     allocate anything large), libraries' own error output silenced unless ``-v``/``--debug``,
-    SIGTERM and SIGHUP as Ctrl-C, the address-space warning, logging, and PROJ data that fits
-    the installed PROJ."""
+    SIGTERM and SIGHUP as Ctrl-C, no Ctrl-C swallowed, the address-space warning, logging, and
+    PROJ data that fits the installed PROJ."""
     from tiles.heap import tune_heap
 
     tune_heap()
@@ -31,6 +31,7 @@ def prepare(args: argparse.Namespace) -> None:
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
         silence_libtiff_stderr()
     interrupt_on_sigterm()
+    redeliver_swallowed_interrupts()
     warn_low_address_space()
     logging.basicConfig(level=log_level(args), format="%(levelname)s %(name)s: %(message)s")
     if not loud:
@@ -75,6 +76,46 @@ def interrupt_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
         if hasattr(signal, "SIGHUP"):  # not on Windows
             signal.signal(signal.SIGHUP, handler)
+
+
+def redeliver_swallowed_interrupts(delay: float = 0.05) -> None:
+    """Deliver again a Ctrl-C that Python swallowed.
+
+    Python runs a Ctrl-C's handler at the next bytecode; when that is inside a weakref callback
+    or a ``__del__`` (importlib's module locks have one, so a Ctrl-C during the imports of the
+    first second can land there), the ``KeyboardInterrupt`` is "ignored": printed as a traceback
+    and dropped, and the command runs on to write its outputs. This hook keeps the traceback off
+    stderr and sends SIGINT to the main thread again ``delay`` seconds later (from a timer
+    thread: a signal raised inside the hook would land in the hook and be dropped too), where the
+    command unwinds as for any Ctrl-C. Every other unraisable exception goes to the previous hook.
+    """
+    import signal
+    import threading
+
+    previous = sys.unraisablehook
+    if getattr(previous, "redelivers_interrupts", False) or not hasattr(signal, "pthread_kill"):
+        return  # already installed, or Windows
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def redeliver() -> None:
+        timer = threading.Timer(delay, signal.pthread_kill, (main, signal.SIGINT))
+        timer.daemon = True
+        timer.start()
+
+    def hook(unraisable: Any) -> None:
+        try:
+            if unraisable.exc_type is not None and issubclass(
+                unraisable.exc_type, KeyboardInterrupt
+            ):
+                redeliver()
+            else:
+                previous(unraisable)
+        except KeyboardInterrupt:  # a Ctrl-C landing in this hook would be dropped too
+            redeliver()
+
+    hook.redelivers_interrupts = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
 
 
 def silence_libtiff_stderr() -> None:
