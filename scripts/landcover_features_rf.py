@@ -15,22 +15,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - torch's own convention
 
-from geobert.landcover.evaluate import crossval_report, training_sample, update_fold
-from geobert.landcover.labels import UNLABELLED
-from geobert.landcover.metrics import ClassScores, confusion
-from geobert.landcover.train import LandCoverData, LandCoverTrainConfig, prepare_landcover
+from geobert.landcover.evaluate import crossval_report, random_forest_scores, update_fold
+from geobert.landcover.train import LandCoverTrainConfig, prepare_landcover
 from geobert.models.checkpoint import read_card
 from geobert.models.encoder import GeobertEncoder, pad_to_stride
 from geobert.training.finetune import start_encoder
 from geobert.weights import pretrained_encoder_path
+from tiles.grid import block_windows
 
 METHODS = {
     "random forest (bands + MIM features)": "mim",
@@ -44,59 +43,32 @@ def pixel_features(
     encoder: GeobertEncoder, image: np.ndarray, where: np.ndarray, tile_px: int = 512
 ) -> np.ndarray:
     """``(N, C + F)``: the bands and the encoder's stage features at the pixels of ``where``
-    (row-major order), the encoder run on ``tile_px`` tiles (reflect-padded to its stride)."""
+    (row-major order), the encoder run on ``tile_px`` blocks (reflect-padded to its stride)."""
     encoder.eval()
     _, h, w = image.shape
     chans = sum(encoder.feature_channels[s] for s in STAGES)
     feats = np.zeros((int(where.sum()), chans), np.float32)
     index = np.full(where.shape, -1, np.int64)
     index[where] = np.arange(int(where.sum()))
-    for r0 in range(0, h, tile_px):
-        for c0 in range(0, w, tile_px):
-            sl = (slice(r0, min(h, r0 + tile_px)), slice(c0, min(w, c0 + tile_px)))
-            sel = index[sl]
-            if not (sel >= 0).any():
-                continue
-            x = torch.from_numpy(np.ascontiguousarray(image[:, sl[0], sl[1]]))[None]
-            th, tw = x.shape[-2:]
-            xp, _ = pad_to_stride(x, encoder.stride)
-            out = encoder(xp)
-            up = [
-                F.interpolate(
-                    out[s],
-                    size=xp.shape[-2:],
-                    mode="bilinear",
-                    align_corners=False,
-                )[0, :, :th, :tw]
-                for s in STAGES
+    for rows, cols in block_windows(h, w, tile_px):
+        sel = index[rows, cols]
+        if not (sel >= 0).any():
+            continue
+        x = torch.from_numpy(np.ascontiguousarray(image[:, rows, cols]))[None]
+        th, tw = x.shape[-2:]
+        xp, _ = pad_to_stride(x, encoder.stride)
+        out = encoder(xp)
+        up = [
+            F.interpolate(out[s], size=xp.shape[-2:], mode="bilinear", align_corners=False)[
+                0, :, :th, :tw
             ]
-            tile = torch.cat(up).numpy()
-            m = sel >= 0
-            feats[sel[m]] = tile[:, m].T
+            for s in STAGES
+        ]
+        tile = torch.cat(up).numpy()
+        m = sel >= 0
+        feats[sel[m]] = tile[:, m].T
     bands = image[:, where].T
     return np.concatenate([bands, feats], axis=1)
-
-
-def feature_rf_scores(
-    data: LandCoverData, encoder: GeobertEncoder, max_train_pixels: int = 100_000, seed: int = 0
-) -> ClassScores:
-    """The strips' random forest (same pixels, same trees) on bands + encoder features."""
-    from sklearn.ensemble import RandomForestClassifier
-
-    train_idx = training_sample(data, max_train_pixels, seed)  # the baseline forest's pixels
-    train = np.zeros(data.codes.shape, bool)
-    train.ravel()[train_idx] = True
-    x_train = pixel_features(encoder, data.image, train)
-    rf = RandomForestClassifier(
-        n_estimators=100, class_weight="balanced", n_jobs=os.cpu_count(), random_state=seed
-    )
-    rf.fit(x_train, data.codes[train])
-    del x_train
-    x_hold = pixel_features(encoder, data.image, data.holdout)
-    pred = np.full(data.codes.shape, UNLABELLED, np.int64)
-    pred[data.holdout] = rf.predict(x_hold)
-    truth = np.where(data.holdout, data.codes, UNLABELLED)
-    return ClassScores(data.classes, confusion(pred.ravel(), truth.ravel(), len(data.classes)))
 
 
 def main() -> None:
@@ -127,7 +99,8 @@ def main() -> None:
         for name in todo:
             torch.manual_seed(0)
             encoder, _ = start_encoder(ckpt, METHODS[name])
-            scores = feature_rf_scores(data, encoder)
+            features = partial(pixel_features, encoder, data.image)
+            scores = random_forest_scores(data, features=features)
             logging.info("strip %d: %s macro-F1 %.3f", k, name, scores.macro_f1)
             update_fold(dest, fold, name, {"methods": scores.as_dict()})
     crossval_report(out)

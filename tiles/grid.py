@@ -34,6 +34,7 @@ __all__ = [
     "Span",
     "TileGrid",
     "blend_weights_1d",
+    "block_windows",
     "n_tiles",
     "overlapping",
     "segment_spans",
@@ -42,6 +43,22 @@ __all__ = [
 
 Span = tuple[int, int]
 """Half-open pixel interval ``(start, stop)`` along one axis."""
+
+
+def block_windows(height: int, width: int, block: int) -> Iterator[tuple[slice, slice]]:
+    """Row-major ``(rows, cols)`` slices of the ``block``-pixel blocks that cover a
+    ``height`` × ``width`` raster: no overlap, the last row and column of blocks cut at the edge
+    (unlike :func:`tile_spans`, whose last tile shifts back to keep its size). For whole-array
+    passes that need no blending, such as a model's prediction over an image in memory.
+
+    >>> [(r.start, r.stop, c.start, c.stop) for r, c in block_windows(3, 5, 2)]
+    [(0, 2, 0, 2), (0, 2, 2, 4), (0, 2, 4, 5), (2, 3, 0, 2), (2, 3, 2, 4), (2, 3, 4, 5)]
+    """
+    if block < 1:
+        raise InvalidGridError(f"block size {block} must be at least 1")
+    for r0 in range(0, height, block):
+        for c0 in range(0, width, block):
+            yield slice(r0, min(height, r0 + block)), slice(c0, min(width, c0 + block))
 
 
 def n_tiles(size: int, tile: int, overlap: int) -> int:

@@ -48,6 +48,7 @@ from geobert.training.ema import WeightEma
 from geobert.training.finetune import scaled_adamw, start_encoder
 from geobert.training.loop import train_steps
 from geobert.training.schedule import WarmupCosineSchedule
+from tiles.grid import block_windows
 from tiles.pair import align_pair
 
 __all__ = ["ChangeTrainConfig", "CityArrays", "load_city", "predict_city", "train_change"]
@@ -279,14 +280,12 @@ def predict_city(
     model.eval()
     h, w = city.label.shape
     prob = np.zeros((h, w), np.float32)
-    for r0 in range(0, h, tile_px):
-        for c0 in range(0, w, tile_px):
-            sl = (slice(None), slice(r0, min(h, r0 + tile_px)), slice(c0, min(w, c0 + tile_px)))
-            b = torch.from_numpy(np.ascontiguousarray(city.before[sl]))[None]
-            a = torch.from_numpy(np.ascontiguousarray(city.after[sl]))[None]
-            with inference_autocast(precision):
-                p = model.predict(b, a)
-            prob[sl[1], sl[2]] = p[0, 0].float().numpy()
+    for rows, cols in block_windows(h, w, tile_px):
+        b = torch.from_numpy(np.ascontiguousarray(city.before[:, rows, cols]))[None]
+        a = torch.from_numpy(np.ascontiguousarray(city.after[:, rows, cols]))[None]
+        with inference_autocast(precision):
+            p = model.predict(b, a)
+        prob[rows, cols] = p[0, 0].float().numpy()
     return prob
 
 

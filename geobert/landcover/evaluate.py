@@ -79,27 +79,36 @@ def update_fold(dest: Path, fresh: dict[str, Any], name: str, entries: dict[str,
 
 
 def random_forest_scores(
-    data: LandCoverData, max_train_pixels: int = 100_000, seed: int = 0
+    data: LandCoverData,
+    max_train_pixels: int = 100_000,
+    seed: int = 0,
+    features: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> ClassScores:
-    """A random forest (100 trees, balanced class weights) on per-pixel band values."""
+    """A random forest (100 trees, balanced class weights) on per-pixel features, trained on
+    :func:`training_sample`'s pixels and scored on the hold-out.
+
+    ``features(where)`` gives the ``(N, F)`` features of the pixels where the boolean ``(H, W)``
+    mask ``where`` is set, in row-major order; by default the pixel's band values. Every forest
+    on a split sees the same pixels, so features can be compared with the bands alone.
+    """
     try:
         from sklearn.ensemble import RandomForestClassifier
     except ImportError:
         raise GeobertError(
             "the random-forest baseline needs scikit-learn; pip install 'geobert[baselines]'"
         ) from None
-    c = data.image.shape[0]
-    pixels = data.image.reshape(c, -1).T
-    train_idx = training_sample(data, max_train_pixels, seed)
+    if features is None:
+        features = lambda where: data.image[:, where].T  # noqa: E731 - the default, named above
+    train = np.zeros(data.codes.shape, bool)
+    train.ravel()[training_sample(data, max_train_pixels, seed)] = True
     rf = RandomForestClassifier(
         n_estimators=100, class_weight="balanced", n_jobs=os.cpu_count(), random_state=seed
     )
-    rf.fit(pixels[train_idx], data.codes.ravel()[train_idx])
-    hold_idx = np.flatnonzero(data.holdout.ravel())
-    pred = np.full(data.codes.size, UNLABELLED, np.int64)
-    pred[hold_idx] = rf.predict(pixels[hold_idx])
-    truth = np.where(data.holdout, data.codes, UNLABELLED).ravel()
-    return ClassScores(data.classes, confusion(pred, truth, len(data.classes)))
+    rf.fit(features(train), data.codes[train])
+    pred = np.full(data.codes.shape, UNLABELLED, np.int64)
+    pred[data.holdout] = rf.predict(features(data.holdout))
+    truth = np.where(data.holdout, data.codes, UNLABELLED)
+    return ClassScores(data.classes, confusion(pred.ravel(), truth.ravel(), len(data.classes)))
 
 
 def evaluate_landcover(

@@ -48,6 +48,7 @@ from geobert.training.ema import WeightEma
 from geobert.training.finetune import scaled_adamw, start_encoder
 from geobert.training.loop import train_steps
 from geobert.training.schedule import WarmupCosineSchedule
+from tiles.grid import block_windows
 from tiles.scene import open_scene
 
 __all__ = [
@@ -294,11 +295,9 @@ def predict_image(model: LandCoverNet, image: np.ndarray, tile_px: int = 512) ->
     model.eval()
     _, h, w = image.shape
     out = np.zeros((model.num_classes, h, w), np.float32)
-    for r0 in range(0, h, tile_px):
-        for c0 in range(0, w, tile_px):
-            sl = (slice(r0, min(h, r0 + tile_px)), slice(c0, min(w, c0 + tile_px)))
-            x = torch.from_numpy(np.ascontiguousarray(image[:, sl[0], sl[1]]))[None]
-            out[:, sl[0], sl[1]] = model.predict(x)[0].numpy()
+    for rows, cols in block_windows(h, w, tile_px):
+        x = torch.from_numpy(np.ascontiguousarray(image[:, rows, cols]))[None]
+        out[:, rows, cols] = model.predict(x)[0].numpy()
     return out
 
 

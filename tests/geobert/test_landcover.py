@@ -445,6 +445,33 @@ def test_evaluate_with_random_forest(trained: tuple[Path, dict], tmp_path: Path)
     assert "| geobert |" in (tmp_path / "landcover_eval.md").read_text()
 
 
+def test_random_forest_on_other_features_sees_the_same_pixels(
+    trained: tuple[Path, dict],
+) -> None:
+    """``features`` replaces the bands and nothing else: the bands given as features score
+    exactly as the default, a band-free feature cannot tell the classes apart, and every call
+    asks for the training sample, then the hold-out, in row-major order."""
+    pytest.importorskip("sklearn", reason="the random-forest baseline needs geobert[baselines]")
+    from geobert.landcover.evaluate import random_forest_scores, training_sample
+
+    data = trained[1]["data"]
+    asked: list[np.ndarray] = []
+
+    def bands(where: np.ndarray) -> np.ndarray:
+        asked.append(where.copy())
+        return data.image[:, where].T
+
+    default = random_forest_scores(data, max_train_pixels=3000)
+    assert random_forest_scores(data, 3000, features=bands).as_dict() == default.as_dict()
+    train = np.zeros(data.codes.shape, bool)
+    train.ravel()[training_sample(data, 3000, 0)] = True
+    assert np.array_equal(asked[0], train) and np.array_equal(asked[1], data.holdout)
+    blind = random_forest_scores(
+        data, 3000, features=lambda where: np.zeros((int(where.sum()), 1), np.float32)
+    )
+    assert blind.macro_f1 < default.macro_f1 - 0.1
+
+
 def test_classify_refuses_an_all_nodata_scene(tmp_path: Path) -> None:
     from geobert.landcover.pipeline import classify
 
