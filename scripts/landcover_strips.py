@@ -33,6 +33,7 @@ BASE = LandCoverTrainConfig(
     steps=800,
     pixel_dim=0,  # every field a recipe differs in is spelt out: library defaults move
     band_dropout=0.0,
+    context_dropout=0.0,
     freeze_encoder=False,
     init="mim",
     validate_every=200,
@@ -46,6 +47,9 @@ RECIPES = {
     "geobert (MIM, pixel path)": LandCoverTrainConfig(**{**BASE.__dict__, "pixel_dim": 32}),
     "geobert (MIM, pixel path, band dropout)": LandCoverTrainConfig(
         **{**BASE.__dict__, "pixel_dim": 32, "band_dropout": 0.5}
+    ),
+    "geobert (MIM, pixel path, context dropout)": LandCoverTrainConfig(
+        **{**BASE.__dict__, "pixel_dim": 32, "context_dropout": 0.5}
     ),
     "geobert (MIM frozen, pixel path)": LandCoverTrainConfig(
         **{**BASE.__dict__, "pixel_dim": 32, "freeze_encoder": True}

@@ -200,6 +200,8 @@ def recipe_name(cfg: LandCoverTrainConfig) -> str:
         parts.append("pixel path")
     if cfg.band_dropout:
         parts.append("band dropout")
+    if cfg.context_dropout:
+        parts.append("context dropout")
     return f"geobert ({', '.join(parts)})"
 
 

@@ -100,6 +100,9 @@ class LandCoverTrainConfig(WarmupCosineSchedule):
     #: :data:`~geobert.models.bandsets.DROPOUT_SETS` (drawn uniformly; the other bands at their
     #: mean), so the model also runs on L2A products and 4-band stacks
     band_dropout: float = 0.0
+    #: share of windows trained without the context term: the pixel path's own class logits
+    #: (added to the joint ones) classify them from the spectrum alone (needs ``pixel_dim``)
+    context_dropout: float = 0.0
     #: bfloat16 autocast in the training steps (weights stay float32)
     train_bf16: bool = False
     #: Share of the training blocks used to pick the best step (0: train on all, keep the last).
@@ -123,6 +126,12 @@ class LandCoverTrainConfig(WarmupCosineSchedule):
             )
         if not 0 <= self.band_dropout <= 1:
             raise GeobertError(f"band dropout {self.band_dropout} must lie in [0, 1]")
+        if not 0 <= self.context_dropout < 1:
+            raise GeobertError(
+                f"context dropout {self.context_dropout} must be at least 0 and below 1"
+            )
+        if self.context_dropout and not self.pixel_dim:
+            raise GeobertError("context dropout needs the pixel path: give --pixel-path 32")
         if self.validate_every < 1:
             raise GeobertError(f"validate every {self.validate_every} steps: must be at least 1")
         if self.split == "strips" and not 0 <= self.strip < self.strips:
@@ -343,6 +352,8 @@ def train_landcover(
         bands=enc_card.bands,
         band_mean=enc_card.mean,
         band_std=enc_card.std,
+        pixel_head=cfg.context_dropout > 0,
+        context_dropout=cfg.context_dropout,
     )
     if cfg.freeze_encoder:
         freeze(model.encoder)
@@ -444,6 +455,7 @@ def train_landcover(
                     "pixel_dim": cfg.pixel_dim,
                     "band_mean": list(enc_card.mean),
                     "band_std": list(enc_card.std),
+                    **({"pixel_head": True} if model.pixel_head is not None else {}),
                 }
                 if cfg.pixel_dim
                 else {}

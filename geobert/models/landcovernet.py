@@ -5,6 +5,13 @@ own spectrum plus normalised-difference indices (NDVI, NDWI, NDBI, MNDWI where t
 through two 1×1 convolutions. The encoder sees a window's context at stride 4; the pixel path
 gives the head what a random forest sees — each pixel's exact spectrum — which is what carries
 over best to an area away from the training polygons.
+
+With ``pixel_head`` the pixel path also has class logits of its own, added to the joint ones;
+``context_dropout`` (training only) drops the joint — context — term for that share of the
+windows, whose logits then come from the pixel's spectrum alone. The joint term learns what
+context adds to the spectrum instead of replacing it: over strips away from the training
+polygons the network lost whole classes (water, farmland, residential) that a random forest on
+the bands alone kept, because the context it had learned belonged to the training area.
 """
 
 from __future__ import annotations
@@ -86,11 +93,17 @@ class LandCoverNet(nn.Module):
         bands: Sequence[str] = (),
         band_mean: Sequence[float] = (),
         band_std: Sequence[float] = (),
+        pixel_head: bool = False,
+        context_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.num_classes = num_classes
+        self.context_dropout = context_dropout
         self.pixel: _PixelPath | None = None
+        self.pixel_head: nn.Conv2d | None = None
+        if (pixel_head or context_dropout) and pixel_dim <= 0:
+            raise ValueError("a pixel head and context dropout need the pixel path (pixel_dim)")
         if pixel_dim > 0:
             if not len(bands) == len(band_mean) == len(band_std) == encoder.in_chans:
                 raise ValueError("the pixel path needs the bands and their mean and std")
@@ -110,6 +123,8 @@ class LandCoverNet(nn.Module):
                 conv_bn(decoder_dim + pixel_dim, decoder_dim, 1),
                 nn.Conv2d(decoder_dim, num_classes, 1),
             )
+            if pixel_head:
+                self.pixel_head = nn.Conv2d(pixel_dim, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.encoder.forward_features(x)
@@ -118,8 +133,15 @@ class LandCoverNet(nn.Module):
         out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
         if self.pixel is None:
             return out
-        joint: torch.Tensor = self.joint(torch.cat([out, self.pixel(x)], dim=1))
-        return joint
+        pixel = self.pixel(x)
+        joint: torch.Tensor = self.joint(torch.cat([out, pixel], dim=1))
+        if self.pixel_head is None:
+            return joint
+        if self.training and self.context_dropout > 0:  # per window: context, or none
+            keep = torch.rand(joint.shape[0], 1, 1, 1, device=joint.device) >= self.context_dropout
+            joint = joint * keep.to(joint.dtype)
+        logits: torch.Tensor = joint + self.pixel_head(pixel)
+        return logits
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -142,4 +164,5 @@ def landcovernet(bands: Sequence[str], **kwargs: Any) -> LandCoverNet:
         bands=bands if kwargs.get("pixel_dim") else (),
         band_mean=tuple(kwargs.get("band_mean", ())),
         band_std=tuple(kwargs.get("band_std", ())),
+        pixel_head=bool(kwargs.get("pixel_head", False)),
     )

@@ -565,6 +565,55 @@ def test_pixel_path_sees_the_spectrum_and_round_trips(tmp_path: Path) -> None:
         torch.testing.assert_close(loaded(x), net(x))
 
 
+def test_context_dropout_trains_the_spectrum_alone_on_its_windows(tmp_path: Path) -> None:
+    """With a pixel head the logits are the joint (context + pixel) logits plus the pixel
+    head's; in training, context dropout zeroes the joint term of a share of the windows, whose
+    logits are then the pixel head's on their spectrum alone; in evaluation nothing is dropped.
+    The head travels in the model card."""
+    from geobert.models.card import ModelCard
+    from geobert.models.landcovernet import LandCoverNet
+    from geobert.models.registry import create_model
+
+    enc_card = read_card(pretrained_encoder_path())
+    enc = create_model(enc_card.arch, bands=enc_card.bands, **enc_card.arch_config)
+    net = LandCoverNet(
+        enc, 3, pixel_dim=8, bands=enc_card.bands, band_mean=enc_card.mean,
+        band_std=enc_card.std, pixel_head=True, context_dropout=0.5,
+    )  # fmt: skip
+    assert net.pixel is not None and net.pixel_head is not None
+    x = torch.randn(16, 13, 32, 32)
+    net.eval()  # batch norms on their running statistics: the parts compare exactly
+    with torch.no_grad():
+        pixel_only = net.pixel_head(net.pixel(x))
+        full = net(x)
+        net.training = True  # the top module only: dropout of the context on, norms as before
+        torch.manual_seed(0)
+        dropped = net(x)
+    alone = [bool(torch.equal(dropped[i], pixel_only[i])) for i in range(16)]
+    for i in range(16):  # every window either kept its context or lost it
+        assert alone[i] or torch.allclose(dropped[i], full[i], atol=1e-5), i
+    assert 3 <= sum(alone) <= 13, alone  # about half of 16
+    assert not torch.allclose(full, pixel_only, atol=1e-3)  # the context term is there
+    card = ModelCard(
+        arch="landcovernet",
+        arch_config={
+            "encoder": enc_card.arch, "encoder_config": enc_card.arch_config,
+            "decoder_dim": 64, "num_classes": 3, "pixel_dim": 8, "pixel_head": True,
+            "band_mean": list(enc_card.mean), "band_std": list(enc_card.std),
+        },
+        task="landcover", bands=enc_card.bands, scale=enc_card.scale, mean=enc_card.mean,
+        std=enc_card.std, gsd_m=10.0, tile_size_px=256, classes=("a", "b", "c"),
+        colors=("#000000", "#111111", "#222222"),
+    )  # fmt: skip
+    loaded, _ = load_checkpoint(save_checkpoint(net, card, tmp_path / "head.safetensors"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), full)
+    with pytest.raises(GeobertError, match="needs the pixel path"):
+        LandCoverTrainConfig(pixel_dim=0, context_dropout=0.5)
+    with pytest.raises(GeobertError, match="below 1"):
+        LandCoverTrainConfig(context_dropout=1.0)
+
+
 def test_fold_updates_keep_what_another_run_added(tmp_path: Path) -> None:
     """Two runs adding methods to one fold file: each write re-reads the file, so neither loses
     the other's method, and no temporary file is left beside it."""
