@@ -45,9 +45,8 @@ from geobert.models.changenet import ChangeModel, ChangeNet
 from geobert.models.fcsiamdiff import FCSiamDiffNet
 from geobert.models.precision import inference_autocast
 from geobert.training.ema import WeightEma
-from geobert.training.finetune import scaled_adamw, start_encoder
+from geobert.training.finetune import FineTuneConfig, scaled_adamw, start_encoder
 from geobert.training.loop import train_steps
-from geobert.training.schedule import WarmupCosineSchedule
 from tiles.grid import block_windows
 from tiles.pair import align_pair
 
@@ -111,42 +110,23 @@ def load_city(city: OscdCity, card: ModelCard, *, radiometric_norm: bool = False
 
 
 @dataclass(frozen=True)
-class ChangeTrainConfig(WarmupCosineSchedule):
-    """Recipe of :func:`train_change` (stored in the checkpoint's model card).
+class ChangeTrainConfig(FineTuneConfig):
+    """Recipe of :func:`train_change` (stored in the checkpoint's model card): the fine-tuning
+    fields of :class:`~geobert.training.finetune.FineTuneConfig` (band dropout draws one set for
+    both dates of a window) and the change task's own.
 
     ``arch="fcsiamdiff"`` trains TorchGeo's FC-Siam-diff baseline with the same recipe; it has no
     MIM weights, so it needs ``init="scratch"``.
     """
 
-    init: Literal["mim", "scratch"] = "mim"
     arch: Literal["changenet", "fcsiamdiff"] = "changenet"
-    window_px: int = 128
-    batch_size: int = 16
-    steps: int = 1000
-    lr: float = 5e-4
-    encoder_lr_scale: float = 0.5
-    weight_decay: float = 0.01
-    #: weight decay on every parameter, as before issue 19 (False: as timm, none on norms,
-    #: biases and relative-position tables)
-    decay_all_params: bool = False
-    warmup_steps: int = 50
     pos_fraction: float = 0.5
     max_pos_weight: float = 20.0
-    seed: int = 0
     #: normalise the second date onto the first (training, validation and, through the card,
     #: every later ``geobert change`` with this model)
     radiometric_norm: bool = True
     #: share of windows whose one date gets per-band gains and a sloping haze
     radiometric_aug: float = 0.5
-    #: share of windows that see only one of the band sets of
-    #: :data:`~geobert.models.bandsets.DROPOUT_SETS` (drawn uniformly; both dates; the other
-    #: bands at their mean), so the model also runs on L2A products and 4-band stacks
-    band_dropout: float = 0.0
-    #: bfloat16 autocast in the training steps (about 1.7× faster where the CPU has bf16 units;
-    #: weights and optimiser stay float32)
-    train_bf16: bool = False
-    #: exponential moving average of the weights (0: the last step's weights)
-    ema_decay: float = 0.99
     #: fractions of ``steps`` at which the (averaged) weights are scored on the validation cities;
     #: the best is kept (the step count is chosen on validation, never on test cities)
     select_at: tuple[float, ...] = (1.0,)
@@ -158,12 +138,9 @@ class ChangeTrainConfig(WarmupCosineSchedule):
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.ema_decay < 1:
-            raise GeobertError(f"EMA decay {self.ema_decay} must be at least 0 and below 1")
+        super().__post_init__()
         if not 0 <= self.radiometric_aug <= 1:
             raise GeobertError(f"radiometric_aug {self.radiometric_aug} must lie in [0, 1]")
-        if not 0 <= self.band_dropout <= 1:
-            raise GeobertError(f"band_dropout {self.band_dropout} must lie in [0, 1]")
         if not self.select_at or any(not 0 < f <= 1 for f in self.select_at):
             raise GeobertError(f"select_at {self.select_at} must hold fractions in (0, 1]")
 

@@ -1,19 +1,62 @@
-"""Pieces shared by the fine-tuning recipes (change, land cover): the encoder to start from and
-an AdamW whose encoder groups run at a scaled learning rate."""
+"""Pieces shared by the fine-tuning recipes (change, land cover): the fields their configs have
+in common, the encoder to start from and an AdamW whose encoder groups run at a scaled learning
+rate."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
+from geobert.errors import GeobertError
 from geobert.models.card import ModelCard
 from geobert.models.checkpoint import load_checkpoint
 from geobert.models.encoder import GeobertEncoder
 from geobert.models.registry import create_model
 from geobert.training.optim import no_weight_decay_names, param_groups_weight_decay
+from geobert.training.schedule import WarmupCosineSchedule
 
-__all__ = ["scaled_adamw", "start_encoder"]
+__all__ = ["FineTuneConfig", "scaled_adamw", "start_encoder"]
+
+
+@dataclass(frozen=True)
+class FineTuneConfig(WarmupCosineSchedule):
+    """What every fine-tuning recipe sets: where the encoder starts, the windows and batches, the
+    schedule, the optimiser and the moving average. A task's config adds its own fields and
+    changes the defaults its protocol chose (steps, warm-up)."""
+
+    init: Literal["mim", "scratch"] = "mim"
+    window_px: int = 128
+    batch_size: int = 16
+    steps: int = 1000
+    lr: float = 5e-4
+    encoder_lr_scale: float = 0.5
+    weight_decay: float = 0.01
+    #: weight decay on every parameter, as before issue 19 (False: as timm, none on norms,
+    #: biases and relative-position tables)
+    decay_all_params: bool = False
+    warmup_steps: int = 50
+    seed: int = 0
+    #: share of windows that see only one of the band sets of
+    #: :data:`~geobert.models.bandsets.DROPOUT_SETS` (drawn uniformly; the other bands at their
+    #: mean), so the model also runs on L2A products and 4-band stacks
+    band_dropout: float = 0.0
+    #: bfloat16 autocast in the training steps (about 1.7× faster where the CPU has bf16 units;
+    #: weights and optimiser stay float32)
+    train_bf16: bool = False
+    #: keep an exponential moving average of the weights with this decay (0: the last step's)
+    ema_decay: float = 0.99
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.ema_decay < 1:
+            raise GeobertError(
+                f"EMA decay {self.ema_decay} must be at least 0 and below 1 (e.g. 0.99: an "
+                "average over about the last 100 steps; 0: keep the last step's weights)"
+            )
+        if not 0 <= self.band_dropout <= 1:
+            raise GeobertError(f"band dropout {self.band_dropout} must lie in [0, 1]")
 
 
 def start_encoder(
