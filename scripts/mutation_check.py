@@ -8,8 +8,11 @@ do not kill is printed with its line: a test that does not look at that result.
 
     .venv/bin/python scripts/mutation_check.py tiles/qml.py geobert/change/metrics.py \\
         [--tests tests/tiles/test_qml.py tests/test_doctests.py] [--timeout 120]
+        [--functions _tile_function ...]
 
-Without ``--tests`` each module runs the doctests and the test files that import it. Writes
+Without ``--tests`` each module runs the doctests and the test files that import it;
+``--functions`` mutates only the bodies of the functions (or methods) of those names — for the
+modules whose tests take minutes a mutant, such as the pipelines' tile functions. Writes
 nothing but a temporary copy; exit status 1 when a mutant survives.
 """
 
@@ -72,16 +75,27 @@ def _docstring_lines(tree: ast.AST) -> set[int]:
     return lines
 
 
-def mutants(source: str) -> Iterator[tuple[int, str, str]]:
-    """(line, description, mutated source) for each mutation of ``source``."""
+def _function_lines(tree: ast.AST, names: set[str]) -> set[int]:
+    """Lines of the functions and methods called one of ``names`` (nested ones included)."""
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name in names:
+            lines.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+    return lines
+
+
+def mutants(source: str, functions: set[str] | None = None) -> Iterator[tuple[int, str, str]]:
+    """(line, description, mutated source) for each mutation of ``source`` (only inside the
+    functions named in ``functions`` when given)."""
     tree = ast.parse(source)
     skip = _docstring_lines(tree)
+    only = _function_lines(tree, functions) if functions else None
     n = sum(1 for _ in _targets(tree))
     for k in range(n):
         tree = ast.parse(source)
         node, field, idx = list(_targets(tree))[k]
         line = getattr(node, "lineno", 0)
-        if line in skip:
+        if line in skip or (only is not None and line not in only):
             continue
         if field == "value":
             old = node.value  # type: ignore[attr-defined]
@@ -114,6 +128,9 @@ def main() -> int:
     ap.add_argument("modules", nargs="+", help="module files, relative to the repository")
     ap.add_argument("--tests", nargs="+", default=None, help="test files (default: see above)")
     ap.add_argument("--timeout", type=float, default=300, help="seconds per mutant's tests")
+    ap.add_argument(
+        "--functions", nargs="+", default=None, help="mutate only inside functions of these names"
+    )
     args = ap.parse_args()
     survivors = 0
     with tempfile.TemporaryDirectory(prefix="geobert-mutants-") as tmp:
@@ -135,7 +152,8 @@ def main() -> int:
                 print(f"{module}: the tests fail without any mutation:\n{base.stdout[-2000:]}")
                 return 2
             killed = total = 0
-            for line, what, text in mutants(original):
+            picked = set(args.functions) if args.functions else None
+            for line, what, text in mutants(original, picked):
                 total += 1
                 (work / rel).write_text(text, encoding="utf-8")
                 try:
