@@ -321,20 +321,17 @@ def crossval_report(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     for m in methods:
         v = np.asarray(table[m])
         done = int(np.isfinite(v).sum())
-        partial = "" if done == len(v) else f" ({done} of {len(v)} strips)"
         lines.append(
-            f"| {m} | "
-            + " | ".join("—" if np.isnan(x) else f"{x:.3f}" for x in v)
-            + f" | **{np.nanmean(v):.3f}**{partial} | {np.nanmin(v):.3f} |"
+            f"| {m} | {_cells(v)} | **{np.nanmean(v):.3f}**{_partial(v)} | {np.nanmin(v):.3f} |"
         )
         entry: dict[str, Any] = {
-            "macro_f1": v.tolist(),
+            "macro_f1": _json_list(v),
             "mean": float(np.nanmean(v)),
             "strips_done": done,
         }
         if m != RF:
             gap = v - np.asarray(table[RF])
-            entry["minus_random_forest"] = gap.tolist()
+            entry["minus_random_forest"] = _json_list(gap)
             entry["folds_behind_random_forest"] = int((gap < 0).sum())
         summary["methods"][m] = entry
     lines += [
@@ -371,8 +368,22 @@ def _band_set_lines(folds: list[dict[str, Any]], summary: dict[str, Any]) -> lis
         summary.setdefault("band_sets", {})[m] = {}
         for s, v in per.items():
             a = np.asarray(v)
-            lines.append(
-                f"| {m} | {s} | " + " | ".join(f"{x:.3f}" for x in a) + f" | {np.nanmean(a):.3f} |"
-            )
-            summary["band_sets"][m][s] = {"macro_f1": a.tolist(), "mean": float(np.nanmean(a))}
+            lines.append(f"| {m} | {s} | {_cells(a)} | {np.nanmean(a):.3f}{_partial(a)} |")
+            summary["band_sets"][m][s] = {"macro_f1": _json_list(a), "mean": float(np.nanmean(a))}
     return lines
+
+
+def _cells(v: np.ndarray) -> str:
+    """A table row's per-strip cells: "—" where the strip has not run."""
+    return " | ".join("—" if np.isnan(x) else f"{x:.3f}" for x in v)
+
+
+def _partial(v: np.ndarray) -> str:
+    """ " (k of n strips)" after a mean over the strips that have run; "" when all have."""
+    done = int(np.isfinite(v).sum())
+    return "" if done == len(v) else f" ({done} of {len(v)} strips)"
+
+
+def _json_list(v: np.ndarray) -> list[float | None]:
+    """Per-strip values for JSON: ``null`` where the strip has not run (JSON has no NaN)."""
+    return [None if np.isnan(x) else float(x) for x in v]

@@ -637,14 +637,22 @@ def test_crossval_report_marks_strips_not_run(tmp_path: Path) -> None:
 
     for k, methods in ((0, {RF: 0.4, "b": 0.3}), (1, {RF: 0.5})):
         for name, f1 in methods.items():
-            update_fold(
-                tmp_path / f"fold{k}.json", {"fold": k}, name, {"methods": {"macro_f1": f1}}
-            )
+            entries = {"methods": {"macro_f1": f1}}
+            if name == "b":  # a band-dropout recipe: its scores on a band set too
+                entries["band_sets"] = {"s2-10m": {"macro_f1": 0.2}}
+            update_fold(tmp_path / f"fold{k}.json", {"fold": k}, name, entries)
     summary = crossval_report(tmp_path)
     md = (tmp_path / "crossval.md").read_text()
     assert "| b | 0.300 | — | **0.300** (1 of 2 strips) | 0.300 |" in md, md
     assert f"| {RF} | 0.400 | 0.500 | **0.450** | 0.400 |" in md, md
+    assert "| b | s2-10m | 0.200 | — | 0.200 (1 of 2 strips) |" in md, md
     assert summary["methods"]["b"]["strips_done"] == 1
+    # strict JSON: a strip not run is null, not NaN
+    strict = json.loads(
+        (tmp_path / "crossval.json").read_text(), parse_constant=lambda c: pytest.fail(c)
+    )
+    assert strict["methods"]["b"]["macro_f1"] == [0.3, None]
+    assert strict["band_sets"]["b"]["s2-10m"]["macro_f1"] == [0.2, None]
 
 
 @pytest.mark.slow
