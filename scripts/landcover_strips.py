@@ -48,8 +48,8 @@ RECIPES = {
     "geobert (MIM, pixel path, band dropout)": LandCoverTrainConfig(
         **{**BASE.__dict__, "pixel_dim": 32, "band_dropout": 0.5}
     ),
-    "geobert (MIM, pixel path, context dropout)": LandCoverTrainConfig(
-        **{**BASE.__dict__, "pixel_dim": 32, "context_dropout": 0.5}
+    "geobert (MIM, pixel path, band dropout, context dropout)": LandCoverTrainConfig(
+        **{**BASE.__dict__, "pixel_dim": 32, "band_dropout": 0.5, "context_dropout": 0.5}
     ),
     "geobert (MIM frozen, pixel path)": LandCoverTrainConfig(
         **{**BASE.__dict__, "pixel_dim": 32, "freeze_encoder": True}
