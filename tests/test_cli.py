@@ -486,6 +486,7 @@ def test_train_landcover_defaults_are_the_recipes() -> None:
     cfg = LandCoverTrainConfig()
     assert opts["steps"] == cfg.steps == 800  # the schedule of the shipped model's recipe
     assert opts["pixel_path"] == cfg.pixel_dim == 32
+    assert opts["band_dropout"] == cfg.band_dropout == 0.5
     for opt, field in (("ema_decay", "ema_decay"), ("block_size", "block_px"),
                        ("holdout_fraction", "holdout_fraction"), ("strips", "strips"),
                        ("gap", "gap_px"), ("validate_every", "validate_every")):  # fmt: skip
@@ -495,10 +496,30 @@ def test_train_landcover_defaults_are_the_recipes() -> None:
     # weight decay of every parameter that the strips were run with)
     shipped = read_card(pretrained_encoder_path("landcover_s_bb")).training["config"]
     for field in ("steps", "pixel_dim", "ema_decay", "lr", "encoder_lr_scale", "batch_size",
-                  "window_px", "freeze_encoder"):  # fmt: skip
-        assert shipped[field] == getattr(cfg, field), field
+                  "window_px", "freeze_encoder", "band_dropout", "context_dropout"):  # fmt: skip
+        assert shipped.get(field, 0.0) == getattr(cfg, field), field
     qgis = (Path(__file__).resolve().parents[1] / "qgis_plugin" / "algorithms.py").read_text()
     assert f'"Training steps", QgsProcessingParameterNumber.Integer, {cfg.steps},' in qgis
+
+
+def test_train_change_defaults_are_the_shipped_recipe() -> None:
+    """train-change's defaults are the recipe the leave-cities-out folds chose and the shipped
+    change model was trained with (less what the protocol pins: the cities, the threshold, bf16
+    where the CPU has the units, the weight decay of every parameter)."""
+    from geobert.change.train import ChangeTrainConfig
+    from geobert.cli import build_parser
+    from geobert.models.checkpoint import read_card
+    from geobert.weights import pretrained_encoder_path
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    opts = {a.dest: a.default for a in sub.choices["train-change"]._actions}
+    cfg = ChangeTrainConfig()
+    assert opts["steps"] == cfg.steps and opts["band_dropout"] == cfg.band_dropout
+    shipped = read_card(pretrained_encoder_path("changenet_s_oscd")).training["config"]
+    for field in ("steps", "band_dropout", "ema_decay", "lr", "encoder_lr_scale", "batch_size",
+                  "window_px", "radiometric_norm", "radiometric_aug", "pos_fraction",
+                  "max_pos_weight", "warmup_steps", "init", "arch"):  # fmt: skip
+        assert shipped[field] == getattr(cfg, field), field
 
 
 def test_ctrl_c_while_starting_up_is_one_line(tmp_path: Path) -> None:

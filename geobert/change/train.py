@@ -120,6 +120,11 @@ class ChangeTrainConfig(FineTuneConfig):
     """
 
     arch: Literal["changenet", "fcsiamdiff"] = "changenet"
+    #: the step count the leave-cities-out folds chose (results/change_oscd/loco)
+    steps: int = 700
+    #: the shipped model's: within a point of 13 bands on all ten cities, and it runs on L2A
+    #: and 4-band stacks (results/change_oscd/bands)
+    band_dropout: float = 0.5
     pos_fraction: float = 0.5
     max_pos_weight: float = 20.0
     #: normalise the second date onto the first (training, validation and, through the card,

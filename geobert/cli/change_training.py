@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from geobert.cli.feedback import step_bar
 from geobert.cli.options import (
+    add_band_dropout_option,
     add_command,
     add_init_option,
     add_outdir_option,
@@ -50,7 +51,8 @@ def add_train_change(sub: Subparsers) -> None:
     p.add_argument(
         "--test-cities", nargs="+", required=True, help="never used in training or tuning"
     )
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=700, help="optimiser steps (default: %(default)s)")
+    add_band_dropout_option(p, 0.5)
     p.add_argument(
         "--select-at",
         nargs="+",
@@ -96,6 +98,7 @@ def run_train_change(args: argparse.Namespace) -> int:
         init=args.init,
         arch=args.arch,
         steps=args.steps,
+        band_dropout=args.band_dropout,
         seed=args.seed,
         select_at=tuple(args.select_at),
         radiometric_norm=not args.no_radiometric_norm,

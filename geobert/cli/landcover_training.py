@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from geobert.cli.feedback import done, step_bar
 from geobert.cli.options import (
+    add_band_dropout_option,
     add_command,
     add_fix_geometries_option,
     add_init_option,
@@ -93,6 +94,7 @@ def add_train_landcover(sub: Subparsers) -> None:
         help="width of a per-pixel path (the pixel's spectrum and NDVI/NDWI/NDBI/MNDWI) beside "
         "the encoder's context; 0: none (default: %(default)s)",
     )
+    add_band_dropout_option(p, 0.5)
     add_train_bf16_option(p)
     add_seed_option(p)
     add_overwrite_option(p, "replace an existing MODEL")
@@ -129,6 +131,7 @@ def run_train_landcover(args: argparse.Namespace) -> int:
         strip=args.strip,
         gap_px=args.gap,
         pixel_dim=args.pixel_path,
+        band_dropout=args.band_dropout,
         train_bf16=args.train_bf16,
     )
     data = prepare_landcover(

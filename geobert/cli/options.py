@@ -105,6 +105,20 @@ def add_train_bf16_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_band_dropout_option(p: argparse.ArgumentParser, default: float) -> None:
+    """``--band-dropout``: the share of training windows that see one of the reduced band sets
+    only (``default``: the task's recipe, spelt out so ``--help`` imports no torch)."""
+    p.add_argument(
+        "--band-dropout",
+        type=float,
+        default=default,
+        metavar="F",
+        help="share of training windows that see only L2A's 12 bands (no B10) or the four 10 m "
+        "bands, the others at their mean, so the model also runs on L2A products and 4-band "
+        "stacks without an option; 0: all bands always (default: %(default)s)",
+    )
+
+
 def add_init_option(p: argparse.ArgumentParser, help_prefix: str = "") -> None:
     """``--init``: start the encoder from the shipped MIM weights or from scratch;
     ``help_prefix`` says when it applies."""

@@ -190,8 +190,10 @@ def recipe_name(cfg: LandCoverTrainConfig) -> str:
     """A recipe's name in the reports, from what sets it apart; a fold resumes by these names,
     so a recipe that differs never takes another's scores.
 
-    >>> recipe_name(LandCoverTrainConfig()), recipe_name(LandCoverTrainConfig(pixel_dim=0))
-    ('geobert (MIM, pixel path)', 'geobert (MIM)')
+    >>> recipe_name(LandCoverTrainConfig())
+    'geobert (MIM, pixel path, band dropout)'
+    >>> recipe_name(LandCoverTrainConfig(pixel_dim=0, band_dropout=0))
+    'geobert (MIM)'
     """
     parts = ["MIM" if cfg.init == "mim" else "scratch"]
     if cfg.freeze_encoder:
