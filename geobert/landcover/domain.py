@@ -8,12 +8,16 @@ the nearest centre, divided by the 99.5th percentile of the training pixels' own
 1, a pixel is *outside the training domain*: ``geobert classify`` lowers its confidence, counts
 it, and warns when many are.
 
-The summary is small (``k × bands`` numbers) and travels in the model card.
+The summary is small (``k × bands`` numbers) and travels in the model card. A model trained to run
+on reduced band sets (band dropout) also keeps, per set, the distance its training pixels stay
+within on those bands alone: a scene with only those bands is measured on them, not on bands
+that sit at their mean because the scene lacks them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,6 +32,17 @@ class SpectralDomain:
 
     centers: np.ndarray
     threshold: float
+    #: band set name → (positions of its bands among the model's, the 99.5 % distance on them)
+    subsets: Mapping[str, tuple[tuple[int, ...], float]] = field(default_factory=dict)
+
+    def on_bands(self, present: Sequence[int]) -> SpectralDomain:
+        """The domain measured on the bands at positions ``present`` when a band set of exactly
+        those bands was described at training; otherwise this domain (all bands, the missing
+        ones at their mean: a conservative measure that flags more)."""
+        for bands, threshold in self.subsets.values():
+            if tuple(sorted(present)) == bands:
+                return SpectralDomain(self.centers[:, list(bands)], threshold)
+        return self
 
     def ratio(self, x: np.ndarray) -> np.ndarray:
         """Domain distance of each pixel of ``x`` ``(..., C, H, W)`` (normalised), ``(..., H, W)``:
@@ -45,27 +60,49 @@ class SpectralDomain:
             "centers": np.round(self.centers, 5).tolist(),
             "threshold": round(self.threshold, 6),
             "quantile": 0.995,
+            **(
+                {
+                    "subsets": {
+                        name: {"bands": list(bands), "threshold": round(t, 6)}
+                        for name, (bands, t) in self.subsets.items()
+                    }
+                }
+                if self.subsets
+                else {}
+            ),
         }
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> SpectralDomain:
-        return cls(np.asarray(raw["centers"], np.float32), float(raw["threshold"]))
+        subsets = {
+            name: (tuple(int(b) for b in sub["bands"]), float(sub["threshold"]))
+            for name, sub in raw.get("subsets", {}).items()
+        }
+        return cls(np.asarray(raw["centers"], np.float32), float(raw["threshold"]), subsets)
 
 
 def fit_domain(
-    pixels: np.ndarray, k: int = 16, seed: int = 0, max_pixels: int = 20_000, iterations: int = 20
+    pixels: np.ndarray,
+    k: int = 16,
+    seed: int = 0,
+    max_pixels: int = 20_000,
+    iterations: int = 20,
+    subsets: Mapping[str, Sequence[int]] | None = None,
 ) -> SpectralDomain:
     """k-means (Lloyd, k-means++-free: ``k`` random training pixels to start) over up to
-    ``max_pixels`` training spectra ``(C, N)``.
+    ``max_pixels`` training spectra ``(C, N)``; for each of ``subsets`` (name → band positions)
+    the distance the same pixels stay within on those bands alone.
 
     >>> rng = np.random.default_rng(0)
-    >>> dom = fit_domain(rng.normal(size=(3, 5000)), k=4)
+    >>> dom = fit_domain(rng.normal(size=(3, 5000)), k=4, subsets={"two": [0, 2]})
     >>> inside = dom.ratio(np.zeros((3, 1, 1)))[0, 0]
     >>> far = dom.ratio(np.full((3, 1, 1), 10.0))[0, 0]
     >>> bool(inside < 1 < far)
     True
+    >>> dom.on_bands([2, 0]).centers.shape, dom.on_bands([0, 1]) is dom
+    ((4, 2), True)
     """
-    c, n = pixels.shape
+    n = pixels.shape[1]
     if n == 0:
         raise ValueError("no training pixels to describe")
     rng = np.random.default_rng(seed)
@@ -80,6 +117,17 @@ def fit_domain(
         centers = np.stack(
             [x[nearest == j].mean(0) if np.any(nearest == j) else centers[j] for j in range(k)]
         )
-    dist = np.sqrt(((x[:, None, :] - centers[None]) ** 2).sum(-1).min(1) / c)
-    threshold = float(max(np.quantile(dist, 0.995), 1e-6))
-    return SpectralDomain(centers.astype(np.float32), threshold)
+    return SpectralDomain(
+        centers.astype(np.float32),
+        _radius(x, centers),
+        {
+            name: (tuple(sorted(bands)), _radius(x[:, sorted(bands)], centers[:, sorted(bands)]))
+            for name, bands in (subsets or {}).items()
+        },
+    )
+
+
+def _radius(x: np.ndarray, centers: np.ndarray) -> float:
+    """The RMS distance to the nearest centre that 99.5 % of the pixels ``(N, C)`` stay within."""
+    dist = np.sqrt(((x[:, None, :] - centers[None]) ** 2).sum(-1).min(1) / x.shape[1])
+    return float(max(np.quantile(dist, 0.995), 1e-6))

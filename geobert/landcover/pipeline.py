@@ -99,6 +99,10 @@ class LandCoverTiles:
         model.eval()
         raw = card.training.get("domain")
         domain = SpectralDomain.from_dict(raw) if raw else None
+        # a scene with one of the model's band sets is measured on those bands alone
+        present = [k for k, i in enumerate(self.indices) if i is not None]
+        if domain is not None and len(present) < len(self.indices):
+            domain = domain.on_bands(present)
 
         def fn(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
             x_n = fill_invalid(card.normalize(x, self.indices), valid)
@@ -108,7 +112,8 @@ class LandCoverTiles:
             if domain is None:
                 return probs
             # one more band: the domain distance (1 = the edge of the training spectra)
-            return np.concatenate([probs, domain.ratio(x_n)[:, None]], axis=1)
+            on = x_n if domain.centers.shape[1] == x_n.shape[1] else x_n[:, present]
+            return np.concatenate([probs, domain.ratio(on)[:, None]], axis=1)
 
         return fn
 

@@ -422,7 +422,11 @@ def train_landcover(
             "scores": best[3].as_dict(),
         }
     scores = holdout_scores(predict_image(model, data.image), data)
-    domain = fit_domain(data.image[:, data.train], seed=cfg.seed)
+    domain = fit_domain(
+        data.image[:, data.train],
+        seed=cfg.seed,
+        subsets={n: [enc_card.bands.index(b) for b in bs] for n, bs in band_sets.items()},
+    )
     card = ModelCard(
         arch="landcovernet",
         arch_config={

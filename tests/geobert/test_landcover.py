@@ -615,6 +615,24 @@ def test_context_dropout_trains_the_spectrum_alone_on_its_windows(tmp_path: Path
         LandCoverTrainConfig(context_dropout=1.0)
 
 
+def test_spectral_domain_per_band_set_round_trips() -> None:
+    """A domain fitted with band sets keeps each set's radius on its own bands; it travels in the
+    card's JSON and a scene with exactly a set's bands is measured on them."""
+    from geobert.landcover.domain import SpectralDomain, fit_domain
+
+    rng = np.random.default_rng(0)
+    pixels = rng.normal(size=(4, 3000)).astype(np.float32)
+    dom = fit_domain(pixels, k=3, subsets={"ab": [1, 0]})
+    back = SpectralDomain.from_dict(json.loads(json.dumps(dom.as_dict())))
+    assert back.subsets.keys() == {"ab"} and back.subsets["ab"][0] == (0, 1)
+    sub = back.on_bands([0, 1])
+    np.testing.assert_allclose(sub.centers, np.round(dom.centers[:, :2], 5))
+    # 99.5 % of the training pixels lie within the set's radius on its two bands
+    inside = sub.ratio(pixels[:2, :, None]) <= 1
+    assert 0.99 <= inside.mean() <= 1.0
+    assert back.on_bands([0, 2]) is back  # no such set: all bands, the conservative measure
+
+
 def test_fold_updates_keep_what_another_run_added(tmp_path: Path) -> None:
     """Two runs adding methods to one fold file: each write re-reads the file, so neither loses
     the other's method, and no temporary file is left beside it."""

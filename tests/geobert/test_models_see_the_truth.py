@@ -227,6 +227,8 @@ def test_shipped_landcover_model_runs_on_the_bands_users_have(tmp_path: Path) ->
             shutil.copy(f, folder / f.name)
         summary = classify(folder, tmp_path / set_name, min_area_m2=0, cloud_mask=False)
         assert any(f"the model ran on its {set_name} bands" in w for w in summary["warnings"])
+        # measured on the set's own bands: its training area is inside the training spectra
+        assert summary["outside_training_domain_share"] < 0.05, summary["warnings"]
         f1, shifted = _landcover_f1(tmp_path / set_name)
         assert f1 > FLOORS["landcover_macro_f1"] > shifted, (set_name, f1, shifted)
 
@@ -247,3 +249,12 @@ def test_shipped_landcover_model_warns_on_the_open_sea(tmp_path: Path) -> None:
     assert any("look unlike anything the model was trained on" in w for w in summary["warnings"])
     home = classify(BB, tmp_path / "home")  # a crop of its own training scene
     assert home["outside_training_domain_share"] < 0.05 and home["warnings"] == []
+    # the sea's four 10 m bands, measured on those bands alone, are still far from the training
+    import shutil
+
+    four = tmp_path / "sea_10m"
+    four.mkdir()
+    for f in (ROOT / "tests" / "data" / "s2_jp2").glob("s2_B0[2348].jp2"):
+        shutil.copy(f, four / f.name)
+    sea10 = classify(four, tmp_path / "sea10", cloud_mask=False)
+    assert sea10["outside_training_domain_share"] > 0.5
