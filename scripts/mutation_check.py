@@ -168,6 +168,9 @@ def main() -> int:
                     survivors += 1
                     print(f"SURVIVED {module}:{line}: {what}")
             (work / rel).write_text(original, encoding="utf-8")
+            if total == 0:
+                print(f"{module}: no mutant (is --functions {args.functions} spelt right?)")
+                return 2
             print(f"{module}: {killed}/{total} mutants killed by {' '.join(tests)}")
     return 1 if survivors else 0
 

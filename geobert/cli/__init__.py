@@ -92,11 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``geobert`` console script; returns the exit status."""
+    process.redeliver_swallowed_interrupts()  # before the imports of the first second
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C while starting up (importing torch, GDAL, …)
         print("geobert: interrupted; no output was written", file=sys.stderr)
         return 130
+    finally:
+        process.cancel_redelivery()
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -105,6 +108,7 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
+        process.cancel_redelivery()  # this one is handled: no second one behind it
         if args.command == "pretrain":
             print(
                 "geobert: interrupted; rerun with --resume to continue from the last checkpoint",

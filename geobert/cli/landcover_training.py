@@ -276,9 +276,10 @@ def run_evaluate_landcover(args: argparse.Namespace) -> int:
             fix_geometries=args.fix_geometries,
             on_fold=on_fold,
         )
+        width = max(len(m) for m in cv["methods"])
         for method, res in cv["methods"].items():
-            per = " ".join(f"{v:.3f}" for v in res["macro_f1"])
-            print(f"{method:>32}: macro-F1 mean {res['mean']:.3f} (strips: {per})")
+            per = " ".join("—" if v is None else f"{v:.3f}" for v in res["macro_f1"])
+            print(f"{method:>{width}}: macro-F1 mean {res['mean']:.3f} (strips: {per})")
         return 0
     summary = evaluate_landcover(
         args.image,
@@ -289,6 +290,9 @@ def run_evaluate_landcover(args: argparse.Namespace) -> int:
         args.names,
         fix_geometries=args.fix_geometries,
     )
+    width = max(len(m) for m in summary["methods"])
     for method, res in summary["methods"].items():
-        print(f"{method:>32}: OA {res['overall_accuracy']:.3f}  macro-F1 {res['macro_f1']:.3f}")
+        print(
+            f"{method:>{width}}: OA {res['overall_accuracy']:.3f}  macro-F1 {res['macro_f1']:.3f}"
+        )
     return 0

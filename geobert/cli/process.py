@@ -17,8 +17,8 @@ log = logging.getLogger("geobert")
 def prepare(args: argparse.Namespace) -> None:
     """Set the process up for the command in ``args``: heap tuning (before torch and GDAL
     allocate anything large), libraries' own error output silenced unless ``-v``/``--debug``,
-    SIGTERM and SIGHUP as Ctrl-C, no Ctrl-C swallowed, the address-space warning, logging, and
-    PROJ data that fits the installed PROJ."""
+    SIGTERM and SIGHUP as Ctrl-C, the address-space warning, logging, and PROJ data that fits the
+    installed PROJ."""
     from tiles.heap import tune_heap
 
     tune_heap()
@@ -31,7 +31,6 @@ def prepare(args: argparse.Namespace) -> None:
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
         silence_libtiff_stderr()
     interrupt_on_sigterm()
-    redeliver_swallowed_interrupts()
     warn_low_address_space()
     logging.basicConfig(level=log_level(args), format="%(levelname)s %(name)s: %(message)s")
     if not loud:
@@ -78,19 +77,29 @@ def interrupt_on_sigterm() -> None:
             signal.signal(signal.SIGHUP, handler)
 
 
+_redelivery = {"pending": False}
+"""Whether a swallowed interrupt is on its way back (at most one at a time)."""
+
+
 def redeliver_swallowed_interrupts(delay: float = 0.05) -> None:
-    """Deliver again a Ctrl-C that Python swallowed.
+    """Deliver again a Ctrl-C that Python swallowed (POSIX; on Windows Python's own behaviour
+    stays). Installed once per process, as the first thing :func:`geobert.cli.main` does.
 
     Python runs a Ctrl-C's handler at the next bytecode; when that is inside a weakref callback
     or a ``__del__`` (importlib's module locks have one, so a Ctrl-C during the imports of the
     first second can land there), the ``KeyboardInterrupt`` is "ignored": printed as a traceback
     and dropped, and the command runs on to write its outputs. This hook keeps the traceback off
-    stderr and sends SIGINT to the main thread again ``delay`` seconds later (from a timer
-    thread: a signal raised inside the hook would land in the hook and be dropped too), where the
-    command unwinds as for any Ctrl-C. Every other unraisable exception goes to the previous hook.
+    stderr and, ``delay`` seconds later, signals the main thread again — SIGINT, or SIGTERM where
+    the process ignores SIGINT (a background job), whichever raises — from a thread of its own (a
+    signal raised inside the hook would land in the hook and be dropped too); the command then
+    unwinds as for any Ctrl-C. One re-delivery is pending at a time, and :func:`main`'s handling
+    of an interrupt cancels it. Every other unraisable exception, and an interrupt when no signal
+    would raise, goes to the previous hook.
     """
+    import _thread
     import signal
     import threading
+    import time
 
     previous = sys.unraisablehook
     if getattr(previous, "redelivers_interrupts", False) or not hasattr(signal, "pthread_kill"):
@@ -98,24 +107,40 @@ def redeliver_swallowed_interrupts(delay: float = 0.05) -> None:
     main = threading.main_thread().ident
     assert main is not None
 
-    def redeliver() -> None:
-        timer = threading.Timer(delay, signal.pthread_kill, (main, signal.SIGINT))
-        timer.daemon = True
-        timer.start()
+    def send(signum: int) -> None:
+        time.sleep(delay)
+        if _redelivery["pending"]:
+            _redelivery["pending"] = False
+            signal.pthread_kill(main, signum)
+
+    def redeliver(unraisable: Any) -> None:
+        raising = [s for s in (signal.SIGINT, signal.SIGTERM) if callable(signal.getsignal(s))]
+        if not raising:
+            previous(unraisable)
+        elif not _redelivery["pending"]:
+            _redelivery["pending"] = True
+            # a bare thread: threading.Timer takes threading's locks, which the code this
+            # callback interrupted may hold
+            _thread.start_new_thread(send, (raising[0],))
 
     def hook(unraisable: Any) -> None:
         try:
             if unraisable.exc_type is not None and issubclass(
                 unraisable.exc_type, KeyboardInterrupt
             ):
-                redeliver()
+                redeliver(unraisable)
             else:
                 previous(unraisable)
         except KeyboardInterrupt:  # a Ctrl-C landing in this hook would be dropped too
-            redeliver()
+            redeliver(unraisable)
 
     hook.redelivers_interrupts = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
+
+
+def cancel_redelivery() -> None:
+    """Drop a pending re-delivery: the interrupt it would bring is being handled."""
+    _redelivery["pending"] = False
 
 
 def silence_libtiff_stderr() -> None:

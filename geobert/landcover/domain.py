@@ -34,6 +34,8 @@ class SpectralDomain:
     threshold: float
     #: band set name → (positions of its bands among the model's, the 99.5 % distance on them)
     subsets: Mapping[str, tuple[tuple[int, ...], float]] = field(default_factory=dict)
+    #: the positions among the model's bands that :meth:`ratio` reads (None: all)
+    measured: tuple[int, ...] | None = None
 
     def on_bands(self, present: Sequence[int]) -> SpectralDomain:
         """The domain measured on the bands at positions ``present`` when a band set of exactly
@@ -41,12 +43,14 @@ class SpectralDomain:
         ones at their mean: a conservative measure that flags more)."""
         for bands, threshold in self.subsets.values():
             if tuple(sorted(present)) == bands:
-                return SpectralDomain(self.centers[:, list(bands)], threshold)
+                return SpectralDomain(self.centers[:, list(bands)], threshold, measured=bands)
         return self
 
     def ratio(self, x: np.ndarray) -> np.ndarray:
-        """Domain distance of each pixel of ``x`` ``(..., C, H, W)`` (normalised), ``(..., H, W)``:
-        1 is the edge of the training domain."""
+        """Domain distance of each pixel of ``x`` ``(..., C, H, W)`` (normalised, all the model's
+        bands), ``(..., H, W)``: 1 is the edge of the training domain."""
+        if self.measured is not None:
+            x = x[..., list(self.measured), :, :]
         c = self.centers.shape[1]
         flat = np.moveaxis(x, -3, -1)  # (..., H, W, C)
         best = np.full(flat.shape[:-1], np.inf, np.float32)
@@ -75,7 +79,7 @@ class SpectralDomain:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> SpectralDomain:
         subsets = {
-            name: (tuple(int(b) for b in sub["bands"]), float(sub["threshold"]))
+            name: (tuple(sorted(int(b) for b in sub["bands"])), float(sub["threshold"]))
             for name, sub in raw.get("subsets", {}).items()
         }
         return cls(np.asarray(raw["centers"], np.float32), float(raw["threshold"]), subsets)
@@ -99,8 +103,9 @@ def fit_domain(
     >>> far = dom.ratio(np.full((3, 1, 1), 10.0))[0, 0]
     >>> bool(inside < 1 < far)
     True
-    >>> dom.on_bands([2, 0]).centers.shape, dom.on_bands([0, 1]) is dom
-    ((4, 2), True)
+    >>> two = dom.on_bands([2, 0])
+    >>> two.centers.shape, two.measured, dom.on_bands([0, 1]) is dom
+    ((4, 2), (0, 2), True)
     """
     n = pixels.shape[1]
     if n == 0:

@@ -112,8 +112,7 @@ class LandCoverTiles:
             if domain is None:
                 return probs
             # one more band: the domain distance (1 = the edge of the training spectra)
-            on = x_n if domain.centers.shape[1] == x_n.shape[1] else x_n[:, present]
-            return np.concatenate([probs, domain.ratio(on)[:, None]], axis=1)
+            return np.concatenate([probs, domain.ratio(x_n)[:, None]], axis=1)
 
         return fn
 

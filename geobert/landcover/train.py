@@ -111,7 +111,9 @@ class LandCoverTrainConfig(FineTuneConfig):
                 f"context dropout {self.context_dropout} must be at least 0 and below 1"
             )
         if self.context_dropout and not self.pixel_dim:
-            raise GeobertError("context dropout needs the pixel path: give --pixel-path 32")
+            raise GeobertError(
+                "context dropout needs the pixel path: set pixel_dim (--pixel-path), e.g. 32"
+            )
         if self.validate_every < 1:
             raise GeobertError(f"validate every {self.validate_every} steps: must be at least 1")
         if self.split == "strips" and not 0 <= self.strip < self.strips:

@@ -104,6 +104,10 @@ class LandCoverNet(nn.Module):
         self.pixel_head: nn.Conv2d | None = None
         if (pixel_head or context_dropout) and pixel_dim <= 0:
             raise ValueError("a pixel head and context dropout need the pixel path (pixel_dim)")
+        if context_dropout and not pixel_head:
+            raise ValueError("context dropout needs the pixel head (pixel_head=True)")
+        if not 0 <= context_dropout < 1:
+            raise ValueError(f"context dropout {context_dropout} must be at least 0 and below 1")
         if pixel_dim > 0:
             if not len(bands) == len(band_mean) == len(band_std) == encoder.in_chans:
                 raise ValueError("the pixel path needs the bands and their mean and std")

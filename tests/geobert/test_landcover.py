@@ -627,10 +627,31 @@ def test_spectral_domain_per_band_set_round_trips() -> None:
     assert back.subsets.keys() == {"ab"} and back.subsets["ab"][0] == (0, 1)
     sub = back.on_bands([0, 1])
     np.testing.assert_allclose(sub.centers, np.round(dom.centers[:, :2], 5))
-    # 99.5 % of the training pixels lie within the set's radius on its two bands
-    inside = sub.ratio(pixels[:2, :, None]) <= 1
+    # 99.5 % of the training pixels lie within the set's radius on its two bands (the other
+    # bands, whatever they hold, are not read)
+    scene = pixels[:, :, None].copy()
+    scene[2:] = 1e6
+    inside = sub.ratio(scene) <= 1
     assert 0.99 <= inside.mean() <= 1.0
     assert back.on_bands([0, 2]) is back  # no such set: all bands, the conservative measure
+
+
+def test_a_context_dropout_model_trains_saves_and_loads(tmp_path: Path) -> None:
+    """train_landcover with context dropout writes the pixel head into the card, so the saved
+    model loads (strictly) and predicts what the trained one predicts."""
+    torch.set_num_threads(2)
+    enc = pretrained_encoder_path()
+    data = prepare_landcover(
+        DATA, LABELS, "fclass", read_card(enc), block_px=48, holdout_fraction=0.25, seed=0
+    )
+    cfg = LandCoverTrainConfig(
+        steps=2, window_px=64, batch_size=2, warmup_steps=1, block_px=48, context_dropout=0.5
+    )
+    model, card = train_landcover(data, enc, cfg)
+    assert card.arch_config["pixel_head"] is True and model.pixel_head is not None
+    loaded, _ = load_checkpoint(save_checkpoint(model, card, tmp_path / "cd.safetensors"))
+    x = torch.from_numpy(np.ascontiguousarray(data.image[None, :, :64, :64]))
+    torch.testing.assert_close(loaded.predict(x), model.predict(x))  # type: ignore[operator]
 
 
 def test_fold_updates_keep_what_another_run_added(tmp_path: Path) -> None:
