@@ -322,7 +322,7 @@ def _compute_batch_on_worker(*args: Any) -> list[TileResult]:
 
 
 def _batches(
-    grid: TileGrid, batch_size: int, block_rows: int = 1
+    grid: TileGrid, batch_size: int, block_rows: int
 ) -> Iterator[list[tuple[int, int, Window]]]:
     batch: list[tuple[int, int, Window]] = []
     for i, j in grid.block_order(block_rows):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,9 @@ def test_identity_round_trip_is_exact_with_nodata(
     assert profile["transform"] == src_profile["transform"]
     assert profile["nodata"] == 0
     assert report.tiles >= 1 and report.pixels == want.shape[1] * want.shape[2]
+    assert 0 < report.seconds < 120  # the run's wall time, not a clock reading
+    assert report.scheduler == (scheduler or "threads")
+    assert report.megapixels_per_s == report.pixels / 1e6 / report.seconds
 
 
 def test_identity_round_trip_13_band_mixed_resolution(tmp_path: Path, oscd_before: Path) -> None:
@@ -144,6 +148,43 @@ def test_function_loaded_once_and_tiles_batched(tmp_path: Path, oscd_before: Pat
     assert sum(line.startswith("load") for line in lines) == 1
     sizes = [int(line.split()[1]) for line in lines if line.startswith("batch")]
     assert sum(sizes) == 16 and max(sizes) == 4  # 4×4 tiles in batches of 4
+
+
+_THREADS: dict[str, set[bool]] = {}
+
+
+@dataclass(frozen=True)
+class ThreadRecording:
+    """Factory of a tile function noting, per ``key``, whether it ran in the main thread."""
+
+    key: str
+
+    def __call__(self):  # type: ignore[no-untyped-def]
+        seen = _THREADS.setdefault(self.key, set())
+
+        def fn(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+            seen.add(threading.current_thread() is threading.main_thread())
+            return x
+
+        return fn
+
+
+@pytest.mark.parametrize("scheduler", ["sync", None])
+def test_sync_runs_every_tile_in_the_calling_thread(rgb_edge: Path, scheduler: str | None) -> None:
+    """``sync`` is the scheduler to debug a tile function with (a breakpoint stops in the caller's
+    thread), whatever ``num_workers`` says; the default spreads tiles over a pool."""
+    key = f"sync-{scheduler}"
+    report = map_tiles(
+        open_scene(rgb_edge),
+        ThreadRecording(key),
+        lambda w, a: None,
+        out_bands=3,
+        config=EngineConfig(
+            tile_size_px=32, overlap_px=0, batch_size=1, num_workers=2, scheduler=scheduler
+        ),
+    )
+    assert report.workers == (1 if scheduler == "sync" else 2)
+    assert _THREADS[key] == {scheduler == "sync"}
 
 
 def test_progress_in_order_and_cancel_leaves_nothing(tmp_path: Path, oscd_before: Path) -> None:
