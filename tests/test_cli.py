@@ -283,6 +283,17 @@ def test_landcover_training_errors_are_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "covers a pixel" in proc.stderr and "1 of 1 lie" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "m.safetensors").exists()
+    # context dropout drops the context term to the pixel path's: without one, nothing to keep
+    proc = run(
+        "train-landcover", "--image", data, "--labels", data / "landuse.gpkg",
+        "--class-field", "fclass", "--pixel-path", "0", "--context-dropout", "0.5",
+        "-o", tmp_path / "m.safetensors",
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "geobert: error: context dropout needs the pixel path: set pixel_dim (--pixel-path), "
+        "e.g. 32"
+    ]
+    assert not (tmp_path / "m.safetensors").exists()
     assert tree_checksums(data) == before
 
 
@@ -487,6 +498,7 @@ def test_train_landcover_defaults_are_the_recipes() -> None:
     assert opts["steps"] == cfg.steps == 800  # the schedule of the shipped model's recipe
     assert opts["pixel_path"] == cfg.pixel_dim == 32
     assert opts["band_dropout"] == cfg.band_dropout == 0.5
+    assert opts["context_dropout"] == cfg.context_dropout
     for opt, field in (("ema_decay", "ema_decay"), ("block_size", "block_px"),
                        ("holdout_fraction", "holdout_fraction"), ("strips", "strips"),
                        ("gap", "gap_px"), ("validate_every", "validate_every")):  # fmt: skip

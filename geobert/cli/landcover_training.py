@@ -95,6 +95,15 @@ def add_train_landcover(sub: Subparsers) -> None:
         "the encoder's context; 0: none (default: %(default)s)",
     )
     add_band_dropout_option(p, 0.5)
+    p.add_argument(
+        "--context-dropout",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="share of training windows classified from the pixel path's spectrum alone (its own "
+        "class logits; the context term dropped), so the map leans less on context learnt from "
+        "a few polygons; needs --pixel-path; 0: none (default: %(default)s)",
+    )
     add_train_bf16_option(p)
     add_seed_option(p)
     add_overwrite_option(p, "replace an existing MODEL")
@@ -132,6 +141,7 @@ def run_train_landcover(args: argparse.Namespace) -> int:
         gap_px=args.gap,
         pixel_dim=args.pixel_path,
         band_dropout=args.band_dropout,
+        context_dropout=args.context_dropout,
         train_bf16=args.train_bf16,
     )
     data = prepare_landcover(

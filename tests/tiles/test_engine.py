@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -410,3 +412,24 @@ def test_block_order_visits_every_tile_once_block_row_by_block_row() -> None:
     assert groups == sorted(groups)  # never back to an earlier block row
     first = [t for t in order if g.row_spans[t[0]][0] // 512 == 0]
     assert first[:3] == [(0, 0), (1, 0), (2, 0)]  # column by column inside a block row
+
+
+@pytest.mark.parametrize(
+    ("make", "error"),
+    [
+        (lambda: EngineConfig(batch_size=0), "batch_size=0 must be at least 1"),
+        (lambda: EngineConfig(num_workers=0), "num_workers=0 must be at least 1"),
+        (lambda: EngineConfig(scheduler="dask"), "scheduler='dask' is not understood"),
+        (lambda: InputSample(0, (1,)), "sample step 0 must be at least 1"),
+        (lambda: InputSample(1, ()), "at least one band"),
+    ],
+)
+def test_settings_out_of_range_are_refused(make: Callable[[], object], error: str) -> None:
+    with pytest.raises(GeobertError, match=re.escape(error)):
+        make()
+
+
+def test_settings_at_their_limits_are_accepted() -> None:
+    for scheduler in (None, "threads", "sync", "tcp://127.0.0.1:8786"):
+        assert EngineConfig(batch_size=1, num_workers=1, scheduler=scheduler).batch_size == 1
+    assert InputSample(1, (1,)).step == 1
