@@ -8,11 +8,13 @@ do not kill is printed with its line: a test that does not look at that result.
 
     .venv/bin/python scripts/mutation_check.py tiles/qml.py geobert/change/metrics.py \\
         [--tests tests/tiles/test_qml.py tests/test_doctests.py] [--timeout 120]
-        [--functions _tile_function ...]
+        [--functions _tile_function ...] [--lines 103 110 ...] [--marks EXPR]
 
 Without ``--tests`` each module runs the doctests and the test files that import it;
 ``--functions`` mutates only the bodies of the functions (or methods) of those names — for the
-modules whose tests take minutes a mutant, such as the pipelines' tile functions. Writes
+modules whose tests take minutes a mutant, such as the pipelines' tile functions; ``--lines``
+mutates only the lines given (to run a first pass's survivors again, e.g. with ``--marks ''``,
+which adds the cluster and QGIS tests the default leaves out for speed). Writes
 nothing but a temporary copy; exit status 1 when a mutant survives.
 """
 
@@ -84,12 +86,16 @@ def _function_lines(tree: ast.AST, names: set[str]) -> set[int]:
     return lines
 
 
-def mutants(source: str, functions: set[str] | None = None) -> Iterator[tuple[int, str, str]]:
+def mutants(
+    source: str, functions: set[str] | None = None, lines: set[int] | None = None
+) -> Iterator[tuple[int, str, str]]:
     """(line, description, mutated source) for each mutation of ``source`` (only inside the
-    functions named in ``functions`` when given)."""
+    functions named in ``functions`` and on the ``lines`` given, when given)."""
     tree = ast.parse(source)
     skip = _docstring_lines(tree)
     only = _function_lines(tree, functions) if functions else None
+    if lines is not None:
+        only = lines if only is None else only & lines
     n = sum(1 for _ in _targets(tree))
     for k in range(n):
         tree = ast.parse(source)
@@ -131,6 +137,14 @@ def main() -> int:
     ap.add_argument(
         "--functions", nargs="+", default=None, help="mutate only inside functions of these names"
     )
+    ap.add_argument(
+        "--lines", nargs="+", type=int, default=None, help="mutate only these lines (survivors)"
+    )
+    ap.add_argument(
+        "--marks",
+        default="not qgis and not cluster",
+        help="pytest -m expression of the tests run (default: %(default)s); '' runs all",
+    )
     args = ap.parse_args()
     survivors = 0
     with tempfile.TemporaryDirectory(prefix="geobert-mutants-") as tmp:
@@ -146,14 +160,15 @@ def main() -> int:
             original = (ROOT / rel).read_text(encoding="utf-8")
             tests = args.tests or tests_for(rel)
             cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
-            cmd += ["-m", "not qgis and not cluster"]
+            cmd += ["-m", args.marks] if args.marks else []
             base = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
             if base.returncode != 0:
                 print(f"{module}: the tests fail without any mutation:\n{base.stdout[-2000:]}")
                 return 2
             killed = total = 0
             picked = set(args.functions) if args.functions else None
-            for line, what, text in mutants(original, picked):
+            lines = set(args.lines) if args.lines else None
+            for line, what, text in mutants(original, picked, lines):
                 total += 1
                 (work / rel).write_text(text, encoding="utf-8")
                 try:
@@ -169,7 +184,10 @@ def main() -> int:
                     print(f"SURVIVED {module}:{line}: {what}")
             (work / rel).write_text(original, encoding="utf-8")
             if total == 0:
-                print(f"{module}: no mutant (is --functions {args.functions} spelt right?)")
+                print(
+                    f"{module}: no mutant (check --functions {args.functions} and "
+                    f"--lines {args.lines})"
+                )
                 return 2
             print(f"{module}: {killed}/{total} mutants killed by {' '.join(tests)}")
     return 1 if survivors else 0
