@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import threading
@@ -14,7 +15,7 @@ from rasterio.windows import Window
 
 from tests.conftest import Identity, tree_checksums
 from tiles.cache import block_cache_need, current_cache_bytes, set_block_cache
-from tiles.engine import EngineConfig, InputSample, map_tiles, map_tiles_to_raster
+from tiles.engine import EngineConfig, InputSample, RunReport, map_tiles, map_tiles_to_raster
 from tiles.errors import Cancelled, GeobertError, OutputExistsError, TileFailedError
 from tiles.pair import align_pair
 from tiles.progress import CallbackProgress
@@ -351,7 +352,9 @@ def test_input_sample_marks_invalid_pixels_nan(rgb_edge: Path) -> None:
     assert report.sample is not None
     assert not valid.all()
     np.testing.assert_array_equal(np.isnan(report.sample[0]), ~valid)
-    with pytest.raises(GeobertError, match=r"sample bands \[0, 3\] do not exist: the input has 3"):
+    with pytest.raises(
+        GeobertError, match=r"sample bands \[0, 3\] do not exist: the input has 3 bands \(0 to 2\)"
+    ):
         map_tiles(scene, Identity(), lambda w, a: None, out_bands=3, sample=InputSample(1, (0, 3)))
 
 
@@ -433,3 +436,8 @@ def test_settings_at_their_limits_are_accepted() -> None:
     for scheduler in (None, "threads", "sync", "tcp://127.0.0.1:8786"):
         assert EngineConfig(batch_size=1, num_workers=1, scheduler=scheduler).batch_size == 1
     assert InputSample(1, (1,)).step == 1
+    # settings and reports are values: hashable, and a run cannot change them under the caller
+    for value in (EngineConfig(), InputSample(1, (1,)), RunReport(1, 0, 1, 1.0, "sync", 1)):
+        hash(value)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            value.batch_size = 2  # type: ignore[misc,union-attr]
