@@ -157,3 +157,23 @@ def test_real_pair_sample_reads_the_pipeline_way() -> None:
     # digits at window edges: agreement to a few thousandths, not bit for bit
     np.testing.assert_allclose(from_files.gain, in_memory.gain, rtol=5e-3)
     np.testing.assert_allclose(from_files.offset, in_memory.offset, atol=5e-3)
+
+
+def test_bands_filled_with_their_mean_are_left_as_they_are() -> None:
+    """A band the scene lacks is filled with its training mean on both dates: the fit leaves it
+    (gain 1, offset 0) where the same band read from the files gets a gain of its own."""
+    from geobert.change.pipeline import fit_pair_radiometry
+
+    card = read_card(pretrained_encoder_path())
+    pair, _, _ = read_example_pair()
+    idx = tuple(card.band_indices(pair.before.band_names))
+    k = card.bands.index("B01")
+    filled = tuple(None if j == k else i for j, i in enumerate(idx))
+    full = fit_pair_radiometry(pair, card, idx)
+    fit = fit_pair_radiometry(pair, card, filled)
+    assert (full.gain[k], full.offset[k]) != (1.0, 0.0)
+    assert (fit.gain[k], fit.offset[k]) == (1.0, 0.0)
+    others = [j for j in range(len(idx)) if j != k]
+    np.testing.assert_allclose(
+        [fit.gain[j] for j in others], [full.gain[j] for j in others], rtol=0.05
+    )
