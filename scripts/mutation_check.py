@@ -147,6 +147,8 @@ def main() -> int:
     )
     args = ap.parse_args()
     survivors = 0
+    picked = set(args.functions) if args.functions else None
+    lines = set(args.lines) if args.lines else None
     with tempfile.TemporaryDirectory(prefix="geobert-mutants-") as tmp:
         work = Path(tmp)
         for name in COPY:
@@ -166,8 +168,6 @@ def main() -> int:
                 print(f"{module}: the tests fail without any mutation:\n{base.stdout[-2000:]}")
                 return 2
             killed = total = 0
-            picked = set(args.functions) if args.functions else None
-            lines = set(args.lines) if args.lines else None
             for line, what, text in mutants(original, picked, lines):
                 total += 1
                 (work / rel).write_text(text, encoding="utf-8")
