@@ -485,6 +485,32 @@ def test_out_of_memory_is_one_line_with_what_to_do(monkeypatch: pytest.MonkeyPat
         assert "out of memory" in low.stderr or "address-space" in low.stderr
 
 
+def test_every_help_text_reads_as_printed() -> None:
+    """Each command's --help formats: no literal '%%' (argparse does not %-format descriptions)
+    and no '%(default)s' left unexpanded."""
+    from geobert.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert len(sub.choices) >= 12
+    for name, parser in sub.choices.items():
+        text = parser.format_help()
+        assert "%%" not in text and "%(" not in text, (name, text)
+
+
+def test_pretrain_defaults_are_the_config() -> None:
+    """pretrain's --help spells its defaults out (no torch import): they must be the config's."""
+    from geobert.cli import build_parser
+    from geobert.training.pretrain import PretrainConfig
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    opts = {a.dest: a.default for a in sub.choices["pretrain"]._actions}
+    cfg = PretrainConfig()
+    for opt, field in (("model", "model"), ("steps", "steps"), ("batch_size", "batch_size"),
+                       ("accum", "accum_steps"), ("window", "window_px"), ("lr", "lr"),
+                       ("warmup", "warmup_steps"), ("mask_ratio", "mask_ratio")):  # fmt: skip
+        assert opts[opt] == getattr(cfg, field), opt
+
+
 def test_train_landcover_defaults_are_the_recipes() -> None:
     """The CLI spells defaults out (no torch import for --help): they must be the config's."""
     from geobert.cli import build_parser

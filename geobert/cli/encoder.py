@@ -29,8 +29,9 @@ def add_pretrain(sub: Subparsers) -> None:
         sub,
         "pretrain",
         help="pretrain an encoder with masked image modelling (SimMIM) on unlabelled scenes",
-        description="Stream random windows from the scenes under --data, mask 60%% of 32 px "
-        "patches, and train the encoder to reconstruct every band of the masked pixels. Writes "
+        description="Stream random windows from the scenes under --data, mask a share "
+        "(--mask-ratio) of their 32 px patches, and train the encoder to reconstruct every "
+        "band of the masked pixels. Writes "
         "CKPT (encoder + model card, safetensors), CKPT.train.pt (state for --resume) and the "
         "loss curve (<stem>_loss.csv/.png). Deterministic for a seed.",
     )
