@@ -8,11 +8,12 @@ do not kill is printed with its line: a test that does not look at that result.
 
     .venv/bin/python scripts/mutation_check.py tiles/qml.py geobert/change/metrics.py \\
         [--tests tests/tiles/test_qml.py tests/test_doctests.py] [--timeout 120]
-        [--functions _tile_function ...] [--lines 103 110 ...] [--marks EXPR]
+        [--functions _tile_function ...] [--lines 103 110 ...] [--marks EXPR] [-v]
 
 Without ``--tests`` each module runs the doctests and the test files that import it;
 ``--functions`` mutates only the bodies of the functions (or methods) of those names — for the
-modules whose tests take minutes a mutant, such as the pipelines' tile functions; ``--lines``
+modules whose tests take minutes a mutant, such as the pipelines' tile functions; ``-v`` prints
+every mutant's fate as it is known (a long run's log then tells how far it got); ``--lines``
 mutates only the lines given (to run a first pass's survivors again, e.g. with ``--marks ''``,
 which adds the cluster and QGIS tests the default leaves out for speed). Writes
 nothing but a temporary copy; exit status 1 when a mutant survives.
@@ -145,6 +146,7 @@ def main() -> int:
         default="not qgis and not cluster",
         help="pytest -m expression of the tests run (default: %(default)s); '' runs all",
     )
+    ap.add_argument("-v", "--verbose", action="store_true", help="print killed mutants too")
     args = ap.parse_args()
     survivors = 0
     picked = set(args.functions) if args.functions else None
@@ -181,7 +183,9 @@ def main() -> int:
                 killed += dead
                 if not dead:
                     survivors += 1
-                    print(f"SURVIVED {module}:{line}: {what}")
+                    print(f"SURVIVED {module}:{line}: {what}", flush=True)
+                elif args.verbose:
+                    print(f"killed {module}:{line}: {what}", flush=True)
             (work / rel).write_text(original, encoding="utf-8")
             if total == 0:
                 print(
