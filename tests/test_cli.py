@@ -297,6 +297,18 @@ def test_landcover_training_errors_are_one_line(tmp_path: Path) -> None:
     assert tree_checksums(data) == before
 
 
+def test_ndvi_reports_progress_lines_too(tmp_path: Path, oscd_before: Path) -> None:
+    """--progress-lines (a global flag) is honoured by ndvi, not only by change and classify:
+    percentages on stdout, ending at 100, and no bar on stderr."""
+    proc = run("--progress-lines", "ndvi", oscd_before, "-o", tmp_path / "ndvi.tif",
+               "--tile-size", "32", "--overlap", "8")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    values = [float(line.split(": ")[1]) for line in proc.stdout.splitlines()]
+    assert values[-1] == 100.0 and len(values) > 2
+    assert all(a < b for a, b in itertools.pairwise(values))
+    assert "tiles:" not in proc.stderr and "it/s" not in proc.stderr, proc.stderr
+
+
 def test_progress_lines_and_sigterm_leave_nothing_behind(tmp_path: Path) -> None:
     import signal
 
@@ -495,6 +507,15 @@ def test_every_help_text_reads_as_printed() -> None:
     for name, parser in sub.choices.items():
         text = parser.format_help()
         assert "%%" not in text and "%(" not in text, (name, text)
+    # the outputs a pipeline writes are the ones its --help names (the module docstrings too)
+    import geobert.change.pipeline as change
+    import geobert.landcover.pipeline as landcover
+
+    for name, module in (("change", change), ("classify", landcover)):
+        text = " ".join(sub.choices[name].format_help().split())
+        assert module.__doc__ is not None
+        for output in module.OUTPUT_NAMES:
+            assert output in text and f"``{output}``" in module.__doc__, (name, output)
 
 
 def test_pretrain_defaults_are_the_config() -> None:

@@ -12,6 +12,7 @@ succeeded:
 
 * ``change_probability.tif`` — COG, float32, NaN where either date is invalid;
 * ``change.tif`` — COG, uint8: 0 no change, 1 change, 255 nodata, with a colour table;
+* ``change.qml`` — its QGIS style (QGIS loads it with the raster: the legend's names);
 * ``change.gpkg`` — one polygon per change region (GeoPackage 1.2): ``area_m2``, ``area_ha``,
   ``mean_probability``, ``max_probability``;
 * ``summary.json`` — inputs, acquisition dates, model, threshold, the radiometric normalisation,
@@ -204,8 +205,9 @@ def detect_change(
             training mean (a warning says so); ``"error"`` (default) refuses.
         nodata: Input value that means no data in every band of both dates (for files whose
             fill value has no nodata tag), in addition to the files' own.
-        cloud_mask: Clouds and shadows of Sentinel-2 L2A products (their scene classification)
-            become nodata in both dates, never change; False keeps them.
+        cloud_mask: Clouds and shadows become nodata in both dates, never change: those of
+            Sentinel-2 L2A products from their scene classification, those of L1C ones found by
+            s2cloudless (a warning where it is not installed); False keeps them.
         zones: Polygon layer (districts, parcels, planning units; any CRS): adds the changed
             area per zone to the summary, ``zones.csv``, a ``zones`` layer in ``change.gpkg`` and
             ``report.html`` (map, table, dates, model, warnings).

@@ -19,12 +19,13 @@ def add_batch(sub: Subparsers) -> None:
         sub,
         "batch",
         help="run many change pairs or classifications from a CSV/JSON manifest, resumably",
-        description="Run the items of MANIFEST (columns: id, command = change|classify, before "
-        "and after, or scene; optional model; optional output grid: crs, resolution, bounds as "
-        "'LEFT BOTTOM RIGHT TOP', or like) one after another into OUTDIR/<id>/. Finished "
-        "items are skipped on a rerun, interrupted ones redone; a failing item is reported and "
-        "the others go on. Writes OUTDIR/batch_summary.csv. Exit status 0 if every item "
-        "succeeded, 1 if any failed.",
+        description="Run the items of MANIFEST (columns: id, command = change|classify, "
+        "before and after, or scene; optional model; optional bands (names in file order or a "
+        "preset) and nodata; optional output grid: crs, resolution, bounds as 'LEFT BOTTOM "
+        "RIGHT TOP', or like) one after another into OUTDIR/<id>/. Finished items are skipped "
+        "on a rerun, interrupted ones redone; a failing item is reported and the others go on. "
+        "Writes OUTDIR/batch_summary.csv. Exit status 0 if every item succeeded, 1 if any "
+        "failed.",
     )
     p.add_argument("manifest", metavar="MANIFEST", help="CSV with a header row, or a JSON list")
     add_outdir_option(p)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from geobert.cli.feedback import step_bar
+from geobert.cli.feedback import done, step_bar
 from geobert.cli.options import (
     add_band_dropout_option,
     add_command,
@@ -110,13 +110,19 @@ def run_train_change(args: argparse.Namespace) -> int:
     rn = cfg.radiometric_norm
     train = [load_city(labelled[n], card, radiometric_norm=rn) for n in train_names]
     val = [load_city(labelled[n], card, radiometric_norm=rn) for n in args.val_cities]
-    bar, on_step = step_bar(f"train-change ({args.arch}, {args.init})", cfg.steps, args.quiet)
+    bar, on_step = step_bar(
+        f"train-change ({args.arch}, {args.init})",
+        cfg.steps,
+        args.quiet,
+        lines=args.progress_lines,
+    )
 
     try:
         model, out_card = train_change(train, val, encoder, cfg, on_step=on_step)
     finally:
         bar.close()
     save_checkpoint(model, out_card, args.out)
+    done(args)
     v = out_card.training["validation"]
     print(
         f"wrote {args.out}: threshold {out_card.training['threshold']:.2f}, validation F1 "

@@ -29,11 +29,12 @@ def add_classify(sub: Subparsers) -> None:
         sub,
         "classify",
         help="land-cover map of a scene: classes, confidence, polygons, areas",
-        description="Classify SCENE with a land-cover model. Writes landcover.tif (uint8 class "
-        "codes, colour table, class names in the metadata, 255 nodata), confidence.tif, "
-        "landcover.gpkg (polygons per class region with class, area_ha, area_m2, mean_confidence), "
-        "areas.csv (hectares and share per class), summary.json and quicklook.png into OUTDIR. "
-        "--mode patch classifies fixed cells instead (one class per cell; a grid of polygons).",
+        description="Classify SCENE with a land-cover model. Writes landcover.tif (uint8 "
+        "class codes, colour table, class names in the metadata, 255 nodata) with its QGIS "
+        "style landcover.qml, confidence.tif, landcover.gpkg (polygons per class region with "
+        "class, area_ha, area_m2, mean_confidence), areas.csv (hectares and share per class), "
+        "summary.json and quicklook.png into OUTDIR. --mode patch classifies fixed cells "
+        "instead (one class per cell; a grid of polygons).",
     )
     p.add_argument(
         "scene", metavar="SCENE", help="raster file, band folder, .SAFE/.zip or STAC item .json"

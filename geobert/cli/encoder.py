@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from geobert.cli.feedback import step_bar
+from geobert.cli.feedback import done, step_bar
 from geobert.cli.options import (
     add_command,
     add_outdir_option,
@@ -68,7 +68,7 @@ def add_pretrain(sub: Subparsers) -> None:
         help="stop (and save) after this many minutes",
     )
     p.add_argument("--resume", action="store_true", help="continue from CKPT.train.pt")
-    add_quiet_option(p)
+    add_quiet_option(p, "no progress bar and no logged warnings")
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
@@ -88,12 +88,13 @@ def run_pretrain(args: argparse.Namespace) -> int:
         seed=args.seed,
         time_budget_s=None if args.time_budget is None else args.time_budget * 60,
     )
-    bar, on_step = step_bar("pretrain", cfg.steps, args.quiet)
+    bar, on_step = step_bar("pretrain", cfg.steps, args.quiet, lines=args.progress_lines)
 
     try:
         card = pretrain(args.data, args.out, cfg, resume=args.resume, on_step=on_step)
     finally:
         bar.close()
+    done(args)
     print(f"wrote {args.out} after {card.training['steps_done']} steps", file=sys.stderr)
     return 0
 

@@ -107,7 +107,7 @@ def add_train_landcover(sub: Subparsers) -> None:
     add_train_bf16_option(p)
     add_seed_option(p)
     add_overwrite_option(p, "replace an existing MODEL")
-    add_quiet_option(p)
+    add_quiet_option(p, "no progress bar and no logged warnings")
 
 
 def run_train_landcover(args: argparse.Namespace) -> int:
@@ -234,7 +234,7 @@ def add_evaluate_landcover(sub: Subparsers) -> None:
     )
     p.add_argument("--names", nargs="+", default=None)
     add_outdir_option(p)
-    add_split_options(p)
+    add_split_options(p, crossvalidation=True)
     add_quiet_option(p, "no per-strip progress lines")
     p.add_argument(
         "--steps",
@@ -254,7 +254,8 @@ def run_evaluate_landcover(args: argparse.Namespace) -> int:
     returns the exit status.
 
     Raises:
-        GeobertError: neither ``--models`` nor ``--split strips``.
+        GeobertError: neither ``--models`` nor ``--split strips``; or ``--models`` with a
+            cross-validation option (it would be ignored).
     """
     from geobert.landcover.evaluate import (
         crossvalidate_landcover,
@@ -263,6 +264,24 @@ def run_evaluate_landcover(args: argparse.Namespace) -> int:
     )
     from geobert.landcover.train import LandCoverTrainConfig
 
+    defaults = LandCoverTrainConfig()
+    crossvalidation_only = [
+        flag
+        for flag, given, default in (
+            ("--split", args.split, defaults.split),
+            ("--strips", args.strips, defaults.strips),
+            ("--gap", args.gap, defaults.gap_px),
+            ("--steps", args.steps, defaults.steps),
+            ("--init", args.init, defaults.init),
+        )
+        if given != default
+    ]
+    if args.models is not None and crossvalidation_only:
+        raise GeobertError(
+            f"{', '.join(crossvalidation_only)}: cross-validation options, but --models scores "
+            "each model on the split it was trained with (from its card); drop them, or drop "
+            "--models to cross-validate the recipe"
+        )
     if args.models is None:
         if args.split != "strips":
             raise GeobertError(

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from geobert.cli.feedback import done, progress
 from geobert.cli.options import (
     add_band_options,
     add_command,
@@ -45,7 +46,7 @@ def add_ndvi(sub: Subparsers) -> None:
     )
     p.add_argument("--nodata", type=float, default=None, help="input value to treat as nodata")
     add_overwrite_option(p, "replace an existing output")
-    add_quiet_option(p)
+    add_quiet_option(p, "no progress bar and no last line")
     add_grid_options(p, "SCENE's grid (with AFTER: cropped to where both dates exist)", model=False)
     add_band_options(p, model=False)
     add_engine_options(p, model=False)
@@ -54,7 +55,6 @@ def add_ndvi(sub: Subparsers) -> None:
 def run_ndvi(args: argparse.Namespace) -> int:
     """Run :func:`geobert.indices.normalized_difference` on :func:`add_ndvi`'s arguments;
     returns the exit status."""
-    from geobert._progress import TqdmProgress
     from geobert.indices import normalized_difference
 
     report = normalized_difference(
@@ -66,10 +66,11 @@ def run_ndvi(args: argparse.Namespace) -> int:
         nodata=args.nodata,
         overwrite=args.overwrite,
         config=engine_config(args, model=False),
-        progress=TqdmProgress(desc="tiles", disable=args.quiet),
+        progress=progress(args),
         grid=grid_request(args),
         band_names=args.bands,
     )
+    done(args)
     if not args.quiet:
         print(
             f"wrote {args.output}: {report.tiles} tiles ({report.tiles_skipped} without valid "

@@ -30,8 +30,8 @@ def add_global_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--progress-lines",
         action="store_true",
-        help="report progress as 'progress: PERCENT' lines on stdout instead of a bar (for "
-        "programs driving geobert, such as the QGIS plugin)",
+        help="report progress as 'progress: PERCENT' lines on stdout instead of a bar, in the "
+        "commands that show one (for programs driving geobert, such as the QGIS plugin)",
     )
 
 
@@ -66,7 +66,9 @@ def add_overwrite_option(p: argparse.ArgumentParser, help: str | None = None) ->
 
 
 def add_quiet_option(
-    p: argparse.ArgumentParser, help: str | None = "no progress bar, no warnings"
+    p: argparse.ArgumentParser,
+    help: str | None = "no progress bar and no last line (warnings about the result are still "
+    "printed)",
 ) -> None:
     """``-q/--quiet``; ``help`` says what it silences."""
     p.add_argument("-q", "--quiet", action="store_true", help=help)
@@ -167,17 +169,23 @@ def add_fix_geometries_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_split_options(p: argparse.ArgumentParser) -> None:
-    """``--split``, ``--strips`` and ``--gap``: the spatial split of land-cover training and
-    evaluation."""
-    p.add_argument(
-        "--split",
-        choices=["blocks", "strips"],
-        default="blocks",
-        help="blocks: random square blocks held out (--block-size, --holdout-fraction); "
-        "strips: whole west-to-east strips held out, with a gap (tells how the map holds away "
-        "from the polygons) (default: blocks)",
-    )
+def add_split_options(p: argparse.ArgumentParser, *, crossvalidation: bool = False) -> None:
+    """``--split``, ``--strips`` and ``--gap``: the spatial split of land-cover training, or
+    (``crossvalidation``: evaluate-landcover without models) of its cross-validation."""
+    if crossvalidation:
+        split_help = (
+            "strips: cross-validate the training recipe over whole west-to-east strips, with a "
+            "gap (tells how the map holds away from the polygons); without --models it is "
+            "required, with --models each model is scored on its own split (from its card) "
+            "(default: blocks)"
+        )
+    else:
+        split_help = (
+            "blocks: random square blocks held out (--block-size, --holdout-fraction); "
+            "strips: whole west-to-east strips held out, with a gap (tells how the map holds "
+            "away from the polygons) (default: blocks)"
+        )
+    p.add_argument("--split", choices=["blocks", "strips"], default="blocks", help=split_help)
     p.add_argument(
         "--strips",
         type=int,

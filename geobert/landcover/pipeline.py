@@ -5,6 +5,7 @@ probabilities are blended across tiles. Then, in OUTDIR:
 
 * ``landcover.tif`` — COG, uint8 class codes with an embedded colour table and the class names in
   its metadata (``255`` = nodata);
+* ``landcover.qml`` — its QGIS style (QGIS loads it with the raster: class names in the legend);
 * ``confidence.tif`` — COG, float32 probability of the chosen class (NaN = nodata);
 * ``landcover.gpkg`` — polygons (GeoPackage 1.2): one per connected region of a class, with
   ``class``, ``area_ha``, ``area_m2``, ``mean_confidence``; regions under the minimum mapping unit
@@ -183,8 +184,9 @@ def classify(
             training mean (a warning says so); ``"error"`` (default) refuses.
         nodata: Input value that means no data in every band (for files whose fill value has no
             nodata tag), in addition to the files' own.
-        cloud_mask: Clouds and shadows of Sentinel-2 L2A products (their scene classification)
-            become nodata; False keeps them.
+        cloud_mask: Clouds and shadows become nodata: those of Sentinel-2 L2A products from
+            their scene classification, those of L1C ones found by s2cloudless (a warning where
+            it is not installed); False keeps them.
     """
     from geobert.models.checkpoint import ModelFile, read_card
     from geobert.weights import pretrained_encoder_path
