@@ -416,3 +416,27 @@ def test_nodata_value_without_a_tag(tmp_path: Path) -> None:
     top = (slice(2, h // 2 - 2), slice(2, -2))  # inside the second date's footprint
     assert (plain[top] != 255).all()  # zeros read as (dark) data
     assert (tagged[top] == 255).all() and (tagged[h // 2 + 2 :] != 255).mean() > 0.95
+
+
+def test_change_is_strictly_above_the_threshold_and_nodata_is_255() -> None:
+    """The mask the pass writes: 1 where the blended probability is *above* the threshold (as the
+    protocol scored it: ``prob > threshold``), 0 at or below it, 255 where it is NaN; the counts
+    behind the summary's changed share agree."""
+    from rasterio.windows import Window
+
+    from geobert.change.pipeline import _ChangeWriter
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.written: list[np.ndarray] = []
+
+        def write(self, window: Window, arr: np.ndarray) -> None:
+            self.written.append(arr.copy())
+
+    prob, mask = Recorder(), Recorder()
+    writer = _ChangeWriter(prob, mask, threshold=0.5)  # type: ignore[arg-type]
+    arr = np.array([[[0.5, np.nextafter(np.float32(0.5), np.float32(1)), 0.0, np.nan]]], np.float32)
+    writer(Window(0, 0, 4, 1), arr)
+    assert mask.written[0].tolist() == [[[0, 1, 0, 255]]]
+    np.testing.assert_array_equal(prob.written[0], arr)
+    assert (writer.changed, writer.valid) == (1, 3)
