@@ -58,6 +58,9 @@ RECIPES = {
     "geobert (scratch, pixel path)": LandCoverTrainConfig(
         **{**BASE.__dict__, "init": "scratch", "pixel_dim": 32}
     ),
+    "geobert (scratch, pixel path, band dropout)": LandCoverTrainConfig(
+        **{**BASE.__dict__, "init": "scratch", "pixel_dim": 32, "band_dropout": 0.5}
+    ),
 }
 
 
