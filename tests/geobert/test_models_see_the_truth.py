@@ -233,6 +233,38 @@ def test_shipped_landcover_model_runs_on_the_bands_users_have(tmp_path: Path) ->
         assert f1 > FLOORS["landcover_macro_f1"] > shifted, (set_name, f1, shifted)
 
 
+def test_a_model_without_a_training_domain_runs_on_a_band_set(tmp_path: Path) -> None:
+    """A land-cover model whose card has no training domain (trained before geobert measured
+    one) still runs on one of its band sets: the same class map as with the domain, and no
+    distance measured or warned about."""
+    import shutil
+    from dataclasses import replace
+
+    from geobert.models.checkpoint import save_checkpoint
+
+    model, card = load_checkpoint(pretrained_encoder_path("landcover_s_bb"))
+    assert "domain" in card.training
+    older = tmp_path / "no_domain.safetensors"
+    save_checkpoint(model, replace(card, training={k: v for k, v in card.training.items()
+                                                   if k != "domain"}), older)  # fmt: skip
+    folder = tmp_path / "s2-10m_bands"
+    folder.mkdir()
+    for f in sorted(BB.glob("*_B*.tif")):
+        if f.stem[-3:] in ("B02", "B03", "B04", "B08"):
+            shutil.copy(f, folder / f.name)
+    kw = {"min_area_m2": 0, "cloud_mask": False}
+    with_domain = classify(folder, tmp_path / "domain", **kw)  # type: ignore[arg-type]
+    without = classify(folder, tmp_path / "none", model=older, **kw)  # type: ignore[arg-type]
+    assert with_domain.get("outside_training_domain_share") is not None
+    assert without.get("outside_training_domain_share") is None
+    assert not any("unlike anything" in w for w in without["warnings"]), without["warnings"]
+    with (
+        rasterio.open(tmp_path / "domain" / "landcover.tif") as a,
+        rasterio.open(tmp_path / "none" / "landcover.tif") as b,
+    ):
+        np.testing.assert_array_equal(a.read(), b.read())
+
+
 FLOORS = {"change_f1": 0.5, "landcover_macro_f1": 0.5}
 """Below the shipped models' scores on these crops (change F1 0.74 on the Abu Dhabi example;
 land-cover macro-F1 0.71 on the Brandenburg crop, 0.71 on its L2A bands, 0.66 on its four 10 m
