@@ -561,6 +561,42 @@ def test_train_landcover_defaults_are_the_recipes() -> None:
     assert f'"Training steps", QgsProcessingParameterNumber.Integer, {cfg.steps},' in qgis
 
 
+def test_evaluate_landcover_refuses_options_it_would_ignore(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """evaluate-landcover --models scores each model on its own split: a cross-validation option
+    beside it (even at its default value) is refused, naming the options, before anything is
+    read; so is --names without --models. The cross-validation defaults its help quotes are the
+    training config's."""
+    from geobert.cli import build_parser, main
+    from geobert.landcover.train import LandCoverTrainConfig
+
+    data = Path(__file__).resolve().parent / "data" / "brandenburg"
+    scene = ["evaluate-landcover", "--image", str(data), "--labels", str(data / "landuse.gpkg"),
+             "--class-field", "fclass", "-o", str(tmp_path / "out")]  # fmt: skip
+    models = ["--models", str(tmp_path / "m.safetensors")]
+    assert main([*scene, *models, "--strips", "3", "--steps", "800", "--init", "mim"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--strips, --steps, --init: cross-validation options" in err[0], err
+    assert main([*scene, "--split", "strips", "--names", "mine"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--names names the --models" in err[0], err
+    assert main([*scene, *models]) == 2  # gets as far as the missing model
+    assert "m.safetensors" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # a failed evaluation leaves no folder behind
+    wrong_field = [*scene[:-3], "nosuchfield", "-o", str(tmp_path / "out")]
+    assert main([*wrong_field, "--split", "strips", "--steps", "2"]) == 2
+    assert "nosuchfield" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nor a cross-validation failing before its first fold
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    helps = {a.dest: a.help or "" for a in sub.choices["evaluate-landcover"]._actions}
+    cfg = LandCoverTrainConfig()
+    for dest, value in (("strips", cfg.strips), ("gap", cfg.gap_px), ("steps", cfg.steps)):
+        assert f"(default: {value}" in helps[dest], dest
+    assert cfg.init == "mim" and "the shipped MIM encoder" in helps["init"]
+
+
 def test_train_change_defaults_are_the_shipped_recipe() -> None:
     """train-change's defaults are the recipe the leave-cities-out folds chose and the shipped
     change model was trained with (less what the protocol pins: the cities, the threshold, bf16

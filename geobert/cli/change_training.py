@@ -70,7 +70,7 @@ def add_train_change(sub: Subparsers) -> None:
     )
     add_train_bf16_option(p)
     add_seed_option(p)
-    add_quiet_option(p, help=None)
+    add_quiet_option(p, "no progress bar and no logged warnings")
 
 
 def run_train_change(args: argparse.Namespace) -> int:

@@ -44,20 +44,27 @@ def add_pretrain(sub: Subparsers) -> None:
     )
     p.add_argument("--out", required=True, metavar="CKPT", help="output checkpoint (.safetensors)")
     p.add_argument(
-        "--model", default="geobert_s", help="architecture (default: geobert_s, ~5 M parameters)"
+        "--model", default="geobert_s", help="architecture (default: %(default)s, ~5 M parameters)"
     )
-    p.add_argument("--steps", type=int, default=1000, help="optimiser steps (default: 1000)")
+    p.add_argument("--steps", type=int, default=1000, help="optimiser steps (default: %(default)s)")
     p.add_argument(
-        "--batch-size", type=int, default=16, help="windows per micro-batch (default: 16)"
+        "--batch-size", type=int, default=16, help="windows per micro-batch (default: %(default)s)"
     )
-    p.add_argument("--accum", type=int, default=2, help="micro-batches per step (default: 2)")
     p.add_argument(
-        "--window", type=int, default=128, metavar="PX", help="window edge (default: 128)"
+        "--accum", type=int, default=2, help="micro-batches per step (default: %(default)s)"
     )
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
-    p.add_argument("--warmup", type=int, default=50, help="warm-up steps (default: 50)")
     p.add_argument(
-        "--mask-ratio", type=float, default=0.6, help="share of masked patches (default: 0.6)"
+        "--window", type=int, default=128, metavar="PX", help="window edge (default: %(default)s)"
+    )
+    p.add_argument(
+        "--lr", type=float, default=1e-3, help="peak learning rate (default: %(default)s)"
+    )
+    p.add_argument("--warmup", type=int, default=50, help="warm-up steps (default: %(default)s)")
+    p.add_argument(
+        "--mask-ratio",
+        type=float,
+        default=0.6,
+        help="share of masked patches (default: %(default)s)",
     )
     add_seed_option(p)
     p.add_argument(

@@ -20,6 +20,7 @@ from geobert.cli.options import (
     add_seed_option,
     add_split_options,
     add_train_bf16_option,
+    crossvalidation_options,
 )
 from geobert.errors import GeobertError
 
@@ -232,18 +233,20 @@ def add_evaluate_landcover(sub: Subparsers) -> None:
         "cross-validate train-landcover's recipe over --split strips (trains one model per "
         "strip: minutes each)",
     )
-    p.add_argument("--names", nargs="+", default=None)
+    p.add_argument(
+        "--names", nargs="+", default=None, help="with --models: their names in the tables"
+    )
     add_outdir_option(p)
     add_split_options(p, crossvalidation=True)
-    add_quiet_option(p, "no per-strip progress lines")
+    add_quiet_option(p, "no per-strip progress lines and no logged warnings")
     p.add_argument(
         "--steps",
         type=int,
-        default=800,
+        default=None,
         help="cross-validation: optimiser steps, the best chosen on the neighbouring strip "
         "(default: 800)",
     )
-    add_init_option(p, help_prefix="cross-validation: ")
+    add_init_option(p, help_prefix="cross-validation: ", default=None)
     add_fix_geometries_option(p)
 
 
@@ -254,8 +257,9 @@ def run_evaluate_landcover(args: argparse.Namespace) -> int:
     returns the exit status.
 
     Raises:
-        GeobertError: neither ``--models`` nor ``--split strips``; or ``--models`` with a
-            cross-validation option (it would be ignored).
+        GeobertError: neither ``--models`` nor ``--split strips``; ``--models`` with a
+            cross-validation option, or ``--names`` without ``--models`` (either would be
+            ignored).
     """
     from geobert.landcover.evaluate import (
         crossvalidate_landcover,
@@ -264,43 +268,40 @@ def run_evaluate_landcover(args: argparse.Namespace) -> int:
     )
     from geobert.landcover.train import LandCoverTrainConfig
 
-    defaults = LandCoverTrainConfig()
-    crossvalidation_only = [
-        flag
-        for flag, given, default in (
-            ("--split", args.split, defaults.split),
-            ("--strips", args.strips, defaults.strips),
-            ("--gap", args.gap, defaults.gap_px),
-            ("--steps", args.steps, defaults.steps),
-            ("--init", args.init, defaults.init),
-        )
-        if given != default
-    ]
-    if args.models is not None and crossvalidation_only:
+    given = crossvalidation_options(args)
+    if args.models is not None and given:
         raise GeobertError(
-            f"{', '.join(crossvalidation_only)}: cross-validation options, but --models scores "
-            "each model on the split it was trained with (from its card); drop them, or drop "
-            "--models to cross-validate the recipe"
+            f"{', '.join(given)}: cross-validation options, but --models scores each model on "
+            "the split it was trained with (from its card); drop them, or drop --models to "
+            "cross-validate the recipe"
         )
     if args.models is None:
+        if args.names is not None:
+            raise GeobertError("--names names the --models; cross-validation names its recipe")
         if args.split != "strips":
             raise GeobertError(
                 "give --models to score, or --split strips to cross-validate the training "
                 "recipe over west-to-east strips"
             )
-        recipe = LandCoverTrainConfig(init=args.init, steps=args.steps)
+        defaults = LandCoverTrainConfig()
+        recipe = LandCoverTrainConfig(
+            init=defaults.init if args.init is None else args.init,
+            steps=defaults.steps if args.steps is None else args.steps,
+        )
+        strips = defaults.strips if args.strips is None else args.strips
+        gap_px = defaults.gap_px if args.gap is None else args.gap
 
         def on_fold(k: int, method: str) -> None:
             if not args.quiet:
-                print(f"strip {k + 1}/{args.strips}: {method}", file=sys.stderr, flush=True)
+                print(f"strip {k + 1}/{strips}: {method}", file=sys.stderr, flush=True)
 
         cv = crossvalidate_landcover(
             args.image,
             args.labels,
             args.class_field,
             args.outdir,
-            strips=args.strips,
-            gap_px=args.gap,
+            strips=strips,
+            gap_px=gap_px,
             recipes={recipe_name(recipe): recipe},
             fix_geometries=args.fix_geometries,
             on_fold=on_fold,

@@ -121,13 +121,15 @@ def add_band_dropout_option(p: argparse.ArgumentParser, default: float) -> None:
     )
 
 
-def add_init_option(p: argparse.ArgumentParser, help_prefix: str = "") -> None:
+def add_init_option(
+    p: argparse.ArgumentParser, help_prefix: str = "", default: str | None = "mim"
+) -> None:
     """``--init``: start the encoder from the shipped MIM weights or from scratch;
-    ``help_prefix`` says when it applies."""
+    ``help_prefix`` says when it applies (``default`` None: see :func:`add_split_options`)."""
     p.add_argument(
         "--init",
         choices=["mim", "scratch"],
-        default="mim",
+        default=default,
         help=f"{help_prefix}encoder start (default: the shipped MIM encoder)",
     )
 
@@ -171,35 +173,59 @@ def add_fix_geometries_option(p: argparse.ArgumentParser) -> None:
 
 def add_split_options(p: argparse.ArgumentParser, *, crossvalidation: bool = False) -> None:
     """``--split``, ``--strips`` and ``--gap``: the spatial split of land-cover training, or
-    (``crossvalidation``: evaluate-landcover without models) of its cross-validation."""
+    (``crossvalidation``: evaluate-landcover) of the recipe's cross-validation — there the options
+    default to None, so that one given beside ``--models`` (which would ignore it) can be told
+    from one left out; :func:`crossvalidation_options` lists them."""
     if crossvalidation:
-        split_help = (
-            "strips: cross-validate the training recipe over whole west-to-east strips, with a "
-            "gap (tells how the map holds away from the polygons); without --models it is "
-            "required, with --models each model is scored on its own split (from its card) "
-            "(default: blocks)"
+        p.add_argument(
+            "--split",
+            choices=["strips"],
+            default=None,
+            help="strips: cross-validate the training recipe over whole west-to-east strips, "
+            "with a gap (tells how the map holds away from the polygons); required without "
+            "--models, refused with them (each model is scored on the split it was trained "
+            "with, from its card)",
         )
+        prefix, default_strips, default_gap = "cross-validation: ", None, None
     else:
-        split_help = (
-            "blocks: random square blocks held out (--block-size, --holdout-fraction); "
+        p.add_argument(
+            "--split",
+            choices=["blocks", "strips"],
+            default="blocks",
+            help="blocks: random square blocks held out (--block-size, --holdout-fraction); "
             "strips: whole west-to-east strips held out, with a gap (tells how the map holds "
-            "away from the polygons) (default: blocks)"
+            "away from the polygons) (default: blocks)",
         )
-    p.add_argument("--split", choices=["blocks", "strips"], default="blocks", help=split_help)
+        prefix, default_strips, default_gap = "", 5, 128
     p.add_argument(
         "--strips",
         type=int,
-        default=5,
+        default=default_strips,
         metavar="N",
-        help="number of west-to-east strips of the labelled area (default: 5)",
+        help=f"{prefix}number of west-to-east strips of the labelled area (default: 5)",
     )
     p.add_argument(
         "--gap",
         type=int,
-        default=128,
+        default=default_gap,
         metavar="PX",
-        help="columns on each side of a held strip used for nothing (default: 128, a window)",
+        help=f"{prefix}columns on each side of a held strip used for nothing (default: 128, a "
+        "window)",
     )
+
+
+CROSSVALIDATION_OPTIONS = ("split", "strips", "gap", "steps", "init")
+"""evaluate-landcover's options that only its cross-validation (no ``--models``) reads."""
+
+
+def crossvalidation_options(args: argparse.Namespace) -> list[str]:
+    """The cross-validation options given on the command line (the others are None), as flags.
+
+    >>> crossvalidation_options(argparse.Namespace(split=None, strips=3, gap=None, steps=None,
+    ...                                            init="scratch"))
+    ['--strips', '--init']
+    """
+    return [f"--{name}" for name in CROSSVALIDATION_OPTIONS if getattr(args, name) is not None]
 
 
 # --- how the inputs are read ---

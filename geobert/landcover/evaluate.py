@@ -35,6 +35,7 @@ from geobert.landcover.train import (
     prepare_landcover,
 )
 from geobert.models.bandsets import keep_masks
+from geobert.models.card import ModelCard
 from geobert.models.checkpoint import load_checkpoint
 from geobert.models.landcovernet import LandCoverNet
 
@@ -120,9 +121,11 @@ def evaluate_landcover(
     names: Sequence[str] | None = None,
     fix_geometries: bool = False,
 ) -> dict[str, Any]:
-    """Score the models and the random forest on the hold-out blocks; write the reports."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """Score the models and the random forest on the hold-out blocks; write the reports
+    (``landcover_eval.json`` / ``.md`` and a confusion matrix per method, CSV and PNG) into
+    ``out_dir``: together, replacing an earlier evaluation's, or — on any error — not at all."""
+    from geobert._staging import input_paths, staged_outputs
+
     models = [load_checkpoint(p) for p in checkpoints]
     names = list(names) if names else [Path(p).stem for p in checkpoints]
     if len(names) != len(models):
@@ -171,18 +174,22 @@ def evaluate_landcover(
         "classes": list(data.classes),
         "methods": {m: s.as_dict() for m, s in results.items()},
     }
-    (out / "landcover_eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = [
         "| method | overall accuracy | macro-F1 | " + " | ".join(data.classes) + " |",
         "|---|---|---|" + "---|" * len(data.classes),
     ]
-    for m, s in results.items():
-        f1 = " | ".join(f"{v:.3f}" if p else "–" for v, p in zip(s.f1, s.present, strict=True))
-        lines.append(f"| {m} | {s.overall_accuracy:.3f} | {s.macro_f1:.3f} | {f1} |")
-        stem = "confusion_" + re.sub(r"[^a-z0-9]+", "_", m.lower()).strip("_")
-        write_confusion_csv(s, out / f"{stem}.csv")
-        write_confusion_png(s, out / f"{stem}.png", m)
-    (out / "landcover_eval.md").write_text("\n".join(lines) + "\n")
+    stems = {m: "confusion_" + re.sub(r"[^a-z0-9]+", "_", m.lower()).strip("_") for m in results}
+    names_out = ["landcover_eval.json", "landcover_eval.md"]
+    names_out += [f"{stem}.{ext}" for stem in stems.values() for ext in ("csv", "png")]
+    inputs = input_paths(image, labels, *checkpoints)
+    with staged_outputs(out_dir, names_out, overwrite=True, tag="evaluate", inputs=inputs) as out:
+        (out / "landcover_eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+        for m, s in results.items():
+            f1 = " | ".join(f"{v:.3f}" if p else "–" for v, p in zip(s.f1, s.present, strict=True))
+            lines.append(f"| {m} | {s.overall_accuracy:.3f} | {s.macro_f1:.3f} | {f1} |")
+            write_confusion_csv(s, out / f"{stems[m]}.csv")
+            write_confusion_png(s, out / f"{stems[m]}.png", m)
+        (out / "landcover_eval.md").write_text("\n".join(lines) + "\n")
     return summary
 
 
@@ -239,17 +246,44 @@ def crossvalidate_landcover(
 
     Writes ``crossval.json`` and ``crossval.md`` (per fold, mean and worst, per method).
     """
-    from dataclasses import replace
-
-    from geobert.landcover.train import train_landcover
     from geobert.models.checkpoint import read_card
     from geobert.weights import pretrained_encoder_path
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     encoder = encoder or pretrained_encoder_path()
     recipes = dict(recipes or DEFAULT_RECIPES)
     card = read_card(encoder)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        _crossvalidate(out, image, labels, class_field, card, encoder, strips, gap_px, recipes,
+                       folds, fix_geometries, on_fold)  # fmt: skip
+    except BaseException:
+        if created and not any(out.iterdir()):  # failed before its first result: leave nothing
+            out.rmdir()
+        raise
+    return crossval_report(out)
+
+
+def _crossvalidate(
+    out: Path,
+    image: str | os.PathLike[str],
+    labels: str | os.PathLike[str],
+    class_field: str,
+    card: ModelCard,
+    encoder: str | os.PathLike[str],
+    strips: int,
+    gap_px: int,
+    recipes: Mapping[str, LandCoverTrainConfig],
+    folds: Sequence[int] | None,
+    fix_geometries: bool,
+    on_fold: Callable[[int, str], None] | None,
+) -> None:
+    """:func:`crossvalidate_landcover`'s folds, each method's scores into ``fold<k>.json``."""
+    from dataclasses import replace
+
+    from geobert.landcover.train import train_landcover
+
     for k in folds if folds is not None else range(strips):
         dest = out / f"fold{k}.json"
         fold: dict[str, Any] = json.loads(dest.read_text()) if dest.exists() else {}
@@ -301,7 +335,6 @@ def crossvalidate_landcover(
                     "train_precision": "bf16" if cfg.train_bf16 else "fp32",
                 }
             update_fold(dest, fold, name, entries)  # after each method: a rerun resumes here
-    return crossval_report(out)
 
 
 def crossval_report(out_dir: str | os.PathLike[str]) -> dict[str, Any]:

@@ -670,27 +670,6 @@ def test_fold_updates_keep_what_another_run_added(tmp_path: Path) -> None:
     assert [f.name for f in tmp_path.iterdir()] == ["fold0.json"]
 
 
-def test_models_with_crossvalidation_options_is_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """evaluate-landcover --models scores each model on its own split: a cross-validation option
-    beside it would be silently ignored, so it is refused, naming the options, before anything
-    is read."""
-    from geobert.cli import main
-
-    base = ["evaluate-landcover", "--image", str(DATA), "--labels", str(LABELS),
-            "--class-field", "fclass", "-o", str(tmp_path / "out"),
-            "--models", str(tmp_path / "m.safetensors")]  # fmt: skip
-    assert main([*base, "--strips", "3", "--init", "scratch"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--strips, --init: cross-validation options" in err[0], err
-    assert not (tmp_path / "out").exists()
-    # the defaults spelt out are not an error (they are what --models ignores anyway): the run
-    # gets as far as the missing model
-    assert main([*base, "--split", "blocks", "--steps", "800"]) == 2
-    assert "cross-validation" not in capsys.readouterr().err
-
-
 def test_crossval_report_marks_strips_not_run(tmp_path: Path) -> None:
     """A method run on some strips only: the table shows which, and its mean says over how many
     (a mean of one strip must not read as the cross-validated mean)."""
