@@ -129,3 +129,35 @@ def test_workers_started_by_a_nanny_get_the_tuned_heap(tmp_path: Path, oscd_befo
         [after] = client.run(page_faults_per_batch).values()
     assert before > BATCH_PAGES / 10  # Dask's setting: every freed buffer goes back to the kernel
     assert after < BATCH_PAGES / 100
+
+
+def test_fewer_batches_in_flight_than_workers_still_computes_every_tile(
+    cluster,
+    tmp_path: Path,
+    oscd_before: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """One batch in flight on two workers: every worker still gets a batch at a time (none would
+    leave the run with nothing submitted and an empty map), and the map is the local one."""
+    scene = open_scene(oscd_before)
+    outs = {}
+    for name, scheduler in [("local", None), ("cluster", cluster.scheduler_address)]:
+        outs[name] = tmp_path / f"{name}.tif"
+        report = map_tiles_to_raster(
+            scene,
+            Identity(),
+            outs[name],
+            band_names=scene.band_names,
+            dtype="uint16",
+            nodata=0,
+            config=EngineConfig(
+                tile_size_px=32,
+                overlap_px=8,
+                batch_size=2,
+                batches_in_flight=1,
+                scheduler=scheduler,
+            ),
+        )
+        assert report.tiles > 2
+    with rasterio.open(outs["local"]) as a, rasterio.open(outs["cluster"]) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+        assert (a.read() != 0).any()
