@@ -10,7 +10,7 @@ import rasterio
 
 from tests.conftest import Identity
 from tests.tiles.test_engine import CountingLoad
-from tiles.engine import EngineConfig, InputSample, map_tiles, map_tiles_to_raster
+from tiles.engine import EngineConfig, InputSample, RunReport, map_tiles, map_tiles_to_raster
 from tiles.errors import GeobertError
 from tiles.pair import align_pair
 from tiles.scene import open_scene
@@ -32,6 +32,29 @@ def cluster():  # type: ignore[no-untyped-def]
         yield c
 
 
+def _local_and_cluster(  # type: ignore[no-untyped-def]
+    cluster, source, tmp_path: Path, sample: InputSample | None = None, **config: object
+) -> tuple[dict[str, Path], dict[str, RunReport]]:
+    """The identity job over ``source`` with threads and on ``cluster``: outputs and reports."""
+    outs: dict[str, Path] = {}
+    reports: dict[str, RunReport] = {}
+    for name, scheduler in [("local", None), ("cluster", cluster.scheduler_address)]:
+        outs[name] = tmp_path / f"{name}.tif"
+        reports[name] = map_tiles_to_raster(
+            source,
+            Identity(),
+            outs[name],
+            band_names=source.band_names,
+            dtype="uint16",
+            nodata=0,
+            config=EngineConfig(
+                tile_size_px=32, overlap_px=8, batch_size=2, scheduler=scheduler, **config
+            ),
+            sample=sample,
+        )
+    return outs, reports
+
+
 def test_cluster_output_identical_to_local(
     cluster,
     tmp_path: Path,
@@ -39,22 +62,10 @@ def test_cluster_output_identical_to_local(
     oscd_after: Path,
 ) -> None:
     pair = align_pair(open_scene(oscd_before), open_scene(oscd_after))
-    outs = {}
-    samples = {}
-    for name, scheduler in [("local", None), ("cluster", cluster.scheduler_address)]:
-        outs[name] = tmp_path / f"{name}.tif"
-        report = map_tiles_to_raster(
-            pair,
-            Identity(),
-            outs[name],
-            band_names=pair.band_names,
-            dtype="uint16",
-            nodata=0,
-            config=EngineConfig(tile_size_px=32, overlap_px=8, batch_size=2, scheduler=scheduler),
-            sample=InputSample(5, (3, 16)),
-        )
-        assert report.scheduler == (scheduler or "threads")
-        samples[name] = report.sample
+    outs, reports = _local_and_cluster(cluster, pair, tmp_path, sample=InputSample(5, (3, 16)))
+    samples = {name: r.sample for name, r in reports.items()}
+    assert [r.scheduler for r in reports.values()] == ["threads", cluster.scheduler_address]
+    report = reports["cluster"]
     with rasterio.open(outs["local"]) as a, rasterio.open(outs["cluster"]) as b:
         np.testing.assert_array_equal(a.read(), b.read())
         assert a.profile == b.profile
@@ -138,26 +149,10 @@ def test_fewer_batches_in_flight_than_workers_still_computes_every_tile(
 ) -> None:
     """One batch in flight on two workers: every worker still gets a batch at a time (none would
     leave the run with nothing submitted and an empty map), and the map is the local one."""
-    scene = open_scene(oscd_before)
-    outs = {}
-    for name, scheduler in [("local", None), ("cluster", cluster.scheduler_address)]:
-        outs[name] = tmp_path / f"{name}.tif"
-        report = map_tiles_to_raster(
-            scene,
-            Identity(),
-            outs[name],
-            band_names=scene.band_names,
-            dtype="uint16",
-            nodata=0,
-            config=EngineConfig(
-                tile_size_px=32,
-                overlap_px=8,
-                batch_size=2,
-                batches_in_flight=1,
-                scheduler=scheduler,
-            ),
-        )
-        assert report.tiles > 2
+    outs, reports = _local_and_cluster(
+        cluster, open_scene(oscd_before), tmp_path, batches_in_flight=1
+    )
+    assert all(r.tiles > 2 for r in reports.values())
     with rasterio.open(outs["local"]) as a, rasterio.open(outs["cluster"]) as b:
         np.testing.assert_array_equal(a.read(), b.read())
         assert (a.read() != 0).any()
