@@ -54,6 +54,11 @@ RECIPES = {
     "geobert (MIM frozen, pixel path)": LandCoverTrainConfig(
         **{**BASE.__dict__, "pixel_dim": 32, "freeze_encoder": True}
     ),
+    # the shipped recipe again with another training seed (same strips, same validation strip):
+    # how far one recipe's strips move between two runs — the noise recipes are compared against
+    "geobert (MIM, pixel path, band dropout, seed 1)": LandCoverTrainConfig(
+        **{**BASE.__dict__, "pixel_dim": 32, "band_dropout": 0.5, "seed": 1}
+    ),
     "geobert (scratch)": LandCoverTrainConfig(**{**BASE.__dict__, "init": "scratch"}),
     "geobert (scratch, pixel path)": LandCoverTrainConfig(
         **{**BASE.__dict__, "init": "scratch", "pixel_dim": 32}
