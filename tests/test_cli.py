@@ -528,7 +528,8 @@ def test_pretrain_defaults_are_the_config() -> None:
     cfg = PretrainConfig()
     for opt, field in (("model", "model"), ("steps", "steps"), ("batch_size", "batch_size"),
                        ("accum", "accum_steps"), ("window", "window_px"), ("lr", "lr"),
-                       ("warmup", "warmup_steps"), ("mask_ratio", "mask_ratio")):  # fmt: skip
+                       ("warmup", "warmup_steps"), ("mask_ratio", "mask_ratio"),
+                       ("train_bf16", "train_bf16")):  # fmt: skip
         assert opts[opt] == getattr(cfg, field), opt
 
 

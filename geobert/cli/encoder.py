@@ -16,6 +16,7 @@ from geobert.cli.options import (
     add_overwrite_option,
     add_quiet_option,
     add_seed_option,
+    add_train_bf16_option,
 )
 from geobert.errors import GeobertError
 
@@ -75,6 +76,7 @@ def add_pretrain(sub: Subparsers) -> None:
         help="stop (and save) after this many minutes",
     )
     p.add_argument("--resume", action="store_true", help="continue from CKPT.train.pt")
+    add_train_bf16_option(p)
     add_quiet_option(p, "no progress bar and no logged warnings")
 
 
@@ -94,6 +96,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         mask_ratio=args.mask_ratio,
         seed=args.seed,
         time_budget_s=None if args.time_budget is None else args.time_budget * 60,
+        train_bf16=args.train_bf16,
     )
     bar, on_step = step_bar("pretrain", cfg.steps, args.quiet, lines=args.progress_lines)
 

@@ -2,8 +2,9 @@
 
 Recipe: AdamW (weight decay as timm: none on norms, biases, the mask token and the
 relative-position tables), linear warm-up then cosine decay, gradient accumulation to an effective
-batch larger than memory allows, fp32 on CPU (measured faster than bf16 there) and bf16 autocast on
-CUDA; the steps run in :func:`geobert.training.loop.train_steps`. Windows
+batch larger than memory allows, bf16 autocast on CUDA and, with ``train_bf16``, on CPU (worth it
+only on CPUs with bf16 units: ``bench/bench_pretrain.py`` measures both side by side); the steps
+run in :func:`geobert.training.loop.train_steps`. Windows
 stream from the scenes (:mod:`geobert.training.windows`); batch ``k`` depends only on the seed and
 ``k``, so a run is deterministic for a seed and resumes exactly where it stopped.
 
@@ -73,6 +74,8 @@ class PretrainConfig(WarmupCosineSchedule):
     seed: int = 0
     stats_windows: int = 64
     checkpoint_every: int = 50
+    #: bf16 autocast in the CPU training steps (always on CUDA); weights stay float32
+    train_bf16: bool = False
     time_budget_s: float | None = None
     tile_size_px: int = 256
     gsd_m: float = 10.0
@@ -247,8 +250,7 @@ def pretrain(
             lr_at=cfg.lr_at,
             start=step,
             accum_steps=cfg.accum_steps,
-            # bf16 on CUDA; fp32 on CPU, measured faster there
-            bf16=device.type == "cuda",
+            bf16=device.type == "cuda" or cfg.train_bf16,
             ema=None,
             on_step=after_step,
             checkpoint_at={*range(cfg.checkpoint_every, cfg.steps + 1, cfg.checkpoint_every)}

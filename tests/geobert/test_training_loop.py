@@ -226,3 +226,30 @@ def test_pretraining_resumes_with_the_weight_decay_it_started_with(
     pretrain([s2_jp2], out, replace(cfg, steps=3, decay_position_tables=False), resume=True)
     training = read_card(out).training
     assert training["steps_done"] == 3 and training["config"]["decay_position_tables"] is True
+
+
+@pytest.mark.parametrize("train_bf16", [False, True])
+def test_pretraining_steps_run_in_bf16_only_when_asked(
+    tmp_path: Path, s2_jp2: Path, monkeypatch: pytest.MonkeyPatch, train_bf16: bool
+) -> None:
+    """``train_bf16`` puts the CPU forward passes under bf16 autocast (the card says so); the
+    default stays fp32 on CPU."""
+    from geobert.models.checkpoint import read_card
+    from geobert.training import pretrain as pretrain_module
+
+    seen: list[bool] = []
+
+    class Recording(SimMIM):
+        def forward(self, x: torch.Tensor, mask: torch.Tensor):  # type: ignore[no-untyped-def]
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return super().forward(x, mask)
+
+    monkeypatch.setattr(pretrain_module, "SimMIM", Recording)
+    cfg = PretrainConfig(
+        window_px=64, batch_size=2, accum_steps=2, steps=1, warmup_steps=1,
+        stats_windows=4, train_bf16=train_bf16,
+    )  # fmt: skip
+    out = tmp_path / "mim.safetensors"
+    pretrain_module.pretrain([s2_jp2], out, cfg)
+    assert seen == [train_bf16, train_bf16]  # both micro-batches
+    assert read_card(out).training["config"]["train_bf16"] is train_bf16
