@@ -65,13 +65,21 @@ NETWORKS = {  # name: (arch, init, steps)
     "geobert (scratch)": ("changenet", "scratch", 700),
     "FC-Siam-diff": ("fcsiamdiff", "scratch", 460),
     "geobert (MIM, band dropout)": ("changenet", "mim", 700),
+    "geobert (MIM 12k, band dropout)": ("changenet", "mim", 700),
 }
-BAND_DROPOUT = {"geobert (MIM, band dropout)": 0.5}  # results/change_oscd/bands/PROTOCOL.md
+BAND_DROPOUT = {  # results/change_oscd/bands/PROTOCOL.md
+    "geobert (MIM, band dropout)": 0.5,
+    "geobert (MIM 12k, band dropout)": 0.5,
+}
+#: methods that start from an encoder other than the shipped one (--encoder), and the steps it
+#: must have (results/pretrain_long/PROTOCOL.md)
+OTHER_ENCODER = {"geobert (MIM 12k, band dropout)": 12_000}
 SLUG = {
     "geobert (MIM)": "mim",
     "geobert (scratch)": "scratch",
     "FC-Siam-diff": "fcsiamdiff",
     "geobert (MIM, band dropout)": "mim_banddrop",
+    "geobert (MIM 12k, band dropout)": "mim12k_banddrop",
     "CVA + Otsu": "cva",
     "CVA + Otsu (normalised)": "cva_norm",
 }
@@ -123,6 +131,25 @@ def _only(city: CityArrays, keep: np.ndarray, normalise: bool) -> CityArrays:
     return pair.normalized() if normalise else pair
 
 
+def encoder_for(methods: list[str], encoder: Path | None) -> Path:
+    """The encoder ``methods`` start from: the shipped one, or ``encoder`` for the methods of
+    :data:`OTHER_ENCODER` (finished: a cosine schedule is only read at its end)."""
+    other = {m for m in methods if m in OTHER_ENCODER}
+    if not other:
+        if encoder is not None:
+            raise SystemExit(f"--encoder is for {sorted(OTHER_ENCODER)} only")
+        return pretrained_encoder_path()
+    if other != set(methods) or len({OTHER_ENCODER[m] for m in other}) > 1:
+        raise SystemExit(f"run {sorted(other)} on their own, with --encoder")
+    if encoder is None:
+        raise SystemExit(f"{sorted(other)} need --encoder (results/pretrain_long/PROTOCOL.md)")
+    steps = OTHER_ENCODER[next(iter(other))]
+    done = int(read_card(encoder).training.get("steps_done", 0))
+    if done != steps:
+        raise SystemExit(f"{encoder} has {done} of {steps} pretraining steps; finish it first")
+    return encoder
+
+
 def run_fold(
     k: int,
     method: str,
@@ -132,6 +159,7 @@ def run_fold(
     out: Path,
     ckpt_dir: Path,
     seed: int,
+    encoder: Path,
 ) -> None:
     dest = out / "runs" / f"fold{k}_{SLUG[method]}.json"
     if dest.exists():
@@ -147,6 +175,7 @@ def run_fold(
         "validation": list(val),
         "train": train_names,
         "train_precision": "bf16" if native_bf16() else "fp32",
+        "encoder": str(encoder),
     }
     if method.startswith("CVA"):
         normalise = method.endswith("(normalised)")
@@ -180,7 +209,7 @@ def run_fold(
             model, mcard = train_change(
                 [cities[c] for c in train_names],
                 [cities[c] for c in val],
-                pretrained_encoder_path(),
+                encoder,
                 cfg,
             )
             save_checkpoint(model, mcard, ckpt)
@@ -297,7 +326,7 @@ def report(out: Path) -> str:
     lines += _band_set_lines(runs)
     text = "\n".join(lines) + "\n"
     complete = all(
-        sum(r["method"] == m for r in runs) == len(folds()) for m in SLUG
+        sum(r["method"] == m for r in runs) == len(folds()) for m in SLUG if m not in OTHER_ENCODER
     )  # every method, every fold: the protocol's table; else a partial one beside it
     (out / ("loco_table.md" if complete else "loco_table_partial.md")).write_text(text)
     return text
@@ -345,7 +374,7 @@ def band_set_scores(runs: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def train_final(
-    cities: dict[str, CityArrays], out: Path, ckpt_dir: Path, seed: int, method: str
+    cities: dict[str, CityArrays], out: Path, ckpt_dir: Path, seed: int, method: str, encoder: Path
 ) -> Path:
     """``method`` on all 10 cities: the step count most folds chose (a tie: the larger), the
     median threshold."""
@@ -372,7 +401,7 @@ def train_final(
             "from the leave-cities-out folds' inner validation (results/change_oscd/loco)"
         },
     )
-    model, mcard = train_change([cities[c] for c in CITIES], [], pretrained_encoder_path(), cfg)
+    model, mcard = train_change([cities[c] for c in CITIES], [], encoder, cfg)
     if mcard.band_sets:
         mcard = replace(
             mcard, training={**mcard.training, "band_set_scores": band_set_scores(runs)}
@@ -388,7 +417,18 @@ def main() -> None:
     ap.add_argument("--out", default="results/change_oscd/loco")
     ap.add_argument("--checkpoints", default="runs/change_loco")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--methods", nargs="+", default=list(SLUG), choices=list(SLUG))
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        default=[m for m in SLUG if m not in OTHER_ENCODER],
+        choices=list(SLUG),
+    )
+    ap.add_argument(
+        "--encoder",
+        type=Path,
+        help="the pretrained encoder of the methods that name one (e.g. 'MIM 12k': "
+        "runs/pretrain_long/geobert_s_mim.safetensors)",
+    )
     ap.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     ap.add_argument("--report", action="store_true", help="only rebuild the tables")
     ap.add_argument(
@@ -405,16 +445,17 @@ def main() -> None:
     if args.report:
         print(report(out))
         return
-    card = read_card(pretrained_encoder_path())
+    encoder = encoder_for([args.final] if args.final else args.methods, args.encoder)
+    card = read_card(encoder)
     by_name = {c.name: c for c in list_cities(args.data, labelled_only=True)}
     raw = {c: load_city(by_name[c], card) for c in CITIES}
     cities = {c: r.normalized() for c, r in raw.items()}
     if args.final:
-        print(train_final(cities, out, ckpt_dir, args.seed, args.final))
+        print(train_final(cities, out, ckpt_dir, args.seed, args.final, encoder))
         return
     for method in args.methods:  # method by method: the main model's folds finish first
         for k in args.folds:
-            run_fold(k, method, cities, raw, card, out, ckpt_dir, args.seed)
+            run_fold(k, method, cities, raw, card, out, ckpt_dir, args.seed, encoder)
     print(report(out))
 
 

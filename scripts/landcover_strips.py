@@ -59,6 +59,10 @@ RECIPES = {
     "geobert (MIM, pixel path, band dropout, seed 1)": LandCoverTrainConfig(
         **{**BASE.__dict__, "pixel_dim": 32, "band_dropout": 0.5, "seed": 1}
     ),
+    # the shipped recipe from the 12 000-step encoder (results/pretrain_long/PROTOCOL.md; --encoder)
+    "geobert (MIM 12k, pixel path, band dropout)": LandCoverTrainConfig(
+        **{**BASE.__dict__, "pixel_dim": 32, "band_dropout": 0.5}
+    ),
     "geobert (scratch)": LandCoverTrainConfig(**{**BASE.__dict__, "init": "scratch"}),
     "geobert (scratch, pixel path)": LandCoverTrainConfig(
         **{**BASE.__dict__, "init": "scratch", "pixel_dim": 32}
@@ -67,6 +71,28 @@ RECIPES = {
         **{**BASE.__dict__, "init": "scratch", "pixel_dim": 32, "band_dropout": 0.5}
     ),
 }
+
+#: recipes that start from an encoder other than the shipped one, and the steps it must have
+OTHER_ENCODER = {"geobert (MIM 12k, pixel path, band dropout)": 12_000}
+
+
+def encoder_for(recipes: list[str], encoder: Path | None) -> Path:
+    """The encoder ``recipes`` start from: the shipped one, or ``encoder`` for the recipes of
+    :data:`OTHER_ENCODER` (finished: a cosine schedule is only read at its end)."""
+    other = {r for r in recipes if r in OTHER_ENCODER}
+    if not other:
+        if encoder is not None:
+            raise SystemExit(f"--encoder is for {sorted(OTHER_ENCODER)} only")
+        return pretrained_encoder_path()
+    if other != set(recipes) or len({OTHER_ENCODER[r] for r in other}) > 1:
+        raise SystemExit(f"run {sorted(other)} on their own, with --encoder")
+    if encoder is None:
+        raise SystemExit(f"{sorted(other)} need --encoder (results/pretrain_long/PROTOCOL.md)")
+    steps = OTHER_ENCODER[next(iter(other))]
+    done = int(read_card(encoder).training.get("steps_done", 0))
+    if done != steps:
+        raise SystemExit(f"{encoder} has {done} of {steps} pretraining steps; finish it first")
+    return encoder
 
 
 def _log_step(step: int, total: int, loss: float) -> None:
@@ -89,7 +115,7 @@ def band_set_scores(folds: list[dict[str, Any]], recipe: str) -> dict[str, str]:
     return out
 
 
-def train_final(data: Path, out: Path, recipe: str, dest: Path) -> Path:
+def train_final(data: Path, out: Path, recipe: str, dest: Path, encoder: Path) -> Path:
     """``recipe`` on the labelled polygons, its weights (the moving average) taken at the step
     the strips' validation chose most often (a tie: the later) of the same 800-step schedule —
     the model the strips scored — on the blocked split the shipped models always used (128 px
@@ -113,7 +139,6 @@ def train_final(data: Path, out: Path, recipe: str, dest: Path) -> Path:
         return step >= chosen
 
     labels = data / "landuse_west.gpkg"
-    encoder = pretrained_encoder_path()
     prepared = prepare_landcover(data, labels, "fclass", read_card(encoder), **cfg.split_options())
     model, card = train_landcover(
         prepared, encoder, cfg, source=source_of(data, labels, "fclass"), on_step=stop_at_chosen
@@ -139,7 +164,18 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="folder with the scene and landuse_west.gpkg")
     ap.add_argument("--out", default="results/landcover_bb/strips")
     ap.add_argument("--folds", nargs="+", type=int, default=None)
-    ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    ap.add_argument(
+        "--recipes",
+        nargs="+",
+        default=[r for r in RECIPES if r not in OTHER_ENCODER],
+        choices=list(RECIPES),
+    )
+    ap.add_argument(
+        "--encoder",
+        type=Path,
+        help="the pretrained encoder of the recipes that name one (e.g. 'MIM 12k': "
+        "runs/pretrain_long/geobert_s_mim.safetensors)",
+    )
     ap.add_argument("--final", choices=list(RECIPES), help="train this recipe for shipping")
     ap.add_argument(
         "-o", "--output", type=Path, default=Path("runs/landcover_final/landcover.safetensors")
@@ -148,7 +184,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     data = Path(args.data)
     if args.final:
-        print(train_final(data, Path(args.out), args.final, args.output))
+        encoder = encoder_for([args.final], args.encoder)
+        print(train_final(data, Path(args.out), args.final, args.output, encoder))
         return
     summary = crossvalidate_landcover(
         data,
@@ -158,6 +195,7 @@ def main() -> None:
         strips=5,
         gap_px=128,
         recipes={r: RECIPES[r] for r in args.recipes},
+        encoder=encoder_for(args.recipes, args.encoder),
         folds=args.folds,
         on_fold=lambda k, m: logging.info("strip %d: %s", k, m),
     )
