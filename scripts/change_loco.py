@@ -213,8 +213,8 @@ def run_fold(
                 cfg,
             )
             save_checkpoint(model, mcard, ckpt)
-        model, mcard = load_checkpoint(ckpt)
-        cm = cast(ChangeModel, model)
+        loaded, mcard = load_checkpoint(ckpt)
+        cm = cast(ChangeModel, loaded)
         t = float(mcard.training["threshold"])
         per_city, noch = {}, {}
         probs = {c: predict_city(cm, cities[c]) for c in (*test, *val)}
@@ -222,7 +222,7 @@ def run_fold(
         # (chosen on the validation cities' maps, scored on the test cities')
         np.savez_compressed(
             ckpt_dir / f"fold{k}_{SLUG[method]}_probs.npz",
-            **{c: p.astype(np.float16) for c, p in probs.items()},
+            **cast(dict[str, Any], {c: p.astype(np.float16) for c, p in probs.items()}),
         )
         for c in test:
             per_city[c] = city_scores(probs[c] > t, cities[c])
@@ -303,14 +303,16 @@ def report(out: Path) -> str:
     lines.append("|---|" + "---|" * (len(NO_CHANGE_VARIANTS) + 1))
     for m in methods:
         cells = []
-        worst = (0.0, "–")
+        worst_nc = (0.0, "–")
         for kind in NO_CHANGE_VARIANTS:
             vals = {c: noch[m][c][kind] for c in noch[m]}
             cells.append(f"{100 * np.mean(list(vals.values())):.2f} %" if vals else "–")
             for c, v in vals.items():
-                if v > worst[0]:
-                    worst = (v, f"{c}, {kind}")
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {100 * worst[0]:.2f} % ({worst[1]}) |")
+                if v > worst_nc[0]:
+                    worst_nc = (v, f"{c}, {kind}")
+        lines.append(
+            f"| {m} | " + " | ".join(cells) + f" | {100 * worst_nc[0]:.2f} % ({worst_nc[1]}) |"
+        )
     lines += ["", "Mean over cities of the worse of the two dates; thresholds as chosen per fold."]
     net = [r for r in runs if "threshold" in r]
     if net:
