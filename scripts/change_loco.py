@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+from protocol_encoder import encoder_for
 
 from geobert.change.evaluate import cva_change
 from geobert.change.metrics import ChangeScores, scores
@@ -44,7 +45,6 @@ from geobert.models.card import ModelCard
 from geobert.models.changenet import ChangeModel
 from geobert.models.checkpoint import load_checkpoint, read_card, save_checkpoint
 from geobert.models.precision import native_bf16
-from geobert.weights import pretrained_encoder_path
 
 log = logging.getLogger("change_loco")
 
@@ -129,25 +129,6 @@ def _only(city: CityArrays, keep: np.ndarray, normalise: bool) -> CityArrays:
     m = keep[:, None, None]
     pair = CityArrays(city.name, city.before * m, city.after * m, city.label, city.valid)
     return pair.normalized() if normalise else pair
-
-
-def encoder_for(methods: list[str], encoder: Path | None) -> Path:
-    """The encoder ``methods`` start from: the shipped one, or ``encoder`` for the methods of
-    :data:`OTHER_ENCODER` (finished: a cosine schedule is only read at its end)."""
-    other = {m for m in methods if m in OTHER_ENCODER}
-    if not other:
-        if encoder is not None:
-            raise SystemExit(f"--encoder is for {sorted(OTHER_ENCODER)} only")
-        return pretrained_encoder_path()
-    if other != set(methods) or len({OTHER_ENCODER[m] for m in other}) > 1:
-        raise SystemExit(f"run {sorted(other)} on their own, with --encoder")
-    if encoder is None:
-        raise SystemExit(f"{sorted(other)} need --encoder (results/pretrain_long/PROTOCOL.md)")
-    steps = OTHER_ENCODER[next(iter(other))]
-    done = int(read_card(encoder).training.get("steps_done", 0))
-    if done != steps:
-        raise SystemExit(f"{encoder} has {done} of {steps} pretraining steps; finish it first")
-    return encoder
 
 
 def run_fold(
@@ -447,7 +428,7 @@ def main() -> None:
     if args.report:
         print(report(out))
         return
-    encoder = encoder_for([args.final] if args.final else args.methods, args.encoder)
+    encoder = encoder_for([args.final] if args.final else args.methods, OTHER_ENCODER, args.encoder)
     card = read_card(encoder)
     by_name = {c.name: c for c in list_cities(args.data, labelled_only=True)}
     raw = {c: load_city(by_name[c], card) for c in CITIES}

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from protocol_encoder import encoder_for
 
 from geobert.landcover.evaluate import crossvalidate_landcover
 from geobert.landcover.train import (
@@ -27,7 +28,6 @@ from geobert.landcover.train import (
 )
 from geobert.models.checkpoint import read_card, save_checkpoint
 from geobert.models.precision import native_bf16
-from geobert.weights import pretrained_encoder_path
 
 BASE = LandCoverTrainConfig(
     steps=800,
@@ -74,25 +74,6 @@ RECIPES = {
 
 #: recipes that start from an encoder other than the shipped one, and the steps it must have
 OTHER_ENCODER = {"geobert (MIM 12k, pixel path, band dropout)": 12_000}
-
-
-def encoder_for(recipes: list[str], encoder: Path | None) -> Path:
-    """The encoder ``recipes`` start from: the shipped one, or ``encoder`` for the recipes of
-    :data:`OTHER_ENCODER` (finished: a cosine schedule is only read at its end)."""
-    other = {r for r in recipes if r in OTHER_ENCODER}
-    if not other:
-        if encoder is not None:
-            raise SystemExit(f"--encoder is for {sorted(OTHER_ENCODER)} only")
-        return pretrained_encoder_path()
-    if other != set(recipes) or len({OTHER_ENCODER[r] for r in other}) > 1:
-        raise SystemExit(f"run {sorted(other)} on their own, with --encoder")
-    if encoder is None:
-        raise SystemExit(f"{sorted(other)} need --encoder (results/pretrain_long/PROTOCOL.md)")
-    steps = OTHER_ENCODER[next(iter(other))]
-    done = int(read_card(encoder).training.get("steps_done", 0))
-    if done != steps:
-        raise SystemExit(f"{encoder} has {done} of {steps} pretraining steps; finish it first")
-    return encoder
 
 
 def _log_step(step: int, total: int, loss: float) -> None:
@@ -184,7 +165,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     data = Path(args.data)
     if args.final:
-        encoder = encoder_for([args.final], args.encoder)
+        encoder = encoder_for([args.final], OTHER_ENCODER, args.encoder)
         print(train_final(data, Path(args.out), args.final, args.output, encoder))
         return
     summary = crossvalidate_landcover(
@@ -195,7 +176,7 @@ def main() -> None:
         strips=5,
         gap_px=128,
         recipes={r: RECIPES[r] for r in args.recipes},
-        encoder=encoder_for(args.recipes, args.encoder),
+        encoder=encoder_for(args.recipes, OTHER_ENCODER, args.encoder),
         folds=args.folds,
         on_fold=lambda k, m: logging.info("strip %d: %s", k, m),
     )

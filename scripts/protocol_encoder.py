@@ -1,0 +1,32 @@
+"""Which pretrained encoder a protocol script's methods start from (shared by
+``change_loco.py`` and ``landcover_strips.py``; scripts/ is on the path when they run)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from geobert.models.checkpoint import read_card
+from geobert.weights import pretrained_encoder_path
+
+
+def encoder_for(methods: Iterable[str], other: Mapping[str, int], encoder: Path | None) -> Path:
+    """The encoder ``methods`` start from: the shipped one, or ``encoder`` for the methods of
+    ``other`` (method name → the pretraining steps the encoder must have: a cosine schedule is
+    only read at its end). Mixing the two, or a missing or unfinished ``encoder``, exits with one
+    line that says so."""
+    chosen = set(methods)
+    named = chosen & set(other)
+    if not named:
+        if encoder is not None:
+            raise SystemExit(f"--encoder is for {sorted(other)} only")
+        return pretrained_encoder_path()
+    if named != chosen or len({other[m] for m in named}) > 1:
+        raise SystemExit(f"run {sorted(named)} on their own, with --encoder")
+    if encoder is None:
+        raise SystemExit(f"{sorted(named)} need --encoder (results/pretrain_long/PROTOCOL.md)")
+    steps = other[next(iter(named))]
+    done = int(read_card(encoder).training.get("steps_done", 0))
+    if done != steps:
+        raise SystemExit(f"{encoder} has {done} of {steps} pretraining steps; finish it first")
+    return encoder
