@@ -2,6 +2,8 @@
 
 No pre-extracted patch dataset: each batch is drawn from a generator seeded with ``(seed, k)``, so
 batch ``k`` is the same whatever the number of loader processes and whether training resumed.
+Scenes small enough are read whole once (:func:`in_memory`): a 128 px window of 13 bands then
+costs a slice instead of 13 warped file reads (about 60 ms of CPU each), the same values.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import numpy as np
 from rasterio.windows import Window
 
 from geobert.errors import GeobertError, SceneNotFoundError
-from tiles.scene import RASTER_SUFFIXES, Scene, band_name_from_path, open_scene
+from tiles.cache import physical_ram
+from tiles.scene import RASTER_SUFFIXES, GridSpec, Reader, Scene, band_name_from_path, open_scene
 
-__all__ = ["WindowSampler", "discover_scenes"]
+__all__ = ["InMemoryScene", "WindowSampler", "discover_scenes", "in_memory"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,57 @@ def discover_scenes(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return found
 
 
+@dataclass(frozen=True)
+class InMemoryScene:
+    """A scene read whole into memory once; its windows are slices of it (a
+    :class:`tiles.scene.Reader`, values identical to windowed reads of the files)."""
+
+    grid: GridSpec
+    band_names: tuple[str, ...]
+    data: np.ndarray  # (bands, rows, cols) in the scene's dtype
+    valid: np.ndarray  # (rows, cols) bool
+
+    @classmethod
+    def read_whole(cls, scene: Reader) -> InMemoryScene:
+        h, w = scene.grid.shape
+        data, valid = scene.read(Window(0, 0, w, h))
+        return cls(scene.grid, tuple(scene.band_names), data, valid)
+
+    @property
+    def dtype(self) -> str:
+        return str(self.data.dtype)
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """``window`` (inside the grid) as ``(data, valid)`` copies."""
+        r, c = int(window.row_off), int(window.col_off)
+        h, w = int(window.height), int(window.width)
+        if r < 0 or c < 0 or r + h > self.grid.height or c + w > self.grid.width:
+            raise GeobertError(f"window {window} is not inside the {self.grid.shape} px scene")
+        return self.data[:, r : r + h, c : c + w].copy(), self.valid[r : r + h, c : c + w].copy()
+
+
+def scene_bytes(scene: Reader) -> int:
+    """Bytes :class:`InMemoryScene` needs for ``scene`` (data and validity mask)."""
+    h, w = scene.grid.shape
+    return h * w * (len(scene.band_names) * np.dtype(scene.dtype).itemsize + 1)
+
+
+def in_memory(scenes: Sequence[Reader], max_bytes: int | None = None) -> list[Reader]:
+    """``scenes`` read whole into memory if together they fit in ``max_bytes`` (default: a
+    quarter of this machine's RAM); as they are (windows read from the files) otherwise."""
+    limit = physical_ram() // 4 if max_bytes is None else max_bytes
+    need = sum(scene_bytes(s) for s in scenes)
+    if need > limit:
+        log.info(
+            "training scenes need %.1f GB, more than %.1f GB: windows are read from the files",
+            need / 1e9,
+            limit / 1e9,
+        )
+        return list(scenes)
+    log.info("reading %d training scenes into memory (%.2f GB)", len(scenes), need / 1e9)
+    return [InMemoryScene.read_whole(s) for s in scenes]
+
+
 @dataclass
 class WindowSampler:
     """Draw random square windows from scenes, skipping mostly-nodata ones, with flips/rot90.
@@ -60,7 +114,7 @@ class WindowSampler:
         augment: Random flips and 90° rotations.
     """
 
-    scenes: Sequence[Scene]
+    scenes: Sequence[Reader]
     window_px: int
     min_valid: float = 0.95
     augment: bool = True
