@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The long-pretraining protocol end to end (results/pretrain_long/PROTOCOL.md); rerun the same
+# command to continue it, across sessions:
+#
+#   bash scripts/pretrain_long.sh [SHARED_DATA] [MINUTES]
+#
+# 1. Continues the 12 000-step SimMIM run in runs/pretrain_long/ for at most MINUTES (default
+#    600), bf16 steps where this CPU has bf16 units (fp32 otherwise), then scores the held-out
+#    reconstruction (evaluate-mim, written beside the checkpoint).
+# 2. Once all 12 000 steps are done: the land-cover strips and the change folds of the shipped
+#    recipes from that encoder (both resume per strip / fold; results under results/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:-../shared/data}
+MINUTES=${2:-600}
+STEPS=12000
+OUT=runs/pretrain_long
+CKPT="$OUT/geobert_s_mim.safetensors"
+PRECISION=$(.venv/bin/python -c \
+    "from geobert.models.precision import native_bf16; print('bf16' if native_bf16() else 'fp32')")
+echo "pretraining steps in $PRECISION on this CPU" >&2
+bash scripts/pretrain_geobert_s.sh "$DATA" "$MINUTES" "$STEPS" "$OUT" "$PRECISION"
+DONE=$(.venv/bin/python -c \
+    "from geobert.models.checkpoint import read_card; print(read_card('$CKPT').training['steps_done'])")
+if [ "$DONE" -lt "$STEPS" ]; then
+    echo "pretraining at step $DONE of $STEPS: rerun this command to continue" >&2
+    exit 0
+fi
+.venv/bin/python scripts/landcover_strips.py --data "$DATA/landcover_brandenburg" \
+    --recipes "geobert (MIM 12k, pixel path, band dropout)" --encoder "$CKPT"
+.venv/bin/python scripts/change_loco.py --data "$DATA/oscd" \
+    --methods "geobert (MIM 12k, band dropout)" --encoder "$CKPT"
