@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-from protocol_encoder import encoder_for
+from protocol_encoder import LONG_STEPS, encoder_for, encoder_record
 
 from geobert.change.evaluate import cva_change
 from geobert.change.metrics import ChangeScores, scores
@@ -73,7 +73,7 @@ BAND_DROPOUT = {  # results/change_oscd/bands/PROTOCOL.md
 }
 #: methods that start from an encoder other than the shipped one (--encoder), and the steps it
 #: must have (results/pretrain_long/PROTOCOL.md)
-OTHER_ENCODER = {"geobert (MIM 12k, band dropout)": 12_000}
+OTHER_ENCODER = {"geobert (MIM 12k, band dropout)": LONG_STEPS}
 SLUG = {
     "geobert (MIM)": "mim",
     "geobert (scratch)": "scratch",
@@ -156,7 +156,7 @@ def run_fold(
         "validation": list(val),
         "train": train_names,
         "train_precision": "bf16" if native_bf16() else "fp32",
-        "encoder": str(encoder),
+        "encoder": encoder_record(encoder),
     }
     if method.startswith("CVA"):
         normalise = method.endswith("(normalised)")

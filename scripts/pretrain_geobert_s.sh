@@ -32,6 +32,6 @@ for city in "$DATA"/oscd/images/*/; do
 done
 .venv/bin/geobert pretrain --data "${TRAIN[@]}" "$DATA/sentinel2_scene" "$DATA/landcover_brandenburg" \
     --out "$OUT/geobert_s_mim.safetensors" --steps "$STEPS" --batch-size 16 --accum 2 --window 128 \
-    --lr 8e-4 --warmup 50 --seed 0 --time-budget "$MINUTES" --resume "${BF16[@]}"
+    --lr 8e-4 --warmup 50 --seed 0 --time-budget "$MINUTES" --resume ${BF16[@]+"${BF16[@]}"}
 .venv/bin/geobert evaluate-mim "$OUT/geobert_s_mim.safetensors" \
     --holdout "$DATA/oscd/images/norcia" "$DATA/oscd/images/valencia" -o "$OUT"

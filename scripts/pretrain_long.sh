@@ -13,15 +13,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
 MINUTES=${2:-600}
-STEPS=12000
+STEPS=$(cd scripts && ../.venv/bin/python -c "from protocol_encoder import LONG_STEPS; print(LONG_STEPS)")
 OUT=runs/pretrain_long
 CKPT="$OUT/geobert_s_mim.safetensors"
 PRECISION=$(.venv/bin/python -c \
     "from geobert.models.precision import native_bf16; print('bf16' if native_bf16() else 'fp32')")
 echo "pretraining steps in $PRECISION on this CPU" >&2
 bash scripts/pretrain_geobert_s.sh "$DATA" "$MINUTES" "$STEPS" "$OUT" "$PRECISION"
-DONE=$(.venv/bin/python -c \
-    "from geobert.models.checkpoint import read_card; print(read_card('$CKPT').training['steps_done'])")
+DONE=$(.venv/bin/python -c "import sys; from geobert.models.checkpoint import read_card
+print(read_card(sys.argv[1]).training['steps_done'])" "$CKPT")
 if [ "$DONE" -lt "$STEPS" ]; then
     echo "pretraining at step $DONE of $STEPS: rerun this command to continue" >&2
     exit 0

@@ -6,8 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from geobert.errors import GeobertError
 from geobert.models.checkpoint import read_card
 from geobert.weights import pretrained_encoder_path
+
+#: steps of the long pretraining run (results/pretrain_long/PROTOCOL.md; scripts/pretrain_long.sh)
+LONG_STEPS = 12_000
 
 
 def encoder_for(methods: Iterable[str], other: Mapping[str, int], encoder: Path | None) -> Path:
@@ -26,7 +30,15 @@ def encoder_for(methods: Iterable[str], other: Mapping[str, int], encoder: Path 
     if encoder is None:
         raise SystemExit(f"{sorted(named)} need --encoder (results/pretrain_long/PROTOCOL.md)")
     steps = other[next(iter(named))]
-    done = int(read_card(encoder).training.get("steps_done", 0))
+    try:
+        done = int(read_card(encoder).training.get("steps_done", 0))
+    except GeobertError as exc:
+        raise SystemExit(f"--encoder {encoder}: {exc}") from None
     if done != steps:
         raise SystemExit(f"{encoder} has {done} of {steps} pretraining steps; finish it first")
     return encoder
+
+
+def encoder_record(encoder: Path) -> dict[str, object]:
+    """What a result says about the encoder it started from: the file's name and its steps."""
+    return {"file": encoder.name, "steps_done": read_card(encoder).training.get("steps_done")}

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from geobert.models.checkpoint import read_card
+
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "geobert" / "weights" / "geobert_s_mim.safetensors"
+UNFINISHED = f"has {read_card(SHIPPED).training['steps_done']} of 12000 pretraining steps"
 LONG_CHANGE = "geobert (MIM 12k, band dropout)"
 LONG_LANDCOVER = "geobert (MIM 12k, pixel path, band dropout)"
 
@@ -24,14 +27,16 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     [
         ("change_loco.py", ["--methods", LONG_CHANGE], "need --encoder"),
         ("change_loco.py", ["--methods", LONG_CHANGE, "--encoder", str(SHIPPED)],
-         "has 1496 of 12000 pretraining steps"),
+         UNFINISHED),
         ("change_loco.py", ["--methods", "geobert (MIM)", "--encoder", str(SHIPPED)],
          "--encoder is for"),
         ("landcover_strips.py", ["--recipes", LONG_LANDCOVER, "geobert (MIM)"],
          "on their own, with --encoder"),
         ("landcover_strips.py", ["--recipes", LONG_LANDCOVER, "--encoder", str(SHIPPED)],
-         "has 1496 of 12000 pretraining steps"),
+         UNFINISHED),
         ("landcover_strips.py", ["--final", LONG_LANDCOVER], "need --encoder"),
+        ("change_loco.py", ["--methods", LONG_CHANGE, "--encoder", "/nowhere.safetensors"],
+         "--encoder /nowhere.safetensors:"),
     ],
 )  # fmt: skip
 def test_a_method_of_the_long_pretraining_needs_its_finished_encoder(

@@ -22,6 +22,7 @@ __all__ = [
     "configured_cache_bytes",
     "current_cache_bytes",
     "grow_block_cache",
+    "physical_ram",
     "reader_block_rows",
     "set_block_cache",
 ]

@@ -102,8 +102,9 @@ def add_train_bf16_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--train-bf16",
         action="store_true",
-        help="bfloat16 autocast in the training steps (about 1.7x faster on CPUs with bf16 "
-        "units, e.g. AMD Zen 4, Intel Sapphire Rapids; weights stay float32)",
+        help="bfloat16 autocast in the training steps (faster only on CPUs with bf16 units, "
+        "e.g. AMD Zen 4, Intel Sapphire Rapids: 1.2-1.7x in bench/; slower where bf16 is "
+        "emulated; weights stay float32)",
     )
 
 

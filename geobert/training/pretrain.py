@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +43,7 @@ from geobert.training.loop import train_steps
 from geobert.training.optim import no_weight_decay_names, param_groups_weight_decay
 from geobert.training.schedule import WarmupCosineSchedule
 from geobert.training.windows import (
+    InMemoryScene,
     WindowSampler,
     band_stats,
     discover_scenes,
@@ -79,8 +81,8 @@ class PretrainConfig(WarmupCosineSchedule):
     checkpoint_every: int = 50
     #: bf16 autocast in the CPU training steps (always on CUDA); weights stay float32
     train_bf16: bool = False
-    #: read the scenes whole into memory once where they fit in a quarter of the RAM (the same
-    #: windows and values; reading windows from the files otherwise bounds the steps' speed)
+    #: read the scenes whole into memory once if together they fit in a quarter of the RAM (the
+    #: same windows and values; reading windows from the files otherwise bounds the steps)
     scenes_in_memory: bool = True
     time_budget_s: float | None = None
     tile_size_px: int = 256
@@ -96,6 +98,22 @@ class PretrainConfig(WarmupCosineSchedule):
             )
         if self.accum_steps < 1 or self.batch_size < 1 or self.steps < 1:
             raise GeobertError("steps, batch_size and accum_steps must be at least 1")
+
+
+#: options a run must resume with: they make its batches, masks and learning-rate schedule
+RESUME_FIXED = (
+    "model", "window_px", "batch_size", "accum_steps", "steps", "lr", "min_lr", "warmup_steps",
+    "mask_ratio", "mask_patch_px", "seed", "scale",
+)  # fmt: skip
+
+
+def resume_mismatch(started: dict[str, Any], cfg: PretrainConfig) -> list[str]:
+    """The options of ``cfg`` that differ from those a run ``started`` with (``name=old``)."""
+    return [
+        f"{k}={started[k]!r} (not {getattr(cfg, k)!r})"
+        for k in RESUME_FIXED
+        if k in started and started[k] != getattr(cfg, k)
+    ]
 
 
 def _normalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray, scale: float) -> np.ndarray:
@@ -118,9 +136,13 @@ def pretrain(
         out: Path of the ``.safetensors`` checkpoint to write.
         config: Recipe.
         resume: Continue from ``out.train.pt`` if it exists (with the weight decay that run
-            started with: ``decay_position_tables`` is taken from it).
+            started with: ``decay_position_tables`` is taken from it). The options that make
+            the batches and the schedule (:data:`RESUME_FIXED`) must be those it started with;
+            precision and in-memory reading may change, and each session's are recorded in the
+            card (``training["sessions"]``).
         on_step: Called as ``on_step(step, steps, loss)`` after every optimiser step.
     """
+    t0 = time.perf_counter()  # the time budget counts from here: reading the scenes included
     cfg = config or PretrainConfig()
     out = Path(out)
     if not out.parent.is_dir():
@@ -131,6 +153,10 @@ def pretrain(
     scenes = open_training_scenes(paths, cfg.bands)
     bands = scenes[0].band_names
     readers = in_memory(scenes) if cfg.scenes_in_memory else scenes
+    session = {
+        "bf16_steps": device.type == "cuda" or cfg.train_bf16,
+        "scenes_in_memory": any(isinstance(r, InMemoryScene) for r in readers),
+    }
     sampler = WindowSampler(readers, cfg.window_px, min_valid=cfg.min_valid)
     mean_l, std_l = band_stats(sampler, seed=cfg.seed, windows=cfg.stats_windows, scale=cfg.scale)
     mean, std = np.array(mean_l, np.float32), np.array(std_l, np.float32)
@@ -146,6 +172,12 @@ def pretrain(
         else None
     )
     if state is not None:
+        differ = resume_mismatch(state.get("fixed", {}), cfg)
+        if differ:
+            raise GeobertError(
+                f"{state_path} was started with {', '.join(differ)}: resume with the same "
+                "options, or write a new run to another --out"
+            )
         # a run resumes with the weight decay it started with (states before issue 19 decayed
         # the position tables); the card then records that
         cfg = replace(cfg, decay_position_tables=bool(state.get("decay_position_tables", True)))
@@ -156,6 +188,7 @@ def pretrain(
         betas=(0.9, 0.999),
     )
     history: list[tuple[int, float, float, float]] = []
+    sessions: list[dict[str, Any]] = []
     step = 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -163,7 +196,9 @@ def pretrain(
         step = int(state["step"])
         torch.set_rng_state(state["torch_rng"])
         history = [(int(h[0]), float(h[1]), float(h[2]), float(h[3])) for h in state["history"]]
+        sessions = list(state.get("sessions", []))
         log.info("resumed from %s at step %d", state_path, step)
+    sessions.append({"from_step": step, **session})
 
     def card() -> ModelCard:
         return ModelCard(
@@ -181,6 +216,8 @@ def pretrain(
                 "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
                 "scenes": [str(p) for p in paths],
                 "steps_done": step,
+                # how each session (a first run, then every --resume) ran its steps
+                "sessions": sessions,
                 "windows_skipped_nodata": sampler.skipped,
                 **cfg.extra,
             },
@@ -196,6 +233,8 @@ def pretrain(
                 "step": step,
                 "history": history,
                 "decay_position_tables": cfg.decay_position_tables,
+                "fixed": {k: getattr(cfg, k) for k in RESUME_FIXED},
+                "sessions": sessions,
                 # drop-path draws from torch's generator: restoring it makes resuming exact
                 "torch_rng": torch.get_rng_state(),
             },
@@ -205,7 +244,6 @@ def pretrain(
         save_checkpoint(encoder, card(), out)
         _write_curve(out, history)
 
-    t0 = time.perf_counter()
     # one reader thread prepares the next micro-batch while the model trains on this one (GDAL
     # releases the GIL); batch k depends only on (seed, k), so prefetching changes nothing
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geobert-windows")

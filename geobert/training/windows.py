@@ -52,10 +52,15 @@ def discover_scenes(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return found
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class InMemoryScene:
     """A scene read whole into memory once; its windows are slices of it (a
-    :class:`tiles.scene.Reader`, values identical to windowed reads of the files)."""
+    :class:`tiles.scene.Reader` for training, not for Dask workers: it pickles its pixels).
+
+    The values are those windowed reads of the files give where the bands are resampled onto a
+    grid in their own CRS (the 20 and 60 m bands of a Sentinel-2 scene: tested); a scene
+    reprojected on read may differ by GDAL's approximate transformer between whole and windowed
+    reads."""
 
     grid: GridSpec
     band_names: tuple[str, ...]
@@ -88,8 +93,9 @@ def scene_bytes(scene: Reader) -> int:
 
 
 def in_memory(scenes: Sequence[Reader], max_bytes: int | None = None) -> list[Reader]:
-    """``scenes`` read whole into memory if together they fit in ``max_bytes`` (default: a
-    quarter of this machine's RAM); as they are (windows read from the files) otherwise."""
+    """``scenes`` read whole into memory if all of them together fit in ``max_bytes`` (default:
+    a quarter of this machine's physical RAM); as they are (windows read from the files)
+    otherwise."""
     limit = physical_ram() // 4 if max_bytes is None else max_bytes
     need = sum(scene_bytes(s) for s in scenes)
     if need > limit:

@@ -6,10 +6,12 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from geobert.change.train import ChangeTrainConfig
+from geobert.errors import GeobertError
 from geobert.landcover.train import LandCoverTrainConfig
 from geobert.models.changenet import ChangeNet
 from geobert.models.registry import create_model
@@ -212,18 +214,24 @@ def test_pretraining_resumes_with_the_weight_decay_it_started_with(
 
     torch.set_num_threads(2)
     cfg = PretrainConfig(
-        window_px=64, batch_size=2, accum_steps=1, steps=2, warmup_steps=1,
+        window_px=64, batch_size=2, accum_steps=1, steps=3, warmup_steps=1,
         checkpoint_every=1, stats_windows=4, decay_position_tables=True,
     )  # fmt: skip
     out = tmp_path / "mim.safetensors"
-    pretrain([s2_jp2], out, cfg)
+
+    def stop_after_two(step: int, total: int, loss: float) -> None:
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain([s2_jp2], out, cfg, on_step=stop_after_two)
     state_path = tmp_path / "mim.safetensors.train.pt"
     state = torch.load(state_path, weights_only=True)
     assert state["decay_position_tables"] is True
     del state["decay_position_tables"]  # a state saved before issue 19
     torch.save(state, state_path)
     # resumed with today's default (tables not decayed): the state's optimiser groups win
-    pretrain([s2_jp2], out, replace(cfg, steps=3, decay_position_tables=False), resume=True)
+    pretrain([s2_jp2], out, replace(cfg, decay_position_tables=False), resume=True)
     training = read_card(out).training
     assert training["steps_done"] == 3 and training["config"]["decay_position_tables"] is True
 
@@ -253,3 +261,43 @@ def test_pretraining_steps_run_in_bf16_only_when_asked(
     pretrain_module.pretrain([s2_jp2], out, cfg)
     assert seen == [train_bf16, train_bf16]  # both micro-batches
     assert read_card(out).training["config"]["train_bf16"] is train_bf16
+
+
+@pytest.mark.slow
+def test_a_resumed_pretraining_records_each_session_and_keeps_its_schedule(
+    tmp_path: Path, s2_jp2: Path
+) -> None:
+    """Reading from the files then, resumed, from memory: the card says how each session ran
+    and the losses are those of one uninterrupted run; another schedule is refused."""
+    from geobert.models.checkpoint import read_card
+    from geobert.training.pretrain import pretrain
+
+    cfg = PretrainConfig(
+        window_px=64, batch_size=2, accum_steps=1, steps=3, warmup_steps=1,
+        checkpoint_every=1, stats_windows=4, scenes_in_memory=False,
+    )  # fmt: skip
+    whole: list[float] = []
+    pretrain([s2_jp2], tmp_path / "whole.safetensors", cfg, on_step=lambda s, n, v: whole.append(v))
+    training = read_card(tmp_path / "whole.safetensors").training
+    assert training["sessions"] == [
+        {"from_step": 0, "bf16_steps": False, "scenes_in_memory": False}
+    ]
+
+    out = tmp_path / "mim.safetensors"
+
+    def stop_after_two(step: int, total: int, loss: float) -> None:
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain([s2_jp2], out, cfg, on_step=stop_after_two)
+    resumed: list[float] = []
+    memory = replace(cfg, scenes_in_memory=True)
+    pretrain([s2_jp2], out, memory, resume=True, on_step=lambda s, n, v: resumed.append(v))
+    np.testing.assert_allclose(resumed, whole[1:], rtol=1e-5)  # from the step-1 checkpoint
+    assert read_card(out).training["sessions"] == [
+        {"from_step": 0, "bf16_steps": False, "scenes_in_memory": False},
+        {"from_step": 1, "bf16_steps": False, "scenes_in_memory": True},
+    ]
+    with pytest.raises(GeobertError, match=r"steps=3 \(not 12\)"):
+        pretrain([s2_jp2], out, replace(cfg, steps=12), resume=True)

@@ -53,3 +53,14 @@ def test_an_in_memory_window_outside_the_scene_is_refused(s2_jp2: Path) -> None:
     assert scene.data[:, h - 8 :, w - 8 :].any()
     with pytest.raises(GeobertError, match="not inside"):
         scene.read(Window(w - 8, h - 8, 16, 8))
+
+
+def test_in_memory_windows_keep_the_nodata_of_the_files() -> None:
+    """A scene with a nodata edge (46 % of its pixels): the same windows skipped, the same
+    pixels NaN, from memory as from the file."""
+    scenes = open_training_scenes([Path(__file__).parents[1] / "data" / "rgb_byte_edge.tif"], None)
+    from_files = WindowSampler(scenes, 32, min_valid=0.6)
+    from_memory = WindowSampler(in_memory(scenes), 32, min_valid=0.6)
+    a, b = from_files.batch(1, 0, 16), from_memory.batch(1, 0, 16)
+    np.testing.assert_array_equal(a, b)
+    assert np.isnan(a).any() and from_files.skipped == from_memory.skipped > 0
