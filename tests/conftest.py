@@ -16,6 +16,19 @@ from tiles.pair import ScenePair
 settings.register_profile("geobert", deadline=None, max_examples=100)
 settings.load_profile("geobert")
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests that press Ctrl-C send SIGINT to a command they start, as a terminal does to its
+    foreground job. Run as a background job (``cmd &`` in a script, as CI may run us), the suite
+    inherits SIGINT *ignored*, every command it starts would inherit that too and run on to the
+    end. Python's own handler here is reset to the default in children when they exec, so they
+    see Ctrl-C as a user's command does."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 DATA = Path(__file__).parent / "data"
 
 
