@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-from protocol_encoder import LONG_STEPS, encoder_for, encoder_record
+from protocol_encoder import BITEMPORAL_STEPS, LONG_STEPS, encoder_for, encoder_record
 
 from geobert.change.evaluate import cva_change
 from geobert.change.metrics import ChangeScores, scores
@@ -66,20 +66,27 @@ NETWORKS = {  # name: (arch, init, steps)
     "FC-Siam-diff": ("fcsiamdiff", "scratch", 460),
     "geobert (MIM, band dropout)": ("changenet", "mim", 700),
     "geobert (MIM 12k, band dropout)": ("changenet", "mim", 700),
+    "geobert (bi-temporal MIM, band dropout)": ("changenet", "mim", 700),
 }
 BAND_DROPOUT = {  # results/change_oscd/bands/PROTOCOL.md
     "geobert (MIM, band dropout)": 0.5,
     "geobert (MIM 12k, band dropout)": 0.5,
+    "geobert (bi-temporal MIM, band dropout)": 0.5,
 }
 #: methods that start from an encoder other than the shipped one (--encoder), and the steps it
 #: must have (results/pretrain_long/PROTOCOL.md)
-OTHER_ENCODER = {"geobert (MIM 12k, band dropout)": LONG_STEPS}
+OTHER_ENCODER = {
+    "geobert (MIM 12k, band dropout)": LONG_STEPS,
+    # results/pretrain_bitemporal/PROTOCOL.md
+    "geobert (bi-temporal MIM, band dropout)": BITEMPORAL_STEPS,
+}
 SLUG = {
     "geobert (MIM)": "mim",
     "geobert (scratch)": "scratch",
     "FC-Siam-diff": "fcsiamdiff",
     "geobert (MIM, band dropout)": "mim_banddrop",
     "geobert (MIM 12k, band dropout)": "mim12k_banddrop",
+    "geobert (bi-temporal MIM, band dropout)": "bitemporal_banddrop",
     "CVA + Otsu": "cva",
     "CVA + Otsu (normalised)": "cva_norm",
 }

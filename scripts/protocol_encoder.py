@@ -12,6 +12,9 @@ from geobert.weights import pretrained_encoder_path
 
 #: steps of the long pretraining run (results/pretrain_long/PROTOCOL.md; scripts/pretrain_long.sh)
 LONG_STEPS = 12_000
+#: steps of the bi-temporal run that continues it (results/pretrain_bitemporal/PROTOCOL.md;
+#: scripts/pretrain_bitemporal.sh)
+BITEMPORAL_STEPS = 3_000
 
 
 def encoder_for(methods: Iterable[str], other: Mapping[str, int], encoder: Path | None) -> Path:
@@ -28,7 +31,10 @@ def encoder_for(methods: Iterable[str], other: Mapping[str, int], encoder: Path 
     if named != chosen or len({other[m] for m in named}) > 1:
         raise SystemExit(f"run {sorted(named)} on their own, with --encoder")
     if encoder is None:
-        raise SystemExit(f"{sorted(named)} need --encoder (results/pretrain_long/PROTOCOL.md)")
+        raise SystemExit(
+            f"{sorted(named)} need --encoder (results/pretrain_long/PROTOCOL.md, "
+            "results/pretrain_bitemporal/PROTOCOL.md)"
+        )
     steps = other[next(iter(named))]
     try:
         done = int(read_card(encoder).training.get("steps_done", 0))

@@ -15,6 +15,7 @@ SHIPPED = ROOT / "geobert" / "weights" / "geobert_s_mim.safetensors"
 UNFINISHED = f"has {read_card(SHIPPED).training['steps_done']} of 12000 pretraining steps"
 LONG_CHANGE = "geobert (MIM 12k, band dropout)"
 LONG_LANDCOVER = "geobert (MIM 12k, pixel path, band dropout)"
+BITEMPORAL = "geobert (bi-temporal MIM, band dropout)"
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -37,6 +38,9 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
         ("landcover_strips.py", ["--final", LONG_LANDCOVER], "need --encoder"),
         ("change_loco.py", ["--methods", LONG_CHANGE, "--encoder", "/nowhere.safetensors"],
          "--encoder /nowhere.safetensors:"),
+        ("change_loco.py", ["--methods", BITEMPORAL, "--encoder", str(SHIPPED)],
+         UNFINISHED.replace("12000", "3000")),
+        ("change_loco.py", ["--methods", BITEMPORAL, LONG_CHANGE], "on their own, with --encoder"),
     ],
 )  # fmt: skip
 def test_a_method_of_the_long_pretraining_needs_its_finished_encoder(

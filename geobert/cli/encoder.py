@@ -32,7 +32,9 @@ def add_pretrain(sub: Subparsers) -> None:
         help="pretrain an encoder with masked image modelling (SimMIM) on unlabelled scenes",
         description="Stream random windows from the scenes under --data, mask a share "
         "(--mask-ratio) of their 32 px patches, and train the encoder to reconstruct every "
-        "band of the masked pixels. Writes "
+        "band of the masked pixels. With --objective bitemporal the windows come from two "
+        "dates of a place and the masked date is reconstructed with the other date whole "
+        "beside it (what stays the same between dates: the change network's encoder). Writes "
         "CKPT (encoder + model card, safetensors), CKPT.train.pt (state for --resume) and the "
         "loss curve (<stem>_loss.csv/.png). Deterministic for a seed.",
     )
@@ -41,9 +43,24 @@ def add_pretrain(sub: Subparsers) -> None:
         nargs="+",
         required=True,
         metavar="PATH",
-        help="scene files or folders (searched recursively)",
+        help="scene files or folders (searched recursively); with --objective bitemporal, "
+        "folders that hold two dates of a place (two band folders or two rasters, e.g. OSCD's "
+        "city/imgs_1 and imgs_2), or folders of such folders",
     )
     p.add_argument("--out", required=True, metavar="CKPT", help="output checkpoint (.safetensors)")
+    p.add_argument(
+        "--objective",
+        choices=["simmim", "bitemporal"],
+        default="simmim",
+        help="simmim: masked squares of one scene; bitemporal: masked squares of one date of "
+        "a pair, the other date whole beside it (default: %(default)s)",
+    )
+    p.add_argument(
+        "--init",
+        metavar="CKPT",
+        help="start from this pretrained encoder (its architecture, bands and normalisation; "
+        "--model is then not used) instead of random weights",
+    )
     p.add_argument(
         "--model", default="geobert_s", help="architecture (default: %(default)s, ~5 M parameters)"
     )
@@ -87,6 +104,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
     cfg = PretrainConfig(
         model=args.model,
+        objective=args.objective,
+        init=args.init,
         steps=args.steps,
         batch_size=args.batch_size,
         accum_steps=args.accum,
@@ -116,10 +135,18 @@ def add_evaluate_mim(sub: Subparsers) -> None:
         "evaluate-mim",
         help="masked-pixel L1 of a pretrained encoder on held-out scenes, with figures",
         description="Compare the reconstruction L1 on held-out windows against per-band mean "
-        "predictors; writes mim_eval.json and mim_reconstructions.png into OUTDIR.",
+        "predictors (and, for a bi-temporal encoder, the other date matched by a per-band "
+        "linear fit); writes mim_eval.json and mim_reconstructions.png into OUTDIR.",
     )
     p.add_argument("checkpoint", metavar="CKPT")
-    p.add_argument("--holdout", nargs="+", required=True, metavar="PATH")
+    p.add_argument(
+        "--holdout",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="scenes pretraining never saw; for a bi-temporal encoder, pairs (folders holding "
+        "two dates of a place, or folders of such folders)",
+    )
     add_outdir_option(p)
     p.add_argument("--windows", type=int, default=64)
 
@@ -131,11 +158,12 @@ def run_evaluate_mim(args: argparse.Namespace) -> int:
     import torch
 
     from geobert.models.checkpoint import load_checkpoint
-    from geobert.models.simmim import SimMIM
+    from geobert.models.simmim import BiTemporalMIM, SimMIM
     from geobert.training.evaluate_mim import evaluate_mim
 
     encoder, card = load_checkpoint(args.checkpoint)
-    model = SimMIM(encoder)  # type: ignore[arg-type]
+    bitemporal = card.training.get("config", {}).get("objective") == "bitemporal"
+    model = (BiTemporalMIM if bitemporal else SimMIM)(encoder)  # type: ignore[arg-type]
     state = Path(args.checkpoint + ".train.pt")
     if not state.exists():
         raise GeobertError(

@@ -6,6 +6,12 @@ convolution and a pixel shuffle from the stride-32 features) reconstructs **ever
 the loss is the L1 distance on masked pixels only, in per-band normalised units. Unlike SimMIM's
 reference code, the number of output channels comes from the band list and inputs need not be
 square.
+
+:class:`BiTemporalMIM` asks the same of one date of a co-registered pair, with the *other date*
+whole beside it: what it must learn is what stays the same between two dates of a place and how
+this date renders it (its season, haze, sun) from the date's own visible pixels — the knowledge a
+change network needs to tell change from a different day. The encoder is the Siamese one the
+change network uses (one set of weights, both dates in one pass); only it is kept.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import torch.nn as nn
 from geobert.errors import GeobertError
 from geobert.models.encoder import GeobertEncoder
 
-__all__ = ["SimMIM", "random_mask"]
+__all__ = ["BiTemporalMIM", "SimMIM", "random_mask"]
 
 
 def random_mask(
@@ -72,14 +78,66 @@ class SimMIM(nn.Module):
         return {"mask_token"}
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = self.encoder.embed(x)  # (B, H/p, W/p, D)
-        # a token is masked when its patch lies in a masked square (squares are whole patches)
-        token_mask = mask[:, :: self.patch, :: self.patch].unsqueeze(-1).to(tokens.dtype)
-        tokens = tokens * (1 - token_mask) + self.mask_token.to(tokens.dtype) * token_mask
+        tokens = _mask_tokens(self.encoder.embed(x), mask, self.mask_token, self.patch)
         feats = self.encoder.forward_tokens(tokens)
         recon = self.decoder(feats[-1])
         loss = masked_l1(recon, x, mask)
         return loss, recon
+
+
+class BiTemporalMIM(nn.Module):
+    """Encoder + mask token + light decoder that reconstructs the masked squares of one date of a
+    pair from that date's visible pixels and the other date, unmasked.
+
+    ``forward(x, mask)`` with ``x`` ``(B, 2C, H, W)`` — the date to reconstruct (normalised bands),
+    then the other date in the same band order — and ``mask`` ``(B, H, W)`` bool (True = masked,
+    in the first date) returns ``(loss, reconstruction of the first date (B, C, H, W))``. Both
+    dates go through the encoder in one pass (shared weights); the decoder (a 1×1 convolution and
+    a pixel shuffle, as :class:`SimMIM`'s) sees both dates' stride-32 features side by side.
+    """
+
+    def __init__(self, encoder: GeobertEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        dim = encoder.config.embed_dim
+        self.patch = encoder.config.patch_size
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, dim))
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        stride = encoder.stride
+        self.decoder = nn.Sequential(
+            nn.Conv2d(2 * encoder.feature_channels[-1], stride * stride * encoder.in_chans, 1),
+            nn.PixelShuffle(stride),
+        )
+
+    def no_weight_decay(self) -> set[str]:
+        """The mask token stays out of weight decay (the encoder names its own tables)."""
+        return {"mask_token"}
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.encoder.in_chans
+        if x.shape[1] != 2 * c:
+            raise GeobertError(
+                f"a bi-temporal batch has both dates' {c} bands ({2 * c} channels), "
+                f"not {x.shape[1]}"
+            )
+        n = x.shape[0]
+        target, other = x[:, :c], x[:, c:]
+        tokens = self.encoder.embed(torch.cat([target, other]))
+        tokens = torch.cat(
+            [_mask_tokens(tokens[:n], mask, self.mask_token, self.patch), tokens[n:]]
+        )
+        deepest = self.encoder.forward_tokens(tokens)[-1]
+        recon = self.decoder(torch.cat([deepest[:n], deepest[n:]], dim=1))
+        return masked_l1(recon, target, mask), recon
+
+
+def _mask_tokens(
+    tokens: torch.Tensor, mask: torch.Tensor, token: torch.Tensor, patch: int
+) -> torch.Tensor:
+    """``tokens`` ``(B, H/p, W/p, D)`` with the mask token where their patch lies in a masked
+    square of ``mask`` ``(B, H, W)`` (squares are whole patches)."""
+    token_mask = mask[:, ::patch, ::patch].unsqueeze(-1).to(tokens.dtype)
+    return tokens * (1 - token_mask) + token.to(tokens.dtype) * token_mask
 
 
 def masked_l1(recon: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

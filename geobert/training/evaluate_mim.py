@@ -2,7 +2,10 @@
 
 Masked-pixel L1 (in per-band normalised units) on windows from scenes that pretraining never saw,
 against two predictors that need no model: the training mean of each band (0 in normalised units)
-and the mean of each band over the window's visible pixels.
+and the mean of each band over the window's visible pixels. A bi-temporal encoder is scored on
+held-out *pairs* (the first date masked, the second whole), against a third: the other date's
+pixels through a per-band linear fit on the visible pixels (a relative radiometric
+normalisation: what copying the other date, matched to this one, achieves).
 """
 
 from __future__ import annotations
@@ -17,8 +20,15 @@ import numpy as np
 import torch
 
 from geobert.models.card import ModelCard
-from geobert.models.simmim import SimMIM, masked_l1, random_mask
-from geobert.training.windows import WindowSampler, discover_scenes, open_training_scenes
+from geobert.models.simmim import BiTemporalMIM, SimMIM, masked_l1, random_mask
+from geobert.training.windows import (
+    WindowSampler,
+    discover_pairs,
+    discover_scenes,
+    open_training_pairs,
+    open_training_scenes,
+)
+from tiles.scene import Reader
 
 __all__ = ["evaluate_mim"]
 
@@ -39,9 +49,21 @@ def _masks(n: int, size: int, cfg: dict[str, Any], seed: int) -> np.ndarray:
     )
 
 
+def other_date_fit(target: torch.Tensor, other: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``other`` ``(B, C, H, W)`` mapped onto ``target`` by a least-squares ``a·other + b`` per
+    window and band, fitted on the pixels ``mask`` ``(B, H, W)`` leaves visible."""
+    v = (~mask).unsqueeze(1).to(target.dtype)
+    n = v.sum((2, 3), keepdim=True).clamp_min(1)
+    mo, mt = (other * v).sum((2, 3), keepdim=True) / n, (target * v).sum((2, 3), keepdim=True) / n
+    cov = ((other - mo) * (target - mt) * v).sum((2, 3), keepdim=True)
+    var = ((other - mo) ** 2 * v).sum((2, 3), keepdim=True)
+    a = cov / var.clamp_min(1e-6)
+    return a * (other - mo) + mt
+
+
 @torch.no_grad()
 def evaluate_mim(
-    model: SimMIM,
+    model: SimMIM | BiTemporalMIM,
     card: ModelCard,
     holdout: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
@@ -51,43 +73,57 @@ def evaluate_mim(
 ) -> dict[str, Any]:
     """Write ``mim_eval.json`` and ``mim_reconstructions.png`` into ``out_dir``.
 
-    Returns the numbers written to ``mim_eval.json``.
+    ``holdout`` names scenes, or for a bi-temporal encoder (``model`` a :class:`BiTemporalMIM`)
+    pairs (see :func:`~geobert.training.windows.discover_pairs`). Returns the numbers written to
+    ``mim_eval.json``.
     """
     out_dir = Path(out_dir)
     cfg = card.training["config"]
     size = int(cfg["window_px"])
-    scenes = open_training_scenes(discover_scenes(holdout), card.bands)
-    sampler = WindowSampler(scenes, size, min_valid=float(cfg["min_valid"]), augment=False)
+    bitemporal = isinstance(model, BiTemporalMIM)
+    readers: list[Reader]
+    if bitemporal:
+        pairs = discover_pairs(holdout)
+        readers = list(open_training_pairs(pairs, card.bands))
+        names = [f"{a} + {b}" for a, b in pairs]
+    else:
+        paths = discover_scenes(holdout)
+        readers, names = list(open_training_scenes(paths, card.bands)), [str(p) for p in paths]
+    sampler = WindowSampler(readers, size, min_valid=float(cfg["min_valid"]), augment=False)
     raw = sampler.batch(seed, 0, windows)
-    mean = np.array(card.mean, np.float32)[None, :, None, None]
-    std = np.array(card.std, np.float32)[None, :, None, None]
+    copies = 2 if bitemporal else 1
+    mean = np.tile(np.array(card.mean, np.float32), copies)[None, :, None, None]
+    std = np.tile(np.array(card.std, np.float32), copies)[None, :, None, None]
     z = np.nan_to_num((raw * card.scale - mean) / std, nan=0.0).astype(np.float32)
     masks = _masks(windows, size, cfg, seed) & ~np.isnan(raw).any(axis=1)
-    x, m = torch.from_numpy(z), torch.from_numpy(masks)
+    xz, m = torch.from_numpy(z), torch.from_numpy(masks)
+    c = len(card.bands)
+    x = xz[:, :c]  # the date reconstructed
     model.eval()
-    recon = torch.cat([model(x[i : i + 8], m[i : i + 8])[1] for i in range(0, windows, 8)])
-    l1_model = float(masked_l1(recon, x, m))
-    l1_train_mean = float(masked_l1(torch.zeros_like(x), x, m))
+    recon = torch.cat([model(xz[i : i + 8], m[i : i + 8])[1] for i in range(0, windows, 8)])
     visible = (~m).unsqueeze(1).float()
     vis_mean = (x * visible).sum((2, 3), keepdim=True) / visible.sum(
         (2, 3), keepdim=True
     ).clamp_min(1)
-    l1_window_mean = float(masked_l1(vis_mean.expand_as(x), x, m))
+    l1 = {
+        "geobert": float(masked_l1(recon, x, m)),
+        "per_band_training_mean": float(masked_l1(torch.zeros_like(x), x, m)),
+        "per_band_visible_window_mean": float(masked_l1(vis_mean.expand_as(x), x, m)),
+    }
+    if bitemporal:
+        l1["other_date_linear_fit"] = float(masked_l1(other_date_fit(x, xz[:, c:], m), x, m))
     result = {
-        "holdout_scenes": [str(p) for p in discover_scenes(holdout)],
+        "holdout_pairs" if bitemporal else "holdout_scenes": names,
+        "objective": "bitemporal" if bitemporal else "simmim",
         "windows": windows,
         "window_px": size,
         "seed": seed,
         "mask_ratio": cfg["mask_ratio"],
-        "masked_l1": {
-            "geobert": l1_model,
-            "per_band_training_mean": l1_train_mean,
-            "per_band_visible_window_mean": l1_window_mean,
-        },
+        "masked_l1": l1,
         "steps_done": card.training.get("steps_done"),
     }
     (out_dir / "mim_eval.json").write_text(json.dumps(result, indent=2) + "\n")
-    _figure(raw, z, masks, recon.numpy(), card, out_dir / "mim_reconstructions.png")
+    _figure(z[:, :c], masks, recon.numpy(), card, out_dir / "mim_reconstructions.png")
     return result
 
 
@@ -99,7 +135,6 @@ def _rgb(z: np.ndarray, card: ModelCard) -> np.ndarray:
 
 
 def _figure(
-    raw: np.ndarray,
     z: np.ndarray,
     masks: np.ndarray,
     recon: np.ndarray,
@@ -127,7 +162,8 @@ def _figure(
             axes[r, c].set_axis_off()
             if r == 0:
                 axes[r, c].set_title(title)
-    fig.suptitle("geobert SimMIM on held-out Sentinel-2 windows (B04/B03/B02)")
+    recipe = card.training.get("recipe", "SimMIM")
+    fig.suptitle(f"geobert {recipe} on held-out Sentinel-2 windows (B04/B03/B02)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

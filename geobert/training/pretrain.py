@@ -1,4 +1,11 @@
-"""SimMIM pretraining of the geobert encoder on unlabelled scenes.
+"""SimMIM pretraining of the geobert encoder on unlabelled scenes, or on two-date pairs.
+
+Two objectives (``PretrainConfig.objective``): ``"simmim"`` reconstructs the masked squares of a
+window of one scene (:class:`~geobert.models.simmim.SimMIM`); ``"bitemporal"`` reconstructs the
+masked squares of one date of a pair with the other date whole beside it
+(:class:`~geobert.models.simmim.BiTemporalMIM`; which date is masked is drawn per window). Either
+starts from random weights or, with ``init``, from a pretrained encoder (its bands and
+normalisation are kept).
 
 Recipe: AdamW (weight decay as timm: none on norms, biases, the mask token and the
 relative-position tables), linear warm-up then cosine decay, gradient accumulation to an effective
@@ -35,10 +42,10 @@ import torch
 import geobert
 from geobert.errors import GeobertError
 from geobert.models.card import ModelCard
-from geobert.models.checkpoint import save_checkpoint
+from geobert.models.checkpoint import load_checkpoint, save_checkpoint
 from geobert.models.encoder import GeobertEncoder
 from geobert.models.registry import create_model
-from geobert.models.simmim import SimMIM, random_mask
+from geobert.models.simmim import BiTemporalMIM, SimMIM, random_mask
 from geobert.training.loop import train_steps
 from geobert.training.optim import no_weight_decay_names, param_groups_weight_decay
 from geobert.training.schedule import WarmupCosineSchedule
@@ -46,12 +53,18 @@ from geobert.training.windows import (
     InMemoryScene,
     WindowSampler,
     band_stats,
+    discover_pairs,
     discover_scenes,
     in_memory,
+    open_training_pairs,
     open_training_scenes,
 )
+from tiles.scene import Reader
 
-__all__ = ["PretrainConfig", "pretrain"]
+__all__ = ["OBJECTIVES", "PretrainConfig", "pretrain"]
+
+#: the pretraining objectives: one scene's masked squares, or one date's beside the other date
+OBJECTIVES = ("simmim", "bitemporal")
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +74,11 @@ class PretrainConfig(WarmupCosineSchedule):
     """Options of :func:`pretrain` (all stored in the model card)."""
 
     model: str = "geobert_s"
+    #: ``"simmim"`` (scenes) or ``"bitemporal"`` (two-date pairs): see the module's docstring
+    objective: str = "simmim"
+    #: start from this pretrained encoder (a ``.safetensors`` of ``pretrain``), keeping its
+    #: architecture, bands and normalisation (``model`` and ``bands`` are then not used)
+    init: str | None = None
     window_px: int = 128
     batch_size: int = 16
     accum_steps: int = 2
@@ -91,6 +109,10 @@ class PretrainConfig(WarmupCosineSchedule):
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise GeobertError(
+                f"pretraining objective {self.objective!r} is not one of {list(OBJECTIVES)}"
+            )
         if self.window_px % self.mask_patch_px:
             raise GeobertError(
                 f"window_px={self.window_px} must be a multiple of "
@@ -102,8 +124,8 @@ class PretrainConfig(WarmupCosineSchedule):
 
 #: options a run must resume with: they make its batches, masks and learning-rate schedule
 RESUME_FIXED = (
-    "model", "window_px", "batch_size", "accum_steps", "steps", "lr", "min_lr", "warmup_steps",
-    "mask_ratio", "mask_patch_px", "seed", "scale",
+    "model", "objective", "init", "window_px", "batch_size", "accum_steps", "steps", "lr",
+    "min_lr", "warmup_steps", "mask_ratio", "mask_patch_px", "seed", "scale",
 )  # fmt: skip
 
 
@@ -119,6 +141,42 @@ def resume_mismatch(started: dict[str, Any], cfg: PretrainConfig) -> list[str]:
 def _normalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray, scale: float) -> np.ndarray:
     z = (x * scale - mean[None, :, None, None]) / std[None, :, None, None]
     return np.asarray(np.nan_to_num(z, nan=0.0), dtype=np.float32)
+
+
+def pooled_date_stats(
+    mean: Sequence[float], std: Sequence[float]
+) -> tuple[list[float], list[float]]:
+    """Per-band mean and std of both dates together from the stats of a pair's ``2C`` channels
+    (first date's bands, then the second's; both counted over the same valid pixels)."""
+    m, s = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    c = len(m) // 2
+    pooled = (m[:c] + m[c:]) / 2
+    var = (s[:c] ** 2 + m[:c] ** 2 + s[c:] ** 2 + m[c:] ** 2) / 2 - pooled**2
+    return [float(v) for v in pooled], [float(max(np.sqrt(max(v, 0.0)), 1e-6)) for v in var]
+
+
+def _open_data(
+    data: Sequence[str | os.PathLike[str]], cfg: PretrainConfig, bands: Sequence[str] | None
+) -> tuple[list[str], list[Reader], tuple[str, ...]]:
+    """The training data's names (for the card), readers (scenes, or pairs whose reads are
+    both dates' bands stacked) and band names (of one date)."""
+    readers: list[Reader]
+    if cfg.objective == "bitemporal":
+        pairs = discover_pairs(data)
+        opened = open_training_pairs(pairs, bands)
+        readers, names = list(opened), [f"{a} + {b}" for a, b in pairs]
+        found = opened[0].before.band_names if opened else ()
+    else:
+        paths = discover_scenes(data)
+        scenes = open_training_scenes(paths, bands)
+        readers, names = list(scenes), [str(p) for p in paths]
+        found = scenes[0].band_names if scenes else ()
+    if not readers:
+        raise GeobertError(
+            f"none of the training data under {[str(p) for p in data]} has the bands "
+            f"{list(bands or [])}"
+        )
+    return names, readers, tuple(found)
 
 
 def pretrain(
@@ -149,22 +207,40 @@ def pretrain(
         raise GeobertError(f"output folder {out.parent} does not exist; create it first")
     torch.manual_seed(cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    paths = discover_scenes(data)
-    scenes = open_training_scenes(paths, cfg.bands)
-    bands = scenes[0].band_names
-    readers = in_memory(scenes) if cfg.scenes_in_memory else scenes
+    start: ModelCard | None = None
+    if cfg.init is not None:
+        encoder, start = _load_init(cfg.init)
+        cfg = replace(cfg, model=start.arch, scale=start.scale)
+    names, opened, bands = _open_data(data, cfg, start.bands if start else cfg.bands)
+    bitemporal = cfg.objective == "bitemporal"
+    readers = in_memory(opened) if cfg.scenes_in_memory else opened
     session = {
         "bf16_steps": device.type == "cuda" or cfg.train_bf16,
         "scenes_in_memory": any(isinstance(r, InMemoryScene) for r in readers),
     }
     sampler = WindowSampler(readers, cfg.window_px, min_valid=cfg.min_valid)
-    mean_l, std_l = band_stats(sampler, seed=cfg.seed, windows=cfg.stats_windows, scale=cfg.scale)
-    mean, std = np.array(mean_l, np.float32), np.array(std_l, np.float32)
-    log.info("pretraining on %d scenes, bands %s", len(scenes), list(bands))
-
-    encoder = create_model(cfg.model, bands=bands)
-    assert isinstance(encoder, GeobertEncoder)
-    model = SimMIM(encoder).to(device)
+    if start is not None:  # the encoder's own normalisation: its first layer was learnt on it
+        mean_l, std_l = list(start.mean), list(start.std)
+    else:
+        mean_l, std_l = band_stats(
+            sampler, seed=cfg.seed, windows=cfg.stats_windows, scale=cfg.scale
+        )
+        if bitemporal:
+            mean_l, std_l = pooled_date_stats(mean_l, std_l)
+        created = create_model(cfg.model, bands=bands)
+        assert isinstance(created, GeobertEncoder)
+        encoder = created
+    copies = 2 if bitemporal else 1  # a pair's reads carry both dates' bands
+    mean = np.tile(np.array(mean_l, np.float32), copies)
+    std = np.tile(np.array(std_l, np.float32), copies)
+    log.info(
+        "pretraining (%s) on %d %s, bands %s",
+        cfg.objective,
+        len(opened),
+        "pairs" if bitemporal else "scenes",
+        list(bands),
+    )
+    model: SimMIM | BiTemporalMIM = (BiTemporalMIM if bitemporal else SimMIM)(encoder).to(device)
     state_path = out.with_name(out.name + ".train.pt")
     state = (
         torch.load(state_path, map_location=device, weights_only=True)
@@ -212,9 +288,10 @@ def pretrain(
             gsd_m=cfg.gsd_m,
             tile_size_px=cfg.tile_size_px,
             training={
-                "recipe": "SimMIM",
+                "recipe": "bi-temporal SimMIM" if bitemporal else "SimMIM",
                 "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
-                "scenes": [str(p) for p in paths],
+                "pairs" if bitemporal else "scenes": names,
+                **({"init_card": start.training} if start is not None else {}),
                 "steps_done": step,
                 # how each session (a first run, then every --resume) ran its steps
                 "sessions": sessions,
@@ -256,6 +333,8 @@ def pretrain(
 
     def forward(k: int) -> tuple[torch.Tensor, torch.Tensor]:
         raw = fetch(k)
+        if bitemporal:  # which date is reconstructed: drawn per window, both ways learnt
+            raw = _swap_dates(raw, np.random.default_rng([cfg.seed, k, 2]))
         x = torch.from_numpy(_normalize(raw, mean, std, cfg.scale)).to(device)
         rng = np.random.default_rng([cfg.seed, k, 1])
         masks = np.stack(
@@ -270,7 +349,7 @@ def pretrain(
                 for _ in range(cfg.batch_size)
             ]
         )
-        # pixels that were nodata are not asked to be reconstructed
+        # pixels that were nodata (in either date of a pair) are not asked to be reconstructed
         masks &= ~np.isnan(raw).any(axis=1)
         return model(x, torch.from_numpy(masks).to(device))  # type: ignore[no-any-return]
 
@@ -307,6 +386,27 @@ def pretrain(
             fut.cancel()
         pool.shutdown(wait=True)
     return card()
+
+
+def _swap_dates(raw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A batch of pairs ``(B, 2C, n, n)`` with the two dates' halves swapped in a random half of
+    the windows (the first half is the date reconstructed)."""
+    c = raw.shape[1] // 2
+    swap = rng.random(len(raw)) < 0.5
+    out = raw.copy()
+    out[swap] = np.concatenate([raw[swap, c:], raw[swap, :c]], axis=1)
+    return out
+
+
+def _load_init(path: str) -> tuple[GeobertEncoder, ModelCard]:
+    """The pretrained encoder to start from, in training mode."""
+    encoder, card = load_checkpoint(path)
+    if not isinstance(encoder, GeobertEncoder):
+        raise GeobertError(
+            f"{path} holds a {card.task} model ({card.arch}), not a pretrained encoder; start "
+            "from a checkpoint of `geobert pretrain`"
+        )
+    return encoder.train(), card
 
 
 def _write_curve(out: Path, history: list[tuple[int, float, float, float]]) -> None:

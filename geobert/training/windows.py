@@ -19,9 +19,17 @@ from rasterio.windows import Window
 
 from geobert.errors import GeobertError, SceneNotFoundError
 from tiles.cache import physical_ram
+from tiles.pair import ScenePair, align_pair
 from tiles.scene import RASTER_SUFFIXES, GridSpec, Reader, Scene, band_name_from_path, open_scene
 
-__all__ = ["InMemoryScene", "WindowSampler", "discover_scenes", "in_memory"]
+__all__ = [
+    "InMemoryScene",
+    "WindowSampler",
+    "discover_pairs",
+    "discover_scenes",
+    "in_memory",
+    "open_training_pairs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +48,52 @@ def discover_scenes(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
             found.append(p)
             continue
         for folder in sorted({p, *(d for d in p.rglob("*") if d.is_dir())}):
-            bands = [
-                f
-                for f in folder.iterdir()
-                if f.suffix.lower() in RASTER_SUFFIXES and band_name_from_path(f)
-            ]
-            if len(bands) >= 2:
+            if _is_band_folder(folder):
                 found.append(folder)
     if not found:
         raise SceneNotFoundError(f"no scenes (band folders or rasters) found under {list(paths)}")
+    return found
+
+
+def _is_band_folder(folder: Path) -> bool:
+    bands = [
+        f
+        for f in folder.iterdir()
+        if f.suffix.lower() in RASTER_SUFFIXES and band_name_from_path(f)
+    ]
+    return len(bands) >= 2
+
+
+def discover_pairs(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, Path]]:
+    """Expand data paths into two-date pairs of a place: every folder (the paths and the folders
+    under them) whose direct contents are exactly two scenes — band folders, or rasters that are
+    not single bands — is a pair, its dates in name order (OSCD's ``city/imgs_1``,
+    ``city/imgs_2``; ``place/2019.tif``, ``place/2023.tif``)."""
+    found: list[tuple[Path, Path]] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise SceneNotFoundError(
+                f"pair data path {p} is not a folder; give folders that hold two dates of a "
+                "place (two band folders or two rasters), or folders of such folders"
+            )
+        for folder in sorted({p, *(d for d in p.rglob("*") if d.is_dir())}):
+            dates = sorted(
+                c
+                for c in folder.iterdir()
+                if (c.is_dir() and _is_band_folder(c))
+                or (
+                    c.is_file()
+                    and c.suffix.lower() in RASTER_SUFFIXES
+                    and not band_name_from_path(c)
+                )
+            )
+            if len(dates) == 2:
+                found.append((dates[0], dates[1]))
+    if not found:
+        raise SceneNotFoundError(
+            f"no pairs (folders holding exactly two dates: band folders or rasters) found under "
+            f"{[str(p) for p in paths]}"
+        )
     return found
 
 
@@ -198,3 +243,22 @@ def open_training_scenes(paths: Sequence[Path], bands: Sequence[str] | None) -> 
             continue
         scenes.append(scene.select(bands))
     return scenes
+
+
+def open_training_pairs(
+    pairs: Sequence[tuple[Path, Path]], bands: Sequence[str] | None
+) -> list[ScenePair]:
+    """Open two-date pairs on one grid each (where both dates exist), keeping ``bands``
+    (default: the first date's bands) in one order; a pair whose dates lack one is skipped with a
+    warning, as :func:`open_training_scenes` skips a scene."""
+    opened = []
+    for first, second in pairs:
+        a, b = open_scene(first), open_scene(second)
+        if bands is None:
+            bands = a.band_names
+        missing = [n for n in bands if n not in a.band_names or n not in b.band_names]
+        if missing:
+            log.warning("skipping the pair %s, %s: it lacks band(s) %s", first, second, missing)
+            continue
+        opened.append(align_pair(a.select(bands), b.select(bands)))
+    return opened

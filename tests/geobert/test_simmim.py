@@ -113,6 +113,25 @@ def test_short_pretraining_on_real_crop_lowers_loss(
     )
     np.testing.assert_allclose(resumed, losses[12:], rtol=1e-4)
 
+    # evaluate-mim on a scene it never saw: the three predictors, and the figure
+    import json
+    import subprocess
+    import sys
+
+    ev = tmp_path / "ev"
+    proc = subprocess.run(
+        [sys.executable, "-m", "geobert.cli", "evaluate-mim", str(out), "--holdout",
+         str(oscd_before.parent / "imgs_2"), "-o", str(ev), "--windows", "8"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((ev / "mim_eval.json").read_text())
+    assert result["objective"] == "simmim" and result["steps_done"] == 24
+    assert set(result["masked_l1"]) == {
+        "geobert", "per_band_training_mean", "per_band_visible_window_mean"
+    }  # fmt: skip
+    assert (ev / "mim_reconstructions.png").stat().st_size > 1000
+
 
 def test_schedule_doctest() -> None:
     import doctest

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The bi-temporal pretraining protocol end to end (results/pretrain_bitemporal/PROTOCOL.md);
+# rerun the same command to continue it, across sessions:
+#
+#   bash scripts/pretrain_bitemporal.sh [SHARED_DATA] [MINUTES]
+#
+# 1. Needs the finished 12 000-step SimMIM encoder (scripts/pretrain_long.sh), then continues
+#    the 3 000-step bi-temporal run in runs/pretrain_bitemporal/ for at most MINUTES (default
+#    600) on the 8 OSCD pairs without labels, bf16 steps where this CPU has bf16 units, and
+#    scores the held-out pairs' reconstruction (evaluate-mim, beside the checkpoint).
+# 2. Once all 3 000 steps are done: the change folds of the shipped recipe from that encoder
+#    (resumes per fold; results under results/change_oscd/loco/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:-../shared/data}
+MINUTES=${2:-600}
+steps_of() {
+    (cd scripts && ../.venv/bin/python -c "import protocol_encoder as p; print(p.$1)")
+}
+LONG=$(steps_of LONG_STEPS)
+STEPS=$(steps_of BITEMPORAL_STEPS)
+INIT=runs/pretrain_long/geobert_s_mim.safetensors
+done_steps() {
+    .venv/bin/python -c "import sys; from geobert.models.checkpoint import read_card
+print(read_card(sys.argv[1]).training['steps_done'])" "$1"
+}
+if ! [ -f "$INIT" ] || [ "$(done_steps "$INIT")" -lt "$LONG" ]; then
+    echo "the 12 000-step SimMIM encoder ($INIT) is not finished: run scripts/pretrain_long.sh" >&2
+    exit 1
+fi
+OUT=runs/pretrain_bitemporal
+CKPT="$OUT/geobert_s_bt.safetensors"
+mkdir -p "$OUT"
+PRECISION=$(.venv/bin/python -c \
+    "from geobert.models.precision import native_bf16; print('bf16' if native_bf16() else 'fp32')")
+BF16=()
+if [ "$PRECISION" = bf16 ]; then BF16=(--train-bf16); fi
+echo "bi-temporal pretraining steps in $PRECISION on this CPU" >&2
+PAIRS=()
+for city in brasilia chongqing dubai lasvegas milano montpellier rio saclay_w; do
+    PAIRS+=("$DATA/oscd/images/$city")
+done
+.venv/bin/geobert pretrain --objective bitemporal --init "$INIT" --data "${PAIRS[@]}" \
+    --out "$CKPT" --steps "$STEPS" --batch-size 16 --accum 2 --window 128 --lr 4e-4 \
+    --warmup 100 --seed 0 --time-budget "$MINUTES" --resume ${BF16[@]+"${BF16[@]}"}
+.venv/bin/geobert evaluate-mim "$CKPT" \
+    --holdout "$DATA/oscd/images/norcia" "$DATA/oscd/images/valencia" -o "$OUT"
+if [ "$(done_steps "$CKPT")" -lt "$STEPS" ]; then
+    echo "bi-temporal pretraining at step $(done_steps "$CKPT") of $STEPS: rerun to continue" >&2
+    exit 0
+fi
+.venv/bin/python scripts/change_loco.py --data "$DATA/oscd" \
+    --methods "geobert (bi-temporal MIM, band dropout)" --encoder "$CKPT"
