@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 from protocol_encoder import LONG_STEPS, encoder_for
 
-from geobert.landcover.evaluate import crossvalidate_landcover
+from geobert.errors import GeobertError
+from geobert.landcover.evaluate import RF, crossvalidate_landcover, ensemble_scores
 from geobert.landcover.train import (
     LandCoverTrainConfig,
     prepare_landcover,
@@ -86,6 +87,18 @@ NOT_FOR_SHIPPING = (
     "geobert (MIM, pixel path, band dropout, seed 1)",
     "geobert (MIM 12k, pixel path, band dropout, seed 1)",
 )
+#: averages of methods' hold-out probabilities, scored from the saved predictions (nothing is
+#: trained; reported beside the recipes, never decided on: results/pretrain_long/PROTOCOL.md)
+ENSEMBLES = {
+    "geobert (MIM 12k, pixel path, band dropout, seeds 0+1)": (
+        "geobert (MIM 12k, pixel path, band dropout)",
+        "geobert (MIM 12k, pixel path, band dropout, seed 1)",
+    ),
+    "geobert (MIM 12k, pixel path, band dropout) + random forest": (
+        "geobert (MIM 12k, pixel path, band dropout)",
+        RF,
+    ),
+}
 
 
 def _log_step(step: int, total: int, loss: float) -> None:
@@ -177,6 +190,12 @@ def main() -> None:
     ap.add_argument(
         "-o", "--output", type=Path, default=Path("runs/landcover_final/landcover.safetensors")
     )
+    ap.add_argument(
+        "--predictions",
+        type=Path,
+        default=Path("runs/landcover_strips/predictions"),
+        help="where each method's hold-out probabilities are saved (for the ensembles)",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     data = Path(args.data)
@@ -195,7 +214,13 @@ def main() -> None:
         encoder=encoder_for(args.recipes, OTHER_ENCODER, args.encoder),
         folds=args.folds,
         on_fold=lambda k, m: logging.info("strip %d: %s", k, m),
+        predictions=args.predictions,
     )
+    for name, members in ENSEMBLES.items():
+        try:
+            summary = ensemble_scores(args.out, args.predictions, name, members)
+        except GeobertError:
+            logging.info("%s: no strip has all of its members' predictions yet", name)
     print((Path(args.out) / "crossval.md").read_text())
     for m, r in summary["methods"].items():
         logging.info("%s: mean macro-F1 %.3f", m, r["mean"])

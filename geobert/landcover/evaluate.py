@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from geobert.errors import GeobertError
-from geobert.landcover.labels import UNLABELLED
 from geobert.landcover.metrics import (
     ClassScores,
     confusion,
@@ -44,7 +43,9 @@ __all__ = [
     "RF",
     "crossval_report",
     "crossvalidate_landcover",
+    "ensemble_scores",
     "evaluate_landcover",
+    "random_forest_probs",
     "random_forest_scores",
     "recipe_name",
 ]
@@ -79,14 +80,16 @@ def update_fold(dest: Path, fresh: dict[str, Any], name: str, entries: dict[str,
     os.replace(tmp, dest)
 
 
-def random_forest_scores(
+def random_forest_probs(
     data: LandCoverData,
     max_train_pixels: int = 100_000,
     seed: int = 0,
     features: Callable[[np.ndarray], np.ndarray] | None = None,
-) -> ClassScores:
-    """A random forest (100 trees, balanced class weights) on per-pixel features, trained on
-    :func:`training_sample`'s pixels and scored on the hold-out.
+) -> np.ndarray:
+    """A random forest's class probabilities ``(K, N)`` (the share of its trees' votes, as
+    scikit-learn's ``predict_proba``; 0 for a class no training pixel has) at the ``N`` hold-out
+    pixels in row-major order: 100 trees, balanced class weights, on per-pixel features, trained
+    on :func:`training_sample`'s pixels.
 
     ``features(where)`` gives the ``(N, F)`` features of the pixels where the boolean ``(H, W)``
     mask ``where`` is set, in row-major order; by default the pixel's band values. Every forest
@@ -106,10 +109,30 @@ def random_forest_scores(
         n_estimators=100, class_weight="balanced", n_jobs=os.cpu_count(), random_state=seed
     )
     rf.fit(features(train), data.codes[train])
-    pred = np.full(data.codes.shape, UNLABELLED, np.int64)
-    pred[data.holdout] = rf.predict(features(data.holdout))
-    truth = np.where(data.holdout, data.codes, UNLABELLED)
-    return ClassScores(data.classes, confusion(pred.ravel(), truth.ravel(), len(data.classes)))
+    probs = np.zeros((len(data.classes), int(data.holdout.sum())), np.float32)
+    probs[rf.classes_] = rf.predict_proba(features(data.holdout)).T
+    return probs
+
+
+def random_forest_scores(
+    data: LandCoverData,
+    max_train_pixels: int = 100_000,
+    seed: int = 0,
+    features: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> ClassScores:
+    """Scores on the hold-out of :func:`random_forest_probs`'s forest (its prediction: the
+    class most of its trees vote for)."""
+    return _holdout_class_scores(
+        random_forest_probs(data, max_train_pixels, seed, features), data.codes[data.holdout],
+        data.classes,
+    )  # fmt: skip
+
+
+def _holdout_class_scores(
+    probs: np.ndarray, truth: np.ndarray, classes: Sequence[str]
+) -> ClassScores:
+    """Scores of ``argmax(probs)`` ``(K, N)`` against the ``N`` hold-out pixels' class codes."""
+    return ClassScores(tuple(classes), confusion(probs.argmax(axis=0), truth, len(classes)))
 
 
 def evaluate_landcover(
@@ -234,6 +257,7 @@ def crossvalidate_landcover(
     folds: Sequence[int] | None = None,
     fix_geometries: bool = False,
     on_fold: Callable[[int, str], None] | None = None,
+    predictions: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Spatially disjoint cross-validation: how a map holds away from its training polygons.
 
@@ -244,7 +268,10 @@ def crossvalidate_landcover(
     ``fold<k>.json`` as soon as it is done, and a rerun skips what is already there (resume;
     another set of ``recipes`` adds its methods to the same folds).
 
-    Writes ``crossval.json`` and ``crossval.md`` (per fold, mean and worst, per method).
+    Writes ``crossval.json`` and ``crossval.md`` (per fold, mean and worst, per method). With
+    ``predictions``, each method's class probabilities at the held strip's pixels go there too
+    (``fold<k>/<method>.npz``, with the pixels' labels in ``fold<k>/truth.npz``), so that
+    :func:`ensemble_scores` can score averages of methods without training them again.
     """
     from geobert.models.checkpoint import read_card
     from geobert.weights import pretrained_encoder_path
@@ -257,7 +284,8 @@ def crossvalidate_landcover(
     out.mkdir(parents=True, exist_ok=True)
     try:
         _crossvalidate(out, image, labels, class_field, card, encoder, strips, gap_px, recipes,
-                       folds, fix_geometries, on_fold)  # fmt: skip
+                       folds, fix_geometries, on_fold,
+                       None if predictions is None else Path(predictions))  # fmt: skip
     except BaseException:
         if created and not any(out.iterdir()):  # failed before its first result: leave nothing
             out.rmdir()
@@ -278,8 +306,10 @@ def _crossvalidate(
     folds: Sequence[int] | None,
     fix_geometries: bool,
     on_fold: Callable[[int, str], None] | None,
+    predictions: Path | None,
 ) -> None:
-    """:func:`crossvalidate_landcover`'s folds, each method's scores into ``fold<k>.json``."""
+    """:func:`crossvalidate_landcover`'s folds, each method's scores into ``fold<k>.json`` (and
+    its hold-out probabilities under ``predictions``)."""
     from dataclasses import replace
 
     from geobert.landcover.train import train_landcover
@@ -287,7 +317,14 @@ def _crossvalidate(
     for k in folds if folds is not None else range(strips):
         dest = out / f"fold{k}.json"
         fold: dict[str, Any] = json.loads(dest.read_text()) if dest.exists() else {}
-        todo = [m for m in (RF, *recipes) if m not in fold.get("methods", {})]
+        # a method already scored is not trained again; the forest (a minute) is refitted, the
+        # same forest, where its probabilities are asked for and missing
+        todo = [
+            m
+            for m in (RF, *recipes)
+            if m not in fold.get("methods", {})
+            or (m == RF and predictions is not None and not _probs_path(predictions, k, m).exists())
+        ]
         if not todo:
             continue
         strip: dict[str, Any] = {"split": "strips", "strips": strips, "strip": k, "gap_px": gap_px}
@@ -309,8 +346,9 @@ def _crossvalidate(
             if on_fold is not None:
                 on_fold(k, name)
             entries: dict[str, Any] = {}
+            truth = data.codes[data.holdout]
             if name == RF:
-                entries["methods"] = random_forest_scores(data).as_dict()
+                probs = random_forest_probs(data)
             else:
                 cfg = replace(
                     recipes[name],
@@ -318,8 +356,11 @@ def _crossvalidate(
                     validation_fraction=recipes[name].validation_fraction or 0.2,
                 )
                 model, mcard = train_landcover(data, encoder, cfg)
-                scores = holdout_scores(predict_image(model, data.image), data)
-                entries["methods"] = scores.as_dict()
+                probs = predict_image(model, data.image)[:, data.holdout]
+            entries["methods"] = _holdout_class_scores(probs, truth, data.classes).as_dict()
+            if predictions is not None:
+                _save_probs(predictions, k, name, probs, truth, data.classes)
+            if name != RF:
                 if mcard.band_sets:  # the same model on the bands of each set it was trained for
                     keep = keep_masks(mcard.bands, mcard.band_sets)
                     entries["band_sets"] = {
@@ -335,6 +376,78 @@ def _crossvalidate(
                     "train_precision": "bf16" if cfg.train_bf16 else "fp32",
                 }
             update_fold(dest, fold, name, entries)  # after each method: a rerun resumes here
+
+
+def _slug(method: str) -> str:
+    """A file name for a method's name: letters, digits, ``-`` and ``_`` only."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", method).strip("_")
+
+
+def _probs_path(predictions: Path, fold: int, method: str) -> Path:
+    return predictions / f"fold{fold}" / f"{_slug(method)}.npz"
+
+
+def _save_probs(
+    predictions: Path,
+    fold: int,
+    method: str,
+    probs: np.ndarray,
+    truth: np.ndarray,
+    classes: Sequence[str],
+) -> None:
+    """``method``'s hold-out probabilities (float32: their argmax is the scored prediction) and
+    the pixels' labels, each file through a temporary one (an interrupted write leaves none)."""
+    folder = predictions / f"fold{fold}"
+    folder.mkdir(parents=True, exist_ok=True)
+    files: dict[Path, dict[str, Any]] = {
+        _probs_path(predictions, fold, method): {"probs": probs.astype(np.float32)}
+    }
+    files[folder / "truth.npz"] = {"codes": truth.astype(np.int16), "classes": np.array(classes)}
+    for dest, arrays in files.items():
+        tmp = dest.with_name(f".{dest.stem}.partial.npz")
+        np.savez_compressed(tmp, method=np.array(method), **arrays)
+        os.replace(tmp, dest)
+
+
+def ensemble_scores(
+    out_dir: str | os.PathLike[str],
+    predictions: str | os.PathLike[str],
+    name: str,
+    members: Sequence[str],
+) -> dict[str, Any]:
+    """Score ``name``, the mean of ``members``' class probabilities, on every fold where all of
+    them have saved probabilities (``crossvalidate_landcover(..., predictions=…)``); adds it to
+    the ``fold<k>.json`` files (with its members under ``ensemble_of``) and rebuilds the report.
+    Nothing is trained. Returns :func:`crossval_report`'s summary.
+
+    Raises:
+        GeobertError: if no fold has every member's probabilities.
+    """
+    out, pred = Path(out_dir), Path(predictions)
+    if len(members) < 2:
+        raise GeobertError(f"an ensemble needs at least two members, not {list(members)}")
+    scored = 0
+    for dest in sorted(out.glob("fold*.json")):
+        fold = json.loads(dest.read_text())
+        k = int(fold["fold"])
+        paths = [_probs_path(pred, k, m) for m in members]
+        if not all(p.exists() for p in paths):
+            continue
+        with np.load(pred / f"fold{k}" / "truth.npz") as t:
+            truth, classes = t["codes"], [str(c) for c in t["classes"]]
+        mean = np.zeros((len(classes), truth.size), np.float32)
+        for p in paths:
+            with np.load(p) as f:
+                mean += f["probs"].astype(np.float32)
+        scores = _holdout_class_scores(mean / len(paths), truth, classes)
+        update_fold(dest, fold, name, {"methods": scores.as_dict(), "ensemble_of": list(members)})
+        scored += 1
+    if not scored:
+        raise GeobertError(
+            f"no strip has saved probabilities of all of {list(members)} under {pred}; run them "
+            "with predictions= first"
+        )
+    return crossval_report(out)
 
 
 def crossval_report(out_dir: str | os.PathLike[str]) -> dict[str, Any]:

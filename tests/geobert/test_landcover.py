@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyogrio.raw
@@ -738,3 +739,54 @@ def test_crossvalidation_over_strips_resumes_and_compares_on_the_same_pixels(
     assert main(args + two) == 2
     assert main(["evaluate-landcover", "--image", str(DATA), "--labels", str(LABELS),
                  "--class-field", "fclass", "-o", str(tmp_path / "x")]) == 2  # fmt: skip
+
+
+@pytest.mark.slow
+def test_saved_probabilities_give_the_scores_and_their_ensembles(tmp_path: Path) -> None:
+    """With ``predictions``, each method's hold-out probabilities are saved; their argmax gives
+    exactly the fold's confusion (counted here independently), an ensemble is the mean of its
+    members' probabilities, and a method scored before is not trained again to get them (the
+    forest is refitted: the same forest, the same scores)."""
+    pytest.importorskip("sklearn", reason="the random-forest baseline needs geobert[baselines]")
+    from dataclasses import replace
+
+    from geobert.errors import GeobertError
+    from geobert.landcover.evaluate import RF, crossvalidate_landcover, ensemble_scores
+
+    tiny = LandCoverTrainConfig(steps=3, window_px=64, batch_size=2, validate_every=3)
+    out, pred = tmp_path / "cv", tmp_path / "pred"
+    opts: dict[str, Any] = {"strips": 3, "gap_px": 8}
+    crossvalidate_landcover(DATA, LABELS, "fclass", out, recipes={"a": tiny}, folds=[0], **opts)
+    before = json.loads((out / "fold0.json").read_text())
+    recipes = {"a": tiny, "b": replace(tiny, seed=1)}
+    crossvalidate_landcover(DATA, LABELS, "fclass", out, recipes=recipes, folds=[0, 1],
+                            predictions=pred, **opts)  # fmt: skip
+    fold0 = json.loads((out / "fold0.json").read_text())
+    assert fold0["methods"][RF] == before["methods"][RF] and fold0["methods"]["a"] == before[
+        "methods"]["a"]  # fmt: skip
+    assert not (pred / "fold0" / "a.npz").exists()  # scored before: not retrained for them
+
+    def matrix(probs: np.ndarray, codes: np.ndarray, k: int) -> list[list[int]]:
+        m = np.zeros((k, k), int)
+        np.add.at(m, (codes, probs.argmax(0)), 1)
+        return m.tolist()
+
+    fold1 = json.loads((out / "fold1.json").read_text())
+    truth = np.load(pred / "fold1" / "truth.npz")
+    codes, k = truth["codes"].astype(int), len(truth["classes"])
+    assert codes.size == fold1["holdout_pixels"] and list(truth["classes"]) == fold1["classes"]
+    probs = {}
+    for name, file in ((RF, "random_forest_per-pixel_bands"), ("a", "a"), ("b", "b")):
+        probs[name] = np.load(pred / "fold1" / f"{file}.npz")["probs"].astype(np.float32)
+        assert probs[name].shape == (k, codes.size)
+        assert matrix(probs[name], codes, k) == fold1["methods"][name]["confusion"], name
+    summary = ensemble_scores(out, pred, "a + b", ["a", "b"])
+    fold1 = json.loads((out / "fold1.json").read_text())
+    mean = (probs["a"] + probs["b"]) / 2
+    assert fold1["methods"]["a + b"]["confusion"] == matrix(mean, codes, k)
+    assert fold1["ensemble_of"]["a + b"] == ["a", "b"]
+    assert "a + b" not in json.loads((out / "fold0.json").read_text())["methods"]  # a missing
+    assert summary["methods"]["a + b"]["strips_done"] == 1
+    assert "| a + b |" in (out / "crossval.md").read_text()
+    with pytest.raises(GeobertError, match="no strip has saved probabilities"):
+        ensemble_scores(out, pred, "x", ["a", "nothing"])
