@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-from protocol_encoder import BITEMPORAL_STEPS, LONG_STEPS, encoder_for, encoder_record
+from protocol_encoder import BITEMPORAL, LONG, encoder_for, encoder_record
 
 from geobert.change.evaluate import cva_change
 from geobert.change.metrics import ChangeScores, scores
@@ -76,9 +76,9 @@ BAND_DROPOUT = {  # results/change_oscd/bands/PROTOCOL.md
 #: methods that start from an encoder other than the shipped one (--encoder), and the steps it
 #: must have (results/pretrain_long/PROTOCOL.md)
 OTHER_ENCODER = {
-    "geobert (MIM 12k, band dropout)": LONG_STEPS,
+    "geobert (MIM 12k, band dropout)": LONG,
     # results/pretrain_bitemporal/PROTOCOL.md
-    "geobert (bi-temporal MIM, band dropout)": BITEMPORAL_STEPS,
+    "geobert (bi-temporal MIM, band dropout)": BITEMPORAL,
 }
 SLUG = {
     "geobert (MIM)": "mim",

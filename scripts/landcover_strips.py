@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from protocol_encoder import LONG_STEPS, encoder_for
+from protocol_encoder import LONG, encoder_for
 
 from geobert.errors import GeobertError
 from geobert.landcover.evaluate import RF, crossvalidate_landcover, ensemble_scores
@@ -79,8 +79,8 @@ RECIPES = {
 
 #: recipes that start from an encoder other than the shipped one, and the steps it must have
 OTHER_ENCODER = {
-    "geobert (MIM 12k, pixel path, band dropout)": LONG_STEPS,
-    "geobert (MIM 12k, pixel path, band dropout, seed 1)": LONG_STEPS,
+    "geobert (MIM 12k, pixel path, band dropout)": LONG,
+    "geobert (MIM 12k, pixel path, band dropout, seed 1)": LONG,
 }
 #: recipes that measure something (the seed-to-seed spread) and are never shipped
 NOT_FOR_SHIPPING = (
@@ -193,12 +193,15 @@ def main() -> None:
     ap.add_argument(
         "--predictions",
         type=Path,
-        default=Path("runs/landcover_strips/predictions"),
-        help="where each method's hold-out probabilities are saved (for the ensembles)",
+        help="where each method's hold-out probabilities are saved, for the ensembles "
+        "(default: runs/landcover_strips/<--out, / as _>)",
     )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     data = Path(args.data)
+    predictions = args.predictions or Path("runs/landcover_strips") / str(args.out).strip(
+        "/"
+    ).replace("/", "_")
     if args.final:
         encoder = encoder_for([args.final], OTHER_ENCODER, args.encoder)
         print(train_final(data, Path(args.out), args.final, args.output, encoder))
@@ -214,13 +217,15 @@ def main() -> None:
         encoder=encoder_for(args.recipes, OTHER_ENCODER, args.encoder),
         folds=args.folds,
         on_fold=lambda k, m: logging.info("strip %d: %s", k, m),
-        predictions=args.predictions,
+        predictions=predictions,
     )
     for name, members in ENSEMBLES.items():
+        if not any(m in args.recipes for m in members):
+            continue
         try:
-            summary = ensemble_scores(args.out, args.predictions, name, members)
-        except GeobertError:
-            logging.info("%s: no strip has all of its members' predictions yet", name)
+            summary = ensemble_scores(args.out, predictions, name, members)
+        except GeobertError as exc:
+            logging.warning("%s: %s", name, exc)
     print((Path(args.out) / "crossval.md").read_text())
     for m, r in summary["methods"].items():
         logging.info("%s: mean macro-F1 %.3f", m, r["mean"])

@@ -6,10 +6,10 @@
 #
 # 1. Needs the finished 12 000-step SimMIM encoder (scripts/pretrain_long.sh), then continues
 #    the 3 000-step bi-temporal run in runs/pretrain_bitemporal/ for at most MINUTES (default
-#    600) on the 8 OSCD pairs without labels, bf16 steps where this CPU has bf16 units, and
-#    scores the held-out pairs' reconstruction (evaluate-mim, beside the checkpoint).
-# 2. Once all 3 000 steps are done: the change folds of the shipped recipe from that encoder
-#    (resumes per fold; results under results/change_oscd/loco/).
+#    600) on the 8 OSCD pairs without labels, bf16 steps where this CPU has bf16 units.
+# 2. Once all 3 000 steps are done: the held-out pairs' reconstruction (evaluate-mim, beside the
+#    checkpoint), then the change folds of the shipped recipe from that encoder (resumes per
+#    fold; results under results/change_oscd/loco/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
@@ -24,7 +24,9 @@ done_steps() {
     .venv/bin/python -c "import sys; from geobert.models.checkpoint import read_card
 print(read_card(sys.argv[1]).training['steps_done'])" "$1"
 }
-if ! [ -f "$INIT" ] || [ "$(done_steps "$INIT")" -lt "$LONG" ]; then
+INIT_DONE=0
+if [ -f "$INIT" ]; then INIT_DONE=$(done_steps "$INIT"); fi
+if [ "$INIT_DONE" -lt "$LONG" ]; then
     echo "the 12 000-step SimMIM encoder ($INIT) is not finished: run scripts/pretrain_long.sh" >&2
     exit 1
 fi
@@ -43,11 +45,13 @@ done
 .venv/bin/geobert pretrain --objective bitemporal --init "$INIT" --data "${PAIRS[@]}" \
     --out "$CKPT" --steps "$STEPS" --batch-size 16 --accum 2 --window 128 --lr 4e-4 \
     --warmup 100 --seed 0 --time-budget "$MINUTES" --resume ${BF16[@]+"${BF16[@]}"}
-.venv/bin/geobert evaluate-mim "$CKPT" \
-    --holdout "$DATA/oscd/images/norcia" "$DATA/oscd/images/valencia" -o "$OUT"
-if [ "$(done_steps "$CKPT")" -lt "$STEPS" ]; then
-    echo "bi-temporal pretraining at step $(done_steps "$CKPT") of $STEPS: rerun to continue" >&2
+DONE=$(done_steps "$CKPT")
+if [ "$DONE" -lt "$STEPS" ]; then
+    echo "bi-temporal pretraining at step $DONE of $STEPS: rerun to continue" >&2
     exit 0
 fi
+# scored only at the end (the protocol reads nothing before step $STEPS)
+.venv/bin/geobert evaluate-mim "$CKPT" \
+    --holdout "$DATA/oscd/images/norcia" "$DATA/oscd/images/valencia" -o "$OUT"
 .venv/bin/python scripts/change_loco.py --data "$DATA/oscd" \
     --methods "geobert (bi-temporal MIM, band dropout)" --encoder "$CKPT"

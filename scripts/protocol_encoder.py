@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 from geobert.errors import GeobertError
 from geobert.models.checkpoint import read_card
@@ -17,11 +18,24 @@ LONG_STEPS = 12_000
 BITEMPORAL_STEPS = 3_000
 
 
-def encoder_for(methods: Iterable[str], other: Mapping[str, int], encoder: Path | None) -> Path:
+class EncoderRun(NamedTuple):
+    """What a protocol's encoder must be: the pretraining steps it has (a cosine schedule is
+    only read at its end) and its objective."""
+
+    steps: int
+    objective: str
+
+
+LONG = EncoderRun(LONG_STEPS, "simmim")
+BITEMPORAL = EncoderRun(BITEMPORAL_STEPS, "bitemporal")
+
+
+def encoder_for(
+    methods: Iterable[str], other: Mapping[str, EncoderRun], encoder: Path | None
+) -> Path:
     """The encoder ``methods`` start from: the shipped one, or ``encoder`` for the methods of
-    ``other`` (method name → the pretraining steps the encoder must have: a cosine schedule is
-    only read at its end). Mixing the two, or a missing or unfinished ``encoder``, exits with one
-    line that says so."""
+    ``other`` (method name → the :class:`EncoderRun` the encoder must be). Mixing the two, or a
+    missing, unfinished or other kind of ``encoder``, exits with one line that says so."""
     chosen = set(methods)
     named = chosen & set(other)
     if not named:
@@ -35,11 +49,15 @@ def encoder_for(methods: Iterable[str], other: Mapping[str, int], encoder: Path 
             f"{sorted(named)} need --encoder (results/pretrain_long/PROTOCOL.md, "
             "results/pretrain_bitemporal/PROTOCOL.md)"
         )
-    steps = other[next(iter(named))]
+    steps, objective = other[next(iter(named))]
     try:
-        done = int(read_card(encoder).training.get("steps_done", 0))
+        training = read_card(encoder).training
     except GeobertError as exc:
         raise SystemExit(f"--encoder {encoder}: {exc}") from None
+    done = int(training.get("steps_done", 0))
+    was = training.get("config", {}).get("objective", "simmim")
+    if was != objective:
+        raise SystemExit(f"{encoder} was pretrained with {was}, not {objective}: another encoder")
     if done != steps:
         raise SystemExit(f"{encoder} has {done} of {steps} pretraining steps; finish it first")
     return encoder

@@ -171,7 +171,6 @@ def run_evaluate_mim(args: argparse.Namespace) -> int:
             "wrote the checkpoint"
         )
     model.load_state_dict(torch.load(state, map_location="cpu", weights_only=True)["model"])
-    Path(args.outdir).mkdir(parents=True, exist_ok=True)
     result = evaluate_mim(model, card, args.holdout, args.outdir, windows=args.windows)
     print(json.dumps(result["masked_l1"], indent=2))
     return 0

@@ -270,7 +270,8 @@ def crossvalidate_landcover(
 
     Writes ``crossval.json`` and ``crossval.md`` (per fold, mean and worst, per method). With
     ``predictions``, each method's class probabilities at the held strip's pixels go there too
-    (``fold<k>/<method>.npz``, with the pixels' labels in ``fold<k>/truth.npz``), so that
+    (``fold<k>/<method name as a file name>.npz``, with the pixels' labels in
+    ``fold<k>/truth.npz``), so that
     :func:`ensemble_scores` can score averages of methods without training them again.
     """
     from geobert.models.checkpoint import read_card
@@ -435,9 +436,20 @@ def ensemble_scores(
             continue
         with np.load(pred / f"fold{k}" / "truth.npz") as t:
             truth, classes = t["codes"], [str(c) for c in t["classes"]]
+        if truth.size != fold["holdout_pixels"] or classes != fold["classes"]:
+            raise GeobertError(
+                f"{pred / f'fold{k}'} holds predictions of another cross-validation than "
+                f"{dest} ({truth.size} pixels, classes {classes}); give the predictions folder "
+                "of that run"
+            )
         mean = np.zeros((len(classes), truth.size), np.float32)
-        for p in paths:
+        for m, p in zip(members, paths, strict=True):
             with np.load(p) as f:
+                if str(f["method"]) != m or f["probs"].shape != mean.shape:
+                    raise GeobertError(
+                        f"{p} holds {str(f['method'])!r}'s probabilities of shape "
+                        f"{f['probs'].shape}, not {m!r}'s {mean.shape}"
+                    )
                 mean += f["probs"].astype(np.float32)
         scores = _holdout_class_scores(mean / len(paths), truth, classes)
         update_fold(dest, fold, name, {"methods": scores.as_dict(), "ensemble_of": list(members)})

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from geobert.errors import GeobertError
 from geobert.models.card import ModelCard
 from geobert.models.simmim import BiTemporalMIM, SimMIM, masked_l1, random_mask
 from geobert.training.windows import (
@@ -84,11 +85,14 @@ def evaluate_mim(
     readers: list[Reader]
     if bitemporal:
         pairs = discover_pairs(holdout)
-        readers = list(open_training_pairs(pairs, card.bands))
-        names = [f"{a} + {b}" for a, b in pairs]
+        used, opened = open_training_pairs(pairs, card.bands)
+        readers, names = list(opened), [f"{a} + {b}" for a, b in used]
     else:
         paths = discover_scenes(holdout)
         readers, names = list(open_training_scenes(paths, card.bands)), [str(p) for p in paths]
+    if not readers:
+        raise GeobertError(f"no held-out data under {[str(p) for p in holdout]} has the bands "
+                           f"{list(card.bands)}")  # fmt: skip
     sampler = WindowSampler(readers, size, min_valid=float(cfg["min_valid"]), augment=False)
     raw = sampler.batch(seed, 0, windows)
     copies = 2 if bitemporal else 1
@@ -122,6 +126,7 @@ def evaluate_mim(
         "masked_l1": l1,
         "steps_done": card.training.get("steps_done"),
     }
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once there is something to write
     (out_dir / "mim_eval.json").write_text(json.dumps(result, indent=2) + "\n")
     _figure(z[:, :c], masks, recon.numpy(), card, out_dir / "mim_reconstructions.png")
     return result

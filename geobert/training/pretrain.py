@@ -129,12 +129,17 @@ RESUME_FIXED = (
 )  # fmt: skip
 
 
+#: what a run started before an option existed ran with
+_FIXED_BEFORE = {"objective": "simmim", "init": None}
+
+
 def resume_mismatch(started: dict[str, Any], cfg: PretrainConfig) -> list[str]:
     """The options of ``cfg`` that differ from those a run ``started`` with (``name=old``)."""
+    was = {**_FIXED_BEFORE, **started}
     return [
-        f"{k}={started[k]!r} (not {getattr(cfg, k)!r})"
+        f"{k}={was[k]!r} (not {getattr(cfg, k)!r})"
         for k in RESUME_FIXED
-        if k in started and started[k] != getattr(cfg, k)
+        if k in was and was[k] != getattr(cfg, k)
     ]
 
 
@@ -162,9 +167,8 @@ def _open_data(
     both dates' bands stacked) and band names (of one date)."""
     readers: list[Reader]
     if cfg.objective == "bitemporal":
-        pairs = discover_pairs(data)
-        opened = open_training_pairs(pairs, bands)
-        readers, names = list(opened), [f"{a} + {b}" for a, b in pairs]
+        used, opened = open_training_pairs(discover_pairs(data), bands)
+        readers, names = list(opened), [f"{a} + {b}" for a, b in used]
         found = opened[0].before.band_names if opened else ()
     else:
         paths = discover_scenes(data)
@@ -175,6 +179,8 @@ def _open_data(
         raise GeobertError(
             f"none of the training data under {[str(p) for p in data]} has the bands "
             f"{list(bands or [])}"
+            if bands
+            else f"no pair under {[str(p) for p in data]} could be used: see the warnings above"
         )
     return names, readers, tuple(found)
 
@@ -187,10 +193,12 @@ def pretrain(
     resume: bool = False,
     on_step: Callable[[int, int, float], None] | None = None,
 ) -> ModelCard:
-    """Pretrain an encoder with SimMIM on the scenes under ``data``; write ``out``.
+    """Pretrain an encoder by masked image modelling on the data under ``data``; write ``out``.
 
     Args:
-        data: Scene files or folders (searched recursively for band folders).
+        data: Scene files or folders (searched recursively for band folders); for the
+            ``"bitemporal"`` objective, folders of two-date pairs
+            (:func:`~geobert.training.windows.discover_pairs`).
         out: Path of the ``.safetensors`` checkpoint to write.
         config: Recipe.
         resume: Continue from ``out.train.pt`` if it exists (with the weight decay that run
@@ -210,7 +218,13 @@ def pretrain(
     start: ModelCard | None = None
     if cfg.init is not None:
         encoder, start = _load_init(cfg.init)
-        cfg = replace(cfg, model=start.arch, scale=start.scale)
+        cfg = replace(
+            cfg,
+            model=start.arch,
+            scale=start.scale,
+            gsd_m=start.gsd_m,
+            tile_size_px=start.tile_size_px,
+        )
     names, opened, bands = _open_data(data, cfg, start.bands if start else cfg.bands)
     bitemporal = cfg.objective == "bitemporal"
     readers = in_memory(opened) if cfg.scenes_in_memory else opened

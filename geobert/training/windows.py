@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from rasterio.windows import Window
 
-from geobert.errors import GeobertError, SceneNotFoundError
+from geobert.errors import GeobertError, NoOverlapError, SceneNotFoundError
 from tiles.cache import physical_ram
 from tiles.pair import ScenePair, align_pair
 from tiles.scene import RASTER_SUFFIXES, GridSpec, Reader, Scene, band_name_from_path, open_scene
@@ -247,11 +247,12 @@ def open_training_scenes(paths: Sequence[Path], bands: Sequence[str] | None) -> 
 
 def open_training_pairs(
     pairs: Sequence[tuple[Path, Path]], bands: Sequence[str] | None
-) -> list[ScenePair]:
+) -> tuple[list[tuple[Path, Path]], list[ScenePair]]:
     """Open two-date pairs on one grid each (where both dates exist), keeping ``bands``
-    (default: the first date's bands) in one order; a pair whose dates lack one is skipped with a
-    warning, as :func:`open_training_scenes` skips a scene."""
-    opened = []
+    (default: the first date's bands) in one order; a pair whose dates lack one of them, or do
+    not overlap, is skipped with a warning, as :func:`open_training_scenes` skips a scene.
+    Returns the pairs used and their readers."""
+    used, opened = [], []
     for first, second in pairs:
         a, b = open_scene(first), open_scene(second)
         if bands is None:
@@ -260,5 +261,10 @@ def open_training_pairs(
         if missing:
             log.warning("skipping the pair %s, %s: it lacks band(s) %s", first, second, missing)
             continue
-        opened.append(align_pair(a.select(bands), b.select(bands)))
-    return opened
+        try:
+            opened.append(align_pair(a.select(bands), b.select(bands)))
+        except NoOverlapError as exc:
+            log.warning("skipping the pair %s, %s: %s", first, second, exc)
+            continue
+        used.append((first, second))
+    return used, opened

@@ -181,6 +181,15 @@ def test_bitemporal_pretraining_from_the_shipped_encoder(beirut: Path, tmp_path:
         "other_date_linear_fit",
     }  # fmt: skip
     assert all(np.isfinite(v) for v in result["masked_l1"].values())
+    # single scenes are not pairs: one line, and no output folder
+    single = subprocess.run(
+        [*GEOBERT, "evaluate-mim", str(out), "--holdout", str(beirut / "imgs_1"), "-o",
+         str(tmp_path / "single")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert single.returncode == 2 and "Traceback" not in single.stderr
+    assert single.stderr.strip().splitlines()[-1].startswith("geobert: error: no pairs")
+    assert not (tmp_path / "single").exists()
 
 
 def test_pretrain_cli_says_what_is_wrong_in_one_line(
@@ -199,6 +208,9 @@ def test_pretrain_cli_says_what_is_wrong_in_one_line(
     change = run("--init", pretrained_encoder_path("changenet_s_oscd"), "--data", beirut)
     assert change.returncode == 2, change.stderr
     assert "not a pretrained encoder" in change.stderr.strip().splitlines()[-1]
+    missing = run("--init", tmp_path / "nothing.safetensors", "--data", beirut)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().splitlines()[-1].startswith("geobert: error: model file")
     assert not list(tmp_path.iterdir())  # nothing written
 
 
@@ -210,3 +222,16 @@ def test_cli_objectives_are_the_library_s() -> None:
     action = next(a for a in sub.choices["pretrain"]._actions if a.dest == "objective")
     assert tuple(action.choices) == OBJECTIVES
     assert action.default == OBJECTIVES[0]
+
+
+def test_a_run_started_before_the_objective_existed_resumes_only_as_simmim() -> None:
+    from geobert.training.pretrain import PretrainConfig, resume_mismatch
+
+    started = {"model": "geobert_s", "steps": 1000}  # a state written before issue 15's objective
+    assert resume_mismatch(started, PretrainConfig()) == []
+    assert resume_mismatch(started, PretrainConfig(objective="bitemporal")) == [
+        "objective='simmim' (not 'bitemporal')"
+    ]
+    assert resume_mismatch(started, PretrainConfig(init="enc.safetensors")) == [
+        "init=None (not 'enc.safetensors')"
+    ]

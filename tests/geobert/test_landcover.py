@@ -790,3 +790,66 @@ def test_saved_probabilities_give_the_scores_and_their_ensembles(tmp_path: Path)
     assert "| a + b |" in (out / "crossval.md").read_text()
     with pytest.raises(GeobertError, match="no strip has saved probabilities"):
         ensemble_scores(out, pred, "x", ["a", "nothing"])
+
+
+def _fold_with_predictions(out: Path, pred: Path, probs: dict[str, np.ndarray], codes: np.ndarray,
+                           classes: list[str]) -> None:  # fmt: skip
+    """A fold file and saved predictions as ``crossvalidate_landcover`` writes them."""
+    from geobert.landcover.evaluate import _save_probs
+
+    out.mkdir(parents=True, exist_ok=True)
+    fold = {"fold": 0, "strips": 2, "gap_px": 8, "holdout_pixels": int(codes.size),
+            "classes": classes, "methods": {RF_NAME: {"macro_f1": 0.5}}}  # fmt: skip
+    (out / "fold0.json").write_text(json.dumps(fold))
+    for name, p in probs.items():
+        _save_probs(pred, 0, name, p, codes, classes)
+
+
+RF_NAME = "random forest (per-pixel bands)"
+
+
+def test_an_ensemble_is_the_mean_of_its_members_probabilities(tmp_path: Path) -> None:
+    """Two members, each wrong on one pixel by a little, in different pixels: their mean is right
+    everywhere (either member alone, or a sum that kept one, is not); members of another run or
+    of another shape are refused in one line."""
+    from geobert.errors import GeobertError
+    from geobert.landcover.evaluate import ensemble_scores
+
+    codes = np.array([0, 0, 1, 1])
+    a = np.array([[0.9, 0.45, 0.2, 0.2], [0.1, 0.55, 0.8, 0.8]], np.float32)  # pixel 1 wrong
+    b = np.array([[0.8, 0.9, 0.55, 0.2], [0.2, 0.1, 0.45, 0.8]], np.float32)  # pixel 2 wrong
+    out, pred = tmp_path / "cv", tmp_path / "pred"
+    _fold_with_predictions(out, pred, {"a": a, "b": b}, codes, ["x", "y"])
+    ensemble_scores(out, pred, "a + b", ["a", "b"])
+    fold = json.loads((out / "fold0.json").read_text())
+    assert fold["methods"]["a + b"]["confusion"] == [[2, 0], [0, 2]]
+    assert fold["methods"]["a + b"]["macro_f1"] == 1.0
+    assert fold["ensemble_of"]["a + b"] == ["a", "b"]
+    fold["holdout_pixels"] = 5  # the fold file of another cross-validation
+    (out / "fold0.json").write_text(json.dumps(fold))
+    with pytest.raises(GeobertError, match="predictions of another cross-validation"):
+        ensemble_scores(out, pred, "a + b", ["a", "b"])
+    _fold_with_predictions(out, pred, {"c": a[:, :3]}, codes[:3], ["x", "y"])  # 3 pixels now
+    with pytest.raises(GeobertError, match=r"a.npz holds 'a''s probabilities of shape \(2, 4\)"):
+        ensemble_scores(out, pred, "a + c", ["a", "c"])
+
+
+def test_forest_probabilities_keep_their_classes_when_one_has_no_training_pixel() -> None:
+    """Class 0 has no training pixel: its row is 0, and the others' rows are theirs (a forest
+    that cannot miss: the band value is the class)."""
+    pytest.importorskip("sklearn", reason="the random-forest baseline needs geobert[baselines]")
+    from geobert.landcover.evaluate import random_forest_probs
+    from geobert.landcover.train import LandCoverData
+
+    codes = np.tile(np.array([0, 1, 2, 1, 2, 0]), (6, 1))
+    train = np.zeros(codes.shape, bool)
+    train[:3] = codes[:3] != 0
+    holdout = np.zeros(codes.shape, bool)
+    holdout[3:] = True
+    image = codes[None].astype(np.float32)
+    data = LandCoverData(image, codes, train, holdout, ("none", "b", "c"), {})
+    probs = random_forest_probs(data, seed=0)
+    truth = codes[holdout]
+    assert probs.shape == (3, truth.size) and not probs[0].any()
+    seen = truth != 0
+    assert (probs.argmax(0)[seen] == truth[seen]).all()
