@@ -128,7 +128,8 @@ def evaluate_mim(
     }
     out_dir.mkdir(parents=True, exist_ok=True)  # only once there is something to write
     (out_dir / "mim_eval.json").write_text(json.dumps(result, indent=2) + "\n")
-    _figure(z[:, :c], masks, recon.numpy(), card, out_dir / "mim_reconstructions.png")
+    _figure(z[:, :c], masks, recon.numpy(), card, out_dir / "mim_reconstructions.png",
+            other=z[:, c:] if bitemporal else None)  # fmt: skip
     return result
 
 
@@ -145,21 +146,25 @@ def _figure(
     recon: np.ndarray,
     card: ModelCard,
     path: Path,
+    other: np.ndarray | None = None,
 ) -> None:
+    """Input, masked input and reconstruction of the first windows (and, for pairs, the other
+    date: what the reconstruction could draw on)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = min(4, len(z))
-    fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows), dpi=100)
+    rows, cols = min(4, len(z)), 3 if other is None else 4
+    fig, axes = plt.subplots(rows, cols, figsize=(2.5 * cols, 2.5 * rows), dpi=100, squeeze=False)
     for r in range(rows):
         masked = z[r].copy()
         masked[:, masks[r]] = np.nan
         pasted = np.where(masks[r][None], recon[r], z[r])
-        for c, (img, title) in enumerate(
-            [(z[r], "input"), (masked, "masked input"), (pasted, "reconstruction")]
-        ):
+        panels = [(z[r], "input"), (masked, "masked input"), (pasted, "reconstruction")]
+        if other is not None:
+            panels.append((other[r], "other date (whole)"))
+        for c, (img, title) in enumerate(panels):
             rgb = _rgb(np.nan_to_num(img, nan=0.0), card)
             if c == 1:
                 rgb[masks[r]] = 0.5
