@@ -7,8 +7,8 @@
 # 1. Continues the 12 000-step SimMIM run in runs/pretrain_long/ for at most MINUTES (default
 #    600), bf16 steps where this CPU has bf16 units (fp32 otherwise), then scores the held-out
 #    reconstruction (evaluate-mim, written beside the checkpoint).
-# 2. Once all 12 000 steps are done: the land-cover strips (two seeds) and the change folds of
-#    the shipped recipes from that encoder (both resume per strip / fold; results under results/).
+# 2. Once all 12 000 steps are done: the change folds and the land-cover strips (two seeds) of
+#    the shipped recipes from that encoder (both resume per fold / strip; results under results/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
@@ -26,8 +26,9 @@ if [ "$DONE" -lt "$STEPS" ]; then
     echo "pretraining at step $DONE of $STEPS: rerun this command to continue" >&2
     exit 0
 fi
+# change first (issue 15 comes first; the bi-temporal run needs only the encoder), then land cover
+.venv/bin/python scripts/change_loco.py --data "$DATA/oscd" \
+    --methods "geobert (MIM 12k, band dropout)" --encoder "$CKPT"
 .venv/bin/python scripts/landcover_strips.py --data "$DATA/landcover_brandenburg" \
     --recipes "geobert (MIM 12k, pixel path, band dropout)" \
     "geobert (MIM 12k, pixel path, band dropout, seed 1)" --encoder "$CKPT"
-.venv/bin/python scripts/change_loco.py --data "$DATA/oscd" \
-    --methods "geobert (MIM 12k, band dropout)" --encoder "$CKPT"
