@@ -53,14 +53,12 @@ def random_mask(
     return np.kron(coarse, np.ones((mask_patch_px, mask_patch_px), dtype=bool))
 
 
-class SimMIM(nn.Module):
-    """Encoder + mask token + light decoder for masked image modelling.
+class _MaskedModel(nn.Module):
+    """What both objectives share: the encoder, a learnable mask token, and a light decoder (a
+    1×1 convolution and a pixel shuffle) from ``dates`` stride-32 feature maps side by side to
+    every input band."""
 
-    ``forward(x, mask)`` with ``x`` ``(B, C, H, W)`` (normalised bands) and ``mask`` ``(B, H, W)``
-    bool returns ``(loss, reconstruction (B, C, H, W))``.
-    """
-
-    def __init__(self, encoder: GeobertEncoder) -> None:
+    def __init__(self, encoder: GeobertEncoder, dates: int) -> None:
         super().__init__()
         self.encoder = encoder
         dim = encoder.config.embed_dim
@@ -69,13 +67,24 @@ class SimMIM(nn.Module):
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         stride = encoder.stride
         self.decoder = nn.Sequential(
-            nn.Conv2d(encoder.feature_channels[-1], stride * stride * encoder.in_chans, 1),
+            nn.Conv2d(dates * encoder.feature_channels[-1], stride * stride * encoder.in_chans, 1),
             nn.PixelShuffle(stride),
         )
 
     def no_weight_decay(self) -> set[str]:
         """The mask token stays out of weight decay (the encoder names its own tables)."""
         return {"mask_token"}
+
+
+class SimMIM(_MaskedModel):
+    """Encoder + mask token + light decoder for masked image modelling.
+
+    ``forward(x, mask)`` with ``x`` ``(B, C, H, W)`` (normalised bands) and ``mask`` ``(B, H, W)``
+    bool returns ``(loss, reconstruction (B, C, H, W))``.
+    """
+
+    def __init__(self, encoder: GeobertEncoder) -> None:
+        super().__init__(encoder, dates=1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = _mask_tokens(self.encoder.embed(x), mask, self.mask_token, self.patch)
@@ -85,7 +94,7 @@ class SimMIM(nn.Module):
         return loss, recon
 
 
-class BiTemporalMIM(nn.Module):
+class BiTemporalMIM(_MaskedModel):
     """Encoder + mask token + light decoder that reconstructs the masked squares of one date of a
     pair from that date's visible pixels and the other date, unmasked.
 
@@ -97,21 +106,7 @@ class BiTemporalMIM(nn.Module):
     """
 
     def __init__(self, encoder: GeobertEncoder) -> None:
-        super().__init__()
-        self.encoder = encoder
-        dim = encoder.config.embed_dim
-        self.patch = encoder.config.patch_size
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, dim))
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
-        stride = encoder.stride
-        self.decoder = nn.Sequential(
-            nn.Conv2d(2 * encoder.feature_channels[-1], stride * stride * encoder.in_chans, 1),
-            nn.PixelShuffle(stride),
-        )
-
-    def no_weight_decay(self) -> set[str]:
-        """The mask token stays out of weight decay (the encoder names its own tables)."""
-        return {"mask_token"}
+        super().__init__(encoder, dates=2)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.encoder.in_chans
