@@ -13,9 +13,9 @@ from geobert.weights import pretrained_encoder_path
 
 #: steps of the long pretraining run (results/pretrain_long/PROTOCOL.md; scripts/pretrain_long.sh)
 LONG_STEPS = 12_000
-#: steps of the bi-temporal run that continues it (results/pretrain_bitemporal/PROTOCOL.md;
-#: scripts/pretrain_bitemporal.sh)
-BITEMPORAL_STEPS = 3_000
+#: steps of the bi-temporal run from the shipped encoder (results/pretrain_bitemporal/PROTOCOL.md,
+#: amendment 1; scripts/pretrain_bitemporal.sh)
+BITEMPORAL_STEPS = 1_500
 
 
 class EncoderRun(NamedTuple):
