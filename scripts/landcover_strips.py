@@ -88,8 +88,21 @@ NOT_FOR_SHIPPING = (
     "geobert (MIM 12k, pixel path, band dropout, seed 1)",
 )
 #: averages of methods' hold-out probabilities, scored from the saved predictions (nothing is
-#: trained; reported beside the recipes, never decided on: results/pretrain_long/PROTOCOL.md)
+#: trained). The 12k ones are reported, never decided on (results/pretrain_long/PROTOCOL.md);
+#: the shipped recipe's with the forest decide results/landcover_bb/ensemble/PROTOCOL.md
 ENSEMBLES = {
+    "geobert (MIM, pixel path, band dropout) + random forest": (
+        "geobert (MIM, pixel path, band dropout)",
+        RF,
+    ),
+    "geobert (MIM, pixel path, band dropout, seed 1) + random forest": (
+        "geobert (MIM, pixel path, band dropout, seed 1)",
+        RF,
+    ),
+    "geobert (MIM, pixel path, band dropout, seeds 0+1)": (
+        "geobert (MIM, pixel path, band dropout)",
+        "geobert (MIM, pixel path, band dropout, seed 1)",
+    ),
     "geobert (MIM 12k, pixel path, band dropout, seeds 0+1)": (
         "geobert (MIM 12k, pixel path, band dropout)",
         "geobert (MIM 12k, pixel path, band dropout, seed 1)",
