@@ -92,6 +92,14 @@ def add_pretrain(sub: Subparsers) -> None:
         metavar="MIN",
         help="stop (and save) after this many minutes",
     )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=50,
+        metavar="N",
+        help="save CKPT and the state for --resume every N steps, and at the end (default: "
+        "%(default)s; raise it where steps are fast, e.g. on a GPU, as each save takes a while)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from CKPT.train.pt")
     add_train_bf16_option(p)
     add_quiet_option(p, "no progress bar and no logged warnings")
@@ -116,6 +124,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         seed=args.seed,
         time_budget_s=None if args.time_budget is None else args.time_budget * 60,
         train_bf16=args.train_bf16,
+        checkpoint_every=args.checkpoint_every,
     )
     bar, on_step = step_bar("pretrain", cfg.steps, args.quiet, lines=args.progress_lines)
 

@@ -118,8 +118,10 @@ class PretrainConfig(WarmupCosineSchedule):
                 f"window_px={self.window_px} must be a multiple of "
                 f"mask_patch_px={self.mask_patch_px}"
             )
-        if self.accum_steps < 1 or self.batch_size < 1 or self.steps < 1:
-            raise GeobertError("steps, batch_size and accum_steps must be at least 1")
+        if min(self.accum_steps, self.batch_size, self.steps, self.checkpoint_every) < 1:
+            raise GeobertError(
+                "steps, batch_size, accum_steps and checkpoint_every must be at least 1"
+            )
 
 
 #: options a run must resume with: they make its batches, masks and learning-rate schedule
@@ -229,6 +231,7 @@ def pretrain(
     bitemporal = cfg.objective == "bitemporal"
     readers = in_memory(opened) if cfg.scenes_in_memory else opened
     session = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "bf16_steps": device.type == "cuda" or cfg.train_bf16,
         "scenes_in_memory": any(isinstance(r, InMemoryScene) for r in readers),
     }
@@ -333,7 +336,7 @@ def pretrain(
         )
         os.replace(tmp, state_path)
         save_checkpoint(encoder, card(), out)
-        _write_curve(out, history)
+        _write_curve(out, history, cfg.objective)
 
     # one reader thread prepares the next micro-batch while the model trains on this one (GDAL
     # releases the GIL); batch k depends only on (seed, k), so prefetching changes nothing
@@ -423,7 +426,16 @@ def _load_init(path: str) -> tuple[GeobertEncoder, ModelCard]:
     return encoder.train(), card
 
 
-def _write_curve(out: Path, history: list[tuple[int, float, float, float]]) -> None:
+#: the loss figure's title per objective
+_CURVE_TITLE = {
+    "simmim": "SimMIM pretraining loss",
+    "bitemporal": "bi-temporal MIM pretraining loss",
+}
+
+
+def _write_curve(
+    out: Path, history: list[tuple[int, float, float, float]], objective: str = "simmim"
+) -> None:
     stem = out.with_suffix("")
     with open(f"{stem}_loss.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -446,7 +458,7 @@ def _write_curve(out: Path, history: list[tuple[int, float, float, float]]) -> N
         ax.plot(steps[k - 1 :], smooth, lw=1.5, label=f"mean of {k}")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("masked-pixel L1 (normalised)")
-    ax.set_title("SimMIM pretraining loss")
+    ax.set_title(_CURVE_TITLE[objective])
     ax.legend()
     fig.tight_layout()
     fig.savefig(f"{stem}_loss.png")

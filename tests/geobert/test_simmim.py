@@ -139,3 +139,15 @@ def test_schedule_doctest() -> None:
     import geobert.training.schedule
 
     assert doctest.testmod(geobert.training.schedule).failed == 0
+
+
+def test_checkpoint_every_is_checked_and_parsed() -> None:
+    from geobert.cli import build_parser
+    from geobert.training.pretrain import PretrainConfig
+
+    with pytest.raises(GeobertError, match="checkpoint_every must be at least 1"):
+        PretrainConfig(checkpoint_every=0)
+    args = build_parser().parse_args(
+        ["pretrain", "--data", "x", "--out", "y.safetensors", "--checkpoint-every", "500"]
+    )
+    assert args.checkpoint_every == 500

@@ -280,7 +280,7 @@ def test_a_resumed_pretraining_records_each_session_and_keeps_its_schedule(
     pretrain([s2_jp2], tmp_path / "whole.safetensors", cfg, on_step=lambda s, n, v: whole.append(v))
     training = read_card(tmp_path / "whole.safetensors").training
     assert training["sessions"] == [
-        {"from_step": 0, "bf16_steps": False, "scenes_in_memory": False}
+        {"from_step": 0, "device": "cpu", "bf16_steps": False, "scenes_in_memory": False}
     ]
 
     out = tmp_path / "mim.safetensors"
@@ -296,8 +296,8 @@ def test_a_resumed_pretraining_records_each_session_and_keeps_its_schedule(
     pretrain([s2_jp2], out, memory, resume=True, on_step=lambda s, n, v: resumed.append(v))
     np.testing.assert_allclose(resumed, whole[1:], rtol=1e-5)  # from the step-1 checkpoint
     assert read_card(out).training["sessions"] == [
-        {"from_step": 0, "bf16_steps": False, "scenes_in_memory": False},
-        {"from_step": 1, "bf16_steps": False, "scenes_in_memory": True},
+        {"from_step": 0, "device": "cpu", "bf16_steps": False, "scenes_in_memory": False},
+        {"from_step": 1, "device": "cpu", "bf16_steps": False, "scenes_in_memory": True},
     ]
     with pytest.raises(GeobertError, match=r"steps=3 \(not 12\)"):
         pretrain([s2_jp2], out, replace(cfg, steps=12), resume=True)
