@@ -279,6 +279,7 @@ def pretrain(
         param_groups_weight_decay(model.named_parameters(), cfg.weight_decay, skip),
         lr=cfg.lr,
         betas=(0.9, 0.999),
+        fused=device.type == "cuda" or None,  # one kernel a step on a GPU, as the launches bound
     )
     history: list[tuple[int, float, float, float]] = []
     sessions: list[dict[str, Any]] = []
@@ -338,21 +339,18 @@ def pretrain(
         save_checkpoint(encoder, card(), out)
         _write_curve(out, history, cfg.objective)
 
-    # one reader thread prepares the next micro-batch while the model trains on this one (GDAL
-    # releases the GIL); batch k depends only on (seed, k), so prefetching changes nothing
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geobert-windows")
-    prefetched: dict[int, Future[np.ndarray]] = {}
+    # reader threads prepare the next micro-batches (windows normalised, and their masks) while
+    # the model trains on this one (GDAL and numpy release the GIL); micro-batch k depends only
+    # on (seed, k), so prefetching changes nothing. Several threads only for a GPU's fast steps
+    # on scenes held in memory (a scene read from its files is one GDAL handle)
+    ahead = 4 if device.type == "cuda" and session["scenes_in_memory"] else 1
+    pool = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="geobert-windows")
+    prefetched: dict[int, Future[tuple[np.ndarray, np.ndarray]]] = {}
 
-    def fetch(k: int) -> np.ndarray:
-        fut = prefetched.pop(k, None) or pool.submit(sampler.batch, cfg.seed, k, cfg.batch_size)
-        prefetched[k + 1] = pool.submit(sampler.batch, cfg.seed, k + 1, cfg.batch_size)
-        return fut.result()
-
-    def forward(k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        raw = fetch(k)
+    def prepare(k: int) -> tuple[np.ndarray, np.ndarray]:
+        raw = sampler.batch(cfg.seed, k, cfg.batch_size)
         if bitemporal:  # which date is reconstructed: drawn per window, both ways learnt
             raw = _swap_dates(raw, np.random.default_rng([cfg.seed, k, 2]))
-        x = torch.from_numpy(_normalize(raw, mean, std, cfg.scale)).to(device)
         rng = np.random.default_rng([cfg.seed, k, 1])
         masks = np.stack(
             [
@@ -368,7 +366,20 @@ def pretrain(
         )
         # pixels that were nodata (in either date of a pair) are not asked to be reconstructed
         masks &= ~np.isnan(raw).any(axis=1)
-        return model(x, torch.from_numpy(masks).to(device))  # type: ignore[no-any-return]
+        return _normalize(raw, mean, std, cfg.scale), masks
+
+    def fetch(k: int) -> tuple[np.ndarray, np.ndarray]:
+        fut = prefetched.pop(k, None) or pool.submit(prepare, k)
+        for j in range(k + 1, k + 1 + ahead):
+            if j not in prefetched:
+                prefetched[j] = pool.submit(prepare, j)
+        return fut.result()
+
+    def forward(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, masks = fetch(k)
+        return model(  # type: ignore[no-any-return]
+            torch.from_numpy(x).to(device), torch.from_numpy(masks).to(device)
+        )
 
     def after_step(done: int, loss: float) -> bool:
         nonlocal step
