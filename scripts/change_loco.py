@@ -148,6 +148,7 @@ def run_fold(
     ckpt_dir: Path,
     seed: int,
     encoder: Path,
+    maps: bool = False,
 ) -> None:
     dest = out / "runs" / f"fold{k}_{SLUG[method]}.json"
     if dest.exists():
@@ -212,6 +213,8 @@ def run_fold(
             ckpt_dir / f"fold{k}_{SLUG[method]}_probs.npz",
             **cast(dict[str, Any], {c: p.astype(np.float16) for c, p in probs.items()}),
         )
+        if maps:  # results/change_oscd/rules/PROTOCOL.md: rules chosen on validation maps
+            save_maps(out / "maps" / f"fold{k}_{SLUG[method]}.npz", cm, probs, cities)
         for c in test:
             per_city[c] = city_scores(probs[c] > t, cities[c])
             noch[c] = no_change_shares(
@@ -244,6 +247,45 @@ def run_fold(
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(dest)
     log.info("fold %d %s done in %.0f s", k, method, result["seconds"])
+
+
+#: the test-time augmentation of the saved maps: both dates flipped alike, the probability
+#: flipped back, the four averaged (each flip is its own inverse)
+FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+
+
+def predict_city_flips(model: ChangeModel, city: CityArrays) -> np.ndarray:
+    """Change probability of ``city`` averaged over :data:`FLIPS`."""
+    total = np.zeros(city.label.shape, np.float32)
+    for axes in FLIPS:
+
+        def flip(a: np.ndarray, axes: tuple[int, ...] = axes) -> np.ndarray:
+            return np.ascontiguousarray(np.flip(a, axes)) if axes else a
+
+        flipped = replace(
+            city,
+            before=flip(city.before),
+            after=flip(city.after),
+            label=flip(city.label),
+            valid=flip(city.valid),
+        )
+        total += flip(predict_city(model, flipped))
+    return total / len(FLIPS)
+
+
+def save_maps(
+    path: Path, model: ChangeModel, probs: dict[str, np.ndarray], cities: dict[str, CityArrays]
+) -> None:
+    """The fold's maps (test and validation cities) as float16: ``<city>`` plain and
+    ``<city>__flips`` averaged over :data:`FLIPS`."""
+    arrays = {c: p.astype(np.float16) for c, p in probs.items()}
+    arrays |= {
+        f"{c}__flips": predict_city_flips(model, cities[c]).astype(np.float16) for c in probs
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".partial.npz")
+    np.savez_compressed(tmp, **cast(dict[str, Any], arrays))
+    tmp.replace(path)
 
 
 def report(out: Path) -> str:
@@ -422,6 +464,12 @@ def main() -> None:
     ap.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     ap.add_argument("--report", action="store_true", help="only rebuild the tables")
     ap.add_argument(
+        "--maps",
+        action="store_true",
+        help="also write each fold's test and validation probability maps (plain and averaged "
+        "over four flips, float16) under OUT/maps (results/change_oscd/rules/PROTOCOL.md)",
+    )
+    ap.add_argument(
         "--final",
         nargs="?",
         const="geobert (MIM)",
@@ -445,7 +493,7 @@ def main() -> None:
         return
     for method in args.methods:  # method by method: the main model's folds finish first
         for k in args.folds:
-            run_fold(k, method, cities, raw, card, out, ckpt_dir, args.seed, encoder)
+            run_fold(k, method, cities, raw, card, out, ckpt_dir, args.seed, encoder, args.maps)
     print(report(out))
 
 

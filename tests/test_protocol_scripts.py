@@ -51,3 +51,62 @@ def test_a_method_of_the_long_pretraining_needs_its_finished_encoder(
     proc = _run(script, *args)
     assert proc.returncode == 1 and says in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_change_rules_on_known_masks() -> None:
+    """The post-processing rules of results/change_oscd/rules/PROTOCOL.md, against masks worked
+    out by hand: 8-connected components, the sieve's area, hysteresis seeds, and the choice of
+    parameters by pooled F1 on the validation cities."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from change_rules import choose, hysteresis, sieve, threshold
+
+        from geobert.change.train import CityArrays
+    finally:
+        sys.path.pop(0)
+    p = np.zeros((8, 8), np.float32)
+    p[1, 1] = p[2, 2] = p[3, 3] = 0.9  # a diagonal of 3 px: one 8-connected component
+    p[5:7, 4:7] = 0.6  # a block of 6 px, one pixel of it above 0.8
+    p[6, 6] = 0.85
+    p[0, 7] = 0.6  # a lone pixel that never reaches 0.8
+    assert threshold(p, (0.5,)).sum() == 10
+    assert sieve(p, (0.5, 4)).sum() == 6 and not sieve(p, (0.5, 4))[2, 2]  # the 3 px go
+    assert sieve(p, (0.5, 3)).sum() == 9  # the diagonal stays, the lone pixel goes
+    assert sieve(p, (0.5, 0)).sum() == 10
+    kept = hysteresis(p, (0.8, 0.5))  # seeds above 0.8; grown over p > 0.4
+    assert kept.sum() == 9 and not kept[0, 7] and kept[5, 4]
+    truth = np.zeros((8, 8), np.uint8)
+    truth[5:7, 4:7] = 1
+    city = CityArrays("c", p[None], p[None], truth, np.ones((8, 8), bool))
+    params, s = choose(sieve, [(0.5, 0), (0.5, 4), (0.5, 9)], [p], [city])
+    assert params == (0.5, 4) and s.f1 == 1.0
+
+
+def test_flipped_maps_are_flipped_back() -> None:
+    """``change_loco.py --maps``' four-flip average: a per-pixel model gives the plain map back
+    exactly (a flip left unflipped would move the change)."""
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from change_loco import predict_city_flips
+
+        from geobert.change.train import CityArrays, predict_city
+    finally:
+        sys.path.pop(0)
+
+    class PerPixel(torch.nn.Module):
+        def predict(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid((after - before)[:, :1])
+
+    rng = np.random.default_rng(0)
+    before = rng.normal(size=(2, 37, 53)).astype(np.float32)
+    after = before.copy()
+    after[:, 3:9, 40:50] += 2.0  # change in one corner: a wrong flip moves it
+    city = CityArrays("c", before, after, np.zeros((37, 53), np.uint8), np.ones((37, 53), bool))
+    plain = predict_city(PerPixel(), city, tile_px=16)
+    np.testing.assert_allclose(predict_city_flips(PerPixel(), city), plain, atol=1e-6)
+    assert plain[5, 45] > 0.8 > plain[30, 5]

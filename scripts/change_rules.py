@@ -1,0 +1,191 @@
+"""Threshold and post-processing rules for the change maps, scored leave-cities-out (issue 15).
+
+Protocol: results/change_oscd/rules/PROTOCOL.md, written before the runs. It reads the maps that
+``change_loco.py --maps`` saved for every fold (the test and validation cities' probabilities,
+plain and averaged over four flips), chooses each rule's parameters on the fold's validation
+cities only (pooled F1), scores its test cities, and writes the table (scipy labels the
+components: it comes with the ``baselines`` extra's scikit-learn):
+
+    .venv/bin/python scripts/change_loco.py --data ../shared/data/oscd \\
+        --out results/change_oscd/rules --methods "geobert (MIM, band dropout)" --maps
+    .venv/bin/python scripts/change_rules.py --data ../shared/data/oscd
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from change_loco import CITIES, SLUG, city_scores
+from scipy import ndimage  # type: ignore[import-untyped]
+
+from geobert.change.metrics import ChangeScores, pooled, scores
+from geobert.change.oscd import list_cities
+from geobert.change.train import CityArrays, load_city
+from geobert.models.checkpoint import read_card
+from geobert.weights import pretrained_encoder_path
+
+log = logging.getLogger("change_rules")
+
+#: thresholds (those ``best_threshold`` tries)
+T_GRID = (*(round(float(t), 2) for t in np.arange(0.05, 0.96, 0.05)), 0.96, 0.97, 0.98, 0.99)
+#: sieve: change components smaller than this many pixels (8-connected) are dropped
+A_GRID = (0, 4, 9, 16, 25, 50, 100)
+#: hysteresis: components above ``r`` × the threshold kept where they reach the threshold
+R_GRID = (0.3, 0.5, 0.7)
+#: 8-connectivity
+EIGHT = np.ones((3, 3), bool)
+
+Params = tuple[float, ...]
+Rule = Callable[[np.ndarray, Params], np.ndarray]
+
+
+def threshold(p: np.ndarray, params: Params) -> np.ndarray:
+    return p > params[0]
+
+
+def sieve(p: np.ndarray, params: Params) -> np.ndarray:
+    t, area = params
+    mask = p > t
+    if area <= 0:
+        return mask
+    labels, _ = ndimage.label(mask, EIGHT)
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= area
+    keep[0] = False
+    return np.asarray(keep[labels], bool)
+
+
+def hysteresis(p: np.ndarray, params: Params) -> np.ndarray:
+    t, r = params
+    labels, n = ndimage.label(p > r * t, EIGHT)
+    seeded = np.zeros(n + 1, bool)
+    seeded[np.unique(labels[p > t])] = True
+    seeded[0] = False
+    return np.asarray(seeded[labels], bool)
+
+
+RULES: dict[str, tuple[Rule, list[Params]]] = {
+    "threshold": (threshold, [(t,) for t in T_GRID]),
+    "threshold + sieve": (sieve, [(t, a) for t in T_GRID for a in A_GRID]),
+    "hysteresis": (hysteresis, [(t, r) for t in T_GRID for r in R_GRID]),
+}
+#: the maps each rule is applied to
+KINDS = {"plain": "", "four flips": "__flips"}
+
+
+def choose(
+    rule: Rule, grid: Sequence[Params], maps: Sequence[np.ndarray], cities: Sequence[CityArrays]
+) -> tuple[Params, ChangeScores]:
+    """The parameters maximising pooled F1 over ``cities`` (the first best in grid order)."""
+    best: tuple[Params, ChangeScores] | None = None
+    for params in grid:
+        s = pooled(
+            {
+                c.name: scores(rule(m, params), c.label, c.valid)
+                for m, c in zip(maps, cities, strict=True)
+            }
+        )
+        if best is None or s.f1 > best[1].f1:
+            best = (params, s)
+    assert best is not None
+    return best
+
+
+def fold_files(out: Path, slug: str) -> Iterator[tuple[dict[str, Any], Path]]:
+    for run in sorted((out / "runs").glob(f"fold*_{slug}.json")):
+        fold = json.loads(run.read_text())
+        yield fold, out / "maps" / f"fold{fold['fold']}_{slug}.npz"
+
+
+def evaluate(out: Path, slug: str, cities: dict[str, CityArrays]) -> dict[str, Any]:
+    """Every rule on every kind of map, per fold: the chosen parameters and the test scores;
+    and the oracle (each test city's own best threshold: an upper bound, never a choice)."""
+    result: dict[str, Any] = {"folds": []}
+    for fold, path in fold_files(out, slug):
+        maps = np.load(path)
+        entry: dict[str, Any] = {"fold": fold["fold"], "test": fold["test"], "rules": {}}
+        for kind, suffix in KINDS.items():
+            val = [maps[c + suffix].astype(np.float32) for c in fold["validation"]]
+            test = {c: maps[c + suffix].astype(np.float32) for c in fold["test"]}
+            for name, (rule, grid) in RULES.items():
+                params, vs = choose(rule, grid, val, [cities[c] for c in fold["validation"]])
+                entry["rules"][f"{name} ({kind})"] = {
+                    "params": list(params),
+                    "validation_f1": vs.f1,
+                    "per_city": {
+                        c: city_scores(rule(m, params), cities[c]) for c, m in test.items()
+                    },
+                }
+            entry["rules"][f"oracle threshold ({kind})"] = {
+                "per_city": {
+                    c: city_scores(threshold(m, choose(threshold, RULES["threshold"][1], [m],
+                                                       [cities[c]])[0]), cities[c])
+                    for c, m in test.items()
+                }
+            }  # fmt: skip
+        # the fold's own threshold on the plain maps reproduces change_loco's numbers
+        entry["check_f1"] = {
+            c: [fold["per_city"][c]["f1"], entry["rules"]["threshold (plain)"]["per_city"][c]["f1"]]
+            for c in fold["test"]
+        }
+        result["folds"].append(entry)
+        log.info("fold %d done", fold["fold"])
+    return result
+
+
+def table(result: dict[str, Any]) -> str:
+    names = list(result["folds"][0]["rules"]) if result["folds"] else []
+    lines = ["| rule | " + " | ".join(CITIES) + " | mean | pooled | worst | cities > 3× |"]
+    lines.append("|---|" + "---|" * (len(CITIES) + 4))
+    for name in names:
+        per: dict[str, dict[str, Any]] = {}
+        for f in result["folds"]:
+            per |= f["rules"][name]["per_city"]
+        f1 = {c: per[c]["f1"] for c in CITIES if c in per}
+        tot = ChangeScores(*(sum(int(per[c][k]) for c in f1) for k in ("tp", "fp", "fn", "tn")))
+        over = sum(per[c]["flagged_share"] > 3 * per[c]["labelled_share"] for c in f1)
+        worst = min(f1, key=lambda c: f1[c])
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{f1[c]:.3f}" if c in f1 else "–" for c in CITIES)
+            + f" | **{np.mean(list(f1.values())):.3f}** | {tot.f1:.3f} | "
+            f"{f1[worst]:.3f} ({worst}) | {over} |"
+        )
+    lines += ["", "| fold | " + " | ".join(n for n in names if not n.startswith("oracle")) + " |"]
+    lines.append("|---|" + "---|" * sum(not n.startswith("oracle") for n in names))
+    for f in result["folds"]:
+        cells = [
+            ", ".join(f"{v:g}" for v in f["rules"][n]["params"])
+            for n in names
+            if not n.startswith("oracle")
+        ]
+        lines.append(f"| {f['fold']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="OSCD root (images/, labels/)")
+    ap.add_argument("--out", default="results/change_oscd/rules", type=Path)
+    ap.add_argument("--method", default="geobert (MIM, band dropout)", choices=list(SLUG))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    card = read_card(pretrained_encoder_path())
+    by_name = {c.name: c for c in list_cities(args.data, labelled_only=True)}
+    cities = {c: load_city(by_name[c], card) for c in CITIES}
+    result = evaluate(args.out, SLUG[args.method], cities)
+    slug = SLUG[args.method]
+    (args.out / f"rules_{slug}.json").write_text(json.dumps(result, indent=1) + "\n")
+    text = table(result)
+    (args.out / f"rules_{slug}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
