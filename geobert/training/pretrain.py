@@ -102,6 +102,9 @@ class PretrainConfig(WarmupCosineSchedule):
     #: read the scenes whole into memory once if together they fit in a quarter of the RAM (the
     #: same windows and values; reading windows from the files otherwise bounds the steps)
     scenes_in_memory: bool = True
+    #: threads preparing micro-batches ahead of the steps (None: four on a GPU with the scenes
+    #: in memory, else one; a scene read from its files is one GDAL handle, hence one thread)
+    reader_threads: int | None = None
     time_budget_s: float | None = None
     tile_size_px: int = 256
     gsd_m: float = 10.0
@@ -118,9 +121,12 @@ class PretrainConfig(WarmupCosineSchedule):
                 f"window_px={self.window_px} must be a multiple of "
                 f"mask_patch_px={self.mask_patch_px}"
             )
-        if min(self.accum_steps, self.batch_size, self.steps, self.checkpoint_every) < 1:
+        if min(self.accum_steps, self.batch_size, self.steps, self.checkpoint_every) < 1 or (
+            self.reader_threads is not None and self.reader_threads < 1
+        ):
             raise GeobertError(
-                "steps, batch_size, accum_steps and checkpoint_every must be at least 1"
+                "steps, batch_size, accum_steps, checkpoint_every and reader_threads must be "
+                "at least 1"
             )
 
 
@@ -286,6 +292,9 @@ def pretrain(
     step = 0
     if state is not None:
         model.load_state_dict(state["model"])
+        # load_state_dict restores each group's options, fused too: this device's choice wins
+        for group in state["optimizer"]["param_groups"]:
+            group["fused"] = device.type == "cuda" or None
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
         torch.set_rng_state(state["torch_rng"])
@@ -343,7 +352,9 @@ def pretrain(
     # the model trains on this one (GDAL and numpy release the GIL); micro-batch k depends only
     # on (seed, k), so prefetching changes nothing. Several threads only for a GPU's fast steps
     # on scenes held in memory (a scene read from its files is one GDAL handle)
-    ahead = 4 if device.type == "cuda" and session["scenes_in_memory"] else 1
+    ahead = cfg.reader_threads or (
+        4 if device.type == "cuda" and session["scenes_in_memory"] else 1
+    )
     pool = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="geobert-windows")
     prefetched: dict[int, Future[tuple[np.ndarray, np.ndarray]]] = {}
 

@@ -145,9 +145,31 @@ def test_checkpoint_every_is_checked_and_parsed() -> None:
     from geobert.cli import build_parser
     from geobert.training.pretrain import PretrainConfig
 
-    with pytest.raises(GeobertError, match="checkpoint_every must be at least 1"):
+    with pytest.raises(GeobertError, match="checkpoint_every and reader_threads must be"):
         PretrainConfig(checkpoint_every=0)
+    with pytest.raises(GeobertError, match="checkpoint_every and reader_threads must be"):
+        PretrainConfig(reader_threads=0)
     args = build_parser().parse_args(
         ["pretrain", "--data", "x", "--out", "y.safetensors", "--checkpoint-every", "500"]
     )
     assert args.checkpoint_every == 500
+
+
+def test_reader_threads_give_the_batches_of_one(
+    tmp_path: Path, s2_jp2: Path, oscd_before: Path
+) -> None:
+    """Micro-batches prepared by four threads ahead (as on a GPU) are those of one thread: the
+    same losses, step for step."""
+    from geobert.training.pretrain import PretrainConfig, pretrain
+
+    torch.set_num_threads(2)
+    losses: dict[int, list[float]] = {1: [], 4: []}
+    for threads, seen in losses.items():
+        cfg = PretrainConfig(
+            window_px=64, batch_size=4, accum_steps=2, steps=4, warmup_steps=1,
+            checkpoint_every=2, stats_windows=4, seed=5, reader_threads=threads,
+        )  # fmt: skip
+        out = tmp_path / f"t{threads}.safetensors"
+        pretrain([s2_jp2, oscd_before], out, cfg, on_step=lambda s, n, v, seen=seen: seen.append(v))
+        assert (tmp_path / f"t{threads}_loss.csv").read_text().count("\n") == 5
+    assert losses[1] == losses[4] and len(losses[1]) == 4
