@@ -151,7 +151,19 @@ def run_fold(
     maps: bool = False,
 ) -> None:
     dest = out / "runs" / f"fold{k}_{SLUG[method]}.json"
+    ckpt = ckpt_dir / f"fold{k}_{SLUG[method]}.safetensors"
+    maps_path = ckpt_dir / "maps" / f"fold{k}_{SLUG[method]}.npz"
     if dest.exists():
+        if maps and method in NETWORKS and not maps_path.exists():  # a fold run without --maps
+            if not ckpt.exists():
+                raise SystemExit(
+                    f"{dest} exists but {ckpt} does not: its maps cannot be written; remove "
+                    "the JSON to rerun the fold"
+                )
+            loaded, _ = load_checkpoint(ckpt)
+            fold_maps = (*folds(seed)[k], *folds(seed)[(k + 1) % len(folds(seed))])
+            cm = cast(ChangeModel, loaded)
+            save_maps(maps_path, cm, {c: predict_city(cm, cities[c]) for c in fold_maps}, cities)
         return
     fs = folds(seed)
     test, val = fs[k], fs[(k + 1) % len(fs)]
@@ -193,7 +205,6 @@ def run_fold(
             val_cities=tuple(val),
             extra={"test_cities": ",".join(test), "protocol": f"loco fold {k}"},
         )
-        ckpt = ckpt_dir / f"fold{k}_{SLUG[method]}.safetensors"
         if not ckpt.exists():
             model, mcard = train_change(
                 [cities[c] for c in train_names],
@@ -214,7 +225,7 @@ def run_fold(
             **cast(dict[str, Any], {c: p.astype(np.float16) for c, p in probs.items()}),
         )
         if maps:  # results/change_oscd/rules/PROTOCOL.md: rules chosen on validation maps
-            save_maps(out / "maps" / f"fold{k}_{SLUG[method]}.npz", cm, probs, cities)
+            save_maps(maps_path, cm, probs, cities)
         for c in test:
             per_city[c] = city_scores(probs[c] > t, cities[c])
             noch[c] = no_change_shares(
@@ -254,10 +265,16 @@ def run_fold(
 FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
 
-def predict_city_flips(model: ChangeModel, city: CityArrays) -> np.ndarray:
-    """Change probability of ``city`` averaged over :data:`FLIPS`."""
+def predict_city_flips(
+    model: ChangeModel, city: CityArrays, plain: np.ndarray | None = None
+) -> np.ndarray:
+    """Change probability of ``city`` averaged over :data:`FLIPS` (``plain``: the unflipped
+    prediction, if already made)."""
     total = np.zeros(city.label.shape, np.float32)
     for axes in FLIPS:
+        if not axes and plain is not None:
+            total += plain
+            continue
 
         def flip(a: np.ndarray, axes: tuple[int, ...] = axes) -> np.ndarray:
             return np.ascontiguousarray(np.flip(a, axes)) if axes else a
@@ -276,12 +293,10 @@ def predict_city_flips(model: ChangeModel, city: CityArrays) -> np.ndarray:
 def save_maps(
     path: Path, model: ChangeModel, probs: dict[str, np.ndarray], cities: dict[str, CityArrays]
 ) -> None:
-    """The fold's maps (test and validation cities) as float16: ``<city>`` plain and
+    """The fold's maps (test and validation cities), float32: ``<city>`` plain and
     ``<city>__flips`` averaged over :data:`FLIPS`."""
-    arrays = {c: p.astype(np.float16) for c, p in probs.items()}
-    arrays |= {
-        f"{c}__flips": predict_city_flips(model, cities[c]).astype(np.float16) for c in probs
-    }
+    arrays = dict(probs)
+    arrays |= {f"{c}__flips": predict_city_flips(model, cities[c], p) for c, p in probs.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".partial.npz")
     np.savez_compressed(tmp, **cast(dict[str, Any], arrays))
@@ -467,7 +482,7 @@ def main() -> None:
         "--maps",
         action="store_true",
         help="also write each fold's test and validation probability maps (plain and averaged "
-        "over four flips, float16) under OUT/maps (results/change_oscd/rules/PROTOCOL.md)",
+        "over four flips) under CHECKPOINTS/maps (results/change_oscd/rules/PROTOCOL.md)",
     )
     ap.add_argument(
         "--final",

@@ -7,7 +7,8 @@ cities only (pooled F1), scores its test cities, and writes the table (scipy lab
 components: it comes with the ``baselines`` extra's scikit-learn):
 
     .venv/bin/python scripts/change_loco.py --data ../shared/data/oscd \\
-        --out results/change_oscd/rules --methods "geobert (MIM, band dropout)" --maps
+        --out results/change_oscd/rules --checkpoints runs/change_rules \\
+        --methods "geobert (MIM, band dropout)" --maps
     .venv/bin/python scripts/change_rules.py --data ../shared/data/oscd
 """
 
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from change_loco import CITIES, SLUG, city_scores
+from change_loco import CITIES, NETWORKS, SLUG, city_scores
 from scipy import ndimage  # type: ignore[import-untyped]
 
 from geobert.change.metrics import ChangeScores, pooled, scores
@@ -83,6 +84,8 @@ def choose(
     rule: Rule, grid: Sequence[Params], maps: Sequence[np.ndarray], cities: Sequence[CityArrays]
 ) -> tuple[Params, ChangeScores]:
     """The parameters maximising pooled F1 over ``cities`` (the first best in grid order)."""
+    if not cities:
+        raise SystemExit("no validation city to choose parameters on")
     best: tuple[Params, ChangeScores] | None = None
     for params in grid:
         s = pooled(
@@ -97,18 +100,27 @@ def choose(
     return best
 
 
-def fold_files(out: Path, slug: str) -> Iterator[tuple[dict[str, Any], Path]]:
-    for run in sorted((out / "runs").glob(f"fold*_{slug}.json")):
+def fold_files(out: Path, maps: Path, slug: str) -> Iterator[tuple[dict[str, Any], Path]]:
+    runs = sorted((out / "runs").glob(f"fold*_{slug}.json"))
+    if not runs:
+        raise SystemExit(f"no fold of {slug} under {out / 'runs'}: run change_loco.py first")
+    for run in runs:
         fold = json.loads(run.read_text())
-        yield fold, out / "maps" / f"fold{fold['fold']}_{slug}.npz"
+        path = maps / f"fold{fold['fold']}_{slug}.npz"
+        if not path.exists():
+            raise SystemExit(f"{path} is missing: rerun change_loco.py with --maps")
+        yield fold, path
 
 
-def evaluate(out: Path, slug: str, cities: dict[str, CityArrays]) -> dict[str, Any]:
+def evaluate(out: Path, maps_dir: Path, slug: str, cities: dict[str, CityArrays]) -> dict[str, Any]:
     """Every rule on every kind of map, per fold: the chosen parameters and the test scores;
     and the oracle (each test city's own best threshold: an upper bound, never a choice)."""
     result: dict[str, Any] = {"folds": []}
-    for fold, path in fold_files(out, slug):
+    for fold, path in fold_files(out, maps_dir, slug):
         maps = np.load(path)
+        missing = {*fold["test"], *fold["validation"]} - set(maps.files)
+        if missing:
+            raise SystemExit(f"{path} has no map of {sorted(missing)}")
         entry: dict[str, Any] = {"fold": fold["fold"], "test": fold["test"], "rules": {}}
         for kind, suffix in KINDS.items():
             val = [maps[c + suffix].astype(np.float32) for c in fold["validation"]]
@@ -129,10 +141,20 @@ def evaluate(out: Path, slug: str, cities: dict[str, CityArrays]) -> dict[str, A
                     for c, m in test.items()
                 }
             }  # fmt: skip
-        # the fold's own threshold on the plain maps reproduces change_loco's numbers
-        entry["check_f1"] = {
-            c: [fold["per_city"][c]["f1"], entry["rules"]["threshold (plain)"]["per_city"][c]["f1"]]
-            for c in fold["test"]
+        # the threshold chosen again on the plain maps is the fold's own, with its numbers;
+        # and the fold is compared with the same fold of ../loco (the same recipe run before)
+        again = entry["rules"]["threshold (plain)"]
+        earlier = out.parent / "loco" / "runs" / f"fold{fold['fold']}_{slug}.json"
+        entry["check"] = {
+            "threshold": [fold["threshold"], again["params"][0]],
+            "f1": {
+                c: [fold["per_city"][c]["f1"], again["per_city"][c]["f1"]] for c in fold["test"]
+            },
+            "loco_f1": (
+                {c: json.loads(earlier.read_text())["per_city"][c]["f1"] for c in fold["test"]}
+                if earlier.exists()
+                else None
+            ),
         }
         result["folds"].append(entry)
         log.info("fold %d done", fold["fold"])
@@ -141,21 +163,23 @@ def evaluate(out: Path, slug: str, cities: dict[str, CityArrays]) -> dict[str, A
 
 def table(result: dict[str, Any]) -> str:
     names = list(result["folds"][0]["rules"]) if result["folds"] else []
-    lines = ["| rule | " + " | ".join(CITIES) + " | mean | pooled | worst | cities > 3× |"]
-    lines.append("|---|" + "---|" * (len(CITIES) + 4))
+    scored = {c for f in result["folds"] for c in f["test"]}
+    cols = [c for c in CITIES if c in scored] + sorted(scored - set(CITIES))
+    lines = ["| rule | " + " | ".join(cols) + " | mean | pooled | worst | cities > 3× | n |"]
+    lines.append("|---|" + "---|" * (len(cols) + 5))
     for name in names:
         per: dict[str, dict[str, Any]] = {}
         for f in result["folds"]:
             per |= f["rules"][name]["per_city"]
-        f1 = {c: per[c]["f1"] for c in CITIES if c in per}
+        f1 = {c: per[c]["f1"] for c in cols if c in per}
         tot = ChangeScores(*(sum(int(per[c][k]) for c in f1) for k in ("tp", "fp", "fn", "tn")))
         over = sum(per[c]["flagged_share"] > 3 * per[c]["labelled_share"] for c in f1)
         worst = min(f1, key=lambda c: f1[c])
         lines.append(
             f"| {name} | "
-            + " | ".join(f"{f1[c]:.3f}" if c in f1 else "–" for c in CITIES)
+            + " | ".join(f"{f1[c]:.3f}" if c in f1 else "–" for c in cols)
             + f" | **{np.mean(list(f1.values())):.3f}** | {tot.f1:.3f} | "
-            f"{f1[worst]:.3f} ({worst}) | {over} |"
+            f"{f1[worst]:.3f} ({worst}) | {over} | {len(f1)}/{len(CITIES)} |"
         )
     lines += ["", "| fold | " + " | ".join(n for n in names if not n.startswith("oracle")) + " |"]
     lines.append("|---|" + "---|" * sum(not n.startswith("oracle") for n in names))
@@ -166,6 +190,22 @@ def table(result: dict[str, Any]) -> str:
             if not n.startswith("oracle")
         ]
         lines.append(f"| {f['fold']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Checks: the fold's threshold (from its training) and the one chosen again on the "
+        "maps; each test city's F1 in the fold JSON, on the maps, and in ../loco's run.",
+        "",
+        "| fold | threshold: fold / maps | city | F1: fold / maps / loco |",
+        "|---|---|---|---|",
+    ]
+    for f in result["folds"]:
+        ck = f["check"]
+        for c, (a, b) in ck["f1"].items():
+            loco = "–" if ck["loco_f1"] is None else f"{ck['loco_f1'][c]:.3f}"
+            lines.append(
+                f"| {f['fold']} | {ck['threshold'][0]:g} / {ck['threshold'][1]:g} | {c} "
+                f"| {a:.3f} / {b:.3f} / {loco} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -173,13 +213,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="OSCD root (images/, labels/)")
     ap.add_argument("--out", default="results/change_oscd/rules", type=Path)
-    ap.add_argument("--method", default="geobert (MIM, band dropout)", choices=list(SLUG))
+    ap.add_argument("--maps", default="runs/change_rules/maps", type=Path)
+    ap.add_argument("--method", default="geobert (MIM, band dropout)", choices=list(NETWORKS))
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     card = read_card(pretrained_encoder_path())
     by_name = {c.name: c for c in list_cities(args.data, labelled_only=True)}
     cities = {c: load_city(by_name[c], card) for c in CITIES}
-    result = evaluate(args.out, SLUG[args.method], cities)
+    result = evaluate(args.out, args.maps, SLUG[args.method], cities)
     slug = SLUG[args.method]
     (args.out / f"rules_{slug}.json").write_text(json.dumps(result, indent=1) + "\n")
     text = table(result)

@@ -59,6 +59,7 @@ def test_change_rules_on_known_masks() -> None:
     parameters by pooled F1 on the validation cities."""
     import numpy as np
 
+    pytest.importorskip("scipy")  # the baselines extra's scikit-learn brings it
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         from change_rules import choose, hysteresis, sieve, threshold
@@ -85,8 +86,9 @@ def test_change_rules_on_known_masks() -> None:
 
 
 def test_flipped_maps_are_flipped_back() -> None:
-    """``change_loco.py --maps``' four-flip average: a per-pixel model gives the plain map back
-    exactly (a flip left unflipped would move the change)."""
+    """``change_loco.py --maps``' four-flip average equals the four flipped predictions flipped
+    back by hand, for a model whose output depends on where a pixel is (a flip left unflipped,
+    or no flip at all, gives another map)."""
     import numpy as np
     import torch
 
@@ -98,15 +100,73 @@ def test_flipped_maps_are_flipped_back() -> None:
     finally:
         sys.path.pop(0)
 
-    class PerPixel(torch.nn.Module):
+    class Skewed(torch.nn.Module):
         def predict(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-            return torch.sigmoid((after - before)[:, :1])
+            h, w = before.shape[-2:]
+            ramp = (
+                torch.linspace(0, 1, w)[None, None, None, :]
+                * torch.linspace(0, 1, h)[None, None, :, None]
+            )
+            return 0.5 * torch.sigmoid((after - before)[:, :1]) + 0.5 * ramp
 
     rng = np.random.default_rng(0)
     before = rng.normal(size=(2, 37, 53)).astype(np.float32)
     after = before.copy()
-    after[:, 3:9, 40:50] += 2.0  # change in one corner: a wrong flip moves it
+    after[:, 3:9, 40:50] += 2.0
     city = CityArrays("c", before, after, np.zeros((37, 53), np.uint8), np.ones((37, 53), bool))
-    plain = predict_city(PerPixel(), city, tile_px=16)
-    np.testing.assert_allclose(predict_city_flips(PerPixel(), city), plain, atol=1e-6)
-    assert plain[5, 45] > 0.8 > plain[30, 5]
+    model = Skewed()
+
+    def flipped(k: int) -> np.ndarray:  # predict on the city rotated by k × 90° twice
+        ud, lr = k // 2, k % 2
+
+        def f(a: np.ndarray) -> np.ndarray:
+            return a[..., ::-1, :] if ud else a
+
+        def g(a: np.ndarray) -> np.ndarray:
+            return a[..., :, ::-1] if lr else a
+
+        c = CityArrays("c", np.ascontiguousarray(g(f(before))), np.ascontiguousarray(g(f(after))),
+                       city.label, city.valid)  # fmt: skip
+        return np.asarray(g(f(predict_city(model, c))))
+
+    by_hand = np.mean([flipped(k) for k in range(4)], axis=0)
+    plain = predict_city(model, city)
+    assert np.abs(by_hand - plain).max() > 0.1  # the flips matter for this model
+    np.testing.assert_allclose(predict_city_flips(model, city), by_hand, atol=1e-6)
+    np.testing.assert_allclose(predict_city_flips(model, city, plain), by_hand, atol=1e-6)
+
+
+def test_change_rules_choose_on_validation_cities_only(tmp_path: Path) -> None:
+    """The rules' parameters come from the fold's validation cities, never its test cities: here
+    they favour different thresholds, and the oracle (the test city's own best) differs."""
+    import json
+
+    import numpy as np
+
+    pytest.importorskip("scipy")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from change_rules import evaluate, table
+
+        from geobert.change.train import CityArrays
+    finally:
+        sys.path.pop(0)
+    p = np.tile(np.array([0.1, 0.3, 0.5, 0.8, 0.9], np.float32), (5, 4))
+    valid = np.ones(p.shape, bool)
+    cities = {
+        "v": CityArrays("v", p[None], p[None], (p >= 0.8).astype(np.uint8), valid),
+        "t": CityArrays("t", p[None], p[None], (p >= 0.3).astype(np.uint8), valid),
+    }
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "maps").mkdir()
+    fold = {"fold": 0, "test": ["t"], "validation": ["v"], "threshold": 0.5,
+            "per_city": {"t": {"f1": 0.75}}}  # fmt: skip
+    (tmp_path / "runs" / "fold0_mim_banddrop.json").write_text(json.dumps(fold))
+    np.savez(tmp_path / "maps" / "fold0_mim_banddrop.npz", v=p, t=p, v__flips=p, t__flips=p)
+    result = evaluate(tmp_path, tmp_path / "maps", "mim_banddrop", cities)
+    rules = result["folds"][0]["rules"]
+    assert rules["threshold (plain)"]["params"] == [0.5]  # validation's first best
+    assert rules["threshold (plain)"]["per_city"]["t"]["f1"] == pytest.approx(2 / 3)
+    assert rules["oracle threshold (plain)"]["per_city"]["t"]["f1"] == 1.0
+    assert result["folds"][0]["check"]["f1"]["t"] == [0.75, pytest.approx(2 / 3)]
+    assert "| threshold (plain) |" in table(result)
