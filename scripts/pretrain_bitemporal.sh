@@ -2,7 +2,12 @@
 # The bi-temporal pretraining protocol end to end (results/pretrain_bitemporal/PROTOCOL.md);
 # rerun the same command to continue it, across sessions:
 #
-#   bash scripts/pretrain_bitemporal.sh [SHARED_DATA] [MINUTES]
+#   bash scripts/pretrain_bitemporal.sh [SHARED_DATA] [MINUTES] [HEAD]
+#
+# HEAD: direct (default; amendment 1, run and measured) or relative (amendment 2: the decoder
+# writes a gain and offset applied to the other date; its run goes to
+# runs/pretrain_bitemporal_relative/, and its change folds run only if its held-out
+# reconstruction beats the other date matched by a per-band linear fit).
 #
 # 1. Starts from the shipped SimMIM encoder (geobert/weights/geobert_s_mim.safetensors; the
 #    protocol's amendment 1) and continues the 1 500-step bi-temporal run in
@@ -15,6 +20,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
 MINUTES=${2:-600}
+HEAD=${3:-direct}
+case "$HEAD" in
+    direct) OUT=runs/pretrain_bitemporal; METHOD="geobert (bi-temporal MIM, band dropout)" ;;
+    relative)
+        OUT=runs/pretrain_bitemporal_relative
+        METHOD="geobert (bi-temporal MIM relative, band dropout)"
+        ;;
+    *) echo "HEAD must be direct or relative, not '$HEAD'" >&2; exit 2 ;;
+esac
 steps_of() {
     (cd scripts && ../.venv/bin/python -c "import protocol_encoder as p; print(p.$1)")
 }
@@ -24,7 +38,6 @@ done_steps() {
     .venv/bin/python -c "import sys; from geobert.models.checkpoint import read_card
 print(read_card(sys.argv[1]).training['steps_done'])" "$1"
 }
-OUT=runs/pretrain_bitemporal
 CKPT="$OUT/geobert_s_bt.safetensors"
 mkdir -p "$OUT"
 PRECISION=$(.venv/bin/python -c \
@@ -36,7 +49,8 @@ PAIRS=()
 for city in brasilia chongqing dubai lasvegas milano montpellier rio saclay_w; do
     PAIRS+=("$DATA/oscd/images/$city")
 done
-.venv/bin/geobert pretrain --objective bitemporal --init "$INIT" --data "${PAIRS[@]}" \
+.venv/bin/geobert pretrain --objective bitemporal --head "$HEAD" --init "$INIT" \
+    --data "${PAIRS[@]}" \
     --out "$CKPT" --steps "$STEPS" --batch-size 16 --accum 2 --window 128 --lr 4e-4 \
     --warmup 100 --seed 0 --time-budget "$MINUTES" --resume ${BF16[@]+"${BF16[@]}"}
 DONE=$(done_steps "$CKPT")
@@ -47,5 +61,12 @@ fi
 # scored only at the end (the protocol reads nothing before step $STEPS)
 .venv/bin/geobert evaluate-mim "$CKPT" \
     --holdout "$DATA/oscd/images/norcia" "$DATA/oscd/images/valencia" -o "$OUT"
-.venv/bin/python scripts/change_loco.py --data "$DATA/oscd" \
-    --methods "geobert (bi-temporal MIM, band dropout)" --encoder "$CKPT"
+if [ "$HEAD" = relative ]; then  # amendment 2's gate: folds only past the fitted other date
+    if ! .venv/bin/python -c "import json, sys; l = json.load(open(sys.argv[1]))['masked_l1']
+sys.exit(0 if l['geobert'] < l['other_date_linear_fit'] else 1)" "$OUT/mim_eval.json"; then
+        echo "the relative head does not beat the fitted other date on held-out pairs" \
+            "($OUT/mim_eval.json): no change folds (amendment 2)" >&2
+        exit 0
+    fi
+fi
+.venv/bin/python scripts/change_loco.py --data "$DATA/oscd" --methods "$METHOD" --encoder "$CKPT"

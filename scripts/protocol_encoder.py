@@ -20,14 +20,17 @@ BITEMPORAL_STEPS = 1_500
 
 class EncoderRun(NamedTuple):
     """What a protocol's encoder must be: the pretraining steps it has (a cosine schedule is
-    only read at its end) and its objective."""
+    only read at its end), its objective and, for the bi-temporal one, its decoder's head."""
 
     steps: int
     objective: str
+    head: str = "direct"
 
 
 LONG = EncoderRun(LONG_STEPS, "simmim")
 BITEMPORAL = EncoderRun(BITEMPORAL_STEPS, "bitemporal")
+#: results/pretrain_bitemporal/PROTOCOL.md, amendment 2
+BITEMPORAL_RELATIVE = EncoderRun(BITEMPORAL_STEPS, "bitemporal", "relative")
 
 
 def encoder_for(
@@ -49,7 +52,7 @@ def encoder_for(
             f"{sorted(named)} need --encoder (results/pretrain_long/PROTOCOL.md, "
             "results/pretrain_bitemporal/PROTOCOL.md)"
         )
-    steps, objective = other[next(iter(named))]
+    steps, objective, head = other[next(iter(named))]
     try:
         training = read_card(encoder).training
     except GeobertError as exc:
@@ -58,6 +61,9 @@ def encoder_for(
     was = training.get("config", {}).get("objective", "simmim")
     if was != objective:
         raise SystemExit(f"{encoder} was pretrained with {was}, not {objective}: another encoder")
+    had = training.get("config", {}).get("head", "direct")
+    if was == "bitemporal" and had != head:
+        raise SystemExit(f"{encoder} has the {had} head, not {head}: another encoder")
     if done != steps:
         raise SystemExit(f"{encoder} has {done} of {steps} pretraining steps; finish it first")
     return encoder

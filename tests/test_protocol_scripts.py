@@ -16,6 +16,7 @@ UNFINISHED = f"has {read_card(SHIPPED).training['steps_done']} of 12000 pretrain
 LONG_CHANGE = "geobert (MIM 12k, band dropout)"
 LONG_LANDCOVER = "geobert (MIM 12k, pixel path, band dropout)"
 BITEMPORAL = "geobert (bi-temporal MIM, band dropout)"
+RELATIVE = "geobert (bi-temporal MIM relative, band dropout)"
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -41,6 +42,9 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
         ("change_loco.py", ["--methods", BITEMPORAL, "--encoder", str(SHIPPED)],
          "was pretrained with simmim, not bitemporal"),
         ("change_loco.py", ["--methods", BITEMPORAL, LONG_CHANGE], "on their own, with --encoder"),
+        ("change_loco.py", ["--methods", RELATIVE, "--encoder", str(SHIPPED)],
+         "was pretrained with simmim, not bitemporal"),
+        ("change_loco.py", ["--methods", BITEMPORAL, RELATIVE], "on their own, with --encoder"),
     ],
 )  # fmt: skip
 def test_a_method_of_the_long_pretraining_needs_its_finished_encoder(

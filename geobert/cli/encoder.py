@@ -56,6 +56,14 @@ def add_pretrain(sub: Subparsers) -> None:
         "a pair, the other date whole beside it (default: %(default)s)",
     )
     p.add_argument(
+        "--head",
+        choices=["direct", "relative"],
+        default="direct",
+        help="with --objective bitemporal: the decoder writes the masked date's bands (direct) "
+        "or a per-pixel gain and offset applied to the other date (relative) (default: "
+        "%(default)s)",
+    )
+    p.add_argument(
         "--init",
         metavar="CKPT",
         help="start from this pretrained encoder (its architecture, bands and normalisation; "
@@ -113,6 +121,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     cfg = PretrainConfig(
         model=args.model,
         objective=args.objective,
+        head=args.head,
         init=args.init,
         steps=args.steps,
         batch_size=args.batch_size,
@@ -171,8 +180,12 @@ def run_evaluate_mim(args: argparse.Namespace) -> int:
     from geobert.training.evaluate_mim import evaluate_mim
 
     encoder, card = load_checkpoint(args.checkpoint)
-    bitemporal = card.training.get("config", {}).get("objective") == "bitemporal"
-    model = (BiTemporalMIM if bitemporal else SimMIM)(encoder)  # type: ignore[arg-type]
+    config = card.training.get("config", {})
+    model = (
+        BiTemporalMIM(encoder, config.get("head", "direct"))  # type: ignore[arg-type]
+        if config.get("objective") == "bitemporal"
+        else SimMIM(encoder)  # type: ignore[arg-type]
+    )
     state = Path(args.checkpoint + ".train.pt")
     if not state.exists():
         raise GeobertError(

@@ -11,7 +11,11 @@ square.
 whole beside it: what it must learn is what stays the same between two dates of a place and how
 this date renders it (its season, haze, sun) from the date's own visible pixels — the knowledge a
 change network needs to tell change from a different day. The encoder is the Siamese one the
-change network uses (one set of weights, both dates in one pass); only it is kept.
+change network uses (one set of weights, both dates in one pass); only it is kept. Its decoder
+either writes the masked date's bands itself (``head="direct"``) or, with ``head="relative"``,
+a per-pixel gain and offset that map the other date onto it (``(1 + gain) · other + offset``;
+both start at zero, so an untrained model answers with the other date): the other date's detail
+then reaches the reconstruction whole, and what is learnt is how the two dates relate.
 """
 
 from __future__ import annotations
@@ -23,7 +27,11 @@ import torch.nn as nn
 from geobert.errors import GeobertError
 from geobert.models.encoder import GeobertEncoder
 
-__all__ = ["BiTemporalMIM", "SimMIM", "random_mask"]
+__all__ = ["BITEMPORAL_HEADS", "BiTemporalMIM", "SimMIM", "random_mask"]
+
+#: how :class:`BiTemporalMIM` reconstructs the masked date: its bands directly, or relative to
+#: the other date (a per-pixel gain and offset)
+BITEMPORAL_HEADS = ("direct", "relative")
 
 
 def random_mask(
@@ -58,7 +66,7 @@ class _MaskedModel(nn.Module):
     1×1 convolution and a pixel shuffle) from ``dates`` stride-32 feature maps side by side to
     every input band."""
 
-    def __init__(self, encoder: GeobertEncoder, dates: int) -> None:
+    def __init__(self, encoder: GeobertEncoder, dates: int, outputs: int = 1) -> None:
         super().__init__()
         self.encoder = encoder
         dim = encoder.config.embed_dim
@@ -67,7 +75,11 @@ class _MaskedModel(nn.Module):
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         stride = encoder.stride
         self.decoder = nn.Sequential(
-            nn.Conv2d(dates * encoder.feature_channels[-1], stride * stride * encoder.in_chans, 1),
+            nn.Conv2d(
+                dates * encoder.feature_channels[-1],
+                stride * stride * encoder.in_chans * outputs,
+                1,
+            ),
             nn.PixelShuffle(stride),
         )
 
@@ -102,11 +114,22 @@ class BiTemporalMIM(_MaskedModel):
     then the other date in the same band order — and ``mask`` ``(B, H, W)`` bool (True = masked,
     in the first date) returns ``(loss, reconstruction of the first date (B, C, H, W))``. Both
     dates go through the encoder in one pass (shared weights); the decoder (a 1×1 convolution and
-    a pixel shuffle, as :class:`SimMIM`'s) sees both dates' stride-32 features side by side.
+    a pixel shuffle, as :class:`SimMIM`'s) sees both dates' stride-32 features side by side and
+    writes the first date's bands (``head="direct"``) or a per-pixel gain and offset applied to
+    the other date (``head="relative"``: the reconstruction is ``(1 + gain) · other + offset``,
+    and the decoder starts at zero, i.e. at the other date as it is).
     """
 
-    def __init__(self, encoder: GeobertEncoder) -> None:
-        super().__init__(encoder, dates=2)
+    def __init__(self, encoder: GeobertEncoder, head: str = "direct") -> None:
+        if head not in BITEMPORAL_HEADS:
+            raise GeobertError(f"bi-temporal head {head!r} is not one of {list(BITEMPORAL_HEADS)}")
+        super().__init__(encoder, dates=2, outputs=2 if head == "relative" else 1)
+        self.head = head
+        if head == "relative":
+            conv = self.decoder[0]
+            assert isinstance(conv, nn.Conv2d) and conv.bias is not None
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.encoder.in_chans
@@ -122,8 +145,10 @@ class BiTemporalMIM(_MaskedModel):
             [_mask_tokens(tokens[:n], mask, self.mask_token, self.patch), tokens[n:]]
         )
         deepest = self.encoder.forward_tokens(tokens)[-1]
-        recon = self.decoder(torch.cat([deepest[:n], deepest[n:]], dim=1))
-        return masked_l1(recon, target, mask), recon
+        out = self.decoder(torch.cat([deepest[:n], deepest[n:]], dim=1))
+        if self.head == "relative":
+            out = (1 + out[:, :c]) * other + out[:, c:]
+        return masked_l1(out, target, mask), out
 
 
 def _mask_tokens(

@@ -3,7 +3,8 @@
 Two objectives (``PretrainConfig.objective``): ``"simmim"`` reconstructs the masked squares of a
 window of one scene (:class:`~geobert.models.simmim.SimMIM`); ``"bitemporal"`` reconstructs the
 masked squares of one date of a pair with the other date whole beside it
-(:class:`~geobert.models.simmim.BiTemporalMIM`; which date is masked is drawn per window). Either
+(:class:`~geobert.models.simmim.BiTemporalMIM`; which date is masked is drawn per window; its
+``head`` writes the bands, or a gain and offset applied to the other date). Either
 starts from random weights or, with ``init``, from a pretrained encoder (its bands and
 normalisation are kept).
 
@@ -45,7 +46,7 @@ from geobert.models.card import ModelCard
 from geobert.models.checkpoint import load_checkpoint, save_checkpoint
 from geobert.models.encoder import GeobertEncoder
 from geobert.models.registry import create_model
-from geobert.models.simmim import BiTemporalMIM, SimMIM, random_mask
+from geobert.models.simmim import BITEMPORAL_HEADS, BiTemporalMIM, SimMIM, random_mask
 from geobert.training.loop import train_steps
 from geobert.training.optim import no_weight_decay_names, param_groups_weight_decay
 from geobert.training.schedule import WarmupCosineSchedule
@@ -76,6 +77,9 @@ class PretrainConfig(WarmupCosineSchedule):
     model: str = "geobert_s"
     #: ``"simmim"`` (scenes) or ``"bitemporal"`` (two-date pairs): see the module's docstring
     objective: str = "simmim"
+    #: with ``"bitemporal"``: the decoder writes the masked date's bands (``"direct"``) or a
+    #: per-pixel gain and offset applied to the other date (``"relative"``)
+    head: str = "direct"
     #: start from this pretrained encoder (a ``.safetensors`` of ``pretrain``), keeping its
     #: architecture, bands and normalisation (``model`` and ``bands`` are then not used)
     init: str | None = None
@@ -116,6 +120,12 @@ class PretrainConfig(WarmupCosineSchedule):
             raise GeobertError(
                 f"pretraining objective {self.objective!r} is not one of {list(OBJECTIVES)}"
             )
+        if self.head not in BITEMPORAL_HEADS:
+            raise GeobertError(f"head {self.head!r} is not one of {list(BITEMPORAL_HEADS)}")
+        if self.head != "direct" and self.objective != "bitemporal":
+            raise GeobertError(
+                f"head {self.head!r} is for the bitemporal objective; SimMIM has one head"
+            )
         if self.window_px % self.mask_patch_px:
             raise GeobertError(
                 f"window_px={self.window_px} must be a multiple of "
@@ -132,13 +142,13 @@ class PretrainConfig(WarmupCosineSchedule):
 
 #: options a run must resume with: they make its batches, masks and learning-rate schedule
 RESUME_FIXED = (
-    "model", "objective", "init", "window_px", "batch_size", "accum_steps", "steps", "lr",
+    "model", "objective", "head", "init", "window_px", "batch_size", "accum_steps", "steps", "lr",
     "min_lr", "warmup_steps", "mask_ratio", "mask_patch_px", "seed", "scale",
 )  # fmt: skip
 
 
 #: what a run started before an option existed ran with
-_FIXED_BEFORE = {"objective": "simmim", "init": None}
+_FIXED_BEFORE = {"objective": "simmim", "head": "direct", "init": None}
 
 
 def resume_mismatch(started: dict[str, Any], cfg: PretrainConfig) -> list[str]:
@@ -263,7 +273,9 @@ def pretrain(
         "pairs" if bitemporal else "scenes",
         list(bands),
     )
-    model: SimMIM | BiTemporalMIM = (BiTemporalMIM if bitemporal else SimMIM)(encoder).to(device)
+    model: SimMIM | BiTemporalMIM = (
+        BiTemporalMIM(encoder, cfg.head) if bitemporal else SimMIM(encoder)
+    ).to(device)
     state_path = out.with_name(out.name + ".train.pt")
     state = (
         torch.load(state_path, map_location=device, weights_only=True)

@@ -191,6 +191,25 @@ def test_bitemporal_pretraining_from_the_shipped_encoder(beirut: Path, tmp_path:
     assert single.stderr.strip().splitlines()[-1].startswith("geobert: error: no pairs")
     assert not (tmp_path / "single").exists()
 
+    # the relative head through the command line, and evaluate-mim builds its decoder
+    rel = tmp_path / "rel.safetensors"
+    proc = subprocess.run(
+        [*GEOBERT, "pretrain", "--objective", "bitemporal", "--head", "relative", "--init",
+         str(shipped), "--data", str(beirut), "--out", str(rel), "--steps", "2", "--batch-size",
+         "2", "--accum", "1", "--window", "64", "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert read_card(rel).training["config"]["head"] == "relative"
+    proc = subprocess.run(
+        [*GEOBERT, "evaluate-mim", str(rel), "--holdout", str(beirut), "-o", str(tmp_path / "er"),
+         "--windows", "4"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    scored = json.loads((tmp_path / "er" / "mim_eval.json").read_text())["masked_l1"]
+    assert np.isfinite(scored["geobert"])
+
 
 def test_pretrain_cli_says_what_is_wrong_in_one_line(
     beirut: Path, s2_jp2: Path, tmp_path: Path
@@ -211,6 +230,9 @@ def test_pretrain_cli_says_what_is_wrong_in_one_line(
     missing = run("--init", tmp_path / "nothing.safetensors", "--data", beirut)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert missing.stderr.strip().splitlines()[-1].startswith("geobert: error: model file")
+    head = run("--head", "relative", "--data", s2_jp2)
+    assert head.returncode == 2 and "Traceback" not in head.stderr
+    assert "is for the bitemporal objective" in head.stderr.strip().splitlines()[-1]
     assert not list(tmp_path.iterdir())  # nothing written
 
 
@@ -235,3 +257,39 @@ def test_a_run_started_before_the_objective_existed_resumes_only_as_simmim() -> 
     assert resume_mismatch(started, PretrainConfig(init="enc.safetensors")) == [
         "init=None (not 'enc.safetensors')"
     ]
+    # a bi-temporal run from before the relative head resumes only with the direct one
+    bt = {**started, "objective": "bitemporal"}
+    assert resume_mismatch(bt, PretrainConfig(objective="bitemporal")) == []
+    assert resume_mismatch(bt, PretrainConfig(objective="bitemporal", head="relative")) == [
+        "head='direct' (not 'relative')"
+    ]
+
+
+def test_the_relative_head_starts_at_the_other_date_and_hides_the_masked_pixels() -> None:
+    """``head="relative"``: an untrained decoder answers with the other date exactly; the masked
+    pixels never leak in; after one step the gain and offset move away from zero."""
+    torch.manual_seed(0)
+    model = BiTemporalMIM(create_model("geobert_s", bands=S2), "relative")  # type: ignore[arg-type]
+    rng = np.random.default_rng(2)
+    x = torch.randn(2, 26, 64, 64)
+    mask = torch.from_numpy(np.stack([random_mask(64, 64, ratio=0.5, rng=rng) for _ in range(2)]))
+    model.eval()
+    with torch.no_grad():
+        loss, recon = model(x, mask)
+    torch.testing.assert_close(recon, x[:, 13:])
+    m = mask.unsqueeze(1).expand(-1, 13, -1, -1)
+    torch.testing.assert_close(loss, (x[:, 13:] - x[:, :13])[m].abs().mean())
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(x, mask)[0].backward()
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        _, moved = model(x, mask)
+        peek = x.clone()
+        peek[:, :13][m] += 5.0
+        _, moved_peek = model(peek, mask)
+    assert (moved - x[:, 13:]).abs().mean() > 1e-4
+    torch.testing.assert_close(moved_peek, moved)
+    with pytest.raises(GeobertError, match="is not one of"):
+        BiTemporalMIM(create_model("geobert_s", bands=S2), "sideways")  # type: ignore[arg-type]
