@@ -17,7 +17,7 @@ import argparse
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
@@ -158,6 +158,8 @@ def run_fold(
     dest = out / "runs" / f"fold{k}_{SLUG[method]}.json"
     ckpt = ckpt_dir / f"fold{k}_{SLUG[method]}.safetensors"
     maps_path = ckpt_dir / "maps" / f"fold{k}_{SLUG[method]}.npz"
+    fs = folds(seed)
+    test, val = fs[k], fs[(k + 1) % len(fs)]
     if dest.exists():
         if maps and method in NETWORKS and not maps_path.exists():  # a fold run without --maps
             if not ckpt.exists():
@@ -166,12 +168,11 @@ def run_fold(
                     "the JSON to rerun the fold"
                 )
             loaded, _ = load_checkpoint(ckpt)
-            fold_maps = (*folds(seed)[k], *folds(seed)[(k + 1) % len(folds(seed))])
             cm = cast(ChangeModel, loaded)
-            save_maps(maps_path, cm, {c: predict_city(cm, cities[c]) for c in fold_maps}, cities)
+            save_maps(
+                maps_path, cm, {c: predict_city(cm, cities[c]) for c in (*test, *val)}, cities
+            )
         return
-    fs = folds(seed)
-    test, val = fs[k], fs[(k + 1) % len(fs)]
     train_names = [c for c in CITIES if c not in test and c not in val]
     t0 = time.perf_counter()
     result: dict[str, Any] = {
@@ -308,6 +309,14 @@ def save_maps(
     tmp.replace(path)
 
 
+def pooled_scores(per_city: dict[str, dict[str, Any]], cities: Iterable[str]) -> ChangeScores:
+    """Pooled scores of ``cities`` from their :func:`city_scores` entries."""
+    names = list(cities)
+    return ChangeScores(
+        *(sum(int(per_city[c][k]) for c in names) for k in ("tp", "fp", "fn", "tn"))
+    )
+
+
 def report(out: Path) -> str:
     """Per-city F1 table, mean, pooled and worst city; false change; no-change shares."""
     runs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("fold*.json"))]
@@ -322,9 +331,7 @@ def report(out: Path) -> str:
     lines.append("|---|" + "---|" * (len(CITIES) + 4))
     for m in methods:
         f1 = {c: per[m][c]["f1"] for c in CITIES if c in per[m]}
-        pooled = ChangeScores(
-            *(sum(int(per[m][c][k]) for c in f1) for k in ("tp", "fp", "fn", "tn"))
-        )
+        pooled = pooled_scores(per[m], f1)
         cells = [f"{f1[c]:.3f}" if c in f1 else "–" for c in CITIES]
         worst = min(f1, key=lambda c: f1[c]) if f1 else "–"
         lines.append(

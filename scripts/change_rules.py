@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from change_loco import CITIES, NETWORKS, SLUG, city_scores
+from change_loco import CITIES, NETWORKS, SLUG, city_scores, pooled_scores
 from scipy import ndimage  # type: ignore[import-untyped]
 
 from geobert.change.metrics import ChangeScores, pooled, scores
@@ -172,7 +172,7 @@ def table(result: dict[str, Any]) -> str:
         for f in result["folds"]:
             per |= f["rules"][name]["per_city"]
         f1 = {c: per[c]["f1"] for c in cols if c in per}
-        tot = ChangeScores(*(sum(int(per[c][k]) for c in f1) for k in ("tp", "fp", "fn", "tn")))
+        tot = pooled_scores(per, f1)
         over = sum(per[c]["flagged_share"] > 3 * per[c]["labelled_share"] for c in f1)
         worst = min(f1, key=lambda c: f1[c])
         lines.append(

@@ -293,11 +293,12 @@ def pretrain(
         # the position tables); the card then records that
         cfg = replace(cfg, decay_position_tables=bool(state.get("decay_position_tables", True)))
     skip = {"mask_token"} if cfg.decay_position_tables else no_weight_decay_names(model)
+    fused = device.type == "cuda" or None  # one kernel a step on a GPU, as the launches bound
     opt = torch.optim.AdamW(
         param_groups_weight_decay(model.named_parameters(), cfg.weight_decay, skip),
         lr=cfg.lr,
         betas=(0.9, 0.999),
-        fused=device.type == "cuda" or None,  # one kernel a step on a GPU, as the launches bound
+        fused=fused,
     )
     history: list[tuple[int, float, float, float]] = []
     sessions: list[dict[str, Any]] = []
@@ -306,7 +307,7 @@ def pretrain(
         model.load_state_dict(state["model"])
         # load_state_dict restores each group's options, fused too: this device's choice wins
         for group in state["optimizer"]["param_groups"]:
-            group["fused"] = device.type == "cuda" or None
+            group["fused"] = fused
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
         torch.set_rng_state(state["torch_rng"])

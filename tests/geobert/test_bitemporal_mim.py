@@ -26,6 +26,13 @@ def beirut(oscd_before: Path) -> Path:
     return oscd_before.parent
 
 
+def _evaluate_mim(
+    ckpt: Path, holdout: Path, outdir: Path, *more: str
+) -> subprocess.CompletedProcess[str]:
+    args = ["evaluate-mim", str(ckpt), "--holdout", str(holdout), "-o", str(outdir), *more]
+    return subprocess.run([*GEOBERT, *args], capture_output=True, text=True, timeout=300)
+
+
 def test_pairs_are_folders_holding_two_dates(beirut: Path, tmp_path: Path, rgb_edge: Path) -> None:
     # OSCD's layout: city/imgs_1 and city/imgs_2 (the labels folder is not a date)
     assert discover_pairs([beirut]) == [(beirut / "imgs_1", beirut / "imgs_2")]
@@ -168,11 +175,7 @@ def test_bitemporal_pretraining_from_the_shipped_encoder(beirut: Path, tmp_path:
     np.testing.assert_allclose(resumed, losses[6:], rtol=1e-4)
 
     # evaluate-mim knows a bi-temporal encoder: pairs held out, the other-date baseline
-    proc = subprocess.run(
-        [*GEOBERT, "evaluate-mim", str(out), "--holdout", str(beirut), "-o", str(tmp_path / "ev"),
-         "--windows", "8"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc = _evaluate_mim(out, beirut, tmp_path / "ev", "--windows", "8")
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "ev" / "mim_eval.json").read_text())
     assert result["objective"] == "bitemporal" and len(result["holdout_pairs"]) == 1
@@ -182,11 +185,7 @@ def test_bitemporal_pretraining_from_the_shipped_encoder(beirut: Path, tmp_path:
     }  # fmt: skip
     assert all(np.isfinite(v) for v in result["masked_l1"].values())
     # single scenes are not pairs: one line, and no output folder
-    single = subprocess.run(
-        [*GEOBERT, "evaluate-mim", str(out), "--holdout", str(beirut / "imgs_1"), "-o",
-         str(tmp_path / "single")],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    single = _evaluate_mim(out, beirut / "imgs_1", tmp_path / "single")
     assert single.returncode == 2 and "Traceback" not in single.stderr
     assert single.stderr.strip().splitlines()[-1].startswith("geobert: error: no pairs")
     assert not (tmp_path / "single").exists()
@@ -201,11 +200,7 @@ def test_bitemporal_pretraining_from_the_shipped_encoder(beirut: Path, tmp_path:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert read_card(rel).training["config"]["head"] == "relative"
-    proc = subprocess.run(
-        [*GEOBERT, "evaluate-mim", str(rel), "--holdout", str(beirut), "-o", str(tmp_path / "er"),
-         "--windows", "4"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc = _evaluate_mim(rel, beirut, tmp_path / "er", "--windows", "4")
     assert proc.returncode == 0, proc.stderr
     scored = json.loads((tmp_path / "er" / "mim_eval.json").read_text())["masked_l1"]
     assert np.isfinite(scored["geobert"])
@@ -244,6 +239,10 @@ def test_cli_objectives_are_the_library_s() -> None:
     action = next(a for a in sub.choices["pretrain"]._actions if a.dest == "objective")
     assert tuple(action.choices) == OBJECTIVES
     assert action.default == OBJECTIVES[0]
+    from geobert.models.simmim import BITEMPORAL_HEADS
+
+    head = next(a for a in sub.choices["pretrain"]._actions if a.dest == "head")
+    assert tuple(head.choices) == BITEMPORAL_HEADS and head.default == BITEMPORAL_HEADS[0]
 
 
 def test_a_run_started_before_the_objective_existed_resumes_only_as_simmim() -> None:
