@@ -174,3 +174,42 @@ def test_change_rules_choose_on_validation_cities_only(tmp_path: Path) -> None:
     assert rules["oracle threshold (plain)"]["per_city"]["t"]["f1"] == 1.0
     assert result["folds"][0]["check"]["f1"]["t"] == [0.75, pytest.approx(2 / 3)]
     assert "| threshold (plain) |" in table(result)
+
+
+def test_change_rules_median_threshold_comes_from_the_other_folds(tmp_path: Path) -> None:
+    """The post-hoc row "median of the other folds" scores each fold's test city at the threshold
+    the other fold chose on its validation city — never its own fold's choice."""
+    import json
+
+    import numpy as np
+
+    pytest.importorskip("scipy")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from change_rules import MEDIAN, evaluate, table
+
+        from geobert.change.train import CityArrays
+    finally:
+        sys.path.pop(0)
+    p = np.tile(np.array([0.1, 0.3, 0.5, 0.8, 0.9], np.float32), (5, 4))
+    valid = np.ones(p.shape, bool)
+    high, low = (p >= 0.8).astype(np.uint8), (p >= 0.3).astype(np.uint8)
+    cities = {name: CityArrays(name, p[None], p[None], label, valid)
+              for name, label in (("v0", high), ("t0", low), ("v1", low), ("t1", high))}  # fmt: skip
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "maps").mkdir()
+    for k in (0, 1):
+        fold = {"fold": k, "test": [f"t{k}"], "validation": [f"v{k}"], "threshold": 0.5,
+                "per_city": {f"t{k}": {"f1": 0.5}}}  # fmt: skip
+        (tmp_path / "runs" / f"fold{k}_mim_banddrop.json").write_text(json.dumps(fold))
+        maps = {f"{c}{s}": p for c in (f"v{k}", f"t{k}") for s in ("", "__flips")}
+        np.savez(tmp_path / "maps" / f"fold{k}_mim_banddrop.npz", **maps)  # type: ignore[arg-type]
+    folds = evaluate(tmp_path, tmp_path / "maps", "mim_banddrop", cities)["folds"]
+    own = [f["rules"]["threshold (plain)"] for f in folds]
+    assert [r["params"] for r in own] == [[0.5], [0.1]]
+    assert own[0]["per_city"]["t0"]["f1"] == pytest.approx(2 / 3)
+    median = [f["rules"][f"{MEDIAN} (plain)"] for f in folds]
+    assert [r["params"] for r in median] == [[0.1], [0.5]]
+    assert median[0]["per_city"]["t0"]["f1"] == 1.0
+    assert median[1]["per_city"]["t1"]["f1"] == 1.0
+    assert f"| {MEDIAN} (four flips) |" in table({"folds": folds})
