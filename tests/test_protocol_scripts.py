@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +24,16 @@ RELATIVE = "geobert (bi-temporal MIM relative, band dropout)"
 def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--data", "/nowhere",
                            *args], capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def _script(name: str) -> Any:
+    """A module of scripts/ (they import each other by name, so scripts/ is on the path while
+    it loads)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
 
 
 @pytest.mark.parametrize(
@@ -64,13 +76,11 @@ def test_change_rules_on_known_masks() -> None:
     import numpy as np
 
     pytest.importorskip("scipy")  # the baselines extra's scikit-learn brings it
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        from change_rules import choose, hysteresis, sieve, threshold
+    from geobert.change.train import CityArrays
 
-        from geobert.change.train import CityArrays
-    finally:
-        sys.path.pop(0)
+    rules = _script("change_rules")
+    choose, hysteresis, sieve, threshold = (rules.choose, rules.hysteresis, rules.sieve,
+                                            rules.threshold)  # fmt: skip
     p = np.zeros((8, 8), np.float32)
     p[1, 1] = p[2, 2] = p[3, 3] = 0.9  # a diagonal of 3 px: one 8-connected component
     p[5:7, 4:7] = 0.6  # a block of 6 px, one pixel of it above 0.8
@@ -96,13 +106,9 @@ def test_flipped_maps_are_flipped_back() -> None:
     import numpy as np
     import torch
 
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        from change_loco import predict_city_flips
+    from geobert.change.train import CityArrays, predict_city
 
-        from geobert.change.train import CityArrays, predict_city
-    finally:
-        sys.path.pop(0)
+    predict_city_flips = _script("change_loco").predict_city_flips
 
     class Skewed(torch.nn.Module):
         def predict(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
@@ -148,13 +154,9 @@ def test_change_rules_choose_on_validation_cities_only(tmp_path: Path) -> None:
     import numpy as np
 
     pytest.importorskip("scipy")
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        from change_rules import evaluate, table
+    from geobert.change.train import CityArrays
 
-        from geobert.change.train import CityArrays
-    finally:
-        sys.path.pop(0)
+    rules = _script("change_rules")
     p = np.tile(np.array([0.1, 0.3, 0.5, 0.8, 0.9], np.float32), (5, 4))
     valid = np.ones(p.shape, bool)
     cities = {
@@ -167,13 +169,13 @@ def test_change_rules_choose_on_validation_cities_only(tmp_path: Path) -> None:
             "per_city": {"t": {"f1": 0.75}}}  # fmt: skip
     (tmp_path / "runs" / "fold0_mim_banddrop.json").write_text(json.dumps(fold))
     np.savez(tmp_path / "maps" / "fold0_mim_banddrop.npz", v=p, t=p, v__flips=p, t__flips=p)
-    result = evaluate(tmp_path, tmp_path / "maps", "mim_banddrop", cities)
-    rules = result["folds"][0]["rules"]
-    assert rules["threshold (plain)"]["params"] == [0.5]  # validation's first best
-    assert rules["threshold (plain)"]["per_city"]["t"]["f1"] == pytest.approx(2 / 3)
-    assert rules["oracle threshold (plain)"]["per_city"]["t"]["f1"] == 1.0
+    result = rules.evaluate(tmp_path, tmp_path / "maps", "mim_banddrop", cities)
+    chosen = result["folds"][0]["rules"]
+    assert chosen["threshold (plain)"]["params"] == [0.5]  # validation's first best
+    assert chosen["threshold (plain)"]["per_city"]["t"]["f1"] == pytest.approx(2 / 3)
+    assert chosen["oracle threshold (plain)"]["per_city"]["t"]["f1"] == 1.0
     assert result["folds"][0]["check"]["f1"]["t"] == [0.75, pytest.approx(2 / 3)]
-    assert "| threshold (plain) |" in table(result)
+    assert "| threshold (plain) |" in rules.table(result)
 
 
 def test_change_rules_median_threshold_comes_from_the_other_folds(tmp_path: Path) -> None:
@@ -184,18 +186,14 @@ def test_change_rules_median_threshold_comes_from_the_other_folds(tmp_path: Path
     import numpy as np
 
     pytest.importorskip("scipy")
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        from change_rules import MEDIAN, evaluate, table
+    from geobert.change.train import CityArrays
 
-        from geobert.change.train import CityArrays
-    finally:
-        sys.path.pop(0)
+    rules = _script("change_rules")
     p = np.tile(np.array([0.1, 0.3, 0.5, 0.8, 0.9], np.float32), (5, 4))
     valid = np.ones(p.shape, bool)
     high, low = (p >= 0.8).astype(np.uint8), (p >= 0.3).astype(np.uint8)
-    cities = {name: CityArrays(name, p[None], p[None], label, valid)
-              for name, label in (("v0", high), ("t0", low), ("v1", low), ("t1", high))}  # fmt: skip
+    labels = {"v0": high, "t0": low, "v1": low, "t1": high}
+    cities = {n: CityArrays(n, p[None], p[None], label, valid) for n, label in labels.items()}
     (tmp_path / "runs").mkdir()
     (tmp_path / "maps").mkdir()
     for k in (0, 1):
@@ -204,12 +202,12 @@ def test_change_rules_median_threshold_comes_from_the_other_folds(tmp_path: Path
         (tmp_path / "runs" / f"fold{k}_mim_banddrop.json").write_text(json.dumps(fold))
         maps = {f"{c}{s}": p for c in (f"v{k}", f"t{k}") for s in ("", "__flips")}
         np.savez(tmp_path / "maps" / f"fold{k}_mim_banddrop.npz", **maps)  # type: ignore[arg-type]
-    folds = evaluate(tmp_path, tmp_path / "maps", "mim_banddrop", cities)["folds"]
+    folds = rules.evaluate(tmp_path, tmp_path / "maps", "mim_banddrop", cities)["folds"]
     own = [f["rules"]["threshold (plain)"] for f in folds]
     assert [r["params"] for r in own] == [[0.5], [0.1]]
     assert own[0]["per_city"]["t0"]["f1"] == pytest.approx(2 / 3)
-    median = [f["rules"][f"{MEDIAN} (plain)"] for f in folds]
+    median = [f["rules"][f"{rules.MEDIAN} (plain)"] for f in folds]
     assert [r["params"] for r in median] == [[0.1], [0.5]]
     assert median[0]["per_city"]["t0"]["f1"] == 1.0
     assert median[1]["per_city"]["t1"]["f1"] == 1.0
-    assert f"| {MEDIAN} (four flips) |" in table({"folds": folds})
+    assert f"| {rules.MEDIAN} (four flips) |" in rules.table({"folds": folds})
