@@ -153,8 +153,8 @@ def add_evaluate_mim(sub: Subparsers) -> None:
         "evaluate-mim",
         help="masked-pixel L1 of a pretrained encoder on held-out scenes, with figures",
         description="Compare the reconstruction L1 on held-out windows against per-band mean "
-        "predictors (and, for a bi-temporal encoder, the other date matched by a per-band "
-        "linear fit); writes mim_eval.json and mim_reconstructions.png into OUTDIR.",
+        "predictors (and, for a bi-temporal encoder, the other date as it is and matched by a "
+        "per-band linear fit); writes mim_eval.json and mim_reconstructions.png into OUTDIR.",
     )
     p.add_argument("checkpoint", metavar="CKPT")
     p.add_argument(

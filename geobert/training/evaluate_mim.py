@@ -115,6 +115,8 @@ def evaluate_mim(
         "per_band_visible_window_mean": float(masked_l1(vis_mean.expand_as(x), x, m)),
     }
     if bitemporal:
+        # the other date as it is: what the relative head answers before any training
+        l1["other_date_as_is"] = float(masked_l1(xz[:, c:], x, m))
         l1["other_date_linear_fit"] = float(masked_l1(other_date_fit(x, xz[:, c:], m), x, m))
     result = {
         "holdout_pairs" if bitemporal else "holdout_scenes": names,
