@@ -618,6 +618,40 @@ def test_train_change_defaults_are_the_shipped_recipe() -> None:
         assert shipped[field] == getattr(cfg, field), field
 
 
+def test_ctrl_c_during_a_pybind11_import_waits_for_the_import(tmp_path: Path) -> None:
+    """A Ctrl-C inside torch's import (Python called from C++ by pybind11) used to abort the
+    process ("terminate called …", SIGABRT). The import now runs to its end with the interrupt
+    held, and raised as the import ends: here a stand-in package signals itself half-way."""
+    (tmp_path / "standin").mkdir()
+    (tmp_path / "standin" / "__init__.py").write_text(
+        "import builtins, os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\n"
+        "time.sleep(0.2)\nbuiltins.STANDIN_LOADED = True\n"
+    )
+    code = (
+        "import sys\n"
+        "from geobert.cli import process\n"
+        "process.hold_interrupts_during_pybind11_imports(frozenset({'standin'}))\n"
+        "try:\n"
+        "    import standin\n"
+        "except KeyboardInterrupt:\n"
+        "    print('held', getattr(__builtins__, 'STANDIN_LOADED', False))\n"
+        "import signal\n"
+        "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n"
+    )
+    import os
+
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["held True", "True"], proc.stdout
+    # without the hook the same import is interrupted half-way
+    bare = subprocess.run([sys.executable, "-c", "import standin"], capture_output=True,
+                          text=True, timeout=60, env=env)  # fmt: skip
+    assert bare.returncode != 0 and "KeyboardInterrupt" in bare.stderr
+
+
 def test_ctrl_c_while_starting_up_is_one_line(tmp_path: Path) -> None:
     """Ctrl-C while geobert imports (rasterio, dask, torch: about the first second) or reads its
     inputs: one line, status 130 (or killed by SIGINT, which the shell shows as 130 too), no

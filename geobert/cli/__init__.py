@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``geobert`` console script; returns the exit status."""
     process.redeliver_swallowed_interrupts()  # before the imports of the first second
+    process.hold_interrupts_during_pybind11_imports()
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C while starting up (importing torch, GDAL, …)

@@ -4,10 +4,15 @@ and an unexpected failure put in one line."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import importlib.abc
+import importlib.machinery
 import logging
 import os
 import sys
+import types
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +141,71 @@ def redeliver_swallowed_interrupts(delay: float = 0.05) -> None:
 
     hook.redelivers_interrupts = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
+
+
+#: packages whose import runs Python from C++ through pybind11: a ``KeyboardInterrupt`` raised
+#: there cannot unwind and aborts the process ("terminate called after throwing an instance of
+#: 'pybind11::error_already_set'", SIGABRT) instead of reaching geobert's one line
+PYBIND11_IMPORTS = frozenset({"torch"})
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block and raise it when the block ends.
+
+    Only in the main thread while Python's own SIGINT handler is installed; anywhere else (a
+    worker thread, a handler of the caller's, SIGINT ignored) the block runs as it is."""
+    import signal
+    import threading
+
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    held: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if held:
+        raise KeyboardInterrupt
+
+
+class _InterruptsHeldOnImport(importlib.abc.MetaPathFinder):
+    """Imports ``names`` (top-level packages, with every import they make while they load) with
+    Ctrl-C held until their code has run (:func:`deferred_interrupts`); a held Ctrl-C then fails
+    the import with ``KeyboardInterrupt``, raised in Python, where it unwinds."""
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self.names = names
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in self.names:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_held(module: types.ModuleType) -> None:
+            with deferred_interrupts():
+                exec_module(module)
+
+        spec.loader.exec_module = exec_held  # type: ignore[method-assign]
+        return spec
+
+
+def hold_interrupts_during_pybind11_imports(names: frozenset[str] = PYBIND11_IMPORTS) -> None:
+    """Make the first import of ``names`` hold a Ctrl-C until it is done, so that it reaches
+    :func:`geobert.cli.main` as a ``KeyboardInterrupt`` (one line, status 130). Installed once
+    per process, as :func:`redeliver_swallowed_interrupts` is."""
+    if not any(isinstance(f, _InterruptsHeldOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _InterruptsHeldOnImport(names))
 
 
 def cancel_redelivery() -> None:
