@@ -116,15 +116,18 @@ def evaluate(out: Path, maps_dir: Path, slug: str, cities: dict[str, CityArrays]
     """Every rule on every kind of map, per fold: the chosen parameters and the test scores;
     and the oracle (each test city's own best threshold: an upper bound, never a choice)."""
     result: dict[str, Any] = {"folds": []}
+    test_maps: list[dict[str, dict[str, np.ndarray]]] = []  # per fold: kind -> city -> map
     for fold, path in fold_files(out, maps_dir, slug):
         maps = np.load(path)
         missing = {*fold["test"], *fold["validation"]} - set(maps.files)
         if missing:
             raise SystemExit(f"{path} has no map of {sorted(missing)}")
         entry: dict[str, Any] = {"fold": fold["fold"], "test": fold["test"], "rules": {}}
+        test_maps.append({})
         for kind, suffix in KINDS.items():
             val = [maps[c + suffix].astype(np.float32) for c in fold["validation"]]
             test = {c: maps[c + suffix].astype(np.float32) for c in fold["test"]}
+            test_maps[-1][kind] = test
             for name, (rule, grid) in RULES.items():
                 params, vs = choose(rule, grid, val, [cities[c] for c in fold["validation"]])
                 entry["rules"][f"{name} ({kind})"] = {
@@ -158,8 +161,8 @@ def evaluate(out: Path, maps_dir: Path, slug: str, cities: dict[str, CityArrays]
         }
         result["folds"].append(entry)
         log.info("fold %d done", fold["fold"])
-    for entry in result["folds"]:
-        add_median_of_other_folds(entry, result["folds"], maps_dir, slug, cities)
+    for entry, maps_of_fold in zip(result["folds"], test_maps, strict=True):
+        add_median_of_other_folds(entry, result["folds"], maps_of_fold, cities)
     return result
 
 
@@ -171,24 +174,21 @@ MEDIAN = "threshold, median of the other folds"
 def add_median_of_other_folds(
     entry: dict[str, Any],
     folds: Sequence[dict[str, Any]],
-    maps_dir: Path,
-    slug: str,
+    test_maps: dict[str, dict[str, np.ndarray]],
     cities: dict[str, CityArrays],
 ) -> None:
-    """Score ``entry``'s test cities at the median of the thresholds the *other* folds chose on
-    their validation cities: the shipped model's threshold rule, with no test city choosing its
-    own (nothing is added with a single fold)."""
+    """Score ``entry``'s test cities (their maps ``test_maps[kind][city]``) at the median of the
+    thresholds the *other* folds chose on their validation cities: the shipped model's threshold
+    rule, with no test city choosing its own (nothing is added with a single fold)."""
     others = [f for f in folds if f is not entry]
     if not others:
         return
-    maps = np.load(maps_dir / f"fold{entry['fold']}_{slug}.npz")
-    for kind, suffix in KINDS.items():
+    for kind in KINDS:
         t = float(np.median([f["rules"][f"threshold ({kind})"]["params"][0] for f in others]))
         entry["rules"][f"{MEDIAN} ({kind})"] = {
             "params": [t],
             "per_city": {
-                c: city_scores(threshold(maps[c + suffix].astype(np.float32), (t,)), cities[c])
-                for c in entry["test"]
+                c: city_scores(threshold(m, (t,)), cities[c]) for c, m in test_maps[kind].items()
             },
         }
 

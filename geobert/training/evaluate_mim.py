@@ -102,7 +102,7 @@ def evaluate_mim(
     masks = _masks(windows, size, cfg, seed) & ~np.isnan(raw).any(axis=1)
     xz, m = torch.from_numpy(z), torch.from_numpy(masks)
     c = len(card.bands)
-    x = xz[:, :c]  # the date reconstructed
+    x, other = xz[:, :c], xz[:, c:]  # the date reconstructed, and (bi-temporal) the other
     model.eval()
     recon = torch.cat([model(xz[i : i + 8], m[i : i + 8])[1] for i in range(0, windows, 8)])
     visible = (~m).unsqueeze(1).float()
@@ -116,8 +116,8 @@ def evaluate_mim(
     }
     if bitemporal:
         # the other date as it is: what the relative head answers before any training
-        l1["other_date_as_is"] = float(masked_l1(xz[:, c:], x, m))
-        l1["other_date_linear_fit"] = float(masked_l1(other_date_fit(x, xz[:, c:], m), x, m))
+        l1["other_date_as_is"] = float(masked_l1(other, x, m))
+        l1["other_date_linear_fit"] = float(masked_l1(other_date_fit(x, other, m), x, m))
     result = {
         "holdout_pairs" if bitemporal else "holdout_scenes": names,
         "objective": "bitemporal" if bitemporal else "simmim",
