@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-from protocol_encoder import BITEMPORAL, BITEMPORAL_RELATIVE, LONG, encoder_for, encoder_record
+from protocol_encoder import (
+    BITEMPORAL,
+    BITEMPORAL_RELATIVE,
+    BITEMPORAL_RESIDUAL,
+    LONG,
+    encoder_for,
+    encoder_record,
+)
 
 from geobert.change.evaluate import cva_change
 from geobert.change.metrics import ChangeScores, scores
@@ -68,12 +75,14 @@ NETWORKS = {  # name: (arch, init, steps)
     "geobert (MIM 12k, band dropout)": ("changenet", "mim", 700),
     "geobert (bi-temporal MIM, band dropout)": ("changenet", "mim", 700),
     "geobert (bi-temporal MIM relative, band dropout)": ("changenet", "mim", 700),
+    "geobert (bi-temporal MIM residual, band dropout)": ("changenet", "mim", 700),
 }
 BAND_DROPOUT = {  # results/change_oscd/bands/PROTOCOL.md
     "geobert (MIM, band dropout)": 0.5,
     "geobert (MIM 12k, band dropout)": 0.5,
     "geobert (bi-temporal MIM, band dropout)": 0.5,
     "geobert (bi-temporal MIM relative, band dropout)": 0.5,
+    "geobert (bi-temporal MIM residual, band dropout)": 0.5,
 }
 #: methods that start from an encoder other than the shipped one (--encoder), and the steps it
 #: must have (results/pretrain_long/PROTOCOL.md)
@@ -83,6 +92,8 @@ OTHER_ENCODER = {
     "geobert (bi-temporal MIM, band dropout)": BITEMPORAL,
     # results/pretrain_bitemporal/PROTOCOL.md, amendment 2
     "geobert (bi-temporal MIM relative, band dropout)": BITEMPORAL_RELATIVE,
+    # results/pretrain_bitemporal/PROTOCOL.md, amendment 3
+    "geobert (bi-temporal MIM residual, band dropout)": BITEMPORAL_RESIDUAL,
 }
 SLUG = {
     "geobert (MIM)": "mim",
@@ -92,6 +103,7 @@ SLUG = {
     "geobert (MIM 12k, band dropout)": "mim12k_banddrop",
     "geobert (bi-temporal MIM, band dropout)": "bitemporal_banddrop",
     "geobert (bi-temporal MIM relative, band dropout)": "bitemporal_rel_banddrop",
+    "geobert (bi-temporal MIM residual, band dropout)": "bitemporal_res_banddrop",
     "CVA + Otsu": "cva",
     "CVA + Otsu (normalised)": "cva_norm",
 }

@@ -31,6 +31,8 @@ LONG = EncoderRun(LONG_STEPS, "simmim")
 BITEMPORAL = EncoderRun(BITEMPORAL_STEPS, "bitemporal")
 #: results/pretrain_bitemporal/PROTOCOL.md, amendment 2
 BITEMPORAL_RELATIVE = EncoderRun(BITEMPORAL_STEPS, "bitemporal", "relative")
+#: results/pretrain_bitemporal/PROTOCOL.md, amendment 3
+BITEMPORAL_RESIDUAL = EncoderRun(BITEMPORAL_STEPS, "bitemporal", "residual")
 
 
 def encoder_for(

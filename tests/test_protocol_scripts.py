@@ -19,6 +19,7 @@ LONG_CHANGE = "geobert (MIM 12k, band dropout)"
 LONG_LANDCOVER = "geobert (MIM 12k, pixel path, band dropout)"
 BITEMPORAL = "geobert (bi-temporal MIM, band dropout)"
 RELATIVE = "geobert (bi-temporal MIM relative, band dropout)"
+RESIDUAL = "geobert (bi-temporal MIM residual, band dropout)"
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -57,6 +58,7 @@ def _script(name: str) -> Any:
         ("change_loco.py", ["--methods", RELATIVE, "--encoder", str(SHIPPED)],
          "was pretrained with simmim, not bitemporal"),
         ("change_loco.py", ["--methods", BITEMPORAL, RELATIVE], "on their own, with --encoder"),
+        ("change_loco.py", ["--methods", RELATIVE, RESIDUAL], "on their own, with --encoder"),
     ],
 )  # fmt: skip
 def test_a_method_of_the_long_pretraining_needs_its_finished_encoder(

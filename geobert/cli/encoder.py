@@ -57,11 +57,12 @@ def add_pretrain(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--head",
-        choices=["direct", "relative"],
+        choices=["direct", "relative", "residual"],
         default="direct",
-        help="with --objective bitemporal: the decoder writes the masked date's bands (direct) "
-        "or a per-pixel gain and offset applied to the other date (relative) (default: "
-        "%(default)s)",
+        help="with --objective bitemporal: the decoder writes the masked date's bands (direct), "
+        "or a per-pixel gain and offset applied to the other date (relative) or to the other "
+        "date fitted to the visible pixels by a least-squares line per band (residual) "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--init",

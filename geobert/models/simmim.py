@@ -27,11 +27,12 @@ import torch.nn as nn
 from geobert.errors import GeobertError
 from geobert.models.encoder import GeobertEncoder
 
-__all__ = ["BITEMPORAL_HEADS", "BiTemporalMIM", "SimMIM", "random_mask"]
+__all__ = ["BITEMPORAL_HEADS", "BiTemporalMIM", "SimMIM", "other_date_fit", "random_mask"]
 
-#: how :class:`BiTemporalMIM` reconstructs the masked date: its bands directly, or relative to
-#: the other date (a per-pixel gain and offset)
-BITEMPORAL_HEADS = ("direct", "relative")
+#: how :class:`BiTemporalMIM` reconstructs the masked date: its bands directly, relative to the
+#: other date (a per-pixel gain and offset), or as a residual on the other date fitted to the
+#: visible pixels (a per-pixel gain and offset applied to :func:`other_date_fit`)
+BITEMPORAL_HEADS = ("direct", "relative", "residual")
 
 
 def random_mask(
@@ -115,17 +116,19 @@ class BiTemporalMIM(_MaskedModel):
     in the first date) returns ``(loss, reconstruction of the first date (B, C, H, W))``. Both
     dates go through the encoder in one pass (shared weights); the decoder (a 1×1 convolution and
     a pixel shuffle, as :class:`SimMIM`'s) sees both dates' stride-32 features side by side and
-    writes the first date's bands (``head="direct"``) or a per-pixel gain and offset applied to
-    the other date (``head="relative"``: the reconstruction is ``(1 + gain) · other + offset``,
-    and the decoder starts at zero, i.e. at the other date as it is).
+    writes the first date's bands (``head="direct"``), or a per-pixel gain and offset applied to
+    the other date (``head="relative"``: the reconstruction is ``(1 + gain) · other + offset``;
+    the decoder starts at zero, i.e. at the other date as it is) or to the other date fitted to
+    the first date's visible pixels (``head="residual"``: ``(1 + gain) · fit + offset`` with
+    ``fit`` from :func:`other_date_fit`, no gradient through it; the decoder starts at the fit).
     """
 
     def __init__(self, encoder: GeobertEncoder, head: str = "direct") -> None:
         if head not in BITEMPORAL_HEADS:
             raise GeobertError(f"bi-temporal head {head!r} is not one of {list(BITEMPORAL_HEADS)}")
-        super().__init__(encoder, dates=2, outputs=2 if head == "relative" else 1)
+        super().__init__(encoder, dates=2, outputs=1 if head == "direct" else 2)
         self.head = head
-        if head == "relative":
+        if head != "direct":  # start at the other date (relative) or at its fit (residual)
             conv = self.decoder[0]
             assert isinstance(conv, nn.Conv2d) and conv.bias is not None
             nn.init.zeros_(conv.weight)
@@ -146,9 +149,25 @@ class BiTemporalMIM(_MaskedModel):
         )
         deepest = self.encoder.forward_tokens(tokens)[-1]
         out = self.decoder(torch.cat([deepest[:n], deepest[n:]], dim=1))
-        if self.head == "relative":
-            out = (1 + out[:, :c]) * other + out[:, c:]
+        if self.head != "direct":
+            base = other if self.head == "relative" else other_date_fit(target, other, mask)
+            out = (1 + out[:, :c]) * base + out[:, c:]
         return masked_l1(out, target, mask), out
+
+
+@torch.no_grad()
+def other_date_fit(target: torch.Tensor, other: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``other`` ``(B, C, H, W)`` mapped onto ``target`` by a least-squares ``a·other + b`` per
+    window and band, fitted on the pixels ``mask`` ``(B, H, W)`` leaves visible (a relative
+    radiometric normalisation of one date onto the other; computed in float32)."""
+    target, other = target.float(), other.float()
+    v = (~mask).unsqueeze(1).to(target.dtype)
+    n = v.sum((2, 3), keepdim=True).clamp_min(1)
+    mo, mt = (other * v).sum((2, 3), keepdim=True) / n, (target * v).sum((2, 3), keepdim=True) / n
+    cov = ((other - mo) * (target - mt) * v).sum((2, 3), keepdim=True)
+    var = ((other - mo) ** 2 * v).sum((2, 3), keepdim=True)
+    a = cov / var.clamp_min(1e-6)
+    return a * (other - mo) + mt
 
 
 def _mask_tokens(

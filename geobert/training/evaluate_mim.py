@@ -21,7 +21,7 @@ import torch
 
 from geobert.errors import GeobertError
 from geobert.models.card import ModelCard
-from geobert.models.simmim import BiTemporalMIM, SimMIM, masked_l1, random_mask
+from geobert.models.simmim import BiTemporalMIM, SimMIM, masked_l1, other_date_fit, random_mask
 from geobert.training.windows import (
     WindowSampler,
     discover_pairs,
@@ -48,18 +48,6 @@ def _masks(n: int, size: int, cfg: dict[str, Any], seed: int) -> np.ndarray:
             for _ in range(n)
         ]
     )
-
-
-def other_date_fit(target: torch.Tensor, other: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``other`` ``(B, C, H, W)`` mapped onto ``target`` by a least-squares ``a·other + b`` per
-    window and band, fitted on the pixels ``mask`` ``(B, H, W)`` leaves visible."""
-    v = (~mask).unsqueeze(1).to(target.dtype)
-    n = v.sum((2, 3), keepdim=True).clamp_min(1)
-    mo, mt = (other * v).sum((2, 3), keepdim=True) / n, (target * v).sum((2, 3), keepdim=True) / n
-    cov = ((other - mo) * (target - mt) * v).sum((2, 3), keepdim=True)
-    var = ((other - mo) ** 2 * v).sum((2, 3), keepdim=True)
-    a = cov / var.clamp_min(1e-6)
-    return a * (other - mo) + mt
 
 
 @torch.no_grad()
@@ -117,6 +105,7 @@ def evaluate_mim(
     if bitemporal:
         # the other date as it is: what the relative head answers before any training
         l1["other_date_as_is"] = float(masked_l1(other, x, m))
+        # the other date fitted to the visible pixels: where the residual head starts
         l1["other_date_linear_fit"] = float(masked_l1(other_date_fit(x, other, m), x, m))
     result = {
         "holdout_pairs" if bitemporal else "holdout_scenes": names,

@@ -4,7 +4,8 @@ Two objectives (``PretrainConfig.objective``): ``"simmim"`` reconstructs the mas
 window of one scene (:class:`~geobert.models.simmim.SimMIM`); ``"bitemporal"`` reconstructs the
 masked squares of one date of a pair with the other date whole beside it
 (:class:`~geobert.models.simmim.BiTemporalMIM`; which date is masked is drawn per window; its
-``head`` writes the bands, or a gain and offset applied to the other date). Either
+``head`` writes the bands, or a gain and offset applied to the other date or to its fit to the
+visible pixels). Either
 starts from random weights or, with ``init``, from a pretrained encoder (its bands and
 normalisation are kept).
 
@@ -77,8 +78,9 @@ class PretrainConfig(WarmupCosineSchedule):
     model: str = "geobert_s"
     #: ``"simmim"`` (scenes) or ``"bitemporal"`` (two-date pairs): see the module's docstring
     objective: str = "simmim"
-    #: with ``"bitemporal"``: the decoder writes the masked date's bands (``"direct"``) or a
-    #: per-pixel gain and offset applied to the other date (``"relative"``)
+    #: with ``"bitemporal"``: the decoder writes the masked date's bands (``"direct"``), or a
+    #: per-pixel gain and offset applied to the other date (``"relative"``) or to the other date
+    #: fitted to the visible pixels (``"residual"``; :class:`~geobert.models.simmim.BiTemporalMIM`)
     head: str = "direct"
     #: start from this pretrained encoder (a ``.safetensors`` of ``pretrain``), keeping its
     #: architecture, bands and normalisation (``model`` and ``bands`` are then not used)

@@ -110,7 +110,7 @@ def test_swapping_dates_swaps_whole_halves() -> None:
 
 
 def test_other_date_fit_recovers_a_linear_radiometric_change() -> None:
-    from geobert.training.evaluate_mim import other_date_fit
+    from geobert.models.simmim import other_date_fit
 
     other = torch.randn(2, 3, 32, 32)
     target = 2.0 * other + 3.0
@@ -190,22 +190,23 @@ def test_bitemporal_pretraining_from_the_shipped_encoder(beirut: Path, tmp_path:
     assert single.stderr.strip().splitlines()[-1].startswith("geobert: error: no pairs")
     assert not (tmp_path / "single").exists()
 
-    # the relative head through the command line, and evaluate-mim builds its decoder
-    rel = tmp_path / "rel.safetensors"
-    proc = subprocess.run(
-        [*GEOBERT, "pretrain", "--objective", "bitemporal", "--head", "relative", "--init",
-         str(shipped), "--data", str(beirut), "--out", str(rel), "--steps", "2", "--batch-size",
-         "2", "--accum", "1", "--window", "64", "--quiet"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert read_card(rel).training["config"]["head"] == "relative"
-    proc = _evaluate_mim(rel, beirut, tmp_path / "er", "--windows", "4")
-    assert proc.returncode == 0, proc.stderr
-    scored = json.loads((tmp_path / "er" / "mim_eval.json").read_text())["masked_l1"]
-    assert np.isfinite(scored["geobert"])
-    # two warm-up steps from its zero start: the relative head still answers the other date
-    assert scored["geobert"] == pytest.approx(scored["other_date_as_is"], abs=0.02)
+    # the gain-offset heads through the command line, and evaluate-mim builds their decoders;
+    # two warm-up steps from their zero start: each still answers with its base
+    for head, base in (("relative", "other_date_as_is"), ("residual", "other_date_linear_fit")):
+        ckpt = tmp_path / f"{head}.safetensors"
+        proc = subprocess.run(
+            [*GEOBERT, "pretrain", "--objective", "bitemporal", "--head", head, "--init",
+             str(shipped), "--data", str(beirut), "--out", str(ckpt), "--steps", "2",
+             "--batch-size", "2", "--accum", "1", "--window", "64", "--quiet"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert read_card(ckpt).training["config"]["head"] == head
+        proc = _evaluate_mim(ckpt, beirut, tmp_path / f"e_{head}", "--windows", "4")
+        assert proc.returncode == 0, proc.stderr
+        scored = json.loads((tmp_path / f"e_{head}" / "mim_eval.json").read_text())["masked_l1"]
+        assert np.isfinite(scored["geobert"])
+        assert scored["geobert"] == pytest.approx(scored[base], abs=0.02), head
 
 
 def test_pretrain_cli_says_what_is_wrong_in_one_line(
@@ -266,20 +267,36 @@ def test_a_run_started_before_the_objective_existed_resumes_only_as_simmim() -> 
     ]
 
 
-def test_the_relative_head_starts_at_the_other_date_and_hides_the_masked_pixels() -> None:
-    """``head="relative"``: an untrained decoder answers with the other date exactly; the masked
-    pixels never leak in; after one step the gain and offset move away from zero."""
+@pytest.mark.parametrize("head", ["relative", "residual"])
+def test_the_gain_offset_heads_start_at_their_base_and_hide_the_masked_pixels(head: str) -> None:
+    """``head="relative"``: an untrained decoder answers with the other date exactly;
+    ``head="residual"``: with the other date fitted to the visible pixels (the fit is
+    :func:`other_date_fit`, checked against a least-squares solve here). The masked pixels never
+    leak in; after one step the gain and offset move away from zero."""
+    from geobert.models.simmim import other_date_fit
+
     torch.manual_seed(0)
-    model = BiTemporalMIM(create_model("geobert_s", bands=S2), "relative")  # type: ignore[arg-type]
+    model = BiTemporalMIM(create_model("geobert_s", bands=S2), head)  # type: ignore[arg-type]
     rng = np.random.default_rng(2)
     x = torch.randn(2, 26, 64, 64)
+    x[:, :13] += 0.5 * x[:, 13:]  # the dates related, so that the fit is not flat
     mask = torch.from_numpy(np.stack([random_mask(64, 64, ratio=0.5, rng=rng) for _ in range(2)]))
+    m = mask.unsqueeze(1).expand(-1, 13, -1, -1)
+    base = x[:, 13:]
+    if head == "residual":
+        base = other_date_fit(x[:, :13], x[:, 13:], mask)
+        for w, band in ((0, 0), (1, 12)):  # a·other + b by least squares on the visible pixels
+            seen = ~mask[w]
+            o, t = x[w, 13 + band][seen].double(), x[w, band][seen].double()
+            a, b = torch.linalg.lstsq(torch.stack([o, torch.ones_like(o)], 1), t[:, None]).solution
+            expect = (a * x[w, 13 + band].double() + b).float()
+            torch.testing.assert_close(base[w, band], expect, atol=1e-4, rtol=1e-4)
+        assert (base - x[:, :13])[m].abs().mean() < (x[:, 13:] - x[:, :13])[m].abs().mean()
     model.eval()
     with torch.no_grad():
         loss, recon = model(x, mask)
-    torch.testing.assert_close(recon, x[:, 13:])
-    m = mask.unsqueeze(1).expand(-1, 13, -1, -1)
-    torch.testing.assert_close(loss, (x[:, 13:] - x[:, :13])[m].abs().mean())
+    torch.testing.assert_close(recon, base)
+    torch.testing.assert_close(loss, (base - x[:, :13])[m].abs().mean())
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     model(x, mask)[0].backward()
@@ -290,7 +307,7 @@ def test_the_relative_head_starts_at_the_other_date_and_hides_the_masked_pixels(
         peek = x.clone()
         peek[:, :13][m] += 5.0
         _, moved_peek = model(peek, mask)
-    assert (moved - x[:, 13:]).abs().mean() > 1e-4
+    assert (moved - base).abs().mean() > 1e-4
     torch.testing.assert_close(moved_peek, moved)
     with pytest.raises(GeobertError, match="is not one of"):
         BiTemporalMIM(create_model("geobert_s", bands=S2), "sideways")  # type: ignore[arg-type]
