@@ -166,7 +166,12 @@ def run_fold(
     seed: int,
     encoder: Path,
     maps: bool = False,
+    train_seed: int | None = None,
 ) -> None:
+    """Train (or resume) fold ``k`` of ``method`` and write its JSON. ``seed`` cuts the folds;
+    ``train_seed`` (default ``seed``) seeds the training alone, so that another seed of a recipe
+    runs on the same folds (results/change_oscd/ensemble/PROTOCOL.md)."""
+    train_seed = seed if train_seed is None else train_seed
     dest = out / "runs" / f"fold{k}_{SLUG[method]}.json"
     ckpt = ckpt_dir / f"fold{k}_{SLUG[method]}.safetensors"
     maps_path = ckpt_dir / "maps" / f"fold{k}_{SLUG[method]}.npz"
@@ -196,6 +201,8 @@ def run_fold(
         "train_precision": "bf16" if native_bf16() else "fp32",
         "encoder": encoder_record(encoder),
     }
+    if train_seed != seed:
+        result["train_seed"] = train_seed
     if method.startswith("CVA"):
         normalise = method.endswith("(normalised)")
         per_city, noch = {}, {}
@@ -214,7 +221,7 @@ def run_fold(
             init=cast(Any, init),
             arch=cast(Any, arch),
             steps=steps,
-            seed=seed,
+            seed=train_seed,
             band_dropout=BAND_DROPOUT.get(method, 0.0),
             train_bf16=native_bf16(),
             decay_all_params=True,  # earlier folds decayed every parameter: keep folds comparable
@@ -487,7 +494,13 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="OSCD root (images/, labels/)")
     ap.add_argument("--out", default="results/change_oscd/loco")
     ap.add_argument("--checkpoints", default="runs/change_loco")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="cuts the folds (and seeds training)")
+    ap.add_argument(
+        "--train-seed",
+        type=int,
+        help="seed the training with this instead of --seed, on --seed's folds (another seed "
+        "of a recipe: results/change_oscd/ensemble/PROTOCOL.md)",
+    )
     ap.add_argument(
         "--methods",
         nargs="+",
@@ -532,7 +545,8 @@ def main() -> None:
         return
     for method in args.methods:  # method by method: the main model's folds finish first
         for k in args.folds:
-            run_fold(k, method, cities, raw, card, out, ckpt_dir, args.seed, encoder, args.maps)
+            run_fold(k, method, cities, raw, card, out, ckpt_dir, args.seed, encoder, args.maps,
+                     args.train_seed)  # fmt: skip
     print(report(out))
 
 

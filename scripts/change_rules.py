@@ -176,16 +176,19 @@ def add_median_of_other_folds(
     folds: Sequence[dict[str, Any]],
     test_maps: dict[str, dict[str, np.ndarray]],
     cities: dict[str, CityArrays],
+    row: str = "threshold",
 ) -> None:
     """Score ``entry``'s test cities (their maps ``test_maps[kind][city]``) at the median of the
-    thresholds the *other* folds chose on their validation cities: the shipped model's threshold
-    rule, with no test city choosing its own (nothing is added with a single fold)."""
+    thresholds the *other* folds chose on their validation cities in the rows ``"<row> (kind)"``:
+    the shipped model's threshold rule, with no test city choosing its own (nothing is added
+    with a single fold). The new rows are ``"<row>, median of the other folds (kind)"``."""
     others = [f for f in folds if f is not entry]
     if not others:
         return
+    name = MEDIAN.replace("threshold", row, 1)
     for kind in KINDS:
-        t = float(np.median([f["rules"][f"threshold ({kind})"]["params"][0] for f in others]))
-        entry["rules"][f"{MEDIAN} ({kind})"] = {
+        t = float(np.median([f["rules"][f"{row} ({kind})"]["params"][0] for f in others]))
+        entry["rules"][f"{name} ({kind})"] = {
             "params": [t],
             "per_city": {
                 c: city_scores(threshold(m, (t,)), cities[c]) for c, m in test_maps[kind].items()
@@ -222,6 +225,8 @@ def table(result: dict[str, Any]) -> str:
             if not n.startswith("oracle")
         ]
         lines.append(f"| {f['fold']} | " + " | ".join(cells) + " |")
+    if not all("check" in f for f in result["folds"]):
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         "Checks: the fold's threshold (from its training) and the one chosen again on the "

@@ -213,3 +213,48 @@ def test_change_rules_median_threshold_comes_from_the_other_folds(tmp_path: Path
     assert median[0]["per_city"]["t0"]["f1"] == 1.0
     assert median[1]["per_city"]["t1"]["f1"] == 1.0
     assert f"| {rules.MEDIAN} (four flips) |" in rules.table({"folds": folds})
+
+
+def test_change_ensemble_averages_the_seeds_maps(tmp_path: Path) -> None:
+    """results/change_oscd/ensemble/PROTOCOL.md: two seeds whose maps each flag a different
+    half of the unchanged pixels; their mean separates change cleanly, each alone cannot. The
+    threshold is chosen on the validation city, the members must be other seeds of one fold."""
+    import json
+
+    import numpy as np
+
+    pytest.importorskip("scipy")
+    from geobert.change.train import CityArrays
+
+    ens = _script("change_ensemble")
+    truth = np.zeros((4, 6), np.uint8)
+    truth[:, ::3] = 1  # change in every third column, on both halves
+    left = np.zeros((4, 6), bool)
+    left[:, :3] = True
+    maps = [np.where(truth == 1, 0.6, np.where(side, 0.7, 0.2)).astype(np.float32)
+            for side in (left, ~left)]  # fmt: skip
+    valid = np.ones(truth.shape, bool)
+    cities = {n: CityArrays(n, truth[None] * 1.0, truth[None] * 1.0, truth, valid)
+              for n in ("v", "t")}  # fmt: skip
+    members = []
+    for seed, p in enumerate(maps):
+        out, mp = tmp_path / f"s{seed}", tmp_path / f"m{seed}"
+        (out / "runs").mkdir(parents=True)
+        mp.mkdir()
+        fold: dict[str, object] = {"fold": 0, "test": ["t"], "validation": ["v"],
+                                   "threshold": 0.5, "per_city": {"t": {"f1": 0.5}}}  # fmt: skip
+        if seed:  # seed 0's run predates train_seed in the fold JSON
+            fold["train_seed"] = seed
+        (out / "runs" / "fold0_mim_banddrop.json").write_text(json.dumps(fold))
+        np.savez(mp / "fold0_mim_banddrop.npz", v=p, t=p, v__flips=p, t__flips=p)
+        members.append((out, mp))
+    result = ens.evaluate(members, "mim_banddrop", cities)
+    rows = result["folds"][0]["rules"]
+    assert result["seeds"] == [0, 1]
+    assert rows["mean of 2 seeds (plain)"]["per_city"]["t"]["f1"] == 1.0
+    assert 0.4 < rows["mean of 2 seeds (plain)"]["params"][0] < 0.6  # between 0.45 and 0.6
+    for seed in (0, 1):
+        assert rows[f"seed {seed} (plain)"]["per_city"]["t"]["f1"] < 0.8
+    assert "| mean of 2 seeds (four flips) |" in ens.table(result)
+    with pytest.raises(SystemExit, match="same seed"):
+        ens.evaluate([members[0], members[0]], "mim_banddrop", cities)
