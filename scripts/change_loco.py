@@ -72,6 +72,7 @@ NETWORKS = {  # name: (arch, init, steps)
     "geobert (scratch)": ("changenet", "scratch", 700),
     "FC-Siam-diff": ("fcsiamdiff", "scratch", 460),
     "geobert (MIM, band dropout)": ("changenet", "mim", 700),
+    "geobert (scratch, band dropout)": ("changenet", "scratch", 700),
     "geobert (MIM 12k, band dropout)": ("changenet", "mim", 700),
     "geobert (bi-temporal MIM, band dropout)": ("changenet", "mim", 700),
     "geobert (bi-temporal MIM relative, band dropout)": ("changenet", "mim", 700),
@@ -79,6 +80,7 @@ NETWORKS = {  # name: (arch, init, steps)
 }
 BAND_DROPOUT = {  # results/change_oscd/bands/PROTOCOL.md
     "geobert (MIM, band dropout)": 0.5,
+    "geobert (scratch, band dropout)": 0.5,  # results/change_oscd/scratch/PROTOCOL.md
     "geobert (MIM 12k, band dropout)": 0.5,
     "geobert (bi-temporal MIM, band dropout)": 0.5,
     "geobert (bi-temporal MIM relative, band dropout)": 0.5,
@@ -100,6 +102,7 @@ SLUG = {
     "geobert (scratch)": "scratch",
     "FC-Siam-diff": "fcsiamdiff",
     "geobert (MIM, band dropout)": "mim_banddrop",
+    "geobert (scratch, band dropout)": "scratch_banddrop",
     "geobert (MIM 12k, band dropout)": "mim12k_banddrop",
     "geobert (bi-temporal MIM, band dropout)": "bitemporal_banddrop",
     "geobert (bi-temporal MIM relative, band dropout)": "bitemporal_rel_banddrop",
