@@ -65,7 +65,12 @@ def evaluate(
     folds = sorted(runs[0])
     if any(sorted(r) != folds for r in runs):
         raise SystemExit(f"the members hold different folds: {[sorted(r) for r in runs]}")
-    seeds = [seed_of(runs[i][folds[0]][0]) for i in range(len(runs))]
+    seeds = []
+    for (out, _), run in zip(members, runs, strict=True):
+        own = {seed_of(f) for f, _ in run.values()}
+        if len(own) > 1:
+            raise SystemExit(f"{out}: its folds were trained with different seeds {sorted(own)}")
+        seeds.append(own.pop())
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f"two members trained with the same seed: {seeds}")
     labels = [f"seed {s}" for s in seeds]
@@ -79,6 +84,10 @@ def evaluate(
         if any(j["test"] != test or j["validation"] != val for j in jsons):
             raise SystemExit(f"fold {k}: the members' test or validation cities differ")
         loaded = [np.load(r[k][1]) for r in runs]
+        for (_, path), maps in zip((r[k] for r in runs), loaded, strict=True):
+            missing = {*test, *val} - set(maps.files)
+            if missing:
+                raise SystemExit(f"{path} has no map of {sorted(missing)}")
         entry: dict[str, Any] = {"fold": k, "test": test, "rules": {}}
         rows: dict[str, dict[str, dict[str, np.ndarray]]] = {}
         for kind, suffix in KINDS.items():

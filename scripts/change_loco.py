@@ -204,8 +204,8 @@ def run_fold(
         "train_precision": "bf16" if native_bf16() else "fp32",
         "encoder": encoder_record(encoder),
     }
-    if train_seed != seed:
-        result["train_seed"] = train_seed
+    if train_seed != seed:  # runs before --train-seed trained with --seed, which was 0
+        result["seed"], result["train_seed"] = seed, train_seed
     if method.startswith("CVA"):
         normalise = method.endswith("(normalised)")
         per_city, noch = {}, {}
@@ -242,6 +242,12 @@ def run_fold(
             )
             save_checkpoint(model, mcard, ckpt)
         loaded, mcard = load_checkpoint(ckpt)
+        was = mcard.training.get("config", {}).get("seed")
+        if was is not None and int(was) != train_seed:
+            raise SystemExit(
+                f"{ckpt} was trained with seed {was}, not {train_seed}: another run's "
+                "checkpoint; give this seed its own --checkpoints folder"
+            )
         cm = cast(ChangeModel, loaded)
         t = float(mcard.training["threshold"])
         per_city, noch = {}, {}

@@ -218,7 +218,9 @@ def test_change_rules_median_threshold_comes_from_the_other_folds(tmp_path: Path
 def test_change_ensemble_averages_the_seeds_maps(tmp_path: Path) -> None:
     """results/change_oscd/ensemble/PROTOCOL.md: two seeds whose maps each flag a different
     half of the unchanged pixels; their mean separates change cleanly, each alone cannot. The
-    threshold is chosen on the validation city, the members must be other seeds of one fold."""
+    threshold comes from the fold's validation city (its test city's map sits lower, so the
+    choice fails there while the oracle does not), the median row from the *other* fold's
+    choice; the members must be other seeds of the same folds."""
     import json
 
     import numpy as np
@@ -231,30 +233,49 @@ def test_change_ensemble_averages_the_seeds_maps(tmp_path: Path) -> None:
     truth[:, ::3] = 1  # change in every third column, on both halves
     left = np.zeros((4, 6), bool)
     left[:, :3] = True
-    maps = [np.where(truth == 1, 0.6, np.where(side, 0.7, 0.2)).astype(np.float32)
-            for side in (left, ~left)]  # fmt: skip
+
+    def seed_map(seed: int, changed: float, high: float, low: float) -> np.ndarray:
+        side = left if seed == 0 else ~left  # the unchanged pixels this seed flags
+        return np.where(truth == 1, changed, np.where(side, high, low)).astype(np.float32)
+
+    upper = [seed_map(s, 0.6, 0.7, 0.2) for s in (0, 1)]  # mean: change 0.6, the rest 0.45
+    lower = [seed_map(s, 0.42, 0.52, 0.12) for s in (0, 1)]  # mean: change 0.42, the rest 0.32
+    # fold 0 chooses on an upper map and is tested on a lower one; fold 1 on lower maps only
+    layout = {0: {"v0": upper, "t0": lower}, 1: {"v1": lower, "t1": lower}}
     valid = np.ones(truth.shape, bool)
     cities = {n: CityArrays(n, truth[None] * 1.0, truth[None] * 1.0, truth, valid)
-              for n in ("v", "t")}  # fmt: skip
+              for n in ("v0", "t0", "v1", "t1")}  # fmt: skip
     members = []
-    for seed, p in enumerate(maps):
+    for seed in (0, 1):
         out, mp = tmp_path / f"s{seed}", tmp_path / f"m{seed}"
         (out / "runs").mkdir(parents=True)
         mp.mkdir()
-        fold: dict[str, object] = {"fold": 0, "test": ["t"], "validation": ["v"],
-                                   "threshold": 0.5, "per_city": {"t": {"f1": 0.5}}}  # fmt: skip
-        if seed:  # seed 0's run predates train_seed in the fold JSON
-            fold["train_seed"] = seed
-        (out / "runs" / "fold0_mim_banddrop.json").write_text(json.dumps(fold))
-        np.savez(mp / "fold0_mim_banddrop.npz", v=p, t=p, v__flips=p, t__flips=p)
+        for k, maps in layout.items():
+            fold: dict[str, object] = {"fold": k, "test": [f"t{k}"], "validation": [f"v{k}"],
+                                       "threshold": 0.5, "per_city": {}}  # fmt: skip
+            if seed:  # seed 0's run predates train_seed in the fold JSON
+                fold["train_seed"] = seed
+            (out / "runs" / f"fold{k}_mim_banddrop.json").write_text(json.dumps(fold))
+            arrays = {f"{c}{x}": m[seed] for c, m in maps.items() for x in ("", "__flips")}
+            np.savez(mp / f"fold{k}_mim_banddrop.npz", **arrays)  # type: ignore[arg-type]
         members.append((out, mp))
     result = ens.evaluate(members, "mim_banddrop", cities)
-    rows = result["folds"][0]["rules"]
     assert result["seeds"] == [0, 1]
-    assert rows["mean of 2 seeds (plain)"]["per_city"]["t"]["f1"] == 1.0
-    assert 0.4 < rows["mean of 2 seeds (plain)"]["params"][0] < 0.6  # between 0.45 and 0.6
-    for seed in (0, 1):
-        assert rows[f"seed {seed} (plain)"]["per_city"]["t"]["f1"] < 0.8
-    assert "| mean of 2 seeds (four flips) |" in ens.table(result)
+    f0, f1 = (f["rules"] for f in result["folds"])
+    both = "mean of 2 seeds"
+    assert f1[f"{both} (plain)"]["params"] == [0.35]  # the lower maps' first clean cut
+    assert f1[f"{both} (plain)"]["per_city"]["t1"]["f1"] == 1.0
+    assert f0[f"{both} (plain)"]["params"] == [0.45]  # chosen on v0, where 0.42 is unchanged
+    assert f0[f"{both} (plain)"]["per_city"]["t0"]["f1"] == 0.0
+    assert f0[f"oracle threshold, {both} (plain)"]["per_city"]["t0"]["f1"] == 1.0
+    median = f0[f"{both}, median of the other folds (plain)"]
+    assert median["params"] == [0.35] and median["per_city"]["t0"]["f1"] == 1.0
+    for seed in (0, 1):  # one seed alone flags half the unchanged pixels with the change
+        assert f1[f"seed {seed} (plain)"]["per_city"]["t1"]["f1"] < 0.8
+    assert f"| {both}, median of the other folds (four flips) |" in ens.table(result)
     with pytest.raises(SystemExit, match="same seed"):
         ens.evaluate([members[0], members[0]], "mim_banddrop", cities)
+    mixed = members[1][0] / "runs" / "fold1_mim_banddrop.json"
+    mixed.write_text(json.dumps({**json.loads(mixed.read_text()), "train_seed": 2}))
+    with pytest.raises(SystemExit, match="different seeds"):
+        ens.evaluate(members, "mim_banddrop", cities)

@@ -151,7 +151,8 @@ class BiTemporalMIM(_MaskedModel):
         out = self.decoder(torch.cat([deepest[:n], deepest[n:]], dim=1))
         if self.head != "direct":
             base = other if self.head == "relative" else other_date_fit(target, other, mask)
-            out = (1 + out[:, :c]) * base + out[:, c:]
+            # in float32: under bf16 autocast 1 + gain would round to steps of 2**-7 near 1
+            out = (1 + out[:, :c].float()) * base + out[:, c:].float()
         return masked_l1(out, target, mask), out
 
 
