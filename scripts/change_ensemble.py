@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from change_loco import CITIES, NETWORKS, SLUG, city_scores
+from change_loco import CITIES, NETWORKS, SLUG
 from change_rules import (
     KINDS,
     RULES,
     add_median_of_other_folds,
-    choose,
+    chosen_row,
     fold_files,
+    oracle_row,
     table,
     threshold,
 )
@@ -100,22 +101,12 @@ def evaluate(
                 vmaps = [mean_of(chosen, c) for c in val]
                 tmaps = {c: mean_of(chosen, c) for c in test}
                 rows.setdefault(name, {})[kind] = tmaps
-                params, vs = choose(threshold, RULES["threshold"][1], vmaps,
-                                    [cities[c] for c in val])  # fmt: skip
-                entry["rules"][f"{name} ({kind})"] = {
-                    "params": list(params),
-                    "validation_f1": vs.f1,
-                    "per_city": {
-                        c: city_scores(threshold(m, params), cities[c]) for c, m in tmaps.items()
-                    },
-                }
-            entry["rules"][f"oracle threshold, {ensemble} ({kind})"] = {
-                "per_city": {
-                    c: city_scores(threshold(m, choose(threshold, RULES["threshold"][1], [m],
-                                                       [cities[c]])[0]), cities[c])
-                    for c, m in rows[ensemble][kind].items()
-                }
-            }  # fmt: skip
+                entry["rules"][f"{name} ({kind})"] = chosen_row(
+                    threshold, RULES["threshold"][1], vmaps, val, tmaps, cities
+                )
+            entry["rules"][f"oracle threshold, {ensemble} ({kind})"] = oracle_row(
+                rows[ensemble][kind], cities
+            )
         result["folds"].append(entry)
         test_maps.append(rows)
         log.info("fold %d done", k)

@@ -100,6 +100,35 @@ def choose(
     return best
 
 
+def chosen_row(
+    rule: Rule,
+    grid: Sequence[Params],
+    val_maps: Sequence[np.ndarray],
+    val_names: Sequence[str],
+    test_maps: dict[str, np.ndarray],
+    cities: dict[str, CityArrays],
+) -> dict[str, Any]:
+    """A row of the table: ``rule``'s parameters chosen on the validation cities' maps
+    (:func:`choose`) and its scores on each test city's map."""
+    params, vs = choose(rule, grid, val_maps, [cities[c] for c in val_names])
+    return {
+        "params": list(params),
+        "validation_f1": vs.f1,
+        "per_city": {c: city_scores(rule(m, params), cities[c]) for c, m in test_maps.items()},
+    }
+
+
+def oracle_row(test_maps: dict[str, np.ndarray], cities: dict[str, CityArrays]) -> dict[str, Any]:
+    """Each test city at its own best threshold: an upper bound, never a choice."""
+    return {
+        "per_city": {
+            c: city_scores(threshold(m, choose(threshold, RULES["threshold"][1], [m],
+                                               [cities[c]])[0]), cities[c])
+            for c, m in test_maps.items()
+        }
+    }  # fmt: skip
+
+
 def fold_files(out: Path, maps: Path, slug: str) -> Iterator[tuple[dict[str, Any], Path]]:
     runs = sorted((out / "runs").glob(f"fold*_{slug}.json"))
     if not runs:
@@ -129,21 +158,10 @@ def evaluate(out: Path, maps_dir: Path, slug: str, cities: dict[str, CityArrays]
             test = {c: maps[c + suffix].astype(np.float32) for c in fold["test"]}
             test_maps[-1][kind] = test
             for name, (rule, grid) in RULES.items():
-                params, vs = choose(rule, grid, val, [cities[c] for c in fold["validation"]])
-                entry["rules"][f"{name} ({kind})"] = {
-                    "params": list(params),
-                    "validation_f1": vs.f1,
-                    "per_city": {
-                        c: city_scores(rule(m, params), cities[c]) for c, m in test.items()
-                    },
-                }
-            entry["rules"][f"oracle threshold ({kind})"] = {
-                "per_city": {
-                    c: city_scores(threshold(m, choose(threshold, RULES["threshold"][1], [m],
-                                                       [cities[c]])[0]), cities[c])
-                    for c, m in test.items()
-                }
-            }  # fmt: skip
+                entry["rules"][f"{name} ({kind})"] = chosen_row(
+                    rule, grid, val, fold["validation"], test, cities
+                )
+            entry["rules"][f"oracle threshold ({kind})"] = oracle_row(test, cities)
         # the threshold chosen again on the plain maps is the fold's own, with its numbers;
         # and the fold is compared with the same fold of ../loco (the same recipe run before)
         again = entry["rules"]["threshold (plain)"]
