@@ -16,6 +16,9 @@ LONG_STEPS = 12_000
 #: steps of the bi-temporal run from the shipped encoder (results/pretrain_bitemporal/PROTOCOL.md,
 #: amendment 1; scripts/pretrain_bitemporal.sh)
 BITEMPORAL_STEPS = 1_500
+#: SimMIM steps on the land-cover scene from the shipped encoder
+#: (results/landcover_bb/scene_mim/PROTOCOL.md; scripts/landcover_scene_mim.sh)
+SCENE_STEPS = 1_000
 
 
 class EncoderRun(NamedTuple):
@@ -25,6 +28,8 @@ class EncoderRun(NamedTuple):
     steps: int
     objective: str
     head: str = "direct"
+    #: continued from a pretrained encoder (``pretrain --init``), not from random weights
+    from_init: bool = False
 
 
 LONG = EncoderRun(LONG_STEPS, "simmim")
@@ -33,6 +38,7 @@ BITEMPORAL = EncoderRun(BITEMPORAL_STEPS, "bitemporal")
 BITEMPORAL_RELATIVE = EncoderRun(BITEMPORAL_STEPS, "bitemporal", "relative")
 #: results/pretrain_bitemporal/PROTOCOL.md, amendment 3
 BITEMPORAL_RESIDUAL = EncoderRun(BITEMPORAL_STEPS, "bitemporal", "residual")
+SCENE = EncoderRun(SCENE_STEPS, "simmim", from_init=True)
 
 
 def encoder_for(
@@ -54,7 +60,7 @@ def encoder_for(
             f"{sorted(named)} need --encoder (results/pretrain_long/PROTOCOL.md, "
             "results/pretrain_bitemporal/PROTOCOL.md)"
         )
-    steps, objective, head = other[next(iter(named))]
+    steps, objective, head, from_init = other[next(iter(named))]
     try:
         training = read_card(encoder).training
     except GeobertError as exc:
@@ -66,6 +72,8 @@ def encoder_for(
     had = training.get("config", {}).get("head", "direct")
     if was == "bitemporal" and had != head:
         raise SystemExit(f"{encoder} has the {had} head, not {head}: another encoder")
+    if from_init and "init_card" not in training:
+        raise SystemExit(f"{encoder} was pretrained from random weights, not continued from one")
     if done != steps:
         raise SystemExit(f"{encoder} has {done} of {steps} pretraining steps; finish it first")
     return encoder

@@ -20,6 +20,7 @@ LONG_LANDCOVER = "geobert (MIM 12k, pixel path, band dropout)"
 BITEMPORAL = "geobert (bi-temporal MIM, band dropout)"
 RELATIVE = "geobert (bi-temporal MIM relative, band dropout)"
 RESIDUAL = "geobert (bi-temporal MIM residual, band dropout)"
+SCENE = "geobert (MIM + scene, pixel path, band dropout)"
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -59,6 +60,10 @@ def _script(name: str) -> Any:
          "was pretrained with simmim, not bitemporal"),
         ("change_loco.py", ["--methods", BITEMPORAL, RELATIVE], "on their own, with --encoder"),
         ("change_loco.py", ["--methods", RELATIVE, RESIDUAL], "on their own, with --encoder"),
+        ("landcover_strips.py", ["--recipes", SCENE, "--encoder", str(SHIPPED)],
+         "pretrained from random weights, not continued from one"),
+        ("landcover_strips.py", ["--recipes", SCENE, LONG_LANDCOVER],
+         "on their own, with --encoder"),
     ],
 )  # fmt: skip
 def test_a_method_of_the_long_pretraining_needs_its_finished_encoder(

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# SimMIM on the scene being classified before fine-tuning, on the land-cover strips
+# (results/landcover_bb/scene_mim/PROTOCOL.md); rerun the same command to continue, across
+# sessions:
+#
+#   bash scripts/landcover_scene_mim.sh [SHARED_DATA]
+#
+# 1. Adapts the shipped encoder to the Brandenburg scene (1 000 SimMIM steps, no labels; bf16
+#    steps where this CPU has bf16 units), once: runs/landcover_scene_mim/.
+# 2. The shipped land-cover recipe from it, seeds 0 and 1, on the five strips (resumes per strip).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:-../shared/data}
+OUT=runs/landcover_scene_mim
+CKPT="$OUT/geobert_s_mim_bb.safetensors"
+STEPS=$(cd scripts && ../.venv/bin/python -c "from protocol_encoder import SCENE; print(SCENE.steps)")
+BF16=()
+if .venv/bin/python -c "import sys; from geobert.models.precision import native_bf16
+sys.exit(0 if native_bf16() else 1)"; then BF16=(--train-bf16); fi
+mkdir -p "$OUT"
+DONE=0
+if [ -f "$CKPT" ]; then
+    DONE=$(.venv/bin/python -c "import sys; from geobert.models.checkpoint import read_card
+print(read_card(sys.argv[1]).training['steps_done'])" "$CKPT")
+fi
+if [ "$DONE" -lt "$STEPS" ]; then
+    RESUME=()
+    [ -f "$CKPT.train.pt" ] && RESUME=(--resume)
+    .venv/bin/geobert pretrain --init geobert/weights/geobert_s_mim.safetensors \
+        --data "$DATA/landcover_brandenburg" --out "$CKPT" --steps "$STEPS" --batch-size 16 \
+        --accum 2 --window 128 --lr 4e-4 --warmup 50 --seed 0 \
+        ${RESUME[@]+"${RESUME[@]}"} ${BF16[@]+"${BF16[@]}"}
+fi
+sha256sum "$CKPT" >&2
+.venv/bin/python scripts/landcover_strips.py --data "$DATA/landcover_brandenburg" \
+    --out results/landcover_bb/scene_mim --encoder "$CKPT" \
+    --recipes "geobert (MIM + scene, pixel path, band dropout)" \
+    "geobert (MIM + scene, pixel path, band dropout, seed 1)"
