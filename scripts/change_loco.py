@@ -474,8 +474,10 @@ def train_final(
     # the step count most folds chose; a tie goes to the larger (the protocol's 700 by default)
     chosen = max(set(steps), key=lambda s: (steps.count(s), s))
     threshold = float(np.median([r["threshold"] for r in runs]))
+    arch, init, _ = NETWORKS[method]
     cfg = ChangeTrainConfig(
-        init="mim",
+        init=cast(Any, init),
+        arch=cast(Any, arch),
         steps=chosen,
         seed=seed,
         band_dropout=BAND_DROPOUT.get(method, 0.0),
@@ -485,7 +487,7 @@ def train_final(
         train_cities=CITIES,
         extra={
             "protocol": "trained on all 10 labelled OSCD cities; step count and threshold "
-            "from the leave-cities-out folds' inner validation (results/change_oscd/loco)"
+            f"from the leave-cities-out folds' inner validation ({out})"
         },
     )
     model, mcard = train_change([cities[c] for c in CITIES], [], encoder, cfg)
