@@ -446,7 +446,7 @@ def _band_set_lines(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def band_set_scores(runs: list[dict[str, Any]]) -> dict[str, str]:
+def band_set_scores(runs: list[dict[str, Any]], out: Path) -> dict[str, str]:
     """What each band set cost on the protocol, in words for the model card (``geobert change``
     quotes it when it runs on a set)."""
     out = {}
@@ -455,7 +455,7 @@ def band_set_scores(runs: list[dict[str, Any]]) -> dict[str, str]:
         f1 = [r["per_band_set"][name][c]["f1"] for r in runs for c in r["per_band_set"][name]]
         out[name] = (
             f"mean change F1 {np.mean(f1):.3f} over {len(f1)} cities left out of training, "
-            f"against {np.mean(full):.3f} with all 13 bands (results/change_oscd/loco)"
+            f"against {np.mean(full):.3f} with all 13 bands ({out})"
         )
     return out
 
@@ -493,7 +493,7 @@ def train_final(
     model, mcard = train_change([cities[c] for c in CITIES], [], encoder, cfg)
     if mcard.band_sets:
         mcard = replace(
-            mcard, training={**mcard.training, "band_set_scores": band_set_scores(runs)}
+            mcard, training={**mcard.training, "band_set_scores": band_set_scores(runs, out)}
         )
     dest = ckpt_dir / f"final_{SLUG[method]}_all_cities.safetensors"
     save_checkpoint(model, mcard, dest)
@@ -552,7 +552,8 @@ def main() -> None:
     raw = {c: load_city(by_name[c], card) for c in CITIES}
     cities = {c: r.normalized() for c, r in raw.items()}
     if args.final:
-        print(train_final(cities, out, ckpt_dir, args.seed, args.final, encoder))
+        seed = args.seed if args.train_seed is None else args.train_seed
+        print(train_final(cities, out, ckpt_dir, seed, args.final, encoder))
         return
     for method in args.methods:  # method by method: the main model's folds finish first
         for k in args.folds:

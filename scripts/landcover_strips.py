@@ -138,7 +138,7 @@ def _log_step(step: int, total: int, loss: float) -> None:
         logging.info("step %d/%d %.3f", step, total, loss)
 
 
-def band_set_scores(folds: list[dict[str, Any]], recipe: str) -> dict[str, str]:
+def band_set_scores(folds: list[dict[str, Any]], recipe: str, out: Path) -> dict[str, str]:
     """What each band set cost on the strips, in words for the model card (``classify`` quotes
     it when it runs on a set)."""
     full = [f["methods"][recipe]["macro_f1"] for f in folds]
@@ -147,8 +147,7 @@ def band_set_scores(folds: list[dict[str, Any]], recipe: str) -> dict[str, str]:
         f1 = [f["band_sets"][recipe][name]["macro_f1"] for f in folds]
         out[name] = (
             f"mean macro-F1 {np.mean(f1):.3f} over {len(f1)} strips away from the training "
-            f"polygons, against {np.mean(full):.3f} with all 13 bands "
-            "(results/landcover_bb/strips)"
+            f"polygons, against {np.mean(full):.3f} with all 13 bands ({out})"
         )
     return out
 
@@ -185,11 +184,11 @@ def train_final(data: Path, out: Path, recipe: str, dest: Path, encoder: Path) -
         card,
         training={
             **card.training,
-            **({"band_set_scores": band_set_scores(done, recipe)} if card.band_sets else {}),
+            **({"band_set_scores": band_set_scores(done, recipe, out)} if card.band_sets else {}),
             "stopped_at_step": chosen,
             "protocol": f"{recipe}: the recipe of the spatially disjoint strips, its weights at "
             f"step {chosen} of {cfg.steps} (the step their validation strips chose most often: "
-            f"{steps}; results/landcover_bb/strips)",
+            f"{steps}; {out})",
         },
     )
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -212,7 +211,8 @@ def main() -> None:
         "--encoder",
         type=Path,
         help="the pretrained encoder of the recipes that name one (e.g. 'MIM 12k': "
-        "runs/pretrain_long/geobert_s_mim.safetensors)",
+        "runs/pretrain_long/geobert_s_mim.safetensors; 'MIM + scene': "
+        "runs/landcover_scene_mim/geobert_s_mim_bb.safetensors)",
     )
     ap.add_argument(
         "--final",

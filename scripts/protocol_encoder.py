@@ -58,7 +58,7 @@ def encoder_for(
     if encoder is None:
         raise SystemExit(
             f"{sorted(named)} need --encoder (results/pretrain_long/PROTOCOL.md, "
-            "results/pretrain_bitemporal/PROTOCOL.md)"
+            "results/pretrain_bitemporal/PROTOCOL.md, results/landcover_bb/scene_mim/PROTOCOL.md)"
         )
     steps, objective, head, from_init = other[next(iter(named))]
     try:
