@@ -284,3 +284,45 @@ def test_change_ensemble_averages_the_seeds_maps(tmp_path: Path) -> None:
     mixed.write_text(json.dumps({**json.loads(mixed.read_text()), "train_seed": 2}))
     with pytest.raises(SystemExit, match="different seeds"):
         ens.evaluate(members, "mim_banddrop", cities)
+
+
+@pytest.mark.parametrize(
+    ("method", "arch", "init"),
+    [
+        ("geobert (MIM, band dropout)", "changenet", "mim"),
+        ("geobert (scratch, band dropout)", "changenet", "scratch"),
+        ("FC-Siam-diff", "fcsiamdiff", "scratch"),
+    ],
+)
+def test_change_final_trains_the_method_its_folds_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, arch: str, init: str
+) -> None:
+    """`change_loco.py --final METHOD` trains METHOD's own network and initialisation (it once
+    started every method from the MIM encoder), with the step most folds chose, the median
+    threshold, the seed it is given, and names the folder its folds came from."""
+    import json
+    from types import SimpleNamespace
+
+    loco = _script("change_loco")
+    runs = tmp_path / "folds" / "runs"
+    runs.mkdir(parents=True)
+    for k, (step, thr) in enumerate([(525, 0.9), (700, 0.5), (525, 0.95), (350, 0.2), (700, 0.8)]):
+        (runs / f"fold{k}_{loco.SLUG[method]}.json").write_text(
+            json.dumps({"chosen_step": step, "threshold": thr})
+        )
+    seen: dict[str, Any] = {}
+
+    def fake_train(train: Any, val: Any, encoder: Path, cfg: Any) -> tuple[None, Any]:
+        seen["cfg"] = cfg
+        return None, SimpleNamespace(band_sets=None, training={})
+
+    monkeypatch.setattr(loco, "train_change", fake_train)
+    monkeypatch.setattr(loco, "save_checkpoint", lambda *a: None)
+    cities = {c: None for c in loco.CITIES}
+    dest = loco.train_final(cities, tmp_path / "folds", tmp_path, 3, method, SHIPPED)
+    cfg = seen["cfg"]
+    assert (cfg.arch, cfg.init, cfg.seed) == (arch, init, 3)
+    assert (cfg.steps, cfg.threshold) == (700, 0.8)  # a 525/700 tie goes to the larger
+    assert cfg.band_dropout == loco.BAND_DROPOUT.get(method, 0.0)
+    assert str(tmp_path / "folds") in cfg.extra["protocol"]
+    assert dest.name == f"final_{loco.SLUG[method]}_all_cities.safetensors"
