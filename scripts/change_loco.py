@@ -446,16 +446,16 @@ def _band_set_lines(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def band_set_scores(runs: list[dict[str, Any]], out: Path) -> dict[str, str]:
+def band_set_scores(runs: list[dict[str, Any]], folder: Path) -> dict[str, str]:
     """What each band set cost on the protocol, in words for the model card (``geobert change``
-    quotes it when it runs on a set)."""
+    quotes it when it runs on a set); ``folder``: where the protocol's results are."""
     out = {}
     full = [r["per_city"][c]["f1"] for r in runs for c in r["per_city"]]
     for name in runs[0].get("per_band_set", {}):
         f1 = [r["per_band_set"][name][c]["f1"] for r in runs for c in r["per_band_set"][name]]
         out[name] = (
             f"mean change F1 {np.mean(f1):.3f} over {len(f1)} cities left out of training, "
-            f"against {np.mean(full):.3f} with all 13 bands ({out})"
+            f"against {np.mean(full):.3f} with all 13 bands ({folder})"
         )
     return out
 

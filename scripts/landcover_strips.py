@@ -138,16 +138,16 @@ def _log_step(step: int, total: int, loss: float) -> None:
         logging.info("step %d/%d %.3f", step, total, loss)
 
 
-def band_set_scores(folds: list[dict[str, Any]], recipe: str, out: Path) -> dict[str, str]:
+def band_set_scores(folds: list[dict[str, Any]], recipe: str, folder: Path) -> dict[str, str]:
     """What each band set cost on the strips, in words for the model card (``classify`` quotes
-    it when it runs on a set)."""
+    it when it runs on a set); ``folder``: where the strips' results are."""
     full = [f["methods"][recipe]["macro_f1"] for f in folds]
     out = {}
     for name in folds[0].get("band_sets", {}).get(recipe, {}):
         f1 = [f["band_sets"][recipe][name]["macro_f1"] for f in folds]
         out[name] = (
             f"mean macro-F1 {np.mean(f1):.3f} over {len(f1)} strips away from the training "
-            f"polygons, against {np.mean(full):.3f} with all 13 bands ({out})"
+            f"polygons, against {np.mean(full):.3f} with all 13 bands ({folder})"
         )
     return out
 

@@ -326,3 +326,26 @@ def test_change_final_trains_the_method_its_folds_ran(
     assert cfg.band_dropout == loco.BAND_DROPOUT.get(method, 0.0)
     assert str(tmp_path / "folds") in cfg.extra["protocol"]
     assert dest.name == f"final_{loco.SLUG[method]}_all_cities.safetensors"
+
+
+def test_band_set_scores_quote_each_set_against_all_bands_and_the_results_folder() -> None:
+    """The model cards' band-set sentences (`geobert change` / `classify` quote them): each
+    set's mean against the 13-band mean, and the folder the protocol's results are in."""
+    loco, strips = _script("change_loco"), _script("landcover_strips")
+    runs = [
+        {"per_city": {"a": {"f1": 0.4}}, "per_band_set": {"s2-10m": {"a": {"f1": 0.2}}}},
+        {"per_city": {"b": {"f1": 0.6}}, "per_band_set": {"s2-10m": {"b": {"f1": 0.4}}}},
+    ]
+    assert loco.band_set_scores(runs, Path("results/x")) == {
+        "s2-10m": "mean change F1 0.300 over 2 cities left out of training, against 0.500 "
+        "with all 13 bands (results/x)"
+    }
+    r = "geobert (MIM, pixel path, band dropout)"
+    folds = [
+        {"methods": {r: {"macro_f1": f}}, "band_sets": {r: {"s2-l2a": {"macro_f1": f - 0.1}}}}
+        for f in (0.3, 0.5)
+    ]
+    assert strips.band_set_scores(folds, r, Path("results/y")) == {
+        "s2-l2a": "mean macro-F1 0.300 over 2 strips away from the training polygons, against "
+        "0.400 with all 13 bands (results/y)"
+    }
