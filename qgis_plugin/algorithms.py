@@ -632,6 +632,9 @@ class LandCoverAlgorithm(GeobertAlgorithm):
 class TrainLandCoverAlgorithm(GeobertAlgorithm):
     INPUT, LABELS, CLASS_FIELD, STEPS, OUTPUT = "INPUT", "LABELS", "CLASS_FIELD", "STEPS", "OUTPUT"
     FIX_GEOMETRIES, VALIDATION_FRACTION = "FIX_GEOMETRIES", "VALIDATION_FRACTION"
+    ADAPT_STEPS = "ADAPT_STEPS"
+    #: geobert train-landcover --adapt-steps' default (a test keeps them equal)
+    ADAPT_DEFAULT = 1000
 
     def name(self) -> str:
         return "trainlandcover"
@@ -645,7 +648,10 @@ class TrainLandCoverAlgorithm(GeobertAlgorithm):
             "class field (any CRS). Whole blocks of the labelled area are held out and scored; "
             "the scores are in the log and inside the model. A validation share above 0 sets "
             "that share of the training blocks aside and keeps the training step that scores "
-            "best on them (the held-out blocks are never used to choose)."
+            "best on them (the held-out blocks are never used to choose). Before training, "
+            "the pretrained encoder is adapted to the scene by masked-image-modelling steps on "
+            "its own pixels (no labels; 1000 steps: about 12-15 minutes on 2 CPU cores): over "
+            "areas away from the polygons it raised macro-F1 by 3 points. 0 steps skips it."
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
@@ -663,6 +669,15 @@ class TrainLandCoverAlgorithm(GeobertAlgorithm):
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.STEPS, "Training steps", QgsProcessingParameterNumber.Integer, 800, minValue=1
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.ADAPT_STEPS,
+                "Steps adapting the encoder to the scene first (0: none)",
+                QgsProcessingParameterNumber.Integer,
+                self.ADAPT_DEFAULT,
+                minValue=0,
             )
         )
         self.addParameter(
@@ -700,6 +715,7 @@ class TrainLandCoverAlgorithm(GeobertAlgorithm):
         steps = self.parameterAsInt(parameters, self.STEPS, context)
         args = ["train-landcover", "--image", scene, "--labels", labels.split("|")[0],
                 "--class-field", field, "-o", out, "--steps", str(steps),
+                "--adapt-steps", str(self.parameterAsInt(parameters, self.ADAPT_STEPS, context)),
                 "--overwrite"]  # fmt: skip
         if self.parameterAsBool(parameters, self.FIX_GEOMETRIES, context):
             args.append("--fix-geometries")

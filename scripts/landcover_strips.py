@@ -10,6 +10,7 @@ Protocol: results/landcover_bb/strips/PROTOCOL.md, written before the runs. Resu
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 from dataclasses import replace
@@ -152,6 +153,23 @@ def band_set_scores(folds: list[dict[str, Any]], recipe: str, folder: Path) -> d
     return out
 
 
+def scene_adaptation(encoder: Path) -> dict[str, Any]:
+    """What a model card records of an encoder adapted to the scene by ``scripts/
+    landcover_scene_mim.sh`` — the fields :func:`geobert.landcover.adapt.adapt_encoder` reports,
+    less the losses and time (the run's are in its own card), plus the file's SHA-256."""
+    training = read_card(encoder).training
+    cfg = training["config"]
+    return {
+        "steps": int(training["steps_done"]),
+        "lr": cfg["lr"],
+        "windows_per_step": cfg["batch_size"] * cfg["accum_steps"],
+        "window_px": cfg["window_px"],
+        "seed": cfg["seed"],
+        "bf16_steps": all(s["bf16_steps"] for s in training["sessions"]),
+        "encoder_sha256": hashlib.sha256(encoder.read_bytes()).hexdigest(),
+    }
+
+
 def train_final(data: Path, out: Path, recipe: str, dest: Path, encoder: Path) -> Path:
     """``recipe`` on the labelled polygons, its weights (the moving average) taken at the step
     the strips' validation chose most often (a tie: the later) of the same 800-step schedule —
@@ -178,7 +196,12 @@ def train_final(data: Path, out: Path, recipe: str, dest: Path, encoder: Path) -
     labels = data / "landuse_west.gpkg"
     prepared = prepare_landcover(data, labels, "fclass", read_card(encoder), **cfg.split_options())
     model, card = train_landcover(
-        prepared, encoder, cfg, source=source_of(data, labels, "fclass"), on_step=stop_at_chosen
+        prepared,
+        encoder,
+        cfg,
+        source=source_of(data, labels, "fclass"),
+        on_step=stop_at_chosen,
+        adaptation=scene_adaptation(encoder) if OTHER_ENCODER.get(recipe) is SCENE else None,
     )
     card = replace(
         card,

@@ -547,6 +547,12 @@ def test_train_landcover_defaults_are_the_recipes() -> None:
     assert opts["pixel_path"] == cfg.pixel_dim == 32
     assert opts["band_dropout"] == cfg.band_dropout == 0.5
     assert opts["context_dropout"] == cfg.context_dropout
+    # scene adaptation: the option resolves to the recipe's steps; the QGIS tool passes its own
+    from geobert.landcover.adapt import SceneAdaptConfig
+
+    assert opts["adapt_steps"] is None  # --init scratch turns it off, so it is resolved later
+    plugin = (Path(__file__).parents[1] / "qgis_plugin" / "algorithms.py").read_text()
+    assert f"    ADAPT_DEFAULT = {SceneAdaptConfig.steps}\n" in plugin
     for opt, field in (("ema_decay", "ema_decay"), ("block_size", "block_px"),
                        ("holdout_fraction", "holdout_fraction"), ("strips", "strips"),
                        ("gap", "gap_px"), ("validate_every", "validate_every")):  # fmt: skip

@@ -349,3 +349,24 @@ def test_band_set_scores_quote_each_set_against_all_bands_and_the_results_folder
         "s2-l2a": "mean macro-F1 0.300 over 2 strips away from the training polygons, against "
         "0.400 with all 13 bands (results/y)"
     }
+
+
+def test_train_landcovers_scene_adaptation_is_the_protocols() -> None:
+    """``train-landcover``'s adaptation stage (SceneAdaptConfig) runs what
+    scripts/landcover_scene_mim.sh ran for results/landcover_bb/scene_mim: the same steps,
+    windows, rate, warm-up and seed."""
+    import shlex
+
+    from geobert.landcover.adapt import SceneAdaptConfig
+
+    cfg = SceneAdaptConfig()
+    assert cfg.steps == _script("protocol_encoder").SCENE_STEPS
+    text = (ROOT / "scripts" / "landcover_scene_mim.sh").read_text()
+    call = text[text.index("geobert pretrain") :].split("${RESUME")[0].replace("\\\n", " ")
+    words = shlex.split(call)
+    opts = dict(zip(words[2::2], words[3::2], strict=False))
+    assert opts["--steps"] == '"$STEPS"' or opts["--steps"] == "$STEPS"
+    assert float(opts["--lr"]) == cfg.lr and int(opts["--warmup"]) == cfg.warmup_steps
+    assert int(opts["--batch-size"]) == cfg.batch_size
+    assert int(opts["--accum"]) == cfg.accum_steps
+    assert int(opts["--window"]) == cfg.window_px and int(opts["--seed"]) == cfg.seed

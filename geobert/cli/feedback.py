@@ -24,9 +24,16 @@ def done(args: argparse.Namespace) -> None:
         print("progress: 100.0", flush=True)
 
 
-def step_bar(desc: str, total: int, quiet: bool, lines: bool = False) -> tuple[Any, Any]:
+def step_bar(
+    desc: str,
+    total: int,
+    quiet: bool,
+    lines: bool = False,
+    span: tuple[float, float] = (0.0, 90.0),
+) -> tuple[Any, Any]:
     """A tqdm bar over training steps and the ``on_step(step, total, loss)`` callback feeding it
-    (with ``lines``: progress lines on stdout instead, training mapped to 0–90 %)."""
+    (with ``lines``: progress lines on stdout instead, the steps mapped to ``span`` percent —
+    0–90 %; a command with two training stages gives each its part)."""
     from tqdm import tqdm
 
     from geobert._progress import LineProgress
@@ -36,7 +43,7 @@ def step_bar(desc: str, total: int, quiet: bool, lines: bool = False) -> tuple[A
 
     def on_step(step: int, total: int, loss: float) -> None:
         if line is not None:
-            line.emit(90.0 * step / total)
+            line.emit(span[0] + (span[1] - span[0]) * step / total)
         bar.n = step
         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         bar.refresh()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geobert.cli.feedback import done, step_bar
@@ -23,9 +25,13 @@ from geobert.cli.options import (
     crossvalidation_options,
 )
 from geobert.errors import GeobertError
+from geobert.landcover.adapt import SceneAdaptConfig  # no torch: --help stays quick
 
 if TYPE_CHECKING:
     from geobert.cli.options import Subparsers
+
+#: ``--adapt-steps``' default
+ADAPT_STEPS = SceneAdaptConfig.steps
 
 
 def add_train_landcover(sub: Subparsers) -> None:
@@ -34,8 +40,9 @@ def add_train_landcover(sub: Subparsers) -> None:
         sub,
         "train-landcover",
         help="train a land-cover model from a scene and a layer of training polygons",
-        description="Burn the polygons (any CRS; reprojected) onto the scene grid, train the "
-        "pretrained encoder with a segmentation head on the labelled pixels, and score it on "
+        description="Burn the polygons (any CRS; reprojected) onto the scene grid, adapt the "
+        "pretrained encoder to the scene (masked image modelling on its pixels, no labels; "
+        "--adapt-steps), train it with a segmentation head on the labelled pixels, and score it on "
         "hold-out blocks of the scene (a spatially blocked split: whole blocks are held out). "
         "Class names and colours are stored in MODEL.",
     )
@@ -45,6 +52,7 @@ def add_train_landcover(sub: Subparsers) -> None:
     add_init_option(p)
     p.add_argument("--encoder", default=None, metavar="CKPT", help="pretrained encoder")
     p.add_argument("--steps", type=int, default=800, help="optimiser steps (default: %(default)s)")
+    add_adapt_steps_option(p)
     p.add_argument(
         "--block-size", type=int, default=128, metavar="PX", help="split block edge (default: 128)"
     )
@@ -120,6 +128,7 @@ def run_train_landcover(args: argparse.Namespace) -> int:
         prepare_landcover,
         source_of,
         train_landcover,
+        training_masks,
     )
     from geobert.models.checkpoint import read_card, save_checkpoint
     from geobert.weights import pretrained_encoder_path
@@ -127,6 +136,7 @@ def run_train_landcover(args: argparse.Namespace) -> int:
 
     check_output_path(args.output, overwrite=args.overwrite)
     encoder = args.encoder or pretrained_encoder_path()
+    adapt = adapt_config(args, seed=args.seed, train_bf16=args.train_bf16)
     cfg = LandCoverTrainConfig(
         init=args.init,
         steps=args.steps,
@@ -154,19 +164,30 @@ def run_train_landcover(args: argparse.Namespace) -> int:
         **cfg.split_options(),
     )
     print("train-landcover: " + "; ".join(_data_notes(data.report)), file=sys.stderr)
-    bar, on_step = step_bar(
-        f"train-landcover ({args.init})", cfg.steps, args.quiet, lines=args.progress_lines
-    )
-    try:
-        model, card = train_landcover(
-            data,
-            encoder,
-            cfg,
-            source=source_of(args.image, args.labels, args.class_field),
-            on_step=on_step,
+    # the adapted encoder lives in a hidden folder beside MODEL for the run's length only
+    with tempfile.TemporaryDirectory(prefix=".geobert-adapt-", dir=Path(args.output).parent) as tmp:
+        adaptation = None
+        if adapt.steps:
+            training_masks(data, cfg)  # a split that cannot train fails before adapting
+            encoder, adaptation = _adapted(args, encoder, adapt, Path(tmp))
+        bar, on_step = step_bar(
+            f"train-landcover ({args.init})",
+            cfg.steps,
+            args.quiet,
+            lines=args.progress_lines,
+            span=(0.0, 90.0) if adaptation is None else (45.0, 90.0),
         )
-    finally:
-        bar.close()
+        try:
+            model, card = train_landcover(
+                data,
+                encoder,
+                cfg,
+                source=source_of(args.image, args.labels, args.class_field),
+                on_step=on_step,
+                adaptation=adaptation,
+            )
+        finally:
+            bar.close()
     save_checkpoint(model, card, args.output)
     done(args)
     print(
@@ -176,6 +197,75 @@ def run_train_landcover(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def add_adapt_steps_option(p: argparse.ArgumentParser, crossvalidation: bool = False) -> None:
+    """``--adapt-steps``: SimMIM steps on the scene before fine-tuning (see
+    :mod:`geobert.landcover.adapt`); for ``crossvalidation``, once for all strips."""
+    kept = (
+        "; in cross-validation, once for all strips, kept as OUTDIR/scene_encoder.safetensors "
+        "for a resumed run"
+        if crossvalidation
+        else ""
+    )
+    p.add_argument(
+        "--adapt-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="first adapt the pretrained encoder to this scene: N masked-image-modelling "
+        "steps on all its pixels, no labels. Over five spatially disjoint strips it raised "
+        "macro-F1 by 3.2 points (two seeds, results/landcover_bb/scene_mim/); 1000 steps take "
+        "~12 minutes on 2 CPU cores with --train-bf16, ~1.2x that in fp32. 0: none; none with "
+        f"--init scratch{kept} (default: {ADAPT_STEPS})",
+    )
+
+
+def adapt_config(args: argparse.Namespace, *, seed: int, train_bf16: bool) -> SceneAdaptConfig:
+    """The scene adaptation ``--adapt-steps`` asks for (the default number with ``--init mim``,
+    none from scratch), with the run's seed and precision.
+
+    Raises:
+        GeobertError: ``--adapt-steps`` given above 0 with ``--init scratch`` (random weights
+            have nothing to adapt).
+    """
+    if args.init == "scratch":
+        if args.adapt_steps:
+            raise GeobertError(
+                "--adapt-steps adapts the pretrained encoder, but --init scratch starts from "
+                "random weights; drop one of them"
+            )
+        steps = 0
+    else:
+        steps = ADAPT_STEPS if args.adapt_steps is None else args.adapt_steps
+    return SceneAdaptConfig(steps=steps, seed=seed, train_bf16=train_bf16)
+
+
+def _adapted(
+    args: argparse.Namespace, encoder: str | Path, adapt: SceneAdaptConfig, tmp: Path
+) -> tuple[str, dict[str, Any]]:
+    """Adapt ``encoder`` to ``--image`` into ``tmp``; returns the adapted encoder's path and
+    what the card records."""
+    from geobert.landcover.adapt import adapt_encoder
+
+    bar, on_step = step_bar(
+        "train-landcover (scene adaptation)",
+        adapt.steps,
+        args.quiet,
+        lines=args.progress_lines,
+        span=(0.0, 45.0),
+    )
+    path = tmp / "encoder.safetensors"
+    try:
+        report = adapt_encoder(encoder, args.image, path, adapt, on_step=on_step)
+    finally:
+        bar.close()
+    print(
+        "train-landcover: adapted the encoder to the scene in {report['seconds']:.0f} s "
+        f"(reconstruction loss {report['loss_first']:.3f} → {report['loss_last']:.3f})",
+        file=sys.stderr,
+    )
+    return str(path), report
 
 
 def _data_notes(report: dict[str, Any]) -> list[str]:
@@ -247,6 +337,7 @@ def add_evaluate_landcover(sub: Subparsers) -> None:
         "(default: 800)",
     )
     add_init_option(p, help_prefix="cross-validation: ", default=None)
+    add_adapt_steps_option(p, crossvalidation=True)
     add_fix_geometries_option(p)
 
 
@@ -262,6 +353,7 @@ def run_evaluate_landcover(args: argparse.Namespace) -> int:
             ignored).
     """
     from geobert.landcover.evaluate import (
+        SCENE_ENCODER,
         crossvalidate_landcover,
         evaluate_landcover,
         recipe_name,
@@ -288,8 +380,16 @@ def run_evaluate_landcover(args: argparse.Namespace) -> int:
             init=defaults.init if args.init is None else args.init,
             steps=defaults.steps if args.steps is None else args.steps,
         )
+        adapt = adapt_config(args, seed=recipe.seed, train_bf16=recipe.train_bf16)
         strips = defaults.strips if args.strips is None else args.strips
         gap_px = defaults.gap_px if args.gap is None else args.gap
+
+        if adapt.steps and not args.quiet and not (Path(args.outdir) / SCENE_ENCODER).exists():
+            print(
+                f"evaluate-landcover: the encoder is first adapted to the scene ({adapt.steps} "
+                "steps, once for all strips)",
+                file=sys.stderr,
+            )
 
         def on_fold(k: int, method: str) -> None:
             if not args.quiet:
@@ -302,8 +402,9 @@ def run_evaluate_landcover(args: argparse.Namespace) -> int:
             args.outdir,
             strips=strips,
             gap_px=gap_px,
-            recipes={recipe_name(recipe): recipe},
+            recipes={recipe_name(recipe, scene_adapted=adapt.steps > 0): recipe},
             fix_geometries=args.fix_geometries,
+            adapt=adapt,
             on_fold=on_fold,
         )
         width = max(len(m) for m in cv["methods"])

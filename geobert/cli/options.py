@@ -215,7 +215,7 @@ def add_split_options(p: argparse.ArgumentParser, *, crossvalidation: bool = Fal
     )
 
 
-CROSSVALIDATION_OPTIONS = ("split", "strips", "gap", "steps", "init")
+CROSSVALIDATION_OPTIONS = ("split", "strips", "gap", "steps", "init", "adapt_steps")
 """evaluate-landcover's options that only its cross-validation (no ``--models``) reads."""
 
 
@@ -223,10 +223,14 @@ def crossvalidation_options(args: argparse.Namespace) -> list[str]:
     """The cross-validation options given on the command line (the others are None), as flags.
 
     >>> crossvalidation_options(argparse.Namespace(split=None, strips=3, gap=None, steps=None,
-    ...                                            init="scratch"))
-    ['--strips', '--init']
+    ...                                            init="scratch", adapt_steps=0))
+    ['--strips', '--init', '--adapt-steps']
     """
-    return [f"--{name}" for name in CROSSVALIDATION_OPTIONS if getattr(args, name) is not None]
+    return [
+        f"--{name.replace('_', '-')}"
+        for name in CROSSVALIDATION_OPTIONS
+        if getattr(args, name) is not None
+    ]
 
 
 # --- how the inputs are read ---

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from geobert.errors import GeobertError
+from geobert.landcover.adapt import SceneAdaptConfig
 from geobert.landcover.metrics import (
     ClassScores,
     confusion,
@@ -32,6 +33,7 @@ from geobert.landcover.train import (
     holdout_scores,
     predict_image,
     prepare_landcover,
+    training_masks,
 )
 from geobert.models.bandsets import keep_masks
 from geobert.models.card import ModelCard
@@ -216,16 +218,19 @@ def evaluate_landcover(
     return summary
 
 
-def recipe_name(cfg: LandCoverTrainConfig) -> str:
-    """A recipe's name in the reports, from what sets it apart; a fold resumes by these names,
-    so a recipe that differs never takes another's scores.
+def recipe_name(cfg: LandCoverTrainConfig, *, scene_adapted: bool = False) -> str:
+    """A recipe's name in the reports, from what sets it apart (``scene_adapted``: its encoder
+    was adapted to the scene first, :mod:`geobert.landcover.adapt`); a fold resumes by these
+    names, so a recipe that differs never takes another's scores.
 
     >>> recipe_name(LandCoverTrainConfig())
     'geobert (MIM, pixel path, band dropout)'
+    >>> recipe_name(LandCoverTrainConfig(), scene_adapted=True)
+    'geobert (MIM + scene, pixel path, band dropout)'
     >>> recipe_name(LandCoverTrainConfig(pixel_dim=0, band_dropout=0))
     'geobert (MIM)'
     """
-    parts = ["MIM" if cfg.init == "mim" else "scratch"]
+    parts = ["MIM + scene" if scene_adapted else "MIM" if cfg.init == "mim" else "scratch"]
     if cfg.freeze_encoder:
         parts[0] += " frozen"
     if cfg.pixel_dim:
@@ -258,6 +263,7 @@ def crossvalidate_landcover(
     fix_geometries: bool = False,
     on_fold: Callable[[int, str], None] | None = None,
     predictions: str | os.PathLike[str] | None = None,
+    adapt: SceneAdaptConfig | None = None,
 ) -> dict[str, Any]:
     """Spatially disjoint cross-validation: how a map holds away from its training polygons.
 
@@ -273,6 +279,13 @@ def crossvalidate_landcover(
     (``fold<k>/<method name as a file name>.npz``, with the pixels' labels in
     ``fold<k>/truth.npz``), so that
     :func:`ensemble_scores` can score averages of methods without training them again.
+
+    With ``adapt``, the recipes start from ``encoder`` adapted to ``image`` first
+    (:func:`geobert.landcover.adapt.adapt_encoder`, no labels, once for all strips, when the
+    first recipe is trained), kept as ``scene_encoder.safetensors`` for a resumed run.
+
+    Raises:
+        GeobertError: ``out_dir`` holds a scene encoder adapted with another number of steps.
     """
     from geobert.models.checkpoint import read_card
     from geobert.weights import pretrained_encoder_path
@@ -281,10 +294,23 @@ def crossvalidate_landcover(
     encoder = encoder or pretrained_encoder_path()
     recipes = dict(recipes or DEFAULT_RECIPES)
     card = read_card(encoder)
+    if adapt is not None and adapt.steps:
+        kept = out / SCENE_ENCODER
+        done_steps = read_card(kept).training.get("steps_done") if kept.exists() else adapt.steps
+        if done_steps != adapt.steps:
+            raise GeobertError(
+                f"{kept} was adapted with {done_steps} steps, not {adapt.steps}: resume with "
+                f"--adapt-steps {done_steps}, or cross-validate into another folder"
+            )
+    start: str | os.PathLike[str] | _Adapted = (
+        _Adapted(encoder, image, out / SCENE_ENCODER, adapt)
+        if adapt is not None and adapt.steps
+        else encoder
+    )
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        _crossvalidate(out, image, labels, class_field, card, encoder, strips, gap_px, recipes,
+        _crossvalidate(out, image, labels, class_field, card, start, strips, gap_px, recipes,
                        folds, fix_geometries, on_fold,
                        None if predictions is None else Path(predictions))  # fmt: skip
     except BaseException:
@@ -294,13 +320,41 @@ def crossvalidate_landcover(
     return crossval_report(out)
 
 
+#: where cross-validation keeps the encoder it adapted to the scene
+SCENE_ENCODER = "scene_encoder.safetensors"
+
+
+class _Adapted:
+    """The encoder adapted to the scene, made the first time it is asked for (after the first
+    fold's labels have been read: a wrong class field fails before minutes of adaptation)."""
+
+    def __init__(
+        self,
+        encoder: str | os.PathLike[str],
+        image: str | os.PathLike[str],
+        kept: Path,
+        adapt: SceneAdaptConfig,
+    ) -> None:
+        self.encoder, self.image, self.kept, self.adapt = encoder, image, kept, adapt
+
+    def path(self) -> Path:
+        from geobert.landcover.adapt import adapt_encoder
+
+        if not self.kept.exists():  # through a hidden folder: the file appears whole or not
+            with tempfile.TemporaryDirectory(prefix=".geobert-adapt-", dir=self.kept.parent) as t:
+                made = Path(t) / SCENE_ENCODER
+                adapt_encoder(self.encoder, self.image, made, self.adapt)
+                made.replace(self.kept)
+        return self.kept
+
+
 def _crossvalidate(
     out: Path,
     image: str | os.PathLike[str],
     labels: str | os.PathLike[str],
     class_field: str,
     card: ModelCard,
-    encoder: str | os.PathLike[str],
+    encoder: str | os.PathLike[str] | _Adapted,
     strips: int,
     gap_px: int,
     recipes: Mapping[str, LandCoverTrainConfig],
@@ -356,7 +410,9 @@ def _crossvalidate(
                     **strip,
                     validation_fraction=recipes[name].validation_fraction or 0.2,
                 )
-                model, mcard = train_landcover(data, encoder, cfg)
+                training_masks(data, cfg)  # a split that cannot train fails before adapting
+                start = encoder.path() if isinstance(encoder, _Adapted) else encoder
+                model, mcard = train_landcover(data, start, cfg)
                 probs = predict_image(model, data.image)[:, data.holdout]
             entries["methods"] = _holdout_class_scores(probs, truth, data.classes).as_dict()
             if predictions is not None:

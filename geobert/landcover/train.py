@@ -57,6 +57,7 @@ __all__ = [
     "prepare_landcover",
     "source_of",
     "train_landcover",
+    "training_masks",
     "validation_split",
 ]
 
@@ -245,6 +246,33 @@ def validation_split(
     return split_masks(inner, len(data.classes), block_px, fraction, seed + VALIDATION_SEED_OFFSET)
 
 
+def training_masks(
+    data: LandCoverData, cfg: LandCoverTrainConfig
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(train, validation)``: the pixels :func:`train_landcover` trains on and those it
+    chooses its step on (None without ``cfg.validation_fraction``). Cheap: callers check a split
+    with it before any long stage.
+
+    Raises:
+        GeobertError: no validation or no training pixels are left.
+    """
+    train, val = data.train, None
+    if cfg.validation_fraction > 0:
+        train, val = validation_split(data, cfg.validation_fraction, cfg.block_px, cfg.seed)
+        if not val.any():
+            raise GeobertError(
+                "the training blocks are too few to set some aside for validation; lower "
+                "--block-size or leave out --validation-fraction"
+            )
+    if not train.any():
+        raise GeobertError(
+            "no training pixels are left once the hold-out, the validation strip and the gaps "
+            f"around them are set aside ({cfg.strips} strips, gap {cfg.gap_px} px); use more "
+            "strips or a smaller --gap"
+        )
+    return train, val
+
+
 def _windows(
     data: LandCoverData,
     train: np.ndarray,
@@ -318,11 +346,14 @@ def train_landcover(
     *,
     source: dict[str, str] | None = None,
     on_step: Callable[[int, int, float], bool | None] | None = None,
+    adaptation: dict[str, Any] | None = None,
 ) -> tuple[LandCoverNet, ModelCard]:
     """Train (``init="mim"``: from the pretrained encoder) and return the model and its card.
 
     ``on_step(step, steps, loss)`` is called after every step; returning True stops there (the
-    schedule stays the one of ``cfg.steps``; the moving average of that step is kept)."""
+    schedule stays the one of ``cfg.steps``; the moving average of that step is kept).
+    ``adaptation``: what :func:`geobert.landcover.adapt.adapt_encoder` reported, when
+    ``encoder_ckpt`` was adapted to the scene (the card keeps it)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     encoder, enc_card = start_encoder(encoder_ckpt, cfg.init)
@@ -339,20 +370,7 @@ def train_landcover(
     )
     if cfg.freeze_encoder:
         freeze(model.encoder)
-    train, val = data.train, None
-    if cfg.validation_fraction > 0:
-        train, val = validation_split(data, cfg.validation_fraction, cfg.block_px, cfg.seed)
-        if not val.any():
-            raise GeobertError(
-                "the training blocks are too few to set some aside for validation; lower "
-                "--block-size or leave out --validation-fraction"
-            )
-    if not train.any():
-        raise GeobertError(
-            "no training pixels are left once the hold-out, the validation strip and the gaps "
-            f"around them are set aside ({cfg.strips} strips, gap {cfg.gap_px} px); use more "
-            "strips or a smaller --gap"
-        )
+    train, val = training_masks(data, cfg)
     flat_train = train.ravel()
     flat_codes = data.codes.ravel()
     pools = [np.flatnonzero(flat_train & (flat_codes == i)) for i in range(k)]
@@ -466,6 +484,7 @@ def train_landcover(
             "domain": domain.as_dict(),
             **({"validation": validation} if validation is not None else {}),
             "train_seconds": train_s,
+            **({"scene_adaptation": dict(adaptation)} if adaptation is not None else {}),
             **({"band_sets": {k: list(v) for k, v in band_sets.items()}} if band_sets else {}),
         },
         geobert_version=geobert.__version__,

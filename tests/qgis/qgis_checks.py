@@ -322,6 +322,7 @@ def check_train(args):
             "LABELS": labels,
             "CLASS_FIELD": "fclass",
             "STEPS": 3,
+            "ADAPT_STEPS": 0,  # its own test: tests/geobert/test_landcover_adapt.py
             "VALIDATION_FRACTION": 0.3,
             "OUTPUT": args["out"],
         },
