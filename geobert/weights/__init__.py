@@ -3,10 +3,11 @@
 * ``geobert_s_mim``: the ``geobert_s`` encoder (5.1 M parameters) pretrained with SimMIM on
   Sentinel-2 L1C scenes (``scripts/pretrain_geobert_s.sh``);
 * ``changenet_s_oscd``: the change network fine-tuned on OSCD (``scripts/train_change_oscd.sh``);
-* ``landcover_s_bb``: the land-cover network (band-dropout pixel-path recipe, weights at step 600
-  of 800; runs on L1C's 13 bands, L2A's 12 and the four 10 m bands) trained on the Brandenburg
-  scene and its OpenStreetMap polygons less a blocked hold-out (``scripts/landcover_strips.py
-  --final``).
+* ``landcover_s_bb``: the land-cover network (band-dropout pixel-path recipe from the encoder
+  adapted to the scene by 1 000 SimMIM steps, weights at step 200 of 800; runs on L1C's 13
+  bands, L2A's 12 and the four 10 m bands) trained on the Brandenburg scene and its
+  OpenStreetMap polygons less a blocked hold-out (``scripts/landcover_scene_mim.sh``, then
+  ``scripts/landcover_strips.py --final``).
 
 Each file's model card (bands, normalisation, classes, training data and recipe) is inside it:
 ``geobert.models.checkpoint.read_card(pretrained_encoder_path(name))``.

@@ -265,11 +265,15 @@ def test_a_model_without_a_training_domain_runs_on_a_band_set(tmp_path: Path) ->
         np.testing.assert_array_equal(a.read(), b.read())
 
 
-FLOORS = {"change_f1": 0.5, "landcover_macro_f1": 0.5}
+FLOORS = {"change_f1": 0.5, "landcover_macro_f1": 0.4}
 """Below the shipped models' scores on these crops (change F1 0.74 on the Abu Dhabi example;
-land-cover macro-F1 0.71 on the Brandenburg crop, 0.71 on its L2A bands, 0.66 on its four 10 m
-bands; both are training areas) with a margin: a model that falls under them has regressed;
-inverted or shifted outputs score 0.00–0.03."""
+land-cover macro-F1 0.60 on the Brandenburg crop, 0.59 on its L2A bands, 0.49 on its four 10 m
+bands) with a margin: a model that falls under them has regressed; inverted or shifted outputs
+score 0.00–0.05. Both crops are training areas, so these scores say how well a model fits its
+own training polygons, not how it maps a new area (the strips say that): the land-cover model
+adapted to its scene, kept at step 200 as its strips chose, fits them less than the model
+before it (0.71, 0.71, 0.66 at step 600) and maps the strips better (results/landcover_bb/
+scene_mim/RESULTS.md), hence the floor of 0.4 since."""
 
 
 def test_shipped_landcover_model_warns_on_the_open_sea(tmp_path: Path) -> None:
