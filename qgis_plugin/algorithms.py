@@ -674,7 +674,7 @@ class TrainLandCoverAlgorithm(GeobertAlgorithm):
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.ADAPT_STEPS,
-                "Steps adapting the encoder to the scene first (0: none)",
+                "Steps adapting the encoder to the scene first (0: none, otherwise above 50)",
                 QgsProcessingParameterNumber.Integer,
                 self.ADAPT_DEFAULT,
                 minValue=0,

@@ -19,7 +19,7 @@ from typing import Any
 
 from geobert.errors import GeobertError
 
-__all__ = ["SceneAdaptConfig", "adapt_encoder", "missing_bands"]
+__all__ = ["SceneAdaptConfig", "adapt_encoder", "missing_bands", "why_not_adapt"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,23 @@ def missing_bands(encoder: str | os.PathLike[str], scene: str | os.PathLike[str]
     return [b for b in read_card(encoder).bands if b not in have]
 
 
+def why_not_adapt(
+    encoder: str | os.PathLike[str], scene: str | os.PathLike[str], cfg: SceneAdaptConfig
+) -> str | None:
+    """Why ``scene`` cannot be adapted to (one clause), or None: it must have every band of the
+    encoder (reconstruction needs them) and be at least one adaptation window on each side (a
+    land-cover model trains on smaller scenes)."""
+    from tiles.scene import open_scene
+
+    lacking = missing_bands(encoder, scene)
+    if lacking:
+        return f"the scene lacks band(s) {', '.join(lacking)} of the encoder"
+    h, w = open_scene(scene).grid.shape
+    if min(h, w) < cfg.window_px:
+        return f"the scene ({w} × {h} px) is smaller than its {cfg.window_px} px windows"
+    return None
+
+
 def adapt_encoder(
     encoder: str | os.PathLike[str],
     scene: str | os.PathLike[str],
@@ -73,17 +90,17 @@ def adapt_encoder(
     the last 50 steps (a quarter of a shorter run), and the seconds taken.
 
     Raises:
-        GeobertError: ``cfg.steps`` is 0, or the scene lacks one of the encoder's bands.
+        GeobertError: ``cfg.steps`` is 0, the scene cannot be adapted to
+            (:func:`why_not_adapt`), or its windows are mostly nodata.
     """
     from geobert.training.pretrain import PretrainConfig, pretrain
 
     if cfg.steps == 0:
         raise GeobertError("scene adaptation with 0 steps: nothing to adapt")
-    lacking = missing_bands(encoder, scene)
-    if lacking:
+    why = why_not_adapt(encoder, scene, cfg)
+    if why is not None:
         raise GeobertError(
-            f"{scene} lacks band(s) {lacking} of the encoder, which scene adaptation "
-            "reconstructs; adapt on a product with all of them, or turn it off (--adapt-steps 0)"
+            f"cannot adapt the encoder to {scene}: {why}; turn the adaptation off (--adapt-steps 0)"
         )
     t0 = time.perf_counter()
     losses: list[float] = []
@@ -93,23 +110,28 @@ def adapt_encoder(
         if on_step is not None:
             on_step(done, total, loss)
 
-    pretrain(
-        [scene],
-        Path(out),
-        PretrainConfig(
-            init=str(encoder),
-            steps=cfg.steps,
-            lr=cfg.lr,
-            warmup_steps=cfg.warmup_steps,
-            batch_size=cfg.batch_size,
-            accum_steps=cfg.accum_steps,
-            window_px=cfg.window_px,
-            seed=cfg.seed,
-            train_bf16=cfg.train_bf16,
-            checkpoint_every=cfg.steps,
-        ),
-        on_step=step,
-    )
+    try:
+        card = pretrain(
+            [scene],
+            Path(out),
+            PretrainConfig(
+                init=str(encoder),
+                steps=cfg.steps,
+                lr=cfg.lr,
+                warmup_steps=cfg.warmup_steps,
+                batch_size=cfg.batch_size,
+                accum_steps=cfg.accum_steps,
+                window_px=cfg.window_px,
+                seed=cfg.seed,
+                train_bf16=cfg.train_bf16,
+                checkpoint_every=cfg.steps,
+            ),
+            on_step=step,
+        )
+    except GeobertError as exc:  # e.g. a scene whose windows are mostly nodata
+        raise GeobertError(
+            f"adapting the encoder to {scene}: {exc}; or turn the adaptation off (--adapt-steps 0)"
+        ) from None
     n = max(1, min(50, len(losses) // 4))  # the first and the last quarter of a short run
     return {
         "steps": cfg.steps,
@@ -117,7 +139,8 @@ def adapt_encoder(
         "windows_per_step": cfg.batch_size * cfg.accum_steps,
         "window_px": cfg.window_px,
         "seed": cfg.seed,
-        "bf16_steps": cfg.train_bf16,
+        # pretraining always runs bf16 steps on CUDA
+        "bf16_steps": all(x["bf16_steps"] for x in card.training["sessions"]),
         "loss_first": round(sum(losses[:n]) / n, 4),
         "loss_last": round(sum(losses[-n:]) / n, 4),
         "seconds": round(time.perf_counter() - t0, 1),

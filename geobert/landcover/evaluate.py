@@ -294,14 +294,8 @@ def crossvalidate_landcover(
     encoder = encoder or pretrained_encoder_path()
     recipes = dict(recipes or DEFAULT_RECIPES)
     card = read_card(encoder)
-    if adapt is not None and adapt.steps:
-        kept = out / SCENE_ENCODER
-        done_steps = read_card(kept).training.get("steps_done") if kept.exists() else adapt.steps
-        if done_steps != adapt.steps:
-            raise GeobertError(
-                f"{kept} was adapted with {done_steps} steps, not {adapt.steps}: resume with "
-                f"--adapt-steps {done_steps}, or cross-validate into another folder"
-            )
+    if adapt is not None and adapt.steps and (out / SCENE_ENCODER).exists():
+        _check_kept(out / SCENE_ENCODER, adapt)
     start: str | os.PathLike[str] | _Adapted = (
         _Adapted(encoder, image, out / SCENE_ENCODER, adapt)
         if adapt is not None and adapt.steps
@@ -322,6 +316,27 @@ def crossvalidate_landcover(
 
 #: where cross-validation keeps the encoder it adapted to the scene
 SCENE_ENCODER = "scene_encoder.safetensors"
+
+
+def _check_kept(kept: Path, adapt: SceneAdaptConfig) -> None:
+    """Refuse to resume from an encoder adapted with another recipe than ``adapt``."""
+    from geobert.models.checkpoint import read_card
+
+    training = read_card(kept).training
+    done_steps = training.get("steps_done")
+    if done_steps != adapt.steps:
+        raise GeobertError(
+            f"{kept} was adapted with {done_steps} steps, not {adapt.steps}: resume with "
+            f"--adapt-steps {done_steps}, or cross-validate into another folder"
+        )
+    was = training.get("config", {})
+    fields = ("lr", "warmup_steps", "batch_size", "accum_steps", "window_px", "seed")
+    differ = [f"{f} {was.get(f)}" for f in fields if was.get(f) != getattr(adapt, f)]
+    if differ:
+        raise GeobertError(
+            f"{kept} was adapted with {', '.join(differ)}, not this run's recipe: "
+            "cross-validate into another folder"
+        )
 
 
 class _Adapted:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import shutil
 import subprocess
 import sys
@@ -60,7 +61,7 @@ def test_adaptation_needs_every_band_the_encoder_reconstructs(tmp_path: Path) ->
     scene = _l2a_like(tmp_path)
     assert missing_bands(pretrained_encoder_path(), scene) == ["B10"]
     assert missing_bands(pretrained_encoder_path(), DATA) == []
-    with pytest.raises(GeobertError, match=r"lacks band\(s\) \['B10'\].*--adapt-steps 0"):
+    with pytest.raises(GeobertError, match=r"lacks band\(s\) B10 of the encoder.*--adapt-steps 0"):
         adapt_encoder(pretrained_encoder_path(), scene, tmp_path / "a.safetensors", TINY(steps=5))
     assert not (tmp_path / "a.safetensors").exists()
     with pytest.raises(GeobertError, match="more than its 50 warm-up steps"):
@@ -69,7 +70,7 @@ def test_adaptation_needs_every_band_the_encoder_reconstructs(tmp_path: Path) ->
 
 
 def test_train_landcover_adapts_then_trains_and_leaves_nothing_else(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The CLI's stage, in process with small windows: the card records the adaptation, the
     model's encoder is not the one fine-tuned without it, and the adapted encoder is gone."""
@@ -81,9 +82,19 @@ def test_train_landcover_adapts_then_trains_and_leaves_nothing_else(
     out = tmp_path / "out"
     out.mkdir()
     common = ["train-landcover", "--image", str(DATA), "--labels", str(DATA / "landuse.gpkg"),
-              "--class-field", "fclass", "--steps", "2", "-q"]  # fmt: skip
-    assert main([*common, "--adapt-steps", "8", "-o", str(out / "a.safetensors")]) == 0
-    assert main([*common, "--adapt-steps", "0", "-o", str(out / "n.safetensors")]) == 0
+              "--class-field", "fclass", "--steps", "2"]  # fmt: skip
+    capsys.readouterr()
+    rc = main([*common, "--adapt-steps", "8", "--progress-lines", "-o", str(out / "a.safetensors")])
+    assert rc == 0
+    said = capsys.readouterr()
+    line = next(x for x in said.err.splitlines() if "adapted the encoder" in x)
+    assert re.fullmatch(r"train-landcover: adapted the encoder to the scene in \d+ s "
+                        r"\(reconstruction loss \d\.\d{3} → \d\.\d{3}\)", line), line  # fmt: skip
+    # progress: the adaptation fills 0–45 %, the training 45–90 %, then 100; never backwards
+    progress = [float(x.split(": ")[1]) for x in said.out.splitlines() if x.startswith("progress")]
+    assert progress == sorted(progress) and progress[-1] == 100.0, progress
+    assert any(0 < p <= 45 for p in progress) and any(45 < p <= 90 for p in progress), progress
+    assert main([*common, "-q", "--adapt-steps", "0", "-o", str(out / "n.safetensors")]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["a.safetensors", "n.safetensors"]
     adapted = read_card(out / "a.safetensors").training
     assert adapted["scene_adaptation"]["steps"] == 8
@@ -129,3 +140,35 @@ def test_crossvalidation_adapts_once_and_resumes_with_the_same_encoder(tmp_path:
     with pytest.raises(GeobertError, match="adapted with 6 steps, not 8: resume with"):
         crossvalidate_landcover(DATA, DATA / "landuse.gpkg", "fclass", out, folds=[2],
                                 adapt=TINY(steps=8), **common)  # fmt: skip
+    with pytest.raises(GeobertError, match="adapted with seed 0, not this run's recipe"):
+        crossvalidate_landcover(DATA, DATA / "landuse.gpkg", "fclass", out, folds=[2],
+                                adapt=TINY(steps=6, seed=1), **common)  # fmt: skip
+    assert not (out / "fold2.json").exists()
+
+
+def test_a_scene_smaller_than_the_windows_trains_without_adaptation(tmp_path: Path) -> None:
+    """train-landcover trains on scenes down to 32 px; the default adaptation needs 128 px
+    windows, so a smaller scene skips it and says so (card, stderr) instead of failing."""
+    import rasterio
+    from rasterio.windows import Window
+
+    small = tmp_path / "small"
+    small.mkdir()
+    for f in DATA.glob("*.tif"):
+        with rasterio.open(f) as src:
+            w = Window(0, 0, 100, 100)
+            prof = {**src.profile, "width": 100, "height": 100,
+                    "transform": src.window_transform(w)}  # fmt: skip
+            with rasterio.open(small / f.name, "w", **prof) as dst:
+                dst.write(src.read(window=w))
+    proc = subprocess.run(
+        [sys.executable, "-m", "geobert.cli", "train-landcover", "--image", small,
+         "--labels", DATA / "landuse.gpkg", "--class-field", "fclass", "--steps", "2", "-q",
+         "-o", tmp_path / "m.safetensors"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    why = "the scene (100 × 100 px) is smaller than its 128 px windows"
+    assert f"train-landcover: scene adaptation skipped: {why}" in proc.stderr
+    assert read_card(tmp_path / "m.safetensors").training["scene_adaptation"] == {"skipped": why}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors", "small"]
