@@ -19,11 +19,7 @@ BF16=()
 if .venv/bin/python -c "import sys; from geobert.models.precision import native_bf16
 sys.exit(0 if native_bf16() else 1)"; then BF16=(--train-bf16); fi
 mkdir -p "$OUT"
-DONE=0
-if [ -f "$CKPT" ]; then
-    DONE=$(.venv/bin/python -c "import sys; from geobert.models.checkpoint import read_card
-print(read_card(sys.argv[1]).training['steps_done'])" "$CKPT")
-fi
+DONE=$(.venv/bin/python scripts/steps_done.py "$CKPT")
 if [ "$DONE" -lt "$STEPS" ]; then
     RESUME=()
     [ -f "$CKPT.train.pt" ] && RESUME=(--resume)

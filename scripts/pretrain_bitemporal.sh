@@ -41,8 +41,7 @@ steps_of() {
 STEPS=$(steps_of BITEMPORAL_STEPS)
 INIT=$(.venv/bin/python -c "from geobert.weights import pretrained_encoder_path as p; print(p())")
 done_steps() {
-    .venv/bin/python -c "import sys; from geobert.models.checkpoint import read_card
-print(read_card(sys.argv[1]).training['steps_done'])" "$1"
+    .venv/bin/python scripts/steps_done.py "$1"
 }
 CKPT="$OUT/geobert_s_bt.safetensors"
 mkdir -p "$OUT"

@@ -20,8 +20,7 @@ PRECISION=$(.venv/bin/python -c \
     "from geobert.models.precision import native_bf16; print('bf16' if native_bf16() else 'fp32')")
 echo "pretraining steps in $PRECISION on this CPU" >&2
 bash scripts/pretrain_geobert_s.sh "$DATA" "$MINUTES" "$STEPS" "$OUT" "$PRECISION"
-DONE=$(.venv/bin/python -c "import sys; from geobert.models.checkpoint import read_card
-print(read_card(sys.argv[1]).training['steps_done'])" "$CKPT")
+DONE=$(.venv/bin/python scripts/steps_done.py "$CKPT")
 if [ "$DONE" -lt "$STEPS" ]; then
     echo "pretraining at step $DONE of $STEPS: rerun this command to continue" >&2
     exit 0

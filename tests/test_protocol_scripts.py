@@ -370,3 +370,19 @@ def test_train_landcovers_scene_adaptation_is_the_protocols() -> None:
     assert int(opts["--batch-size"]) == cfg.batch_size
     assert int(opts["--accum"]) == cfg.accum_steps
     assert int(opts["--window"]) == cfg.window_px and int(opts["--seed"]) == cfg.seed
+
+
+def test_steps_done_reads_the_card_and_is_zero_before_the_first_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """What the resumable scripts (pretrain_long.sh, landcover_scene_mim.sh,
+    pretrain_bitemporal.sh) compare with their schedule."""
+
+    def steps(path: Path) -> str:
+        cmd = [sys.executable, str(ROOT / "scripts" / "steps_done.py"), str(path)]
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+
+    assert steps(SHIPPED) == str(read_card(SHIPPED).training["steps_done"])
+    assert steps(tmp_path / "not_yet.safetensors") == "0"
+    for script in ("pretrain_long.sh", "landcover_scene_mim.sh", "pretrain_bitemporal.sh"):
+        assert "scripts/steps_done.py" in (ROOT / "scripts" / script).read_text(), script
