@@ -21,6 +21,7 @@ import numpy as np
 from protocol_encoder import LONG, SCENE, encoder_for
 
 from geobert.errors import GeobertError
+from geobert.landcover.adapt import adaptation_record
 from geobert.landcover.evaluate import RF, crossvalidate_landcover, ensemble_scores
 from geobert.landcover.train import (
     LandCoverTrainConfig,
@@ -155,17 +156,10 @@ def band_set_scores(folds: list[dict[str, Any]], recipe: str, folder: Path) -> d
 
 def scene_adaptation(encoder: Path) -> dict[str, Any]:
     """What a model card records of an encoder adapted to the scene by ``scripts/
-    landcover_scene_mim.sh`` — the fields :func:`geobert.landcover.adapt.adapt_encoder` reports,
-    less the losses and time (the run's are in its own card), plus the file's SHA-256."""
-    training = read_card(encoder).training
-    cfg = training["config"]
+    landcover_scene_mim.sh``: :func:`geobert.landcover.adapt.adaptation_record` (the losses and
+    time are in the encoder's own card), plus the file's SHA-256."""
     return {
-        "steps": int(training["steps_done"]),
-        "lr": cfg["lr"],
-        "windows_per_step": cfg["batch_size"] * cfg["accum_steps"],
-        "window_px": cfg["window_px"],
-        "seed": cfg["seed"],
-        "bf16_steps": all(s["bf16_steps"] for s in training["sessions"]),
+        **adaptation_record(read_card(encoder)),
         "encoder_sha256": hashlib.sha256(encoder.read_bytes()).hexdigest(),
     }
 

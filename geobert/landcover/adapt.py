@@ -15,11 +15,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geobert.errors import GeobertError
 
-__all__ = ["SceneAdaptConfig", "adapt_encoder", "missing_bands", "why_not_adapt"]
+if TYPE_CHECKING:
+    from geobert.models.card import ModelCard
+
+__all__ = ["SceneAdaptConfig", "adapt_encoder", "adaptation_record", "why_not_adapt"]
 
 
 @dataclass(frozen=True)
@@ -49,30 +52,37 @@ class SceneAdaptConfig:
             )
 
 
-def missing_bands(encoder: str | os.PathLike[str], scene: str | os.PathLike[str]) -> list[str]:
-    """The encoder's bands that ``scene`` lacks (reconstruction needs every one of them)."""
-    from geobert.models.checkpoint import read_card
-    from tiles.scene import open_scene
-
-    have = set(open_scene(scene).band_names)
-    return [b for b in read_card(encoder).bands if b not in have]
-
-
 def why_not_adapt(
     encoder: str | os.PathLike[str], scene: str | os.PathLike[str], cfg: SceneAdaptConfig
 ) -> str | None:
     """Why ``scene`` cannot be adapted to (one clause), or None: it must have every band of the
     encoder (reconstruction needs them) and be at least one adaptation window on each side (a
     land-cover model trains on smaller scenes)."""
+    from geobert.models.checkpoint import read_card
     from tiles.scene import open_scene
 
-    lacking = missing_bands(encoder, scene)
+    opened = open_scene(scene)
+    lacking = [b for b in read_card(encoder).bands if b not in set(opened.band_names)]
     if lacking:
         return f"the scene lacks band(s) {', '.join(lacking)} of the encoder"
-    h, w = open_scene(scene).grid.shape
+    h, w = opened.grid.shape
     if min(h, w) < cfg.window_px:
         return f"the scene ({w} × {h} px) is smaller than its {cfg.window_px} px windows"
     return None
+
+
+def adaptation_record(card: ModelCard) -> dict[str, Any]:
+    """What a land-cover model card records of the adapted encoder whose card this is: its
+    SimMIM steps, rate, windows, seed and whether every step ran in bf16 (always on CUDA)."""
+    training, cfg = card.training, card.training["config"]
+    return {
+        "steps": int(training["steps_done"]),
+        "lr": cfg["lr"],
+        "windows_per_step": cfg["batch_size"] * cfg["accum_steps"],
+        "window_px": cfg["window_px"],
+        "seed": cfg["seed"],
+        "bf16_steps": all(x["bf16_steps"] for x in training["sessions"]),
+    }
 
 
 def adapt_encoder(
@@ -134,13 +144,7 @@ def adapt_encoder(
         ) from None
     n = max(1, min(50, len(losses) // 4))  # the first and the last quarter of a short run
     return {
-        "steps": cfg.steps,
-        "lr": cfg.lr,
-        "windows_per_step": cfg.batch_size * cfg.accum_steps,
-        "window_px": cfg.window_px,
-        "seed": cfg.seed,
-        # pretraining always runs bf16 steps on CUDA
-        "bf16_steps": all(x["bf16_steps"] for x in card.training["sessions"]),
+        **adaptation_record(card),
         "loss_first": round(sum(losses[:n]) / n, 4),
         "loss_last": round(sum(losses[-n:]) / n, 4),
         "seconds": round(time.perf_counter() - t0, 1),

@@ -294,13 +294,11 @@ def crossvalidate_landcover(
     encoder = encoder or pretrained_encoder_path()
     recipes = dict(recipes or DEFAULT_RECIPES)
     card = read_card(encoder)
-    if adapt is not None and adapt.steps and (out / SCENE_ENCODER).exists():
-        _check_kept(out / SCENE_ENCODER, adapt)
-    start: str | os.PathLike[str] | _Adapted = (
-        _Adapted(encoder, image, out / SCENE_ENCODER, adapt)
-        if adapt is not None and adapt.steps
-        else encoder
-    )
+    start: str | os.PathLike[str] | _Adapted = encoder
+    if adapt is not None and adapt.steps:
+        if (out / SCENE_ENCODER).exists():
+            _check_kept(out / SCENE_ENCODER, adapt)
+        start = _Adapted(encoder, image, out / SCENE_ENCODER, adapt)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -352,10 +350,13 @@ class _Adapted:
     ) -> None:
         self.encoder, self.image, self.kept, self.adapt = encoder, image, kept, adapt
 
-    def path(self) -> Path:
+    def path(self, data: LandCoverData, cfg: LandCoverTrainConfig) -> Path:
+        """The kept encoder, adapted first if it is not there yet (a split that ``cfg`` cannot
+        train on fails before that)."""
         from geobert.landcover.adapt import adapt_encoder
 
         if not self.kept.exists():  # through a hidden folder: the file appears whole or not
+            training_masks(data, cfg)
             with tempfile.TemporaryDirectory(prefix=".geobert-adapt-", dir=self.kept.parent) as t:
                 made = Path(t) / SCENE_ENCODER
                 adapt_encoder(self.encoder, self.image, made, self.adapt)
@@ -425,8 +426,7 @@ def _crossvalidate(
                     **strip,
                     validation_fraction=recipes[name].validation_fraction or 0.2,
                 )
-                training_masks(data, cfg)  # a split that cannot train fails before adapting
-                start = encoder.path() if isinstance(encoder, _Adapted) else encoder
+                start = encoder.path(data, cfg) if isinstance(encoder, _Adapted) else encoder
                 model, mcard = train_landcover(data, start, cfg)
                 probs = predict_image(model, data.image)[:, data.holdout]
             entries["methods"] = _holdout_class_scores(probs, truth, data.classes).as_dict()

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from geobert.errors import GeobertError
-from geobert.landcover.adapt import SceneAdaptConfig, adapt_encoder, missing_bands
+from geobert.landcover.adapt import SceneAdaptConfig, adapt_encoder, why_not_adapt
 from geobert.models.checkpoint import read_card
 from geobert.weights import pretrained_encoder_path
 from tests.conftest import tree_checksums
@@ -59,8 +59,11 @@ def test_adaptation_fits_the_scene_and_keeps_the_encoders_bands(tmp_path: Path) 
 
 def test_adaptation_needs_every_band_the_encoder_reconstructs(tmp_path: Path) -> None:
     scene = _l2a_like(tmp_path)
-    assert missing_bands(pretrained_encoder_path(), scene) == ["B10"]
-    assert missing_bands(pretrained_encoder_path(), DATA) == []
+    recipe = SceneAdaptConfig()
+    assert why_not_adapt(pretrained_encoder_path(), scene, recipe) == (
+        "the scene lacks band(s) B10 of the encoder"
+    )
+    assert why_not_adapt(pretrained_encoder_path(), DATA, recipe) is None
     with pytest.raises(GeobertError, match=r"lacks band\(s\) B10 of the encoder.*--adapt-steps 0"):
         adapt_encoder(pretrained_encoder_path(), scene, tmp_path / "a.safetensors", TINY(steps=5))
     assert not (tmp_path / "a.safetensors").exists()
