@@ -633,8 +633,8 @@ class TrainLandCoverAlgorithm(GeobertAlgorithm):
     INPUT, LABELS, CLASS_FIELD, STEPS, OUTPUT = "INPUT", "LABELS", "CLASS_FIELD", "STEPS", "OUTPUT"
     FIX_GEOMETRIES, VALIDATION_FRACTION = "FIX_GEOMETRIES", "VALIDATION_FRACTION"
     ADAPT_STEPS = "ADAPT_STEPS"
-    #: geobert train-landcover --adapt-steps' default (a test keeps them equal)
-    ADAPT_DEFAULT = 1000
+    #: geobert train-landcover --adapt-steps' default and its warm-up (a test keeps them equal)
+    ADAPT_DEFAULT, ADAPT_WARMUP = 1000, 50
 
     def name(self) -> str:
         return "trainlandcover"
@@ -702,6 +702,19 @@ class TrainLandCoverAlgorithm(GeobertAlgorithm):
                 self.OUTPUT, "Model", "geobert model (*.safetensors)"
             )
         )
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS API
+        """Refuse 1-50 adaptation steps before anything runs, as the CLI would (its warm-up
+        alone is 50 steps): the message shows in the dialog, not after minutes of work."""
+        ok, message = super().checkParameterValues(parameters, context)
+        adapt = self.parameterAsInt(parameters, self.ADAPT_STEPS, context)
+        if ok and 0 < adapt <= self.ADAPT_WARMUP:
+            return False, (
+                f"Steps adapting the encoder to the scene: {adapt} is within its "
+                f"{self.ADAPT_WARMUP} warm-up steps; give 0 (none) or more, e.g. "
+                f"{self.ADAPT_DEFAULT}"
+            )
+        return ok, message
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         scene, _, _ = self.scene_input(

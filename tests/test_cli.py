@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import re
@@ -528,9 +529,43 @@ def test_pretrain_defaults_are_the_config() -> None:
     cfg = PretrainConfig()
     for opt, field in (("model", "model"), ("steps", "steps"), ("batch_size", "batch_size"),
                        ("accum", "accum_steps"), ("window", "window_px"), ("lr", "lr"),
-                       ("warmup", "warmup_steps"), ("mask_ratio", "mask_ratio"),
-                       ("train_bf16", "train_bf16")):  # fmt: skip
+                       ("warmup", "warmup_steps"), ("mask_ratio", "mask_ratio")):  # fmt: skip
         assert opts[opt] == getattr(cfg, field), opt
+
+
+@pytest.mark.parametrize("command", ["pretrain", "train-change", "train-landcover"])
+def test_train_precision_defaults_to_what_this_cpu_does_best(
+    command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--train-precision auto (the default) trains in bf16 exactly where the CPU has bf16 units,
+    as the protocols in results/ did; --train-bf16 (the older spelling) still means bf16, and
+    asking for bf16 where it is emulated says so in one line, naming the way out."""
+    import geobert.models.precision as precision
+    from geobert.cli import build_parser
+    from geobert.cli.options import train_bf16
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    parser = sub.choices[command]
+    for action in parser._actions:
+        if action.dest == "train_precision":  # --train-precision and its old spelling
+            assert action.default == "auto", action.option_strings
+    assert "--train-bf16" not in parser.format_help()  # the old spelling, kept but not shown
+    for units in (True, False):
+        monkeypatch.setattr(precision, "native_bf16", lambda units=units: units)
+        args = argparse.Namespace(train_precision="auto")
+        assert train_bf16(args, command) is units
+        assert train_bf16(argparse.Namespace(train_precision="fp32"), command) is False
+        assert capsys.readouterr().err == ""
+        alias = next(a for a in parser._actions if "--train-bf16" in a.option_strings)
+        assert (alias.dest, alias.const) == ("train_precision", "bf16")
+        old = argparse.Namespace(train_precision=alias.const)
+        assert train_bf16(old, command) is True
+        err = capsys.readouterr().err.strip().splitlines()
+        if units:
+            assert err == []
+        else:
+            assert len(err) == 1 and err[0].startswith(f"{command}: warning: --train-precision")
+            assert "--train-precision auto" in err[0]
 
 
 def test_train_landcover_defaults_are_the_recipes() -> None:
@@ -552,7 +587,8 @@ def test_train_landcover_defaults_are_the_recipes() -> None:
 
     assert opts["adapt_steps"] is None  # --init scratch turns it off, so it is resolved later
     plugin = (Path(__file__).parents[1] / "qgis_plugin" / "algorithms.py").read_text()
-    assert f"    ADAPT_DEFAULT = {SceneAdaptConfig.steps}\n" in plugin
+    adapt = SceneAdaptConfig()
+    assert f"    ADAPT_DEFAULT, ADAPT_WARMUP = {adapt.steps}, {adapt.warmup_steps}\n" in plugin
     for opt, field in (("ema_decay", "ema_decay"), ("block_size", "block_px"),
                        ("holdout_fraction", "holdout_fraction"), ("strips", "strips"),
                        ("gap", "gap_px"), ("validate_every", "validate_every")):  # fmt: skip
@@ -585,6 +621,9 @@ def test_evaluate_landcover_refuses_options_it_would_ignore(
     assert main([*scene, *models, "--strips", "3", "--steps", "800", "--init", "mim"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--strips, --steps, --init: cross-validation options" in err[0], err
+    assert main([*scene, *models, "--train-precision", "auto"]) == 2  # even at its default
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--train-precision: cross-validation options" in err[0], err
     assert main([*scene, "--split", "strips", "--names", "mine"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--names names the --models" in err[0], err

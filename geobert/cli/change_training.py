@@ -17,7 +17,8 @@ from geobert.cli.options import (
     add_precision_option,
     add_quiet_option,
     add_seed_option,
-    add_train_bf16_option,
+    add_train_precision_option,
+    train_bf16,
 )
 from geobert.errors import GeobertError
 
@@ -68,7 +69,7 @@ def add_train_change(sub: Subparsers) -> None:
         help="train without normalising the second date onto the first (the model then runs "
         "without it too)",
     )
-    add_train_bf16_option(p)
+    add_train_precision_option(p)
     add_seed_option(p)
     add_quiet_option(p, "no progress bar and no logged warnings")
 
@@ -102,7 +103,7 @@ def run_train_change(args: argparse.Namespace) -> int:
         seed=args.seed,
         select_at=tuple(args.select_at),
         radiometric_norm=not args.no_radiometric_norm,
-        train_bf16=args.train_bf16,
+        train_bf16=train_bf16(args, "train-change"),
         train_cities=tuple(train_names),
         val_cities=tuple(args.val_cities),
         extra={"test_cities": ",".join(args.test_cities)},

@@ -16,7 +16,8 @@ from geobert.cli.options import (
     add_overwrite_option,
     add_quiet_option,
     add_seed_option,
-    add_train_bf16_option,
+    add_train_precision_option,
+    train_bf16,
 )
 from geobert.errors import GeobertError
 
@@ -110,7 +111,7 @@ def add_pretrain(sub: Subparsers) -> None:
         "%(default)s; raise it where steps are fast, e.g. on a GPU, as each save takes a while)",
     )
     p.add_argument("--resume", action="store_true", help="continue from CKPT.train.pt")
-    add_train_bf16_option(p)
+    add_train_precision_option(p)
     add_quiet_option(p, "no progress bar and no logged warnings")
 
 
@@ -133,7 +134,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         mask_ratio=args.mask_ratio,
         seed=args.seed,
         time_budget_s=None if args.time_budget is None else args.time_budget * 60,
-        train_bf16=args.train_bf16,
+        train_bf16=train_bf16(args, "pretrain"),
         checkpoint_every=args.checkpoint_every,
     )
     bar, on_step = step_bar("pretrain", cfg.steps, args.quiet, lines=args.progress_lines)

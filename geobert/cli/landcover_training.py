@@ -22,8 +22,9 @@ from geobert.cli.options import (
     add_quiet_option,
     add_seed_option,
     add_split_options,
-    add_train_bf16_option,
+    add_train_precision_option,
     crossvalidation_options,
+    train_bf16,
 )
 from geobert.errors import GeobertError
 from geobert.landcover.adapt import SceneAdaptConfig  # no torch: --help stays quick
@@ -114,7 +115,7 @@ def add_train_landcover(sub: Subparsers) -> None:
         "class logits; the context term dropped), so the map leans less on context learnt from "
         "a few polygons; needs --pixel-path; 0: none (default: %(default)s)",
     )
-    add_train_bf16_option(p)
+    add_train_precision_option(p)
     add_seed_option(p)
     add_overwrite_option(p, "replace an existing MODEL")
     add_quiet_option(p, "no progress bar and no logged warnings")
@@ -138,7 +139,8 @@ def run_train_landcover(args: argparse.Namespace) -> int:
 
     check_output_path(args.output, overwrite=args.overwrite)
     encoder = args.encoder or pretrained_encoder_path()
-    adapt = adapt_config(args, seed=args.seed, train_bf16=args.train_bf16)
+    bf16 = train_bf16(args, "train-landcover")
+    adapt = adapt_config(args, seed=args.seed, train_bf16=bf16)
     cfg = LandCoverTrainConfig(
         init=args.init,
         steps=args.steps,
@@ -155,7 +157,7 @@ def run_train_landcover(args: argparse.Namespace) -> int:
         pixel_dim=args.pixel_path,
         band_dropout=args.band_dropout,
         context_dropout=args.context_dropout,
-        train_bf16=args.train_bf16,
+        train_bf16=bf16,
     )
     data = prepare_landcover(
         args.image,
@@ -228,7 +230,7 @@ def add_adapt_steps_option(p: argparse.ArgumentParser, crossvalidation: bool = F
         "steps on all its pixels, no labels (skipped, with a note, on a scene smaller than "
         "its 128 px windows). Over five spatially disjoint strips it raised macro-F1 by 3.2 "
         "points (two seeds, results/landcover_bb/scene_mim/); 1000 steps take ~12 minutes on "
-        "2 CPU cores with bf16 steps (train-landcover --train-bf16), ~1.2x that in fp32. 0: "
+        "2 CPU cores with bf16 units (bf16 steps, --train-precision auto), ~1.2x that in fp32. 0: "
         f"none; none with --init scratch{kept} (default: {ADAPT_STEPS})",
     )
 
@@ -350,6 +352,7 @@ def add_evaluate_landcover(sub: Subparsers) -> None:
     )
     add_init_option(p, help_prefix="cross-validation: ", default=None)
     add_adapt_steps_option(p, crossvalidation=True)
+    add_train_precision_option(p, crossvalidation=True)
     add_fix_geometries_option(p)
 
 
@@ -391,6 +394,7 @@ def run_evaluate_landcover(args: argparse.Namespace) -> int:
         recipe = LandCoverTrainConfig(
             init=defaults.init if args.init is None else args.init,
             steps=defaults.steps if args.steps is None else args.steps,
+            train_bf16=train_bf16(args, "evaluate-landcover"),
         )
         adapt = adapt_config(args, seed=recipe.seed, train_bf16=recipe.train_bf16)
         strips = defaults.strips if args.strips is None else args.strips

@@ -97,15 +97,44 @@ def add_precision_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_train_bf16_option(p: argparse.ArgumentParser) -> None:
-    """``--train-bf16``: bfloat16 autocast in the training steps."""
+def add_train_precision_option(
+    p: argparse.ArgumentParser, *, crossvalidation: bool = False
+) -> None:
+    """``--train-precision``: the arithmetic of the training steps (``--train-bf16``, the older
+    spelling, still means ``bf16``); ``crossvalidation``: evaluate-landcover's, which trains only
+    when it cross-validates (None when not given, as its other cross-validation options)."""
+    default = None if crossvalidation else "auto"
+    p.add_argument(
+        "--train-precision",
+        choices=("fp32", "bf16", "auto"),
+        default=default,
+        help=("cross-validation: " if crossvalidation else "")
+        + "arithmetic of the training steps: auto (default: bfloat16 autocast where the CPU "
+        "has bf16 matrix units, e.g. AMD Zen 4, Intel Sapphire Rapids, 1.2-1.7x faster in "
+        "bench/, as the protocols in results/ trained there; else fp32), fp32, or bf16 "
+        "(emulated, several times slower, on CPUs without bf16 units); weights stay float32",
+    )
     p.add_argument(
         "--train-bf16",
-        action="store_true",
-        help="bfloat16 autocast in the training steps (faster only on CPUs with bf16 units, "
-        "e.g. AMD Zen 4, Intel Sapphire Rapids: 1.2-1.7x in bench/; slower where bf16 is "
-        "emulated; weights stay float32)",
+        dest="train_precision",
+        action="store_const",
+        const="bf16",
+        default=default,
+        help=argparse.SUPPRESS,
     )
+
+
+def train_bf16(args: argparse.Namespace, command: str) -> bool:
+    """Whether ``--train-precision`` resolves to bfloat16 steps on this CPU; a line on stderr
+    when bf16 was asked for where it runs emulated (slower, not faster)."""
+    import sys
+
+    from geobert.models.precision import precision_note, resolve_precision
+
+    resolved = resolve_precision(args.train_precision or "auto")
+    for note in precision_note(resolved, option="--train-precision"):
+        print(f"{command}: warning: {note}", file=sys.stderr)
+    return resolved == "bf16"
 
 
 def add_band_dropout_option(p: argparse.ArgumentParser, default: float) -> None:
@@ -215,7 +244,15 @@ def add_split_options(p: argparse.ArgumentParser, *, crossvalidation: bool = Fal
     )
 
 
-CROSSVALIDATION_OPTIONS = ("split", "strips", "gap", "steps", "init", "adapt_steps")
+CROSSVALIDATION_OPTIONS = (
+    "split",
+    "strips",
+    "gap",
+    "steps",
+    "init",
+    "adapt_steps",
+    "train_precision",
+)
 """evaluate-landcover's options that only its cross-validation (no ``--models``) reads."""
 
 

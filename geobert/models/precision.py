@@ -67,12 +67,13 @@ def resolve_precision(precision: str, *, validated_bf16: bool = True) -> Precisi
     )
 
 
-def precision_note(resolved: str) -> list[str]:
-    """A warning when bf16 runs emulated (no bf16 units): it is slower than fp32, not faster."""
+def precision_note(resolved: str, option: str = "--precision") -> list[str]:
+    """A warning when bf16 runs emulated (no bf16 units): it is slower than fp32, not faster
+    (``option``: the flag that asked for it, named in the advice)."""
     if resolved == "bf16" and not native_bf16():
         return [
-            "--precision bf16 on a CPU without bf16 units runs emulated and is several times "
-            "slower than fp32; use --precision auto (it picks fp32 here)"
+            f"{option} bf16 on a CPU without bf16 units runs emulated and is several times "
+            f"slower than fp32; use {option} auto (it picks fp32 here)"
         ]
     return []
 

@@ -205,6 +205,25 @@ def test_train_land_cover_model_in_qgis(env: dict[str, Path], tmp_path: Path) ->
     assert res["progress"][-1] == 100
 
 
+def test_too_few_adaptation_steps_are_refused_before_training(
+    env: dict[str, Path], tmp_path: Path
+) -> None:
+    """1-50 steps of scene adaptation are within its warm-up: the CLI refuses them, so the tool
+    does too, with one message before anything runs (checkParameterValues), and no model."""
+    data = ROOT / "tests" / "data" / "brandenburg"
+    model = tmp_path / "lc.safetensors"
+    proc = qgis_process(
+        env, tmp_path / "home", "geobert:trainlandcover",
+        f"INPUT={data / 'T33UUU_20170216T102101_B04.tif'}", f"LABELS={data / 'landuse.gpkg'}",
+        "CLASS_FIELD=fclass", "STEPS=3", "ADAPT_STEPS=10",
+        f"OUTPUT={model}",
+    )  # fmt: skip
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "Steps adapting the encoder to the scene: 10 is within its 50 warm-up steps" in out
+    assert "Traceback" not in out and not model.exists()
+
+
 def run_qgis_process_change(env: dict[str, Path], tmp_path: Path, *params: str) -> dict:  # type: ignore[type-arg]
     """``qgis_process run geobert:change`` on the example pair with the plugin enabled in a fresh
     profile; returns the algorithm's results."""
