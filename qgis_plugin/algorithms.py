@@ -367,8 +367,8 @@ class GeobertAlgorithm(QgsProcessingAlgorithm):
             params.append(
                 QgsProcessingParameterNumber(
                     self.THRESHOLD,
-                    "Change threshold (probability 0–1; empty: the model's own — lower flags "
-                    "more change, higher less)",
+                    "Change threshold (on the probability layer, calibrated for the shipped "
+                    "model; empty: the model's own — lower flags more change, higher less)",
                     QgsProcessingParameterNumber.Double, None, optional=True, minValue=0.01,
                     maxValue=0.99,
                 )

@@ -4,14 +4,16 @@ Protocol: results/change_oscd/calibration/PROTOCOL.md, written before this ran. 
 test cities' probability maps that ``change_loco.py --maps`` saved for the shipped recipe's five
 folds (seed 0 in runs/change_rules, seed 1 in runs/change_ensemble), fits the calibration on
 nine cities and scores the tenth (ECE, Brier), for each seed, and fits the map on all ten
-cities of seed 0 for the shipped model; a few seconds:
+cities of seed 0 for the shipped model (``--ship``: into its card, if the rule adopts it); a few
+seconds:
 
-    .venv/bin/python scripts/change_calibration.py --data ../shared/data/oscd
+    .venv/bin/python scripts/change_calibration.py --data ../shared/data/oscd --ship
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from geobert.change.calibration import (
 )
 from geobert.change.oscd import list_cities
 from geobert.change.train import load_city
-from geobert.models.checkpoint import read_card
+from geobert.models.checkpoint import read_card, replace_card
 from geobert.weights import pretrained_encoder_path
 
 METHOD = "geobert (MIM, band dropout)"
@@ -113,6 +115,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="OSCD root (images/, labels/)")
     ap.add_argument("--out", default="results/change_oscd/calibration")
+    ap.add_argument(
+        "--ship",
+        action="store_true",
+        help="if the protocol's rule adopts it, write the map fit on all ten cities into the "
+        "shipped change model's card (geobert/weights/changenet_s_oscd.safetensors)",
+    )
     args = ap.parse_args()
 
     card = read_card(pretrained_encoder_path())
@@ -142,6 +150,20 @@ def main() -> None:
     print("\n".join(table(per_seed)))
     print(json.dumps(decision))
     assert Calibration.from_dict(shipped.as_dict()) == shipped
+    if args.ship and decision["adopted"]:
+        path = pretrained_encoder_path("changenet_s_oscd")
+        card = read_card(path)
+        training = {
+            **card.training,
+            "calibration": {
+                **shipped.as_dict(),
+                "cities": len(maps),
+                "maps": f"{METHOD}, seed 0, each city's map from the fold that held it out",
+                "protocol": "results/change_oscd/calibration/PROTOCOL.md",
+            },
+        }
+        replace_card(path, dataclasses.replace(card, training=training))
+        print(f"wrote the calibration into {path}")
 
 
 if __name__ == "__main__":

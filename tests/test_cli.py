@@ -54,8 +54,9 @@ def test_info_describes_models_shipped_or_from_a_file() -> None:
     assert info["trained on"] == "landuse_west.gpkg (class field fclass) on landcover_brandenburg"
     proc = run("info", pretrained_encoder_path("changenet_s_oscd"))
     assert proc.returncode == 0, proc.stderr
-    threshold = read_card(pretrained_encoder_path("changenet_s_oscd")).training["threshold"]
-    assert re.search(rf"threshold: {threshold}\n", proc.stdout), proc.stdout
+    shown = read_card(pretrained_encoder_path("changenet_s_oscd")).describe()
+    assert re.search(rf"threshold: {shown['threshold']}\n", proc.stdout), proc.stdout
+    assert "probability: calibrated on 10 cities it never saw" in proc.stdout
     assert "task: change" in proc.stdout and "OSCD cities abudhabi" in proc.stdout
     missing = run("info", "nowhere.safetensors")
     assert missing.returncode == 2 and "nowhere.safetensors does not exist" in missing.stderr
@@ -174,17 +175,18 @@ def test_change_command_runs_on_the_example_pair(tmp_path: Path) -> None:
     again = run("change", example / "imgs_1", example / "imgs_2", "-o", out, "-q")
     assert again.returncode == 2 and "pass --overwrite" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
-    # --threshold: the mask is the probability above the user's threshold, not the model's
+    # --threshold: the mask is the (calibrated) probability above the user's threshold, not the
+    # model's
     proc = run("change", example / "imgs_1", example / "imgs_2", "-o", out, "-q", "--overwrite",
-               "--threshold", "0.3")  # fmt: skip
+               "--threshold", "0.1")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["threshold"] == 0.3 and summary["model_threshold"] > 0.3
+    assert summary["threshold"] == 0.1 < summary["model_threshold"]
     with rasterio.open(out / "change_probability.tif") as p, rasterio.open(out / "change.tif") as c:
         prob, mask = p.read(1), c.read(1)
     valid = mask != 255
-    np.testing.assert_array_equal(mask[valid] == 1, prob[valid] > 0.3)
-    assert (prob[valid] > 0.3).sum() > (prob[valid] > summary["model_threshold"]).sum()
+    np.testing.assert_array_equal(mask[valid] == 1, prob[valid] > 0.1)
+    assert (prob[valid] > 0.1).sum() > (prob[valid] > summary["model_threshold"]).sum()
     bad = run("change", example / "imgs_1", example / "imgs_2", "-o", tmp_path / "t", "-q",
               "--threshold", "1.5")  # fmt: skip
     assert bad.returncode == 2 and "threshold 1.5 must lie between 0 and 1" in bad.stderr

@@ -48,6 +48,22 @@ class Calibration:
         out[np.isnan(p)] = np.nan
         return out
 
+    def raw_threshold(self, t: float) -> float:
+        """The raw probability above which the calibrated one is above ``t`` (−1: every pixel,
+        ``t`` below the map's floor; 1: none, ``t`` at or above its ceiling).
+
+        >>> cal = Calibration((0.0, 0.5, 1.0), (0.0, 0.1, 0.6))
+        >>> cal.raw_threshold(0.05), cal.raw_threshold(0.35), cal.raw_threshold(0.6)
+        (0.25, 0.75, 1.0)
+        """
+        x, y = np.asarray(self.x), np.asarray(self.y)
+        if t < y[0]:
+            return -1.0
+        if t >= y[-1]:
+            return 1.0
+        i = int(np.searchsorted(y, t, side="right"))  # y[i - 1] <= t < y[i]
+        return float(x[i - 1] + (t - y[i - 1]) / (y[i] - y[i - 1]) * (x[i] - x[i - 1]))
+
     def as_dict(self) -> dict[str, Any]:
         """For the model card (``training["calibration"]``)."""
         return {
@@ -90,7 +106,7 @@ def fit_calibration(
     Raises:
         GeobertError: the maps leave fewer than two distinct levels (nothing to fit).
     """
-    from sklearn.isotonic import isotonic_regression  # type: ignore[import-untyped]
+    from sklearn.isotonic import isotonic_regression
 
     weight, change, raw = _weighted_bins(probs, labels, bins)
     used = weight > 0

@@ -10,7 +10,9 @@ pixels of 8 × 8 sample windows read before the pass (:mod:`geobert.change.radio
 results are written to a staging folder inside OUTDIR and moved into place only when everything
 succeeded:
 
-* ``change_probability.tif`` — COG, float32, NaN where either date is invalid;
+* ``change_probability.tif`` — COG, float32, NaN where either date is invalid; calibrated where
+  the model card holds a calibration (the shipped model's: the rate of labelled change at that
+  value on cities the model never saw; :mod:`geobert.change.calibration`);
 * ``change.tif`` — COG, uint8: 0 no change, 1 change, 255 nodata, with a colour table;
 * ``change.qml`` — its QGIS style (QGIS loads it with the raster: the legend's names);
 * ``change.gpkg`` — one polygon per change region (GeoPackage 1.2): ``area_m2``, ``area_ha``,
@@ -48,6 +50,7 @@ from geobert.models.precision import inference_autocast, precision_note, resolve
 
 if TYPE_CHECKING:
     from geobert.change.adapt import AdaptConfig, AdaptedNorms, AdaptReport
+    from geobert.change.calibration import Calibration
     from geobert.models.changenet import ChangeNet
     from geobert.models.checkpoint import ModelFile
 from rasterio.windows import Window
@@ -133,19 +136,40 @@ class ChangeTiles:
 
 
 class _ChangeWriter:
-    """The engine's emit: writes the blended probability and, thresholded, the change mask
-    (0/1, 255 where the probability is nodata) in the same pass, counting changed and valid
-    pixels on the way."""
+    """The engine's emit: writes the blended probability (calibrated, with ``calibration``) and,
+    thresholded, the change mask (0/1, 255 where the probability is nodata) in the same pass,
+    counting changed and valid pixels on the way.
 
-    def __init__(self, probability: RasterWriter, mask: RasterWriter, threshold: float) -> None:
+    The mask is the network's raw probability above ``threshold``. With a calibration the
+    written probability is the calibrated one, and it lies above ``shown_threshold`` exactly where
+    the mask says change: the map rises strictly around the threshold, so only float32 rounding
+    right at it can disagree, and those pixels are moved to the side the mask puts them on."""
+
+    def __init__(
+        self,
+        probability: RasterWriter,
+        mask: RasterWriter,
+        threshold: float,
+        calibration: Calibration | None = None,
+        shown_threshold: float | None = None,
+    ) -> None:
         self.probability = probability
         self.mask = mask
         self.threshold = threshold
+        self.calibration = calibration
+        self.shown = np.float32(threshold if shown_threshold is None else shown_threshold)
         self.changed = 0
         self.valid = 0
 
     def __call__(self, window: Window, arr: np.ndarray) -> None:
-        self.probability.write(window, arr)
+        if self.calibration is None:
+            self.probability.write(window, arr)
+        else:
+            shown = self.calibration.apply(arr)
+            above_raw = arr > self.threshold
+            shown[above_raw & (shown <= self.shown)] = np.nextafter(self.shown, np.float32(1))
+            shown[~above_raw & (shown > self.shown)] = self.shown
+            self.probability.write(window, shown)
         above = arr > self.threshold  # NaN > t is False: never both above and nodata
         nodata = np.isnan(arr)
         change = above.astype(np.uint8)
@@ -214,8 +238,10 @@ def detect_change(
         zone_field: The zones' name field (default: their first text field).
         adapt: Test-time adaptation (:mod:`geobert.change.adapt`): ``steps`` MIM steps on
             windows of this pair before inference (default: none).
-        threshold: Change probability above which a pixel is change (default: the model's own,
-            chosen on its protocol's validation cities); lower flags more, higher less.
+        threshold: Change probability above which a pixel is change, on the probability that
+            is written (calibrated where the model card holds a calibration:
+            :mod:`geobert.change.calibration`); default: the model's own, chosen on its
+            protocol's validation cities; lower flags more, higher less.
 
     Returns:
         The summary also written to ``summary.json``.
@@ -238,11 +264,27 @@ def detect_change(
     )
     indices = tuple(card.band_indices(pair.before.band_names, fill=fill_missing))
     config = card.engine_config(config)
-    model_threshold = float(card.training["threshold"])
+    calibration = card.calibration
+    network_threshold = float(card.training["threshold"])
+    model_threshold = (
+        network_threshold
+        if calibration is None
+        else round(float(calibration.apply(np.array([network_threshold]))[0]), 4)
+    )
     if threshold is None:
         threshold = model_threshold
+    raw_threshold = (
+        network_threshold
+        if calibration is None or threshold == model_threshold
+        else calibration.raw_threshold(threshold)
+    )
     precision = resolve_precision(precision, validated_bf16=card.bf16_validated)
     notes: list[str] = missing_band_note(card, indices) + precision_note(precision) + cloud_notes
+    if calibration is not None and threshold >= max(calibration.y):
+        notes.append(
+            f"threshold {threshold:g} is at or above the highest calibrated change probability "
+            f"this model gives ({max(calibration.y):.2f}): nothing can be flagged; lower it"
+        )
     dates = _dates(before, after, notes)
     clouds = {
         name: share
@@ -301,7 +343,7 @@ def detect_change(
                 colormap={**palette_colormap(CHANGE_PALETTE), 255: (0, 0, 0, 0)},
             ) as mask_out,
         ):
-            counts = _ChangeWriter(prob_out, mask_out, threshold)
+            counts = _ChangeWriter(prob_out, mask_out, raw_threshold, calibration, threshold)
             report = map_tiles(
                 pair,
                 ChangeTiles(
@@ -360,6 +402,8 @@ def detect_change(
             "model_card": card.describe(),
             "threshold": threshold,
             "model_threshold": model_threshold,
+            "probability": "raw" if calibration is None else "calibrated",
+            "network_threshold": raw_threshold,
             "radiometric_normalization": None if fit is None else fit.as_dict(),
             "cloud_masked_share": clouds or None,
             "precision": precision,

@@ -260,7 +260,8 @@ def crossvalidation_options(args: argparse.Namespace) -> list[str]:
     """The cross-validation options given on the command line (the others are None), as flags.
 
     >>> crossvalidation_options(argparse.Namespace(split=None, strips=3, gap=None, steps=None,
-    ...                                            init="scratch", adapt_steps=0))
+    ...                                            init="scratch", adapt_steps=0,
+    ...                                            train_precision=None))
     ['--strips', '--init', '--adapt-steps']
     """
     return [

@@ -21,6 +21,7 @@ from geobert.errors import BandMismatchError, GeobertError
 from geobert.models.bandsets import choose_band_set
 
 if TYPE_CHECKING:
+    from geobert.change.calibration import Calibration
     from tiles.engine import EngineConfig
 
 __all__ = [
@@ -190,6 +191,14 @@ class ModelCard:
             out["classes"] = ", ".join(self.classes)
         if "threshold" in t:
             out["threshold"] = t["threshold"]
+            cal = self.calibration
+            if cal is not None:
+                shown = float(cal.apply(np.array([t["threshold"]]))[0])
+                out["threshold"] = round(shown, 4)
+                out["probability"] = (
+                    f"calibrated on {t['calibration'].get('cities', 'held-out')} cities it never "
+                    f"saw (network threshold {t['threshold']}; at most {max(cal.y):.2f})"
+                )
         source = t.get("source") or {}
         cities = (t.get("config") or {}).get("train_cities")
         if cities:
@@ -207,6 +216,15 @@ class ModelCard:
         out["bf16 validated"] = self.bf16_validated
         out["geobert version"] = self.geobert_version
         return out
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The map from the network's raw change probability to a calibrated one
+        (``training["calibration"]``, :mod:`geobert.change.calibration`); None if not fit."""
+        from geobert.change.calibration import Calibration
+
+        d = self.training.get("calibration")
+        return None if not d else Calibration.from_dict(d)
 
     @property
     def bf16_validated(self) -> bool:

@@ -16,7 +16,7 @@ from geobert.errors import GeobertError
 from geobert.models.card import ModelCard
 from geobert.models.registry import create_model
 
-__all__ = ["ModelFile", "load_checkpoint", "read_card", "save_checkpoint"]
+__all__ = ["ModelFile", "load_checkpoint", "read_card", "replace_card", "save_checkpoint"]
 
 _CARD_KEY = "geobert_card"
 
@@ -26,6 +26,23 @@ def save_checkpoint(model: nn.Module, card: ModelCard, path: str | os.PathLike[s
     path = Path(path)
     tmp = path.with_name(f".{path.name}.partial")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    try:
+        save_file(state, str(tmp), metadata={_CARD_KEY: card.to_json()})
+        tmp.chmod(0o644)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def replace_card(path: str | os.PathLike[str], card: ModelCard) -> Path:
+    """Give the checkpoint at ``path`` a new model card, its weights unchanged (atomically, as
+    :func:`save_checkpoint`): for what is learnt about a model after its training, such as a
+    calibration fit on held-out maps."""
+    path = Path(path)
+    read_card(path)  # a geobert checkpoint, or one clear line
+    state = load_file(str(path))
+    tmp = path.with_name(f".{path.name}.partial")
     try:
         save_file(state, str(tmp), metadata={_CARD_KEY: card.to_json()})
         tmp.chmod(0o644)

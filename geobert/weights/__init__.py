@@ -2,7 +2,9 @@
 
 * ``geobert_s_mim``: the ``geobert_s`` encoder (5.1 M parameters) pretrained with SimMIM on
   Sentinel-2 L1C scenes (``scripts/pretrain_geobert_s.sh``);
-* ``changenet_s_oscd``: the change network fine-tuned on OSCD (``scripts/train_change_oscd.sh``);
+* ``changenet_s_oscd``: the change network fine-tuned on all ten labelled OSCD cities
+  (``scripts/change_loco.py --final``), its card holding the calibration of its probability
+  (``scripts/change_calibration.py --ship``);
 * ``landcover_s_bb``: the land-cover network (band-dropout pixel-path recipe from the encoder
   adapted to the scene by 1 000 SimMIM steps, weights at step 200 of 800; runs on L1C's 13
   bands, L2A's 12 and the four 10 m bands) trained on the Brandenburg scene and its

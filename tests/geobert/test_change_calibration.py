@@ -1,0 +1,178 @@
+"""The calibrated change probability: the map (fit, inverse), the card, and `geobert change`
+with it against the same model without it on the shipped example pair."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window
+
+from geobert.change.calibration import (
+    Calibration,
+    brier_score,
+    calibration_error,
+    fit_calibration,
+)
+from geobert.errors import GeobertError
+from geobert.weights import pretrained_encoder_path
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "abudhabi"
+
+
+def test_the_fit_recovers_a_known_change_rate() -> None:
+    """Pixels changed with probability p² at raw value p: the fitted map gives ≈ p² (it knows
+    nothing of the square), rises strictly through its knots, and cuts the calibration error."""
+    rng = np.random.default_rng(0)
+    p = rng.random(400_000)
+    y = rng.random(p.size) < p**2
+    cal = fit_calibration([p], [y])
+    assert np.all(np.diff(cal.x) > 0) and np.all(np.diff(cal.y) > 0)
+    grid = np.linspace(0.05, 0.95, 19)
+    np.testing.assert_allclose(cal.apply(grid), grid**2, atol=0.02)
+    assert calibration_error(cal.apply(p), y) < 0.01 < calibration_error(p, y)
+    assert brier_score(cal.apply(p), y) < brier_score(p, y)
+
+
+def test_every_city_weighs_the_same() -> None:
+    """A large city where nothing changed and a small one where everything did, at the same raw
+    values: the map says one in two, not the large city's answer."""
+    p_big, p_small = np.full(90_000, 0.3), np.full(1_000, 0.3)
+    low, high = np.full(10, 0.05), np.full(10, 0.9)  # a second level, so there is a map
+    cal = fit_calibration(
+        [np.r_[p_big, low], np.r_[p_small, high]],
+        [np.r_[np.zeros(p_big.size), np.zeros(10)], np.r_[np.ones(p_small.size), np.ones(10)]],
+    )
+    assert cal.apply(np.array([0.3]))[0] == pytest.approx(0.5, abs=0.01)
+
+
+def test_raw_threshold_inverts_the_map() -> None:
+    """The raw value above which the calibrated one is above t, at the floor and the ceiling
+    too; NaN (nodata) stays NaN; a map that falls or leaves [0, 1] is refused."""
+    cal = Calibration((0.1, 0.5, 0.9), (0.02, 0.1, 0.4))
+    for t in (0.02, 0.05, 0.1, 0.2, 0.39):
+        raw = cal.raw_threshold(t)
+        assert cal.apply(np.array([raw]))[0] == pytest.approx(t, abs=1e-6)
+    assert cal.raw_threshold(0.01) == -1.0 and cal.raw_threshold(0.4) == 1.0
+    assert np.isnan(cal.apply(np.array([np.nan, 0.5]))[0])
+    for x, y in (((0.1, 0.5), (0.3, 0.2)), ((0.5, 0.1), (0.1, 0.3)), ((0.1, 0.5), (0.1, 1.2))):
+        with pytest.raises(GeobertError):
+            Calibration(x, y)
+    assert Calibration.from_dict(cal.as_dict()) == cal
+
+
+def test_the_written_probability_is_above_the_threshold_exactly_where_the_mask_says_change() -> (
+    None
+):
+    """The mask stays the raw probability against the raw threshold; the calibrated value
+    written beside it is above the shown threshold on exactly those pixels, rounding at the
+    threshold included."""
+    from geobert.change.pipeline import _ChangeWriter
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.written: list[np.ndarray] = []
+
+        def write(self, window: Window, arr: np.ndarray) -> None:
+            self.written.append(arr.copy())
+
+    cal = Calibration((0.0, 0.5, 1.0), (0.0, 0.1, 0.6))
+    raw_t = 0.85
+    shown = round(float(cal.apply(np.array([raw_t]))[0]), 4)
+    rng = np.random.default_rng(1)
+    raw = rng.random((1, 64, 64)).astype(np.float32)
+    raw[0, 0, :4] = [raw_t, np.nextafter(np.float32(raw_t), np.float32(1)), 0.84999, np.nan]
+    prob, mask = Recorder(), Recorder()
+    writer = _ChangeWriter(prob, mask, raw_t, cal, shown)  # type: ignore[arg-type]
+    writer(Window(0, 0, 64, 64), raw)
+    change, written = mask.written[0], prob.written[0]
+    np.testing.assert_array_equal(change == 1, raw > raw_t)
+    np.testing.assert_array_equal(change == 1, written > shown)
+    np.testing.assert_array_equal(np.isnan(written), change == 255)
+    np.testing.assert_allclose(written, cal.apply(raw), atol=1e-4)  # nudged by rounding only
+
+
+def _without_calibration(dst: Path) -> Path:
+    from geobert.models.checkpoint import read_card, replace_card
+
+    src = pretrained_encoder_path("changenet_s_oscd")
+    dst.write_bytes(src.read_bytes())
+    card = read_card(dst)
+    training = {k: v for k, v in card.training.items() if k != "calibration"}
+    return replace_card(dst, replace(card, training=training))
+
+
+def _read(out: Path) -> tuple[np.ndarray, np.ndarray, dict]:  # type: ignore[type-arg]
+    with rasterio.open(out / "change_probability.tif") as ds:
+        prob = ds.read(1)
+    with rasterio.open(out / "change.tif") as ds:
+        change = ds.read(1)
+    return prob, change, json.loads((out / "summary.json").read_text())
+
+
+def test_change_writes_calibrated_probabilities_and_the_same_map(tmp_path: Path) -> None:
+    """The shipped model against itself without its calibration, on the example pair: the same
+    change pixels; the written probability is the card's map of the raw one (computed here from
+    the uncalibrated run); the summary's threshold is on the written probability; a threshold
+    of the user's is read on it too, and one above the map's ceiling flags nothing and says so."""
+    from geobert.change.pipeline import detect_change
+    from geobert.models.checkpoint import read_card
+
+    shipped = pretrained_encoder_path("changenet_s_oscd")
+    cal = read_card(shipped).calibration
+    assert cal is not None and read_card(shipped).describe()["threshold"] < 0.5
+    plain_model = _without_calibration(tmp_path / "plain.safetensors")
+    assert read_card(plain_model).calibration is None
+    kw = {"min_area_m2": 0, "simplify_m": 0}
+    pair = (EXAMPLE / "imgs_1", EXAMPLE / "imgs_2")
+    detect_change(*pair, tmp_path / "cal", **kw)
+    detect_change(*pair, tmp_path / "raw", model=plain_model, **kw)
+    prob, change, summary = _read(tmp_path / "cal")
+    raw, raw_change, raw_summary = _read(tmp_path / "raw")
+    np.testing.assert_array_equal(change, raw_change)
+    assert raw_summary["probability"] == "raw" and summary["probability"] == "calibrated"
+    assert raw_summary["threshold"] == summary["network_threshold"] == 0.85
+    assert summary["threshold"] == summary["model_threshold"] < 0.2
+    np.testing.assert_array_equal(change == 1, prob > summary["threshold"])
+    np.testing.assert_allclose(prob, cal.apply(raw), atol=1e-4, equal_nan=True)
+    assert np.nanmax(prob) <= max(cal.y) and summary["changed_pixels"] > 0
+
+    mine = 0.3  # the user's threshold, on the calibrated probability they see
+    detect_change(*pair, tmp_path / "mine", threshold=mine, **kw)
+    prob3, change3, summary3 = _read(tmp_path / "mine")
+    assert summary3["threshold"] == mine and summary3["network_threshold"] > 0.85
+    np.testing.assert_array_equal(change3 == 1, prob3 > mine)
+    assert 0 < (change3 == 1).sum() < (change == 1).sum()
+    detect_change(*pair, tmp_path / "none", threshold=0.9, **kw)
+    _, change4, summary4 = _read(tmp_path / "none")
+    assert not (change4 == 1).any()
+    assert any("highest calibrated change probability" in w for w in summary4["warnings"])
+
+
+def test_replace_card_keeps_the_weights(tmp_path: Path) -> None:
+    """A new card, the same tensors; a file that is no geobert checkpoint is one clear error and
+    stays as it was."""
+    from safetensors.numpy import load_file
+
+    from geobert.models.checkpoint import read_card, replace_card
+
+    model = _without_calibration(tmp_path / "m.safetensors")
+    before = load_file(str(pretrained_encoder_path("changenet_s_oscd")))
+    after = load_file(str(model))
+    assert before.keys() == after.keys()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    assert "calibration" not in read_card(model).training
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(GeobertError):
+        replace_card(junk, read_card(model))
+    assert junk.read_bytes() == b"not a checkpoint" and sorted(
+        p.name for p in tmp_path.iterdir()
+    ) == [
+        "junk.safetensors",
+        "m.safetensors",
+    ]
