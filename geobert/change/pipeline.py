@@ -273,11 +273,12 @@ def detect_change(
     )
     if threshold is None:
         threshold = model_threshold
-    raw_threshold = (
-        network_threshold
-        if calibration is None or threshold == model_threshold
-        else calibration.raw_threshold(threshold)
-    )
+    if calibration is None:
+        raw_threshold = threshold
+    elif threshold == model_threshold:
+        raw_threshold = network_threshold  # the model's own: exactly the mask it was chosen for
+    else:
+        raw_threshold = calibration.raw_threshold(threshold)
     precision = resolve_precision(precision, validated_bf16=card.bf16_validated)
     notes: list[str] = missing_band_note(card, indices) + precision_note(precision) + cloud_notes
     if calibration is not None and threshold >= max(calibration.y):

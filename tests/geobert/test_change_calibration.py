@@ -147,6 +147,12 @@ def test_change_writes_calibrated_probabilities_and_the_same_map(tmp_path: Path)
     assert summary3["threshold"] == mine and summary3["network_threshold"] > 0.85
     np.testing.assert_array_equal(change3 == 1, prob3 > mine)
     assert 0 < (change3 == 1).sum() < (change == 1).sum()
+    # a model without a calibration reads the user's threshold on its raw probability
+    detect_change(*pair, tmp_path / "raw5", model=plain_model, threshold=0.5, **kw)
+    prob5, change5, summary5 = _read(tmp_path / "raw5")
+    assert summary5["threshold"] == summary5["network_threshold"] == 0.5
+    np.testing.assert_array_equal(change5 == 1, prob5 > 0.5)
+    assert (change5 == 1).sum() > (raw_change == 1).sum()
     detect_change(*pair, tmp_path / "none", threshold=0.9, **kw)
     _, change4, summary4 = _read(tmp_path / "none")
     assert not (change4 == 1).any()
