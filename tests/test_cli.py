@@ -56,7 +56,7 @@ def test_info_describes_models_shipped_or_from_a_file() -> None:
     assert proc.returncode == 0, proc.stderr
     shown = read_card(pretrained_encoder_path("changenet_s_oscd")).describe()
     assert re.search(rf"threshold: {shown['threshold']}\n", proc.stdout), proc.stdout
-    assert "probability: calibrated on 10 cities it never saw" in proc.stdout
+    assert "probability: calibrated on held-out maps of 10 cities" in proc.stdout
     assert "task: change" in proc.stdout and "OSCD cities abudhabi" in proc.stdout
     missing = run("info", "nowhere.safetensors")
     assert missing.returncode == 2 and "nowhere.safetensors does not exist" in missing.stderr

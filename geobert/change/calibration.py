@@ -1,5 +1,6 @@
 """Calibrating the change probability: a monotone map from the network's raw probability to the
-rate of labelled change seen at that probability on cities the model never saw.
+rate of labelled change seen at that probability on cities held out from training (measured
+with the recipe's leave-cities-out models).
 
 The network is trained with a heavy positive weight on windows half centred on change, so its
 raw probability is not a frequency (the shipped threshold is 0.85). :func:`fit_calibration` fits
@@ -42,11 +43,15 @@ class Calibration:
         if x[0] < 0 or x[-1] > 1 or y[0] < 0 or y[-1] > 1:
             raise GeobertError("a calibration maps probabilities in [0, 1] to [0, 1]")
 
-    def apply(self, p: np.ndarray) -> np.ndarray:
-        """The calibrated probability of each raw one (float32; NaN stays NaN)."""
-        out = np.interp(np.asarray(p, np.float64), self.x, self.y).astype(np.float32)
-        out[np.isnan(p)] = np.nan
-        return out
+    def apply(self, p: np.ndarray | float) -> np.ndarray:
+        """The calibrated probability of each raw one (float32; NaN stays NaN).
+
+        >>> float(Calibration((0.0, 1.0), (0.0, 0.5)).apply(0.5))
+        0.25
+        """
+        raw = np.asarray(p, np.float64)
+        out = np.interp(raw, self.x, self.y)
+        return np.where(np.isnan(raw), np.nan, out).astype(np.float32)
 
     def raw_threshold(self, t: float) -> float:
         """The raw probability above which the calibrated one is above ``t`` (−1: every pixel,
@@ -99,19 +104,17 @@ def fit_calibration(
 ) -> Calibration:
     """Fit the map on held-out maps: ``probs[i]`` the raw probabilities of city *i*'s valid
     pixels (1-D), ``labels[i]`` their labels (0/1). Each city weighs the same; isotonic
-    regression over the ``bins`` equal bins' change rates, weighted by the bins' shares; one
-    knot per block of bins the regression pooled (at the block's mean raw probability), so the
-    map rises strictly between its first and last knot.
+    regression (pool adjacent violators) over the ``bins`` equal bins' change rates, weighted
+    by the bins' shares; one knot per block of bins the regression pooled (at the block's mean
+    raw probability), so the map rises strictly between its first and last knot.
 
     Raises:
         GeobertError: the maps leave fewer than two distinct levels (nothing to fit).
     """
-    from sklearn.isotonic import isotonic_regression
-
     weight, change, raw = _weighted_bins(probs, labels, bins)
     used = weight > 0
     w, rate, mean_p = weight[used], change[used] / weight[used], raw[used] / weight[used]
-    y = np.clip(isotonic_regression(rate, sample_weight=w, increasing=True), 0.0, 1.0)
+    y = np.clip(_isotonic(rate, w), 0.0, 1.0)
     block = np.concatenate([[0], np.cumsum(np.diff(y) > 0)])  # bins pooled to one level
     n = int(block[-1]) + 1 if block.size else 0
     if n < 2:
@@ -120,6 +123,28 @@ def fit_calibration(
     x = np.bincount(block, weights=w * mean_p, minlength=n) / bw
     level = np.bincount(block, weights=w * y, minlength=n) / bw
     return Calibration(tuple(x.tolist()), tuple(level.tolist()))
+
+
+def _isotonic(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted increasing isotonic regression (pool adjacent violators).
+
+    >>> _isotonic(np.array([1.0, 3.0, 2.0, 4.0]), np.ones(4)).tolist()
+    [1.0, 2.5, 2.5, 4.0]
+    """
+    level: list[float] = []
+    weight: list[float] = []
+    count: list[int] = []
+    for v, u in zip(y.tolist(), w.tolist(), strict=True):
+        level.append(v)
+        weight.append(u)
+        count.append(1)
+        while len(level) > 1 and level[-2] > level[-1]:  # a violation: pool the two blocks
+            u2, u1 = weight.pop(), weight.pop()
+            v2, v1 = level.pop(), level.pop()
+            level.append((v1 * u1 + v2 * u2) / (u1 + u2))
+            weight.append(u1 + u2)
+            count.append(count.pop() + count.pop())
+    return np.repeat(level, count)
 
 
 def calibration_error(p: np.ndarray, label: np.ndarray, *, bins: int = 15) -> float:

@@ -12,7 +12,7 @@ succeeded:
 
 * ``change_probability.tif`` — COG, float32, NaN where either date is invalid; calibrated where
   the model card holds a calibration (the shipped model's: the rate of labelled change at that
-  value on cities the model never saw; :mod:`geobert.change.calibration`);
+  value on cities held out from training; :mod:`geobert.change.calibration`);
 * ``change.tif`` — COG, uint8: 0 no change, 1 change, 255 nodata, with a colour table;
 * ``change.qml`` — its QGIS style (QGIS loads it with the raster: the legend's names);
 * ``change.gpkg`` — one polygon per change region (GeoPackage 1.2): ``area_m2``, ``area_ha``,
@@ -142,8 +142,10 @@ class _ChangeWriter:
 
     The mask is the network's raw probability above ``threshold``. With a calibration the
     written probability is the calibrated one, and it lies above ``shown_threshold`` exactly where
-    the mask says change: the map rises strictly around the threshold, so only float32 rounding
-    right at it can disagree, and those pixels are moved to the side the mask puts them on."""
+    the mask says change, compared in float32 (numpy) or in double (QGIS, GDAL): the map rises
+    strictly around the threshold, so only pixels right at it can disagree — float32 rounding,
+    and the shown default being rounded to 4 decimals (≤ 3e-5) — and those are moved to the
+    side the mask puts them on."""
 
     def __init__(
         self,
@@ -157,7 +159,12 @@ class _ChangeWriter:
         self.mask = mask
         self.threshold = threshold
         self.calibration = calibration
-        self.shown = np.float32(threshold if shown_threshold is None else shown_threshold)
+        shown = float(threshold if shown_threshold is None else shown_threshold)
+        t32 = np.float32(shown)
+        # the written value of a changed pixel is above the threshold read as float32 and as
+        # double; an unchanged one at or below both
+        self.above = np.nextafter(t32, np.float32(1))
+        self.at_most = t32 if float(t32) <= shown else np.nextafter(t32, np.float32(0))
         self.changed = 0
         self.valid = 0
 
@@ -167,8 +174,8 @@ class _ChangeWriter:
         else:
             shown = self.calibration.apply(arr)
             above_raw = arr > self.threshold
-            shown[above_raw & (shown <= self.shown)] = np.nextafter(self.shown, np.float32(1))
-            shown[~above_raw & (shown > self.shown)] = self.shown
+            np.maximum(shown, self.above, out=shown, where=above_raw)
+            np.minimum(shown, self.at_most, out=shown, where=~above_raw & (shown > self.at_most))
             self.probability.write(window, shown)
         above = arr > self.threshold  # NaN > t is False: never both above and nodata
         nodata = np.isnan(arr)
@@ -252,7 +259,8 @@ def detect_change(
     t0 = time.perf_counter()
     if threshold is not None and not 0 < threshold < 1:
         raise GeobertError(
-            f"threshold {threshold:g} must lie between 0 and 1 (a change probability; e.g. 0.5)"
+            f"threshold {threshold:g} must lie between 0 and 1 (a change probability; "
+            "`geobert info MODEL` shows the model's own)"
         )
     model_path = Path(model) if model is not None else pretrained_encoder_path("changenet_s_oscd")
     card = read_card(model_path)
@@ -281,11 +289,18 @@ def detect_change(
         raw_threshold = calibration.raw_threshold(threshold)
     precision = resolve_precision(precision, validated_bf16=card.bf16_validated)
     notes: list[str] = missing_band_note(card, indices) + precision_note(precision) + cloud_notes
-    if calibration is not None and threshold >= max(calibration.y):
-        notes.append(
-            f"threshold {threshold:g} is at or above the highest calibrated change probability "
-            f"this model gives ({max(calibration.y):.2f}): nothing can be flagged; lower it"
-        )
+    if calibration is not None and threshold != model_threshold:
+        if raw_threshold >= 1.0:
+            notes.append(
+                f"threshold {threshold:g} is at or above the highest calibrated change "
+                f"probability this model gives ({max(calibration.y):.2f}): nothing can be "
+                "flagged; lower it"
+            )
+        elif raw_threshold < 0.0:
+            notes.append(
+                f"threshold {threshold:g} is below the lowest calibrated change probability this "
+                f"model gives ({min(calibration.y):.4f}): every valid pixel is flagged; raise it"
+            )
     dates = _dates(before, after, notes)
     clouds = {
         name: share

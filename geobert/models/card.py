@@ -195,9 +195,10 @@ class ModelCard:
             if cal is not None:
                 shown = float(cal.apply(np.array([t["threshold"]]))[0])
                 out["threshold"] = round(shown, 4)
+                cities = t["calibration"].get("cities", "held-out")
                 out["probability"] = (
-                    f"calibrated on {t['calibration'].get('cities', 'held-out')} cities it never "
-                    f"saw (network threshold {t['threshold']}; at most {max(cal.y):.2f})"
+                    f"calibrated on held-out maps of {cities} cities (leave-cities-out models); "
+                    f"network threshold {t['threshold']}; at most {max(cal.y):.2f}"
                 )
         source = t.get("source") or {}
         cities = (t.get("config") or {}).get("train_cities")

@@ -81,19 +81,22 @@ def test_the_written_probability_is_above_the_threshold_exactly_where_the_mask_s
             self.written.append(arr.copy())
 
     cal = Calibration((0.0, 0.5, 1.0), (0.0, 0.1, 0.6))
-    raw_t = 0.85
-    shown = round(float(cal.apply(np.array([raw_t]))[0]), 4)
     rng = np.random.default_rng(1)
-    raw = rng.random((1, 64, 64)).astype(np.float32)
-    raw[0, 0, :4] = [raw_t, np.nextafter(np.float32(raw_t), np.float32(1)), 0.84999, np.nan]
-    prob, mask = Recorder(), Recorder()
-    writer = _ChangeWriter(prob, mask, raw_t, cal, shown)  # type: ignore[arg-type]
-    writer(Window(0, 0, 64, 64), raw)
-    change, written = mask.written[0], prob.written[0]
-    np.testing.assert_array_equal(change == 1, raw > raw_t)
-    np.testing.assert_array_equal(change == 1, written > shown)
-    np.testing.assert_array_equal(np.isnan(written), change == 255)
-    np.testing.assert_allclose(written, cal.apply(raw), atol=1e-4)  # nudged by rounding only
+    # the model's own threshold (shown rounded to 4 decimals) and a user's 0.1, which float32
+    # cannot hold: pixels crowd both, and QGIS and GDAL compare in double where numpy uses float32
+    for raw_t, shown in ((0.85, round(float(cal.apply(0.85)), 4)), (cal.raw_threshold(0.1), 0.1)):
+        raw = (raw_t + rng.normal(0, 1e-6, (1, 64, 64))).astype(np.float32)
+        raw[0, 0, :4] = [raw_t, np.nextafter(np.float32(raw_t), np.float32(1)), 0.2, np.nan]
+        prob, mask = Recorder(), Recorder()
+        writer = _ChangeWriter(prob, mask, raw_t, cal, shown)  # type: ignore[arg-type]
+        writer(Window(0, 0, 64, 64), raw)
+        change, written = mask.written[0], prob.written[0]
+        assert 0 < (change == 1).sum() < (change == 0).sum() * 3
+        np.testing.assert_array_equal(change == 1, raw > raw_t)
+        np.testing.assert_array_equal(change == 1, written > shown)  # float32
+        np.testing.assert_array_equal(change == 1, written.astype(np.float64) > shown)  # double
+        np.testing.assert_array_equal(np.isnan(written), change == 255)
+        np.testing.assert_allclose(written, cal.apply(raw), atol=1e-4)  # nudged at the edge only
 
 
 def _without_calibration(dst: Path) -> Path:
@@ -146,6 +149,7 @@ def test_change_writes_calibrated_probabilities_and_the_same_map(tmp_path: Path)
     prob3, change3, summary3 = _read(tmp_path / "mine")
     assert summary3["threshold"] == mine and summary3["network_threshold"] > 0.85
     np.testing.assert_array_equal(change3 == 1, prob3 > mine)
+    np.testing.assert_array_equal(change3 == 1, prob3.astype(np.float64) > mine)  # as QGIS reads
     assert 0 < (change3 == 1).sum() < (change == 1).sum()
     # a model without a calibration reads the user's threshold on its raw probability
     detect_change(*pair, tmp_path / "raw5", model=plain_model, threshold=0.5, **kw)
@@ -157,6 +161,12 @@ def test_change_writes_calibrated_probabilities_and_the_same_map(tmp_path: Path)
     _, change4, summary4 = _read(tmp_path / "none")
     assert not (change4 == 1).any()
     assert any("highest calibrated change probability" in w for w in summary4["warnings"])
+    assert summary4["network_threshold"] == 1.0
+    detect_change(*pair, tmp_path / "all", threshold=1e-6, **kw)
+    _, change5, summary5 = _read(tmp_path / "all")
+    assert ((change5 == 1) == (change5 != 255)).all() and summary5["network_threshold"] == -1.0
+    assert any("every valid pixel is flagged" in w for w in summary5["warnings"])
+    assert not any("nothing can be flagged" in w for w in summary["warnings"])  # the model's own
 
 
 def test_replace_card_keeps_the_weights(tmp_path: Path) -> None:
