@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -23,9 +24,13 @@ _CARD_KEY = "geobert_card"
 
 def save_checkpoint(model: nn.Module, card: ModelCard, path: str | os.PathLike[str]) -> Path:
     """Write ``model``'s weights and ``card`` to ``path`` atomically (temporary name, rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    return _write(state, card, Path(path))
+
+
+def _write(state: dict[str, torch.Tensor], card: ModelCard, path: Path) -> Path:
+    """``state`` and ``card`` to ``path`` under a temporary name, then renamed into place."""
+    tmp = path.with_name(f".{path.name}.partial")
     try:
         save_file(state, str(tmp), metadata={_CARD_KEY: card.to_json()})
         tmp.chmod(0o644)
@@ -41,15 +46,7 @@ def replace_card(path: str | os.PathLike[str], card: ModelCard) -> Path:
     calibration fit on held-out maps."""
     path = Path(path)
     read_card(path)  # a geobert checkpoint, or one clear line
-    state = load_file(str(path))
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        save_file(state, str(tmp), metadata={_CARD_KEY: card.to_json()})
-        tmp.chmod(0o644)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return _write(load_file(str(path)), card, path)
 
 
 def read_card(path: str | os.PathLike[str]) -> ModelCard:
