@@ -157,7 +157,8 @@ def apply_style(layer: Any, kind: str, colors: dict[str, str] | None = None) -> 
     if kind == "change" and isinstance(layer, QgsRasterLayer):
         styles.style_change_mask(layer)
     elif kind == "probability" and isinstance(layer, QgsRasterLayer):
-        styles.style_probability(layer)
+        if not styles.style_from_sidecar(layer):
+            styles.style_probability(layer)
     elif kind == "change_polygons" and isinstance(layer, QgsVectorLayer):
         styles.style_change_polygons(layer)
     elif kind == "landcover" and isinstance(layer, QgsRasterLayer):

@@ -1,6 +1,7 @@
 """Renderers for geobert's outputs: what a planner expects to see when a result is added."""
 
 import json
+from pathlib import Path
 
 from qgis.core import (
     QgsCategorizedSymbolRenderer,
@@ -29,6 +30,18 @@ def style_change_mask(layer: QgsRasterLayer) -> None:
     ]
     layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes))
     layer.triggerRepaint()
+
+
+def style_from_sidecar(layer: QgsRasterLayer) -> bool:
+    """Load the style geobert wrote beside the raster (``NAME.qml``: the change probability's
+    ramp, fixed to the run's threshold and the model's highest value); False when there is none
+    (outputs of an older geobert) or it does not load."""
+    qml = Path(layer.source()).with_suffix(".qml")
+    if not qml.is_file():
+        return False
+    _message, ok = layer.loadNamedStyle(str(qml))
+    layer.triggerRepaint()
+    return bool(ok)
 
 
 def style_probability(layer: QgsRasterLayer) -> None:

@@ -167,6 +167,7 @@ def test_change_command_runs_on_the_example_pair(tmp_path: Path) -> None:
             "change.gpkg",
             "change.qml",
             "change.tif",
+            "change_probability.qml",
             "change_probability.tif",
             "quicklook.png",
             "summary.json",

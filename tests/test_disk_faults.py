@@ -98,8 +98,8 @@ def test_full_disk(job: str, fraction: float, output_kb: dict[str, int], tmp_pat
 def test_full_disk_with_room_to_spare_succeeds(output_kb: dict[str, int], tmp_path: Path) -> None:
     proc, left = run_on_disk(tmp_path, JOBS["change"], size_kb=2 * output_kb["change"] + 256)
     assert proc.returncode == 0, proc.stderr
-    names = ["change.gpkg", "change.qml", "change.tif", "change_probability.tif", "quicklook.png",
-             "summary.json"]  # fmt: skip
+    names = ["change.gpkg", "change.qml", "change.tif", "change_probability.qml",
+             "change_probability.tif", "quicklook.png", "summary.json"]  # fmt: skip
     assert left == ["./out", *(f"./out/{n}" for n in names)]
 
 

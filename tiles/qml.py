@@ -1,13 +1,16 @@
-"""QGIS style sidecars (``NAME.qml`` beside ``NAME.tif``) for paletted rasters.
+"""QGIS style sidecars (``NAME.qml`` beside ``NAME.tif``): paletted rasters and colour ramps.
 
 GeoTIFF colour tables cannot keep alpha, so "no change" drew opaque black over the basemap and the
 legend showed class numbers. QGIS loads ``NAME.qml`` as a raster's default style when the file is
 opened (drag and drop, Add Raster Layer), so the sidecar gives every user, plugin or not,
-transparent classes and the class names in the legend. Plain XML, no QGIS import.
+transparent classes and the class names in the legend. A ramp sidecar does the same for a
+continuous layer whose meaningful range is not 0–1 (a calibrated change probability never
+reaches 1: a 0–1 ramp drew it faint everywhere). Plain XML, no QGIS import.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Sequence
@@ -15,7 +18,15 @@ from pathlib import Path
 from typing import NamedTuple
 from xml.sax.saxutils import quoteattr
 
-__all__ = ["PaletteEntry", "palette_colormap", "palette_qml", "write_palette_qml"]
+__all__ = [
+    "PaletteEntry",
+    "RampStop",
+    "palette_colormap",
+    "palette_qml",
+    "ramp_qml",
+    "write_palette_qml",
+    "write_ramp_qml",
+]
 
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -27,6 +38,21 @@ class PaletteEntry(NamedTuple):
     color: str
     label: str
     alpha: int = 255
+
+
+class RampStop(NamedTuple):
+    """A value of a continuous ramp and its colour (``#rrggbb``, ``alpha`` 0–255); colours are
+    interpolated between stops, and values beyond the end stops take the end colours."""
+
+    value: float
+    color: str
+    label: str
+    alpha: int = 255
+
+
+def _check_colour(entry: PaletteEntry | RampStop) -> None:
+    if not _HEX.match(entry.color) or not 0 <= entry.alpha <= 255:
+        raise ValueError(f"{entry} needs a #rrggbb colour and an alpha in 0–255")
 
 
 def palette_colormap(entries: Sequence[PaletteEntry]) -> dict[int, tuple[int, int, int, int]]:
@@ -48,8 +74,7 @@ def palette_qml(entries: Sequence[PaletteEntry], band: int = 1) -> str:
     <paletteEntry value="1" color="#e61919" alpha="255" label="change"/>
     """
     for e in entries:
-        if not _HEX.match(e.color) or not 0 <= e.alpha <= 255:
-            raise ValueError(f"palette entry {e} needs a #rrggbb colour and an alpha in 0–255")
+        _check_colour(e)
     rows = "\n".join(
         f'        <paletteEntry value="{int(e.value)}" color="{e.color.lower()}" '
         f'alpha="{int(e.alpha)}" label={quoteattr(str(e.label))}/>'
@@ -67,6 +92,57 @@ def palette_qml(entries: Sequence[PaletteEntry], band: int = 1) -> str:
         "  </pipe>\n"
         "</qgis>\n"
     )
+
+
+def ramp_qml(stops: Sequence[RampStop], band: int = 1) -> str:
+    """The QML of a pseudocolour renderer over ``band``: colours interpolated between the
+    stops (values strictly increasing), a fixed range from the first stop to the last (QGIS does
+    not stretch it to the layer's statistics), and a continuous legend.
+
+    >>> qml = ramp_qml([RampStop(0.0, "#2b83ba", "0", 0), RampStop(0.5, "#d7191c", "0.5")])
+    >>> print(qml.splitlines()[8].strip())
+    <item value="0.5" color="#d7191c" alpha="255" label="0.5"/>
+    """
+    if len(stops) < 2:
+        raise ValueError("a colour ramp needs at least two stops")
+    for a, b in itertools.pairwise(stops):
+        if not b.value > a.value:
+            raise ValueError(f"ramp stops must increase: {a.value!r} then {b.value!r}")
+    for stop in stops:
+        _check_colour(stop)
+    lo, hi = repr(float(stops[0].value)), repr(float(stops[-1].value))
+    rows = "\n".join(
+        f'            <item value="{float(e.value)!r}" color="{e.color.lower()}" '
+        f'alpha="{int(e.alpha)}" label={quoteattr(str(e.label))}/>'
+        for e in stops
+    )
+    return (
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+        '<qgis version="3.22" styleCategories="Symbology">\n'
+        "  <pipe>\n"
+        f'    <rasterrenderer type="singlebandpseudocolor" band="{band}" opacity="1" '
+        f'alphaBand="-1" classificationMin="{lo}" classificationMax="{hi}">\n'
+        "      <minMaxOrigin><limits>None</limits></minMaxOrigin>\n"
+        "      <rastershader>\n"
+        f'        <colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" '
+        f'minimumValue="{lo}" maximumValue="{hi}">\n'
+        f"{rows}\n"
+        '          <rampLegendSettings useContinuousLegend="1" orientation="2" direction="0"/>\n'
+        "        </colorrampshader>\n"
+        "      </rastershader>\n"
+        "    </rasterrenderer>\n"
+        "  </pipe>\n"
+        "</qgis>\n"
+    )
+
+
+def write_ramp_qml(
+    raster: str | os.PathLike[str], stops: Sequence[RampStop], band: int = 1
+) -> Path:
+    """Write ``raster``'s sidecar colour-ramp style (same name, ``.qml``); returns its path."""
+    path = Path(raster).with_suffix(".qml")
+    path.write_text(ramp_qml(stops, band), encoding="utf-8")
+    return path
 
 
 def write_palette_qml(

@@ -13,6 +13,8 @@ succeeded:
 * ``change_probability.tif`` — COG, float32, NaN where either date is invalid; calibrated where
   the model card holds a calibration (the shipped model's: the rate of labelled change at that
   value on cities held out from training; :mod:`geobert.change.calibration`);
+* ``change_probability.qml`` — its QGIS style: a ramp from 0 (transparent) through the
+  threshold to the highest value the model writes (a calibrated probability stays below 0.5);
 * ``change.tif`` — COG, uint8: 0 no change, 1 change, 255 nodata, with a colour table;
 * ``change.qml`` — its QGIS style (QGIS loads it with the raster: the legend's names);
 * ``change.gpkg`` — one polygon per change region (GeoPackage 1.2): ``area_m2``, ``area_ha``,
@@ -61,7 +63,7 @@ from tiles.engine import EngineConfig, InputSample, TileFunction, map_tiles
 from tiles.heap import trim_heap
 from tiles.pair import ScenePair, align_pair
 from tiles.progress import Progress
-from tiles.qml import PaletteEntry, palette_colormap, write_palette_qml
+from tiles.qml import PaletteEntry, RampStop, palette_colormap, write_palette_qml, write_ramp_qml
 from tiles.scene import open_scene
 from tiles.target import GridRequest, pixel_size_m, place_pair
 from tiles.vectorize import pixel_area_m2, polygonize, write_gpkg
@@ -80,6 +82,7 @@ CHANGE_PALETTE = (
 
 OUTPUT_NAMES = (
     "change_probability.tif",
+    "change_probability.qml",
     "change.tif",
     "change.qml",
     "change.gpkg",
@@ -88,6 +91,20 @@ OUTPUT_NAMES = (
 )
 ZONE_OUTPUTS = ("zones.csv", "report.html")
 """Written with ``zones``: changed area per zone, and the one-page report."""
+
+
+def probability_ramp(threshold: float, top: float) -> list[RampStop]:
+    """change_probability.tif's colour ramp: transparent at 0, pale yellow at the threshold (the
+    mask's break), opaque red at ``top`` — the highest value the model writes (1 for a raw
+    probability, the calibration's ceiling for a calibrated one, which a 0–1 ramp drew faint).
+
+    >>> [(s.value, s.label) for s in probability_ramp(0.1434, 0.4622)]
+    [(0.0, '0'), (0.1434, '0.1434 threshold'), (0.4622, '0.46')]
+    """
+    stops = [RampStop(0.0, "#2b83ba", "0", alpha=0)]
+    if threshold < top:
+        stops.append(RampStop(threshold, "#ffffbf", f"{threshold:g} threshold", alpha=200))
+    return [*stops, RampStop(top, "#d7191c", f"{top:.2f}")]
 
 
 @dataclass(frozen=True)
@@ -384,6 +401,8 @@ def detect_change(
                     "overlap); check the nodata value and the cloud masks of both dates"
                 )
         write_palette_qml(stage / "change.tif", CHANGE_PALETTE)
+        top = 1.0 if calibration is None else max(calibration.y)
+        write_ramp_qml(stage / "change_probability.tif", probability_ramp(threshold, top))
         layer = polygonize(
             stage / "change.tif",
             values=[1],

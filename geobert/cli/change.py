@@ -45,12 +45,13 @@ def add_change(sub: Subparsers) -> None:
         "change",
         help="bi-temporal change detection: change probability, mask, polygons",
         description="Detect change between two dates of a place with the geobert change "
-        "model. Writes change_probability.tif, change.tif (0 no change, 1 change, 255 nodata) "
-        "with its QGIS style change.qml, change.gpkg (one polygon per change region with "
-        "area_m2, area_ha, mean_probability, max_probability), summary.json and quicklook.png "
-        "into OUTDIR. The output grid is BEFORE's finest-band grid, cropped to where both "
-        "dates exist (or the one --crs, --resolution, --bounds or --like ask for); pixels that "
-        "are nodata in either date are nodata, never change.",
+        "model. Writes change_probability.tif (with its QGIS style change_probability.qml), "
+        "change.tif (0 no change, 1 change, 255 nodata) with its style change.qml, "
+        "change.gpkg (one polygon per change region with area_m2, area_ha, mean_probability, "
+        "max_probability), summary.json and quicklook.png into OUTDIR. The output grid is "
+        "BEFORE's finest-band grid, cropped to where both dates exist (or the one --crs, "
+        "--resolution, --bounds or --like ask for); pixels that are nodata in either date are "
+        "nodata, never change.",
     )
     p.add_argument(
         "before", metavar="BEFORE", help="raster file, band folder, .SAFE/.zip or STAC item .json"

@@ -121,7 +121,8 @@ def test_change_writes_calibrated_probabilities_and_the_same_map(tmp_path: Path)
     """The shipped model against itself without its calibration, on the example pair: the same
     change pixels; the written probability is the card's map of the raw one (computed here from
     the uncalibrated run); the summary's threshold is on the written probability; a threshold
-    of the user's is read on it too, and one above the map's ceiling flags nothing and says so."""
+    of the user's is read on it too, and one above the map's ceiling flags nothing and says so.
+    The probability's QGIS ramp breaks at the run's threshold and tops out at what it can write."""
     from geobert.change.pipeline import detect_change
     from geobert.models.checkpoint import read_card
 
@@ -143,6 +144,9 @@ def test_change_writes_calibrated_probabilities_and_the_same_map(tmp_path: Path)
     np.testing.assert_array_equal(change == 1, prob > summary["threshold"])
     np.testing.assert_allclose(prob, cal.apply(raw), atol=1e-4, equal_nan=True)
     assert np.nanmax(prob) <= max(cal.y) and summary["changed_pixels"] > 0
+    top = max(cal.y)
+    assert _ramp(tmp_path / "cal") == [0.0, summary["threshold"], top]
+    assert _ramp(tmp_path / "raw") == [0.0, 0.85, 1.0]
 
     mine = 0.3  # the user's threshold, on the calibrated probability they see
     detect_change(*pair, tmp_path / "mine", threshold=mine, **kw)
@@ -151,6 +155,7 @@ def test_change_writes_calibrated_probabilities_and_the_same_map(tmp_path: Path)
     np.testing.assert_array_equal(change3 == 1, prob3 > mine)
     np.testing.assert_array_equal(change3 == 1, prob3.astype(np.float64) > mine)  # as QGIS reads
     assert 0 < (change3 == 1).sum() < (change == 1).sum()
+    assert _ramp(tmp_path / "mine") == [0.0, mine, top]
     # a model without a calibration reads the user's threshold on its raw probability
     detect_change(*pair, tmp_path / "raw5", model=plain_model, threshold=0.5, **kw)
     prob5, change5, summary5 = _read(tmp_path / "raw5")
@@ -162,11 +167,23 @@ def test_change_writes_calibrated_probabilities_and_the_same_map(tmp_path: Path)
     assert not (change4 == 1).any()
     assert any("highest calibrated change probability" in w for w in summary4["warnings"])
     assert summary4["network_threshold"] == 1.0
+    assert _ramp(tmp_path / "none") == [0.0, top]  # no break above the ceiling
     detect_change(*pair, tmp_path / "all", threshold=1e-6, **kw)
     _, change5, summary5 = _read(tmp_path / "all")
     assert ((change5 == 1) == (change5 != 255)).all() and summary5["network_threshold"] == -1.0
     assert any("every valid pixel is flagged" in w for w in summary5["warnings"])
     assert not any("nothing can be flagged" in w for w in summary["warnings"])  # the model's own
+
+
+def _ramp(out: Path) -> list[float]:
+    """The stops of change_probability.qml's colour ramp, as QGIS reads them."""
+    import xml.etree.ElementTree as ET
+
+    text = (out / "change_probability.qml").read_text(encoding="utf-8")
+    root = ET.fromstring(text.split("\n", 1)[1])  # after the DOCTYPE
+    shader = root.find("pipe/rasterrenderer/rastershader/colorrampshader")
+    assert shader is not None and shader.get("colorRampType") == "INTERPOLATED"
+    return [float(item.get("value", "nan")) for item in shader.iter("item")]
 
 
 def test_replace_card_keeps_the_weights(tmp_path: Path) -> None:

@@ -77,6 +77,12 @@ def renderer_info(layer):
         info["classes"] = {
             str(c.value): [c.label, c.color.name(), c.color.alpha()] for c in r.classes()
         }
+    if r.type() == "singlebandpseudocolor":
+        shader = r.shader().rasterShaderFunction()
+        info["range"] = [r.classificationMin(), r.classificationMax()]
+        info["ramp"] = [
+            [i.value, i.label, i.color.name(), i.color.alpha()] for i in shader.colorRampItemList()
+        ]
     if r.type() == "categorizedSymbol":
         info["categories"] = {c.value(): c.symbol().color().name() for c in r.categories()}
     return info

@@ -111,6 +111,9 @@ def check(name: str, env: dict[str, Path], **args: object) -> dict:
 
 
 def test_change_detection_in_qgis(env: dict[str, Path], tmp_path: Path) -> None:
+    from geobert.models.checkpoint import read_card
+    from geobert.weights import pretrained_encoder_path
+
     out = tmp_path / "out"
     res = check("change", env, before=env["before"], after=env["after"], out=out,
                 png=tmp_path / "render.png")  # fmt: skip
@@ -133,7 +136,15 @@ def test_change_detection_in_qgis(env: dict[str, Path], tmp_path: Path) -> None:
     assert mask["type"] == "paletted"
     assert mask["classes"]["1.0"] == ["change", "#e61919", 255]
     assert mask["classes"]["0.0"][2] == 0  # unchanged: transparent
-    assert layers[f"change probability {dates}"]["type"] == "singlebandpseudocolor"
+    ramp = layers[f"change probability {dates}"]
+    assert ramp["type"] == "singlebandpseudocolor"
+    # the run's sidecar ramp: transparent at 0, the break at the run's threshold, red at the
+    # calibrated ceiling (not a 0–1 ramp, which drew calibrated values faint)
+    summary = json.loads(Path(res["outputs"]["SUMMARY"]).read_text())
+    ceiling = max(read_card(pretrained_encoder_path("changenet_s_oscd")).calibration.y)
+    assert [item[0] for item in ramp["ramp"]] == pytest.approx([0, summary["threshold"], ceiling])
+    assert ramp["range"] == pytest.approx([0, ceiling]) and ramp["ramp"][0][3] == 0
+    assert ramp["ramp"][1][1] == f"{summary['threshold']:g} threshold"
     assert f"change polygons {dates}" in layers
     # polygons over the mask over the ramp (Processing stacked them the other way round)
     assert res["order"] == [f"change polygons {dates}", f"change {dates}",
@@ -495,8 +506,16 @@ def test_outputs_opened_directly_keep_transparency_and_names(
 
     detect_change(env["before"], env["after"], tmp_path / "c")
     classify(env["before"], tmp_path / "l")
-    paths = [tmp_path / "c" / "change.tif", tmp_path / "l" / "landcover.tif"]
+    paths = [
+        tmp_path / "c" / "change.tif",
+        tmp_path / "l" / "landcover.tif",
+        tmp_path / "c" / "change_probability.tif",
+    ]
     res = check("opened", env, paths=",".join(map(str, paths)))
+    prob = res["change_probability.tif"]
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert prob["type"] == "singlebandpseudocolor"
+    assert prob["ramp"][1][:2] == [summary["threshold"], f"{summary['threshold']:g} threshold"]
     change = res["change.tif"]
     assert change["type"] == "paletted"
     assert change["classes"] == {
