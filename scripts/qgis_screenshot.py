@@ -3,8 +3,9 @@
 Run by scripts/qgis_screenshot.sh inside Xvfb: ``qgis --code scripts/qgis_screenshot.py``.
 Environment: GEOBERT_SHOT_DIR (a finished ``geobert change`` output folder, plus before.tif),
 GEOBERT_SHOT_PNG (where to save), QGIS_PLUGINPATH (with geobert_qgis); with
-GEOBERT_SHOT_DIALOG_PNG, the *Change detection* dialog (the geobert provider registered, its
-advanced options open) is saved there too.
+GEOBERT_SHOT_PROBABILITY_PNG, the same map with the probability layer shown instead of the
+mask is saved there; with GEOBERT_SHOT_DIALOG_PNG, the *Change detection* dialog (the geobert
+provider registered, its advanced options open) is saved there too.
 """
 
 import os
@@ -63,6 +64,31 @@ def save():
 
 def _save():
     iface.mainWindow().grab().save(png)
+    probability_png = os.environ.get("GEOBERT_SHOT_PROBABILITY_PNG")
+    if not probability_png:
+        dialog()
+        return
+    root = QgsProject.instance().layerTreeRoot()
+    for layer, kind in layers:
+        node = root.findLayer(layer.id())
+        node.setItemVisibilityChecked(kind != "change")
+    iface.layerTreeView().collapseAllNodes()
+    iface.mapCanvas().refreshAllLayers()
+
+    def grab_probability():
+        try:
+            iface.mainWindow().grab().save(probability_png)
+            dialog()
+        except Exception:
+            import traceback
+
+            traceback.print_exc()
+            iface.actionExit().trigger()
+
+    QTimer.singleShot(4000, grab_probability)
+
+
+def dialog():
     dialog_png = os.environ.get("GEOBERT_SHOT_DIALOG_PNG")
     if not dialog_png:
         iface.actionExit().trigger()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run geobert change on the example pair and take a screenshot of QGIS (under Xvfb) with the
-# styled results (docs/qgis_change_abudhabi.png) and of the Change detection dialog
+# styled results (docs/qgis_change_abudhabi.png; with the probability layer shown instead of
+# the mask, docs/qgis_change_probability.png) and of the Change detection dialog
 # (docs/qgis_change_dialog.png). Needs qgis, python3-qgis, xvfb (apt) and .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +25,8 @@ PY
 .venv/bin/geobert change examples/abudhabi/imgs_1 examples/abudhabi/imgs_2 -o "$WORK/out" -q
 HOME="$WORK/home" QGIS_PLUGINPATH="$WORK/plugins" GEOBERT_SHOT_DIR="$WORK/out" \
     GEOBERT_SHOT_PNG="$PWD/docs/qgis_change_abudhabi.png" \
+    GEOBERT_SHOT_PROBABILITY_PNG="$PWD/docs/qgis_change_probability.png" \
     GEOBERT_SHOT_DIALOG_PNG="$PWD/docs/qgis_change_dialog.png" GEOBERT_PYTHON="$PWD/.venv/bin/python" \
     xvfb-run -a -s "-screen 0 1400x900x24" timeout 180 \
     /usr/bin/qgis --nologo --noversioncheck --noplugins --code scripts/qgis_screenshot.py
-echo "wrote docs/qgis_change_abudhabi.png and docs/qgis_change_dialog.png"
+echo "wrote docs/qgis_change_abudhabi.png, docs/qgis_change_probability.png and docs/qgis_change_dialog.png"
