@@ -11,6 +11,7 @@ reaches 1: a 0–1 ramp drew it faint everywhere). Plain XML, no QGIS import.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -97,7 +98,8 @@ def palette_qml(entries: Sequence[PaletteEntry], band: int = 1) -> str:
 def ramp_qml(stops: Sequence[RampStop], band: int = 1) -> str:
     """The QML of a pseudocolour renderer over ``band``: colours interpolated between the
     stops (values strictly increasing), a fixed range from the first stop to the last (QGIS does
-    not stretch it to the layer's statistics), and a continuous legend.
+    not stretch it to the layer's statistics), and a legend entry per stop with its label (a
+    continuous legend would show only the two ends).
 
     >>> qml = ramp_qml([RampStop(0.0, "#2b83ba", "0", 0), RampStop(0.5, "#d7191c", "0.5")])
     >>> print(qml.splitlines()[8].strip())
@@ -105,6 +107,8 @@ def ramp_qml(stops: Sequence[RampStop], band: int = 1) -> str:
     """
     if len(stops) < 2:
         raise ValueError("a colour ramp needs at least two stops")
+    if not all(math.isfinite(e.value) for e in stops):
+        raise ValueError(f"ramp stops must be finite numbers: {[e.value for e in stops]}")
     for a, b in itertools.pairwise(stops):
         if not b.value > a.value:
             raise ValueError(f"ramp stops must increase: {a.value!r} then {b.value!r}")
@@ -112,7 +116,7 @@ def ramp_qml(stops: Sequence[RampStop], band: int = 1) -> str:
         _check_colour(stop)
     lo, hi = repr(float(stops[0].value)), repr(float(stops[-1].value))
     rows = "\n".join(
-        f'            <item value="{float(e.value)!r}" color="{e.color.lower()}" '
+        f'          <item value="{float(e.value)!r}" color="{e.color.lower()}" '
         f'alpha="{int(e.alpha)}" label={quoteattr(str(e.label))}/>'
         for e in stops
     )
@@ -127,7 +131,7 @@ def ramp_qml(stops: Sequence[RampStop], band: int = 1) -> str:
         f'        <colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" '
         f'minimumValue="{lo}" maximumValue="{hi}">\n'
         f"{rows}\n"
-        '          <rampLegendSettings useContinuousLegend="1" orientation="2" direction="0"/>\n'
+        '          <rampLegendSettings useContinuousLegend="0" orientation="2" direction="0"/>\n'
         "        </colorrampshader>\n"
         "      </rastershader>\n"
         "    </rasterrenderer>\n"

@@ -38,6 +38,10 @@ class Calibration:
         x, y = np.asarray(self.x, float), np.asarray(self.y, float)
         if x.ndim != 1 or x.shape != y.shape or len(x) < 2:
             raise GeobertError("a calibration needs at least two knots, as many x as y")
+        if not (np.isfinite(x).all() and np.isfinite(y).all()):
+            raise GeobertError("a calibration's knots must be finite numbers")
+        if y[-1] <= 0:
+            raise GeobertError("a calibration's highest value must be above 0")
         if np.any(np.diff(x) <= 0) or np.any(np.diff(y) < 0):
             raise GeobertError("a calibration's x must increase and its y must not decrease")
         if x[0] < 0 or x[-1] > 1 or y[0] < 0 or y[-1] > 1:

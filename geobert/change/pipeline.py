@@ -14,7 +14,8 @@ succeeded:
   the model card holds a calibration (the shipped model's: the rate of labelled change at that
   value on cities held out from training; :mod:`geobert.change.calibration`);
 * ``change_probability.qml`` — its QGIS style: a ramp from 0 (transparent) through the
-  threshold to the highest value the model writes (a calibrated probability stays below 0.5);
+  threshold to the highest value the model writes (the shipped model's calibrated probability
+  stays below 0.47);
 * ``change.tif`` — COG, uint8: 0 no change, 1 change, 255 nodata, with a colour table;
 * ``change.qml`` — its QGIS style (QGIS loads it with the raster: the legend's names);
 * ``change.gpkg`` — one polygon per change region (GeoPackage 1.2): ``area_m2``, ``area_ha``,
@@ -100,11 +101,13 @@ def probability_ramp(threshold: float, top: float) -> list[RampStop]:
 
     >>> [(s.value, s.label) for s in probability_ramp(0.1434, 0.4622)]
     [(0.0, '0'), (0.1434, '0.1434 threshold'), (0.4622, '0.46')]
+    >>> [s.label for s in probability_ramp(0.85, 1.0)]
+    ['0', '0.85 threshold', '1']
     """
     stops = [RampStop(0.0, "#2b83ba", "0", alpha=0)]
     if threshold < top:
         stops.append(RampStop(threshold, "#ffffbf", f"{threshold:g} threshold", alpha=200))
-    return [*stops, RampStop(top, "#d7191c", f"{top:.2f}")]
+    return [*stops, RampStop(top, "#d7191c", f"{round(top, 2):g}")]
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,16 @@ class ChangeTiles:
         return fn
 
 
+def _float32_at_most(value: float) -> np.float32:
+    """The largest float32 at or below ``value``.
+
+    >>> float(_float32_at_most(0.3)) <= 0.3 < float(np.nextafter(_float32_at_most(0.3), 1))
+    True
+    """
+    t32 = np.float32(value)
+    return t32 if float(t32) <= value else np.nextafter(t32, np.float32(-np.inf))
+
+
 class _ChangeWriter:
     """The engine's emit: writes the blended probability (calibrated, with ``calibration``) and,
     thresholded, the change mask (0/1, 255 where the probability is nodata) in the same pass,
@@ -162,7 +175,9 @@ class _ChangeWriter:
     the mask says change, compared in float32 (numpy) or in double (QGIS, GDAL): the map rises
     strictly around the threshold, so only pixels right at it can disagree — float32 rounding,
     and the shown default being rounded to 4 decimals (≤ 3e-5) — and those are moved to the
-    side the mask puts them on."""
+    side the mask puts them on. Without a calibration the mask is the written value above
+    ``threshold`` read as double (as QGIS reads it), not as float32, which differs at the
+    threshold's own float32 value."""
 
     def __init__(
         self,
@@ -181,7 +196,9 @@ class _ChangeWriter:
         # the written value of a changed pixel is above the threshold read as float32 and as
         # double; an unchanged one at or below both
         self.above = np.nextafter(t32, np.float32(1))
-        self.at_most = t32 if float(t32) <= shown else np.nextafter(t32, np.float32(0))
+        self.at_most = _float32_at_most(shown)
+        # float32 x > cut ⟺ x > threshold in double (cut: the largest float32 ≤ threshold)
+        self.cut = _float32_at_most(threshold)
         self.changed = 0
         self.valid = 0
 
@@ -190,11 +207,11 @@ class _ChangeWriter:
             self.probability.write(window, arr)
         else:
             shown = self.calibration.apply(arr)
-            above_raw = arr > self.threshold
+            above_raw = arr > self.cut
             np.maximum(shown, self.above, out=shown, where=above_raw)
             np.minimum(shown, self.at_most, out=shown, where=~above_raw & (shown > self.at_most))
             self.probability.write(window, shown)
-        above = arr > self.threshold  # NaN > t is False: never both above and nodata
+        above = arr > self.cut  # NaN > t is False: never both above and nodata
         nodata = np.isnan(arr)
         change = above.astype(np.uint8)
         change[nodata] = 255
@@ -402,6 +419,8 @@ def detect_change(
                 )
         write_palette_qml(stage / "change.tif", CHANGE_PALETTE)
         top = 1.0 if calibration is None else max(calibration.y)
+        if raw_threshold < 1.0 and threshold >= top:  # changed pixels are written above it
+            top = float(np.nextafter(np.float32(threshold), np.float32(np.inf)))
         write_ramp_qml(stage / "change_probability.tif", probability_ramp(threshold, top))
         layer = polygonize(
             stage / "change.tif",

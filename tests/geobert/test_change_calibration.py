@@ -92,11 +92,44 @@ def test_the_written_probability_is_above_the_threshold_exactly_where_the_mask_s
         writer(Window(0, 0, 64, 64), raw)
         change, written = mask.written[0], prob.written[0]
         assert 0 < (change == 1).sum() < (change == 0).sum() * 3
-        np.testing.assert_array_equal(change == 1, raw > raw_t)
+        np.testing.assert_array_equal(change == 1, raw.astype(np.float64) > raw_t)
         np.testing.assert_array_equal(change == 1, written > shown)  # float32
         np.testing.assert_array_equal(change == 1, written.astype(np.float64) > shown)  # double
         np.testing.assert_array_equal(np.isnan(written), change == 255)
         np.testing.assert_allclose(written, cal.apply(raw), atol=1e-4)  # nudged at the edge only
+
+
+def test_without_a_calibration_the_mask_is_the_written_value_above_the_threshold_in_double() -> (
+    None
+):
+    """A raw probability at the threshold's own float32 value (0.3 → 0.30000001) reads above
+    0.3 in QGIS (double): the mask says change there too, and not just below it."""
+    from geobert.change.pipeline import _ChangeWriter
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.written: list[np.ndarray] = []
+
+        def write(self, window: Window, arr: np.ndarray) -> None:
+            self.written.append(arr.copy())
+
+    t32 = np.float32(0.3)
+    raw = np.array([[[np.nextafter(t32, np.float32(0)), t32, np.nextafter(t32, np.float32(1))]]])
+    prob, mask = Recorder(), Recorder()
+    _ChangeWriter(prob, mask, 0.3)(Window(0, 0, 3, 1), raw)  # type: ignore[arg-type]
+    assert float(t32) > 0.3 and mask.written[0].tolist() == [[[0, 1, 1]]]
+    np.testing.assert_array_equal(prob.written[0], raw)  # written as it came
+    np.testing.assert_array_equal(mask.written[0] == 1, prob.written[0].astype(np.float64) > 0.3)
+
+
+def test_degenerate_calibrations_are_refused() -> None:
+    for x, y, message in (
+        ((0.0, np.nan), (0.0, 0.3), "finite"),
+        ((0.0, 1.0), (0.0, np.inf), "finite"),
+        ((0.0, 1.0), (0.0, 0.0), "above 0"),
+    ):
+        with pytest.raises(GeobertError, match=message):
+            Calibration(x, y)
 
 
 def _without_calibration(dst: Path) -> Path:

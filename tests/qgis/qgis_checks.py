@@ -70,6 +70,20 @@ class Recorder:
         self.feedback.progressChanged.connect(self.values.append)
 
 
+def legend_labels(layer):
+    """The labelled entries the Layers panel shows under the layer (a continuous ramp is one
+    entry without a label of its own: its type name)."""
+    from qgis.core import QgsLayerTreeLayer, QgsRasterSymbolLegendNode, QgsSimpleLegendNode
+    from qgis.PyQt.QtCore import Qt
+
+    nodes = layer.legend().createLayerTreeModelLegendNodes(QgsLayerTreeLayer(layer))
+    return [
+        n.data(Qt.DisplayRole) if isinstance(n, QgsRasterSymbolLegendNode) else type(n).__name__
+        for n in nodes
+        if not isinstance(n, QgsSimpleLegendNode)  # the band's name
+    ]
+
+
 def renderer_info(layer):
     r = layer.renderer()
     info = {"type": r.type()}
@@ -83,6 +97,7 @@ def renderer_info(layer):
         info["ramp"] = [
             [i.value, i.label, i.color.name(), i.color.alpha()] for i in shader.colorRampItemList()
         ]
+        info["legend"] = legend_labels(layer)
     if r.type() == "categorizedSymbol":
         info["categories"] = {c.value(): c.symbol().color().name() for c in r.categories()}
     return info
@@ -135,6 +150,17 @@ def check_change(args):
     result["layers"] = {name: renderer_info(layer) for name, layer in layers.items()}
     # draw the change layer over nothing and read pixel colours
     result["render"] = render(layers, args["png"])
+    # an older geobert's output (no change_probability.qml): the plugin's 0-1 ramp
+    import shutil
+
+    from geobert_qgis.algorithms import apply_style
+
+    older = Path(args["out"]).parent / "older" / "change_probability.tif"
+    older.parent.mkdir()
+    shutil.copy(out["PROBABILITY"], older)
+    layer = QgsRasterLayer(str(older), "older")
+    apply_style(layer, "probability")
+    result["older_probability"] = renderer_info(layer)
     plugin.unload()
     result["unloaded"] = (
         not iface.toolbar

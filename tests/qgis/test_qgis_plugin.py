@@ -145,6 +145,11 @@ def test_change_detection_in_qgis(env: dict[str, Path], tmp_path: Path) -> None:
     assert [item[0] for item in ramp["ramp"]] == pytest.approx([0, summary["threshold"], ceiling])
     assert ramp["range"] == pytest.approx([0, ceiling]) and ramp["ramp"][0][3] == 0
     assert ramp["ramp"][1][1] == f"{summary['threshold']:g} threshold"
+    # the Layers panel shows each stop's label (a continuous legend showed only the two ends)
+    assert ramp["legend"] == ["0", f"{summary['threshold']:g} threshold", f"{ceiling:.2f}"]
+    # outputs of an older geobert (no sidecar) keep the 0-1 ramp
+    older = res["older_probability"]
+    assert older["range"] == [0.0, 1.0] and [i[0] for i in older["ramp"]] == [0.0, 0.5, 1.0]
     assert f"change polygons {dates}" in layers
     # polygons over the mask over the ramp (Processing stacked them the other way round)
     assert res["order"] == [f"change polygons {dates}", f"change {dates}",

@@ -91,6 +91,7 @@ def test_ramp_round_trips_through_an_xml_parser(tmp_path: Path) -> None:
         ([RampStop(0.5, "#000000", "a"), RampStop(0.5, "#ffffff", "b")], "must increase"),
         ([RampStop(0.5, "#000000", "a"), RampStop(0.2, "#ffffff", "b")], "must increase"),
         ([RampStop(0.0, "black", "a"), RampStop(1.0, "#ffffff", "b")], "#rrggbb colour"),
+        ([RampStop(0.0, "#000000", "a"), RampStop(float("nan"), "#ffffff", "b")], "finite"),
     ],
 )
 def test_bad_ramps_are_refused(stops: list[RampStop], message: str) -> None:
