@@ -77,6 +77,7 @@ NETWORKS = {  # name: (arch, init, steps)
     "geobert (bi-temporal MIM, band dropout)": ("changenet", "mim", 700),
     "geobert (bi-temporal MIM relative, band dropout)": ("changenet", "mim", 700),
     "geobert (bi-temporal MIM residual, band dropout)": ("changenet", "mim", 700),
+    "geobert (MIM, band dropout, pixel path)": ("changenet", "mim", 700),
 }
 BAND_DROPOUT = {  # results/change_oscd/bands/PROTOCOL.md
     "geobert (MIM, band dropout)": 0.5,
@@ -85,7 +86,10 @@ BAND_DROPOUT = {  # results/change_oscd/bands/PROTOCOL.md
     "geobert (bi-temporal MIM, band dropout)": 0.5,
     "geobert (bi-temporal MIM relative, band dropout)": 0.5,
     "geobert (bi-temporal MIM residual, band dropout)": 0.5,
+    "geobert (MIM, band dropout, pixel path)": 0.5,
 }
+#: width of the per-pixel difference path (results/change_oscd/pixel/PROTOCOL.md)
+PIXEL_DIM = {"geobert (MIM, band dropout, pixel path)": 16}
 #: methods that start from an encoder other than the shipped one (--encoder), and the steps it
 #: must have (results/pretrain_long/PROTOCOL.md)
 OTHER_ENCODER = {
@@ -107,6 +111,7 @@ SLUG = {
     "geobert (bi-temporal MIM, band dropout)": "bitemporal_banddrop",
     "geobert (bi-temporal MIM relative, band dropout)": "bitemporal_rel_banddrop",
     "geobert (bi-temporal MIM residual, band dropout)": "bitemporal_res_banddrop",
+    "geobert (MIM, band dropout, pixel path)": "mim_banddrop_pixel",
     "CVA + Otsu": "cva",
     "CVA + Otsu (normalised)": "cva_norm",
 }
@@ -226,6 +231,7 @@ def run_fold(
             steps=steps,
             seed=train_seed,
             band_dropout=BAND_DROPOUT.get(method, 0.0),
+            pixel_dim=PIXEL_DIM.get(method, 0),
             train_bf16=native_bf16(),
             decay_all_params=True,  # earlier folds decayed every parameter: keep folds comparable
             select_at=(0.5, 0.75, 1.0),
@@ -481,6 +487,7 @@ def train_final(
         steps=chosen,
         seed=seed,
         band_dropout=BAND_DROPOUT.get(method, 0.0),
+        pixel_dim=PIXEL_DIM.get(method, 0),
         train_bf16=native_bf16(),
         decay_all_params=True,  # the recipe its folds chose its step and threshold with
         threshold=round(threshold, 2),

@@ -659,7 +659,9 @@ def test_train_change_defaults_are_the_shipped_recipe() -> None:
     opts = {a.dest: a.default for a in sub.choices["train-change"]._actions}
     cfg = ChangeTrainConfig()
     assert opts["steps"] == cfg.steps and opts["band_dropout"] == cfg.band_dropout
+    assert opts["pixel_path"] == cfg.pixel_dim == 0  # no pixel path, as shipped
     shipped = read_card(pretrained_encoder_path("changenet_s_oscd")).training["config"]
+    assert shipped.get("pixel_dim", 0) == 0
     for field in ("steps", "band_dropout", "ema_decay", "lr", "encoder_lr_scale", "batch_size",
                   "window_px", "radiometric_norm", "radiometric_aug", "pos_fraction",
                   "max_pos_weight", "warmup_steps", "init", "arch"):  # fmt: skip

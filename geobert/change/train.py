@@ -125,6 +125,9 @@ class ChangeTrainConfig(FineTuneConfig):
     #: the shipped model's: within a point of 13 bands on all ten cities, and it runs on L2A
     #: and 4-band stacks (results/change_oscd/bands)
     band_dropout: float = 0.5
+    #: width of the per-pixel path of the two dates' spectral difference (0: none; the shipped
+    #: recipe has none; results/change_oscd/pixel/)
+    pixel_dim: int = 0
     pos_fraction: float = 0.5
     max_pos_weight: float = 20.0
     #: normalise the second date onto the first (training, validation and, through the card,
@@ -148,6 +151,11 @@ class ChangeTrainConfig(FineTuneConfig):
             raise GeobertError(f"radiometric_aug {self.radiometric_aug} must lie in [0, 1]")
         if not self.select_at or any(not 0 < f <= 1 for f in self.select_at):
             raise GeobertError(f"select_at {self.select_at} must hold fractions in (0, 1]")
+        if self.pixel_dim < 0 or (self.pixel_dim and self.arch != "changenet"):
+            raise GeobertError(
+                f"pixel_dim {self.pixel_dim}: the pixel path is a width ≥ 0 of the geobert "
+                "change network (arch='changenet')"
+            )
 
     def select_steps(self) -> list[int]:
         """The steps at which the weights are validated (always including the last)."""
@@ -414,8 +422,14 @@ def _build(
         _, enc_card = start_encoder(encoder_ckpt, "mim")
         return FCSiamDiffNet(len(enc_card.bands)), {"encoder_name": "resnet34"}, enc_card
     encoder, enc_card = start_encoder(encoder_ckpt, cfg.init)
-    config = {"encoder": enc_card.arch, "encoder_config": enc_card.arch_config, "decoder_dim": 64}
-    return ChangeNet(encoder), config, enc_card
+    config: dict[str, Any] = {
+        "encoder": enc_card.arch,
+        "encoder_config": enc_card.arch_config,
+        "decoder_dim": 64,
+    }
+    if cfg.pixel_dim:
+        config["pixel_dim"] = cfg.pixel_dim
+    return ChangeNet(encoder, pixel_dim=cfg.pixel_dim), config, enc_card
 
 
 def _encoder_of(model: ChangeNet | FCSiamDiffNet) -> torch.nn.Module:

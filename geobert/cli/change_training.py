@@ -55,6 +55,14 @@ def add_train_change(sub: Subparsers) -> None:
     p.add_argument("--steps", type=int, default=700, help="optimiser steps (default: %(default)s)")
     add_band_dropout_option(p, 0.5)
     p.add_argument(
+        "--pixel-path",
+        type=int,
+        default=0,
+        metavar="N",
+        help="width of a per-pixel path of the two dates' spectral difference joining the head "
+        "at full resolution (e.g. 16); 0: none, as the shipped model (default: %(default)s)",
+    )
+    p.add_argument(
         "--select-at",
         nargs="+",
         type=float,
@@ -100,6 +108,7 @@ def run_train_change(args: argparse.Namespace) -> int:
         arch=args.arch,
         steps=args.steps,
         band_dropout=args.band_dropout,
+        pixel_dim=args.pixel_path,
         seed=args.seed,
         select_at=tuple(args.select_at),
         radiometric_norm=not args.no_radiometric_norm,

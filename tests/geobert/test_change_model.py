@@ -36,6 +36,47 @@ def test_changenet_shapes_any_band_count() -> None:
         assert out.shape == (2, 1, 64, 96)
 
 
+def test_the_pixel_path_answers_at_the_changed_pixel() -> None:
+    """One pixel of the later date changed: with the pixel path the change logit moves most at
+    that very pixel (the encoder's context reaches the head at stride 4, upsampled)."""
+    for seed in range(3):
+        torch.manual_seed(seed)
+        enc = create_model("geobert_s", bands=[f"b{i}" for i in range(4)])
+        model = ChangeNet(enc, pixel_dim=16).eval()  # type: ignore[arg-type]
+        before = torch.randn(1, 4, 64, 64)
+        after = before.clone()
+        after[0, :, 20, 30] += 3.0
+        with torch.no_grad():
+            moved = (model(before, after) - model(before, before.clone())).abs()[0, 0]
+        assert divmod(int(moved.argmax()), 64) == (20, 30)
+        assert moved[20, 30] > 10 * moved[20, 31]
+    with pytest.raises(ValueError, match="pixel_dim"):
+        ChangeNet(enc, pixel_dim=-1)  # type: ignore[arg-type]
+    with pytest.raises(GeobertError, match="pixel path"):
+        ChangeTrainConfig(arch="fcsiamdiff", init="scratch", pixel_dim=16)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_a_model_with_the_pixel_path_trains_and_round_trips(
+    tmp_path: Path, oscd_before: Path
+) -> None:
+    """The card records the pixel path; the loaded model has it and predicts the same."""
+    torch.set_num_threads(2)
+    root = _oscd_tree(tmp_path, oscd_before.parent)
+    [city] = list_cities(root, labelled_only=True)
+    arrays = load_city(city, read_card(pretrained_encoder_path()))
+    cfg = ChangeTrainConfig(
+        window_px=64, batch_size=4, steps=4, band_dropout=0.0, warmup_steps=1, pixel_dim=16,
+        train_cities=("beirut",), val_cities=("beirut",),
+    )  # fmt: skip
+    model, card = train_change([arrays], [arrays], pretrained_encoder_path(), cfg)
+    assert card.arch_config["pixel_dim"] == 16 and card.training["config"]["pixel_dim"] == 16
+    loaded, _ = load_checkpoint(save_checkpoint(model, card, tmp_path / "pixel.safetensors"))
+    assert isinstance(loaded, ChangeNet) and loaded.pixel is not None
+    np.testing.assert_array_equal(predict_city(model, arrays), predict_city(loaded, arrays))
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_tiny_training_run_improves_f1_and_round_trips(tmp_path: Path, oscd_before: Path) -> None:
