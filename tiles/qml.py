@@ -81,17 +81,12 @@ def palette_qml(entries: Sequence[PaletteEntry], band: int = 1) -> str:
         f'alpha="{int(e.alpha)}" label={quoteattr(str(e.label))}/>'
         for e in entries
     )
-    return (
-        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
-        '<qgis version="3.22" styleCategories="Symbology">\n'
-        "  <pipe>\n"
+    return _document(
         f'    <rasterrenderer type="paletted" band="{band}" opacity="1" alphaBand="-1">\n'
         "      <colorPalette>\n"
         f"{rows}\n"
         "      </colorPalette>\n"
         "    </rasterrenderer>\n"
-        "  </pipe>\n"
-        "</qgis>\n"
     )
 
 
@@ -120,10 +115,7 @@ def ramp_qml(stops: Sequence[RampStop], band: int = 1) -> str:
         f'alpha="{int(e.alpha)}" label={quoteattr(str(e.label))}/>'
         for e in stops
     )
-    return (
-        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
-        '<qgis version="3.22" styleCategories="Symbology">\n'
-        "  <pipe>\n"
+    return _document(
         f'    <rasterrenderer type="singlebandpseudocolor" band="{band}" opacity="1" '
         f'alphaBand="-1" classificationMin="{lo}" classificationMax="{hi}">\n'
         "      <minMaxOrigin><limits>None</limits></minMaxOrigin>\n"
@@ -135,24 +127,36 @@ def ramp_qml(stops: Sequence[RampStop], band: int = 1) -> str:
         "        </colorrampshader>\n"
         "      </rastershader>\n"
         "    </rasterrenderer>\n"
+    )
+
+
+def _document(renderer: str) -> str:
+    """A QML style document holding one raster renderer's XML."""
+    return (
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+        '<qgis version="3.22" styleCategories="Symbology">\n'
+        "  <pipe>\n"
+        f"{renderer}"
         "  </pipe>\n"
         "</qgis>\n"
     )
+
+
+def _write_sidecar(raster: str | os.PathLike[str], qml: str) -> Path:
+    path = Path(raster).with_suffix(".qml")
+    path.write_text(qml, encoding="utf-8")
+    return path
 
 
 def write_ramp_qml(
     raster: str | os.PathLike[str], stops: Sequence[RampStop], band: int = 1
 ) -> Path:
     """Write ``raster``'s sidecar colour-ramp style (same name, ``.qml``); returns its path."""
-    path = Path(raster).with_suffix(".qml")
-    path.write_text(ramp_qml(stops, band), encoding="utf-8")
-    return path
+    return _write_sidecar(raster, ramp_qml(stops, band))
 
 
 def write_palette_qml(
     raster: str | os.PathLike[str], entries: Sequence[PaletteEntry], band: int = 1
 ) -> Path:
     """Write ``raster``'s sidecar style (same name, ``.qml``); returns its path."""
-    path = Path(raster).with_suffix(".qml")
-    path.write_text(palette_qml(entries, band), encoding="utf-8")
-    return path
+    return _write_sidecar(raster, palette_qml(entries, band))

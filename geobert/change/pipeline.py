@@ -189,7 +189,6 @@ class _ChangeWriter:
     ) -> None:
         self.probability = probability
         self.mask = mask
-        self.threshold = threshold
         self.calibration = calibration
         shown = float(threshold if shown_threshold is None else shown_threshold)
         t32 = np.float32(shown)

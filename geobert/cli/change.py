@@ -92,9 +92,8 @@ def add_change(sub: Subparsers) -> None:
         help="change probability above which a pixel is change, between 0 and 1, on the "
         "probability written to change_probability.tif (calibrated for the shipped model: the "
         "rate of labelled change at that value on cities held out from training); default: the "
-        "model's "
-        "own, chosen on its protocol's validation cities (`geobert info MODEL` shows it); lower "
-        "flags more change, higher less",
+        "model's own, chosen on its protocol's validation cities (`geobert info MODEL` shows "
+        "it); lower flags more change, higher less",
     )
     p.add_argument(
         "--adapt-steps",

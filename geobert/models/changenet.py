@@ -49,7 +49,6 @@ class ChangeNet(nn.Module):
         if pixel_dim < 0:
             raise ValueError(f"pixel_dim {pixel_dim} must be 0 (no pixel path) or more")
         self.encoder = encoder
-        self.pixel_dim = pixel_dim
         self.fuse = nn.ModuleList(conv_bn(3 * c, decoder_dim, 1) for c in encoder.feature_channels)
         self.smooth = nn.ModuleList(
             conv_bn(decoder_dim, decoder_dim, 3) for _ in encoder.feature_channels

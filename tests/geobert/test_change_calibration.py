@@ -65,6 +65,16 @@ def test_raw_threshold_inverts_the_map() -> None:
     assert Calibration.from_dict(cal.as_dict()) == cal
 
 
+class _Recorder:
+    """A stand-in for a RasterWriter: keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.written: list[np.ndarray] = []
+
+    def write(self, window: Window, arr: np.ndarray) -> None:
+        self.written.append(arr.copy())
+
+
 def test_the_written_probability_is_above_the_threshold_exactly_where_the_mask_says_change() -> (
     None
 ):
@@ -73,13 +83,6 @@ def test_the_written_probability_is_above_the_threshold_exactly_where_the_mask_s
     threshold included."""
     from geobert.change.pipeline import _ChangeWriter
 
-    class Recorder:
-        def __init__(self) -> None:
-            self.written: list[np.ndarray] = []
-
-        def write(self, window: Window, arr: np.ndarray) -> None:
-            self.written.append(arr.copy())
-
     cal = Calibration((0.0, 0.5, 1.0), (0.0, 0.1, 0.6))
     rng = np.random.default_rng(1)
     # the model's own threshold (shown rounded to 4 decimals) and a user's 0.1, which float32
@@ -87,7 +90,7 @@ def test_the_written_probability_is_above_the_threshold_exactly_where_the_mask_s
     for raw_t, shown in ((0.85, round(float(cal.apply(0.85)), 4)), (cal.raw_threshold(0.1), 0.1)):
         raw = (raw_t + rng.normal(0, 1e-6, (1, 64, 64))).astype(np.float32)
         raw[0, 0, :4] = [raw_t, np.nextafter(np.float32(raw_t), np.float32(1)), 0.2, np.nan]
-        prob, mask = Recorder(), Recorder()
+        prob, mask = _Recorder(), _Recorder()
         writer = _ChangeWriter(prob, mask, raw_t, cal, shown)  # type: ignore[arg-type]
         writer(Window(0, 0, 64, 64), raw)
         change, written = mask.written[0], prob.written[0]
@@ -106,16 +109,9 @@ def test_without_a_calibration_the_mask_is_the_written_value_above_the_threshold
     0.3 in QGIS (double): the mask says change there too, and not just below it."""
     from geobert.change.pipeline import _ChangeWriter
 
-    class Recorder:
-        def __init__(self) -> None:
-            self.written: list[np.ndarray] = []
-
-        def write(self, window: Window, arr: np.ndarray) -> None:
-            self.written.append(arr.copy())
-
     t32 = np.float32(0.3)
     raw = np.array([[[np.nextafter(t32, np.float32(0)), t32, np.nextafter(t32, np.float32(1))]]])
-    prob, mask = Recorder(), Recorder()
+    prob, mask = _Recorder(), _Recorder()
     _ChangeWriter(prob, mask, 0.3)(Window(0, 0, 3, 1), raw)  # type: ignore[arg-type]
     assert float(t32) > 0.3 and mask.written[0].tolist() == [[[0, 1, 1]]]
     np.testing.assert_array_equal(prob.written[0], raw)  # written as it came
