@@ -78,6 +78,13 @@ RECIPES = {
     "geobert (MIM + scene, pixel path, band dropout, seed 1)": LandCoverTrainConfig(
         **{**BASE.__dict__, "pixel_dim": 32, "band_dropout": 0.5, "seed": 1}
     ),
+    # the same with the adapted encoder frozen (results/landcover_bb/scene_frozen/PROTOCOL.md)
+    "geobert (MIM + scene frozen, pixel path, band dropout)": LandCoverTrainConfig(
+        **{**BASE.__dict__, "pixel_dim": 32, "band_dropout": 0.5, "freeze_encoder": True}
+    ),
+    "geobert (MIM + scene frozen, pixel path, band dropout, seed 1)": LandCoverTrainConfig(
+        **{**BASE.__dict__, "pixel_dim": 32, "band_dropout": 0.5, "freeze_encoder": True, "seed": 1}
+    ),
     "geobert (scratch)": LandCoverTrainConfig(**{**BASE.__dict__, "init": "scratch"}),
     "geobert (scratch, pixel path)": LandCoverTrainConfig(
         **{**BASE.__dict__, "init": "scratch", "pixel_dim": 32}
@@ -93,12 +100,15 @@ OTHER_ENCODER = {
     "geobert (MIM 12k, pixel path, band dropout, seed 1)": LONG,
     "geobert (MIM + scene, pixel path, band dropout)": SCENE,
     "geobert (MIM + scene, pixel path, band dropout, seed 1)": SCENE,
+    "geobert (MIM + scene frozen, pixel path, band dropout)": SCENE,
+    "geobert (MIM + scene frozen, pixel path, band dropout, seed 1)": SCENE,
 }
 #: recipes that measure something (the seed-to-seed spread) and are never shipped
 NOT_FOR_SHIPPING = (
     "geobert (MIM, pixel path, band dropout, seed 1)",
     "geobert (MIM 12k, pixel path, band dropout, seed 1)",
     "geobert (MIM + scene, pixel path, band dropout, seed 1)",
+    "geobert (MIM + scene frozen, pixel path, band dropout, seed 1)",
 )
 #: averages of methods' hold-out probabilities, scored from the saved predictions (nothing is
 #: trained). The 12k ones are reported, never decided on (results/pretrain_long/PROTOCOL.md);
@@ -123,6 +133,10 @@ ENSEMBLES = {
     "geobert (MIM + scene, pixel path, band dropout, seeds 0+1)": (
         "geobert (MIM + scene, pixel path, band dropout)",
         "geobert (MIM + scene, pixel path, band dropout, seed 1)",
+    ),
+    "geobert (MIM + scene frozen, pixel path, band dropout, seeds 0+1)": (
+        "geobert (MIM + scene frozen, pixel path, band dropout)",
+        "geobert (MIM + scene frozen, pixel path, band dropout, seed 1)",
     ),
     "geobert (MIM + scene, pixel path, band dropout) + random forest": (
         "geobert (MIM + scene, pixel path, band dropout)",
