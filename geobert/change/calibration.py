@@ -19,7 +19,15 @@ import numpy as np
 
 from geobert.errors import GeobertError
 
-__all__ = ["Calibration", "brier_score", "calibration_error", "fit_calibration"]
+__all__ = [
+    "Calibration",
+    "ChangeThreshold",
+    "brier_score",
+    "calibration_error",
+    "change_threshold",
+    "fit_calibration",
+    "float32_at_most",
+]
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,59 @@ class Calibration:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Calibration:
         return cls(tuple(float(v) for v in d["x"]), tuple(float(v) for v in d["y"]))
+
+
+def float32_at_most(value: float) -> np.float32:
+    """The largest float32 at or below ``value``: float32 ``x > float32_at_most(t)`` exactly
+    when ``x > t`` read as double (as QGIS and GDAL read the written probability).
+
+    >>> float(float32_at_most(0.3)) <= 0.3 < float(np.nextafter(float32_at_most(0.3), 1))
+    True
+    """
+    t32 = np.float32(value)
+    return t32 if float(t32) <= value else np.nextafter(t32, np.float32(-np.inf))
+
+
+@dataclass(frozen=True)
+class ChangeThreshold:
+    """A change model's threshold on the two scales it is read on."""
+
+    #: on the probability ``geobert change`` writes (calibrated, or raw without a calibration):
+    #: what ``--threshold`` reads and the QGIS ramp breaks at
+    shown: float
+    #: the network's raw probability the mask is cut at (−1: every valid pixel, 1: none)
+    network: float
+    #: the model's own threshold on the written probability (``shown`` when none is given)
+    model: float
+
+
+def change_threshold(
+    network_threshold: float, calibration: Calibration | None, threshold: float | None = None
+) -> ChangeThreshold:
+    """Resolve a threshold on the written probability (``None``: the model's own) into the raw
+    cut of the mask, given the model's raw threshold and its calibration. The model's own
+    threshold is shown rounded to 4 decimals and cuts exactly where the model chose; any other
+    cuts where the calibrated probability rises above it.
+
+    >>> cal = Calibration((0.0, 0.5, 1.0), (0.0, 0.1, 0.6))
+    >>> change_threshold(0.75, cal)
+    ChangeThreshold(shown=0.35, network=0.75, model=0.35)
+    >>> change_threshold(0.75, cal, 0.05).network, change_threshold(0.75, None, 0.3).network
+    (0.25, 0.3)
+    """
+    model = (
+        network_threshold
+        if calibration is None
+        else round(float(calibration.apply(np.array([network_threshold]))[0]), 4)
+    )
+    shown = model if threshold is None else float(threshold)
+    if calibration is None:
+        network = shown
+    elif shown == model:
+        network = network_threshold  # the model's own: exactly the mask it was chosen for
+    else:
+        network = calibration.raw_threshold(shown)
+    return ChangeThreshold(shown, network, model)
 
 
 def _weighted_bins(

@@ -10,6 +10,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from geobert.change.calibration import ChangeThreshold, change_threshold, float32_at_most
 from geobert.change.cva import cva_magnitude, otsu_threshold
 from geobert.change.metrics import ChangeScores, pooled, scores, to_markdown
 from geobert.change.oscd import list_cities
@@ -89,13 +90,16 @@ def evaluate_change(
         if leaked:
             raise GeobertError(f"{name} was trained or tuned on evaluation cities {sorted(leaked)}")
     card0 = models[0][1]
-    thresholds = {n: float(m[1].training["threshold"]) for n, m in zip(names, models, strict=True)}
+    thresholds = {
+        n: change_threshold(float(c.training["threshold"]), c.calibration)
+        for n, (_, c) in zip(names, models, strict=True)
+    }
     if threshold_cities is not None:
         tune = [load_city(by_name[c], card0) for c in threshold_cities]
         for (model, card), name in zip(models, names, strict=True):
             seen = [_as_model_sees(c, card) for c in tune]
             probs = [predict_city(cast(ChangeModel, model), c, precision=precision) for c in seen]
-            thresholds[name] = best_threshold(probs, seen)[0]
+            thresholds[name] = _as_given(best_threshold(probs, seen)[0], card)
         del tune
     results: dict[str, dict[str, ChangeScores]] = {"CVA + Otsu": {}}
     for name in names:
@@ -106,7 +110,9 @@ def evaluate_change(
         for (model, card), name in zip(models, names, strict=True):
             as_seen = _as_model_sees(city, card)
             prob = predict_city(cast(ChangeModel, model), as_seen, precision=precision)
-            results[name][city_name] = scores(prob > thresholds[name], city.label, city.valid)
+            # compared as `geobert change` cuts its mask (in double)
+            cut = float32_at_most(thresholds[name].network)
+            results[name][city_name] = scores(prob > cut, city.label, city.valid)
     summary = {
         "cities": list(cities),
         "methods": {
@@ -116,12 +122,52 @@ def evaluate_change(
             }
             for m, per in results.items()
         },
-        "thresholds": thresholds,
+        "thresholds": {n: t.shown for n, t in thresholds.items()},
+        "network_thresholds": {n: t.network for n, t in thresholds.items()},
+        "probability": {
+            n: "raw" if c.calibration is None else "calibrated"
+            for n, (_, c) in zip(names, models, strict=True)
+        },
         "precision": precision,
         "thresholds_chosen_on": (
             list(threshold_cities) if threshold_cities is not None else "each model's validation"
         ),
     }
     (out_dir / "change_eval.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out_dir / "change_eval.md").write_text(to_markdown(results))
+    (out_dir / "change_eval.md").write_text(
+        to_markdown(results) + "\n" + _threshold_lines(summary) + "\n"
+    )
     return summary
+
+
+def _as_given(network: float, card: ModelCard) -> ChangeThreshold:
+    """A raw threshold chosen on some cities, as a user passes it to ``geobert change
+    --threshold`` — on the written probability, 4 decimals for a calibrated one — and the cut
+    that gives: where the calibration is flat around ``network``, the mask a user gets from the
+    rounded value, not the raw one, is what is scored."""
+    cal = card.calibration
+    if cal is None:
+        return change_threshold(network, None)
+    shown = round(float(cal.apply(np.array([network]))[0]), 4)
+    return change_threshold(float(card.training["threshold"]), cal, shown)
+
+
+def _threshold_lines(summary: dict[str, Any]) -> str:
+    """The thresholds scored, as ``geobert change --threshold`` takes them."""
+    lines = [
+        f"Thresholds (chosen on {summary['thresholds_chosen_on']}), on the probability "
+        "`geobert change` writes — what its `--threshold` reads:",
+        "",
+    ]
+    for name, shown in summary["thresholds"].items():
+        network = summary["network_thresholds"][name]
+        kind = summary["probability"][name]
+        lines.append(
+            f"- {name}: {shown:g}"
+            + (
+                f" (calibrated; the network's raw probability {network:g})"
+                if kind == "calibrated"
+                else ""
+            )
+        )
+    return "\n".join(lines)

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geobert._staging import input_paths, staged_outputs
+from geobert.change.calibration import change_threshold, float32_at_most
 from geobert.change.radiometry import (
     RadiometricFit,
     fit_radiometric,
@@ -155,16 +156,6 @@ class ChangeTiles:
         return fn
 
 
-def _float32_at_most(value: float) -> np.float32:
-    """The largest float32 at or below ``value``.
-
-    >>> float(_float32_at_most(0.3)) <= 0.3 < float(np.nextafter(_float32_at_most(0.3), 1))
-    True
-    """
-    t32 = np.float32(value)
-    return t32 if float(t32) <= value else np.nextafter(t32, np.float32(-np.inf))
-
-
 class _ChangeWriter:
     """The engine's emit: writes the blended probability (calibrated, with ``calibration``) and,
     thresholded, the change mask (0/1, 255 where the probability is nodata) in the same pass,
@@ -195,9 +186,9 @@ class _ChangeWriter:
         # the written value of a changed pixel is above the threshold read as float32 and as
         # double; an unchanged one at or below both
         self.above = np.nextafter(t32, np.float32(1))
-        self.at_most = _float32_at_most(shown)
+        self.at_most = float32_at_most(shown)
         # float32 x > cut ⟺ x > threshold in double (cut: the largest float32 ≤ threshold)
-        self.cut = _float32_at_most(threshold)
+        self.cut = float32_at_most(threshold)
         self.changed = 0
         self.valid = 0
 
@@ -306,20 +297,8 @@ def detect_change(
     indices = tuple(card.band_indices(pair.before.band_names, fill=fill_missing))
     config = card.engine_config(config)
     calibration = card.calibration
-    network_threshold = float(card.training["threshold"])
-    model_threshold = (
-        network_threshold
-        if calibration is None
-        else round(float(calibration.apply(np.array([network_threshold]))[0]), 4)
-    )
-    if threshold is None:
-        threshold = model_threshold
-    if calibration is None:
-        raw_threshold = threshold
-    elif threshold == model_threshold:
-        raw_threshold = network_threshold  # the model's own: exactly the mask it was chosen for
-    else:
-        raw_threshold = calibration.raw_threshold(threshold)
+    resolved = change_threshold(float(card.training["threshold"]), calibration, threshold)
+    threshold, raw_threshold, model_threshold = resolved.shown, resolved.network, resolved.model
     precision = resolve_precision(precision, validated_bf16=card.bf16_validated)
     notes: list[str] = missing_band_note(card, indices) + precision_note(precision) + cloud_notes
     if calibration is not None and threshold != model_threshold:

@@ -180,5 +180,11 @@ def run_evaluate_change(args: argparse.Namespace) -> int:
         precision=args.precision,
     )
     for method, res in summary["methods"].items():
-        print(f"{method:>24}: pooled F1 {res['pooled']['f1']:.3f}  IoU {res['pooled']['iou']:.3f}")
+        line = f"{method:>24}: pooled F1 {res['pooled']['f1']:.3f}  IoU {res['pooled']['iou']:.3f}"
+        if method in summary["thresholds"]:
+            # the value `geobert change --threshold` takes for the same mask
+            line += f"  threshold {summary['thresholds'][method]:g}"
+            if summary["probability"][method] == "calibrated":
+                line += f" (calibrated; network {summary['network_thresholds'][method]:g})"
+        print(line)
     return 0

@@ -193,8 +193,9 @@ class ModelCard:
             out["threshold"] = t["threshold"]
             cal = self.calibration
             if cal is not None:
-                shown = float(cal.apply(np.array([t["threshold"]]))[0])
-                out["threshold"] = round(shown, 4)
+                from geobert.change.calibration import change_threshold
+
+                out["threshold"] = change_threshold(float(t["threshold"]), cal).shown
                 cities = t["calibration"].get("cities", "held-out")
                 out["probability"] = (
                     f"calibrated on held-out maps of {cities} cities (leave-cities-out models); "

@@ -285,3 +285,56 @@ def test_model_file_travels_to_workers_with_its_bytes(tmp_path: Path) -> None:
     broken = pickle.loads(pickle.dumps(ModelFile(str(tmp_path / "junk.safetensors"))))
     with pytest.raises(GeobertError, match=r"junk\.safetensors is not a geobert model file"):
         broken.load()
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_evaluation_reports_thresholds_as_change_takes_them(
+    tmp_path: Path, oscd_before: Path
+) -> None:
+    """A calibrated model (the shipped one's weights and calibration, its card saying it never
+    saw beirut): evaluate-change reports the threshold on the probability `geobert change`
+    writes (what its --threshold reads) beside the network's raw cut, and scores the mask that
+    threshold gives — the card's own, and one chosen on other cities — computed here from the
+    raw map."""
+    from geobert.change.calibration import change_threshold
+    from geobert.change.evaluate import evaluate_change
+    from geobert.models.checkpoint import replace_card
+
+    root = _oscd_tree(tmp_path, oscd_before.parent)
+    shutil.copytree(root / "images" / "beirut", root / "images" / "twin")
+    (root / "labels" / "twin").mkdir()
+    shutil.copy(
+        root / "labels" / "beirut" / "beirut-cm.tif", root / "labels" / "twin" / "twin-cm.tif"
+    )
+    path = tmp_path / "cal.safetensors"
+    path.write_bytes(pretrained_encoder_path("changenet_s_oscd").read_bytes())
+    card = read_card(path)
+    config = {**card.training["config"], "train_cities": ["paris"], "val_cities": ["bordeaux"]}
+    replace_card(path, replace(card, training={**card.training, "config": config}))
+    cal = read_card(path).calibration
+    assert cal is not None and read_card(path).training["radiometric_normalization"]
+    model = load_checkpoint(path)[0]
+    arrays = load_city(list_cities(root, labelled_only=True)[0], read_card(path))
+    prob = predict_city(model, arrays.normalized()).astype(np.float64)  # as the card says
+
+    own = evaluate_change(root, [path], ["beirut"], tmp_path, ["m"])
+    shown = own["thresholds"]["m"]
+    assert own["probability"] == {"m": "calibrated"} and own["network_thresholds"] == {"m": 0.85}
+    assert shown == read_card(path).describe()["threshold"] == change_threshold(0.85, cal).shown
+    assert 0 < shown < 0.5  # a calibrated value, not the raw 0.85
+    expected = scores(prob > 0.85, arrays.label, arrays.valid)
+    assert own["methods"]["m"]["pooled"]["f1"] == pytest.approx(expected.f1)
+    assert (
+        f"- m: {shown:g} (calibrated; the network's raw probability 0.85)"
+        in (tmp_path / "change_eval.md").read_text()
+    )
+
+    crossed = evaluate_change(root, [path], ["beirut"], tmp_path, ["m"], threshold_cities=["twin"])
+    chosen, network = crossed["thresholds"]["m"], crossed["network_thresholds"]["m"]
+    # what `geobert change --threshold chosen` cuts at, and the F1 of that mask
+    assert network == change_threshold(0.85, cal, chosen).network
+    assert round(chosen, 4) == chosen and chosen < network
+    expected = scores(prob > network, arrays.label, arrays.valid)
+    assert crossed["methods"]["m"]["pooled"]["f1"] == pytest.approx(expected.f1)
+    raw_best = best_threshold([prob.astype(np.float32)], [arrays.normalized()])[0]
+    assert chosen == round(float(cal.apply(np.array([raw_best]))[0]), 4)
