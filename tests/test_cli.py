@@ -571,6 +571,23 @@ def test_train_precision_defaults_to_what_this_cpu_does_best(
             assert "--train-precision auto" in err[0]
 
 
+def test_pretrain_on_a_gpu_trains_at_the_precision_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA, --train-precision is read for the GPU: auto is bf16 where the GPU supports it,
+    fp32 is fp32 (it used to run bf16 whatever was asked), bf16 is bf16 — and the CPU's units do
+    not enter into it."""
+    import torch
+
+    import geobert.models.precision as precision
+    from geobert.cli.options import train_bf16
+
+    monkeypatch.setattr(precision, "native_bf16", lambda: False)
+    for supported in (True, False):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda s=supported: s)
+        for asked, expected in (("auto", supported), ("fp32", False), ("bf16", True)):
+            args = argparse.Namespace(train_precision=asked)
+            assert train_bf16(args, "pretrain", cuda=True) is expected, (asked, supported)
+
+
 def test_train_landcover_defaults_are_the_recipes() -> None:
     """The CLI spells defaults out (no torch import for --help): they must be the config's."""
     from geobert.cli import build_parser

@@ -118,6 +118,8 @@ def add_pretrain(sub: Subparsers) -> None:
 def run_pretrain(args: argparse.Namespace) -> int:
     """Run :func:`geobert.training.pretrain.pretrain` on :func:`add_pretrain`'s arguments;
     returns the exit status."""
+    import torch
+
     from geobert.training.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig(
@@ -134,7 +136,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         mask_ratio=args.mask_ratio,
         seed=args.seed,
         time_budget_s=None if args.time_budget is None else args.time_budget * 60,
-        train_bf16=train_bf16(args, "pretrain"),
+        train_bf16=train_bf16(args, "pretrain", cuda=torch.cuda.is_available()),
         checkpoint_every=args.checkpoint_every,
     )
     bar, on_step = step_bar("pretrain", cfg.steps, args.quiet, lines=args.progress_lines)

@@ -124,13 +124,19 @@ def add_train_precision_option(
     )
 
 
-def train_bf16(args: argparse.Namespace, command: str) -> bool:
-    """Whether ``--train-precision`` resolves to bfloat16 steps on this CPU; a line on stderr
-    when bf16 was asked for where it runs emulated (slower, not faster)."""
+def train_bf16(args: argparse.Namespace, command: str, *, cuda: bool = False) -> bool:
+    """Whether ``--train-precision`` resolves to bfloat16 steps on the device the command trains
+    on — this CPU, or a CUDA GPU with ``cuda`` (``auto``: bf16 where the GPU supports it) —; a
+    line on stderr when bf16 was asked for where it runs emulated (slower, not faster)."""
     import sys
 
     from geobert.models.precision import precision_note, resolve_precision
 
+    if cuda:
+        import torch
+
+        asked = args.train_precision or "auto"
+        return asked == "bf16" or (asked == "auto" and torch.cuda.is_bf16_supported())
     resolved = resolve_precision(args.train_precision or "auto")
     for note in precision_note(resolved, option="--train-precision"):
         print(f"{command}: warning: {note}", file=sys.stderr)

@@ -73,7 +73,7 @@ def why_not_adapt(
 
 def adaptation_record(card: ModelCard) -> dict[str, Any]:
     """What a land-cover model card records of the adapted encoder whose card this is: its
-    SimMIM steps, rate, windows, seed and whether every step ran in bf16 (always on CUDA)."""
+    SimMIM steps, rate, windows, seed and whether every step ran in bf16."""
     training, cfg = card.training, card.training["config"]
     return {
         "steps": int(training["steps_done"]),

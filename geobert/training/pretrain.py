@@ -11,8 +11,8 @@ normalisation are kept).
 
 Recipe: AdamW (weight decay as timm: none on norms, biases, the mask token and the
 relative-position tables), linear warm-up then cosine decay, gradient accumulation to an effective
-batch larger than memory allows, bf16 autocast on CUDA and, with ``train_bf16``, on CPU (worth it
-only on CPUs with bf16 units: ``bench/bench_pretrain.py`` measures both side by side); the steps
+batch larger than memory allows, bf16 autocast with ``train_bf16``, on CUDA or on the CPU (worth it
+on a CPU only with bf16 units: ``bench/bench_pretrain.py`` measures both side by side); the steps
 run in :func:`geobert.training.loop.train_steps`. The scenes are read whole into memory once
 where they fit (``scenes_in_memory``; the same windows as reads of the files, 3.7× the steps on
 2 cores with bf16). Windows
@@ -103,7 +103,8 @@ class PretrainConfig(WarmupCosineSchedule):
     seed: int = 0
     stats_windows: int = 64
     checkpoint_every: int = 50
-    #: bf16 autocast in the CPU training steps (always on CUDA); weights stay float32
+    #: bf16 autocast in the training steps, on the CPU or on CUDA (the CLI's ``--train-precision
+    #: auto`` turns it on where the device has bf16 units); weights stay float32
     train_bf16: bool = False
     #: read the scenes whole into memory once if together they fit in a quarter of the RAM (the
     #: same windows and values; reading windows from the files otherwise bounds the steps)
@@ -250,7 +251,7 @@ def pretrain(
     readers = in_memory(opened) if cfg.scenes_in_memory else opened
     session = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "bf16_steps": device.type == "cuda" or cfg.train_bf16,
+        "bf16_steps": cfg.train_bf16,
         "scenes_in_memory": any(isinstance(r, InMemoryScene) for r in readers),
     }
     sampler = WindowSampler(readers, cfg.window_px, min_valid=cfg.min_valid)
@@ -428,7 +429,7 @@ def pretrain(
             lr_at=cfg.lr_at,
             start=step,
             accum_steps=cfg.accum_steps,
-            bf16=device.type == "cuda" or cfg.train_bf16,
+            bf16=cfg.train_bf16,
             ema=None,
             on_step=after_step,
             checkpoint_at={*range(cfg.checkpoint_every, cfg.steps + 1, cfg.checkpoint_every)}
