@@ -6,7 +6,7 @@
 #   bash scripts/landcover_scene_mim.sh [SHARED_DATA]
 #
 # 1. Adapts the shipped encoder to the Brandenburg scene (1 000 SimMIM steps, no labels; bf16
-#    steps where this CPU has bf16 units), once: runs/landcover_scene_mim/.
+#    steps where the device has bf16 units), once: runs/landcover_scene_mim/.
 #    Its SHA-256 goes to results/landcover_bb/scene_mim/encoder.sha256; later runs check it.
 # 2. The shipped land-cover recipe from it, seeds 0 and 1, on the five strips (resumes per strip).
 set -euo pipefail
@@ -15,9 +15,6 @@ DATA=${1:-../shared/data}
 OUT=runs/landcover_scene_mim
 CKPT="$OUT/geobert_s_mim_bb.safetensors"
 STEPS=$(cd scripts && ../.venv/bin/python -c "from protocol_encoder import SCENE; print(SCENE.steps)")
-BF16=()
-if .venv/bin/python -c "import sys; from geobert.models.precision import native_bf16
-sys.exit(0 if native_bf16() else 1)"; then BF16=(--train-bf16); fi
 mkdir -p "$OUT"
 DONE=$(.venv/bin/python scripts/steps_done.py "$CKPT")
 if [ "$DONE" -lt "$STEPS" ]; then
@@ -26,7 +23,7 @@ if [ "$DONE" -lt "$STEPS" ]; then
     .venv/bin/geobert pretrain --init geobert/weights/geobert_s_mim.safetensors \
         --data "$DATA/landcover_brandenburg" --out "$CKPT" --steps "$STEPS" --batch-size 16 \
         --accum 2 --window 128 --lr 4e-4 --warmup 50 --seed 0 \
-        ${RESUME[@]+"${RESUME[@]}"} ${BF16[@]+"${BF16[@]}"}
+        --train-precision auto ${RESUME[@]+"${RESUME[@]}"}
 fi
 # every strip must come from the same encoder: its hash is recorded with the results at the
 # first run, and a rebuilt one (runs/ lost; bf16 rounds differently on another CPU) must match

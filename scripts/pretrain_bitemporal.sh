@@ -14,7 +14,7 @@
 # 1. Starts from the shipped SimMIM encoder (geobert/weights/geobert_s_mim.safetensors; the
 #    protocol's amendment 1) and continues the 1 500-step bi-temporal run in
 #    runs/pretrain_bitemporal/ for at most MINUTES (default 600) on the 8 OSCD pairs without
-#    labels, bf16 steps where this CPU has bf16 units.
+#    labels, bf16 steps where the device (this CPU, or a CUDA GPU) has bf16 units.
 # 2. Once all its steps are done: the held-out pairs' reconstruction (evaluate-mim, beside the
 #    checkpoint), then the change folds of the shipped recipe from that encoder (resumes per
 #    fold; results under results/change_oscd/loco/).
@@ -45,11 +45,6 @@ done_steps() {
 }
 CKPT="$OUT/geobert_s_bt.safetensors"
 mkdir -p "$OUT"
-PRECISION=$(.venv/bin/python -c \
-    "from geobert.models.precision import native_bf16; print('bf16' if native_bf16() else 'fp32')")
-BF16=()
-if [ "$PRECISION" = bf16 ]; then BF16=(--train-bf16); fi
-echo "bi-temporal pretraining steps in $PRECISION on this CPU" >&2
 PAIRS=()
 for city in brasilia chongqing dubai lasvegas milano montpellier rio saclay_w; do
     PAIRS+=("$DATA/oscd/images/$city")
@@ -57,7 +52,7 @@ done
 .venv/bin/geobert pretrain --objective bitemporal --head "$HEAD" --init "$INIT" \
     --data "${PAIRS[@]}" \
     --out "$CKPT" --steps "$STEPS" --batch-size 16 --accum 2 --window 128 --lr 4e-4 \
-    --warmup 100 --seed 0 --time-budget "$MINUTES" --resume ${BF16[@]+"${BF16[@]}"}
+    --warmup 100 --seed 0 --time-budget "$MINUTES" --resume --train-precision auto
 DONE=$(done_steps "$CKPT")
 if [ "$DONE" -lt "$STEPS" ]; then
     echo "bi-temporal pretraining at step $DONE of $STEPS: rerun to continue" >&2

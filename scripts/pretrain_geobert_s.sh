@@ -9,8 +9,9 @@
 # (both dates). Seed 0. The run stops after MINUTES (default 45) or STEPS (default 1500, the
 # shipped encoder's schedule), whichever is first; rerun the same command to continue (--resume:
 # the schedule is the one of STEPS, so a long run spans sessions). PRECISION: fp32 (default, as
-# the shipped encoder) or bf16 (bf16 autocast steps: only on CPUs with bf16 units, see
-# bench/results_pretrain.md). OUT defaults to runs/pretrain_geobert_s.
+# the shipped encoder), bf16 (bf16 autocast steps: worth it only with bf16 units, see
+# bench/results_pretrain.md) or auto (bf16 where the CPU — or the CUDA GPU the run uses — has
+# them). OUT defaults to runs/pretrain_geobert_s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
@@ -19,9 +20,8 @@ STEPS=${3:-1500}
 OUT=${4:-runs/pretrain_geobert_s}
 PRECISION=${5:-fp32}
 case "$PRECISION" in
-    fp32) BF16=() ;;
-    bf16) BF16=(--train-bf16) ;;
-    *) echo "PRECISION must be fp32 or bf16, not '$PRECISION'" >&2; exit 2 ;;
+    fp32|bf16|auto) ;;
+    *) echo "PRECISION must be fp32, bf16 or auto, not '$PRECISION'" >&2; exit 2 ;;
 esac
 mkdir -p "$OUT"
 HOLDOUT=(norcia valencia)
@@ -32,6 +32,6 @@ for city in "$DATA"/oscd/images/*/; do
 done
 .venv/bin/geobert pretrain --data "${TRAIN[@]}" "$DATA/sentinel2_scene" "$DATA/landcover_brandenburg" \
     --out "$OUT/geobert_s_mim.safetensors" --steps "$STEPS" --batch-size 16 --accum 2 --window 128 \
-    --lr 8e-4 --warmup 50 --seed 0 --time-budget "$MINUTES" --resume ${BF16[@]+"${BF16[@]}"}
+    --lr 8e-4 --warmup 50 --seed 0 --time-budget "$MINUTES" --resume --train-precision "$PRECISION"
 .venv/bin/geobert evaluate-mim "$OUT/geobert_s_mim.safetensors" \
     --holdout "$DATA/oscd/images/norcia" "$DATA/oscd/images/valencia" -o "$OUT"

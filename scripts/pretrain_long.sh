@@ -5,7 +5,7 @@
 #   bash scripts/pretrain_long.sh [SHARED_DATA] [MINUTES]
 #
 # 1. Continues the 12 000-step SimMIM run in runs/pretrain_long/ for at most MINUTES (default
-#    600), bf16 steps where this CPU has bf16 units (fp32 otherwise), then scores the held-out
+#    600), bf16 steps where the device has bf16 units (fp32 otherwise), then scores the held-out
 #    reconstruction (evaluate-mim, written beside the checkpoint).
 # 2. Once all 12 000 steps are done: the change folds and the land-cover strips (two seeds) of
 #    the shipped recipes from that encoder (both resume per fold / strip; results under results/).
@@ -16,10 +16,8 @@ MINUTES=${2:-600}
 STEPS=$(cd scripts && ../.venv/bin/python -c "from protocol_encoder import LONG_STEPS; print(LONG_STEPS)")
 OUT=runs/pretrain_long
 CKPT="$OUT/geobert_s_mim.safetensors"
-PRECISION=$(.venv/bin/python -c \
-    "from geobert.models.precision import native_bf16; print('bf16' if native_bf16() else 'fp32')")
-echo "pretraining steps in $PRECISION on this CPU" >&2
-bash scripts/pretrain_geobert_s.sh "$DATA" "$MINUTES" "$STEPS" "$OUT" "$PRECISION"
+# bf16 steps where the device (this CPU, or a CUDA GPU) has bf16 units, fp32 elsewhere
+bash scripts/pretrain_geobert_s.sh "$DATA" "$MINUTES" "$STEPS" "$OUT" auto
 DONE=$(.venv/bin/python scripts/steps_done.py "$CKPT")
 if [ "$DONE" -lt "$STEPS" ]; then
     echo "pretraining at step $DONE of $STEPS: rerun this command to continue" >&2

@@ -572,20 +572,32 @@ def test_train_precision_defaults_to_what_this_cpu_does_best(
 
 
 def test_pretrain_on_a_gpu_trains_at_the_precision_asked(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On CUDA, --train-precision is read for the GPU: auto is bf16 where the GPU supports it,
-    fp32 is fp32 (it used to run bf16 whatever was asked), bf16 is bf16 — and the CPU's units do
-    not enter into it."""
+    """On CUDA, --train-precision is read for the GPU: auto is bf16 where the GPU has native
+    bf16, fp32 is fp32 (pretrain used to run bf16 whatever was asked), bf16 is bf16 — and the
+    CPU's units do not enter into it; the same for train-landcover's scene adaptation."""
     import torch
 
     import geobert.models.precision as precision
+    from geobert.cli.landcover_training import adapt_config
     from geobert.cli.options import train_bf16
 
-    monkeypatch.setattr(precision, "native_bf16", lambda: False)
-    for supported in (True, False):
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda s=supported: s)
-        for asked, expected in (("auto", supported), ("fp32", False), ("bf16", True)):
+    monkeypatch.setattr(precision, "native_bf16", lambda: True)  # the CPU's: not asked here
+    for native in (True, False):
+        # emulated bf16 (torch's default answer counts it) is not what auto picks
+        monkeypatch.setattr(
+            torch.cuda,
+            "is_bf16_supported",
+            lambda including_emulation=True, n=native: n or including_emulation,
+        )
+        for asked, expected in (("auto", native), ("fp32", False), ("bf16", True)):
             args = argparse.Namespace(train_precision=asked)
-            assert train_bf16(args, "pretrain", cuda=True) is expected, (asked, supported)
+            assert train_bf16(args, "pretrain", cuda=True) is expected, (asked, native)
+            # train-landcover's scene adaptation runs its SimMIM steps on the GPU too
+            args = argparse.Namespace(train_precision=asked, init="mim", adapt_steps=None)
+            monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+            assert adapt_config(args, seed=0, train_bf16=True).train_bf16 is expected
+            monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+            assert adapt_config(args, seed=0, train_bf16=True).train_bf16 is True  # the CPU's
 
 
 def test_train_landcover_defaults_are_the_recipes() -> None:

@@ -14,7 +14,13 @@ from geobert.change.calibration import ChangeThreshold, change_threshold, float3
 from geobert.change.cva import cva_magnitude, otsu_threshold
 from geobert.change.metrics import ChangeScores, pooled, scores, to_markdown
 from geobert.change.oscd import list_cities
-from geobert.change.train import CityArrays, best_threshold, load_city, predict_city
+from geobert.change.train import (
+    THRESHOLD_GRID,
+    CityArrays,
+    best_threshold,
+    load_city,
+    predict_city,
+)
 from geobert.errors import GeobertError
 from geobert.models.card import ModelCard
 from geobert.models.changenet import ChangeModel
@@ -58,12 +64,18 @@ def evaluate_change(
     """Write ``change_eval.json`` and ``change_eval.md`` with per-city and pooled scores.
 
     Each model is thresholded at the value stored in its card (chosen on its validation cities),
-    or, with ``threshold_cities``, at the best pooled F1 on those cities. The latter lets the
+    or, with ``threshold_cities``, at the best pooled F1 on those cities — for a calibrated
+    model, among the values a user can give ``geobert change --threshold`` (the calibrated
+    probability, 4 decimals), each scored as the mask it gives there. The latter lets the
     validation cities be evaluated too (cross-fitting): the models never trained on them, and the
     threshold then comes from other cities. Evaluation cities may never overlap a model's training
     cities or the cities its threshold is chosen on. ``precision="bf16"`` runs the networks
     under bfloat16 autocast (to check what it costs in accuracy); ``"auto"`` as in
     :func:`geobert.models.precision.resolve_precision`.
+
+    The summary's ``thresholds`` are on the probability ``geobert change`` writes (what its
+    ``--threshold`` reads), ``network_thresholds`` the raw cuts they give, ``probability``
+    whether each model's is ``calibrated`` or ``raw``.
     """
     out_dir = Path(out_dir)
     by_name = {c.name: c for c in list_cities(oscd_root, labelled_only=True)}
@@ -99,7 +111,7 @@ def evaluate_change(
         for (model, card), name in zip(models, names, strict=True):
             seen = [_as_model_sees(c, card) for c in tune]
             probs = [predict_city(cast(ChangeModel, model), c, precision=precision) for c in seen]
-            thresholds[name] = _as_given(best_threshold(probs, seen)[0], card)
+            thresholds[name] = _best_as_given(probs, seen, card)
         del tune
     results: dict[str, dict[str, ChangeScores]] = {"CVA + Otsu": {}}
     for name in names:
@@ -141,15 +153,38 @@ def evaluate_change(
 
 
 def _as_given(network: float, card: ModelCard) -> ChangeThreshold:
-    """A raw threshold chosen on some cities, as a user passes it to ``geobert change
-    --threshold`` — on the written probability, 4 decimals for a calibrated one — and the cut
-    that gives: where the calibration is flat around ``network``, the mask a user gets from the
-    rounded value, not the raw one, is what is scored."""
+    """A raw threshold as a user passes it to ``geobert change --threshold`` — on the written
+    probability, 4 decimals for a calibrated one — and the cut that value gives, which is not
+    ``network`` itself: rounding, and the calibration's flat stretches, move it."""
     cal = card.calibration
     if cal is None:
         return change_threshold(network, None)
     shown = round(float(cal.apply(np.array([network]))[0]), 4)
     return change_threshold(float(card.training["threshold"]), cal, shown)
+
+
+def _best_as_given(
+    probs: Sequence[np.ndarray], cities: Sequence[CityArrays], card: ModelCard
+) -> ChangeThreshold:
+    """The threshold with the best pooled F1 on ``cities`` among :data:`THRESHOLD_GRID`'s raw
+    values, each taken as a user gives it (:func:`_as_given`) and cut as ``geobert change``
+    cuts; the first best wins. For a model without a calibration this is :func:`best_threshold`
+    (a grid value may repeat once rounded: a calibration's top knot can lie below 0.99)."""
+    if card.calibration is None:
+        return change_threshold(best_threshold(probs, cities)[0], None)
+    best: tuple[ChangeThreshold, float] | None = None
+    for t in THRESHOLD_GRID:
+        given = _as_given(float(t), card)
+        if not 0 < given.shown < 1:  # not a value `geobert change --threshold` takes
+            continue
+        cut = float32_at_most(given.network)
+        f1 = pooled(
+            {c.name: scores(p > cut, c.label, c.valid) for p, c in zip(probs, cities, strict=True)}
+        ).f1
+        if best is None or f1 > best[1]:
+            best = (given, f1)
+    assert best is not None
+    return best[0]
 
 
 def _threshold_lines(summary: dict[str, Any]) -> str:

@@ -279,6 +279,10 @@ def predict_city(
     return prob
 
 
+#: the raw thresholds :func:`best_threshold` tries, in order (the first best wins)
+THRESHOLD_GRID = (*np.round(np.arange(0.05, 0.96, 0.05), 2), 0.96, 0.97, 0.98, 0.99)
+
+
 def best_threshold(
     probs: Sequence[np.ndarray], cities: Sequence[CityArrays]
 ) -> tuple[float, ChangeScores]:
@@ -286,8 +290,7 @@ def best_threshold(
     ``cities`` (validation only). The fine top end matters: a positive class weight of 20 makes
     confident networks whose best threshold lies above 0.95."""
     best: tuple[float, ChangeScores] | None = None
-    grid = [*np.round(np.arange(0.05, 0.96, 0.05), 2), 0.96, 0.97, 0.98, 0.99]
-    for t in grid:
+    for t in THRESHOLD_GRID:
         s = pooled(
             {c.name: scores(p > t, c.label, c.valid) for p, c in zip(probs, cities, strict=True)}
         )

@@ -24,6 +24,7 @@ from geobert.cli.options import (
     add_split_options,
     add_train_precision_option,
     crossvalidation_options,
+    gpu_train_bf16,
     train_bf16,
 )
 from geobert.errors import GeobertError
@@ -237,7 +238,9 @@ def add_adapt_steps_option(p: argparse.ArgumentParser, crossvalidation: bool = F
 
 def adapt_config(args: argparse.Namespace, *, seed: int, train_bf16: bool) -> SceneAdaptConfig:
     """The scene adaptation ``--adapt-steps`` asks for (the default number with ``--init mim``,
-    none from scratch), with the run's seed and precision.
+    none from scratch), with the run's seed and precision: ``train_bf16``, the fine-tuning's on
+    this CPU — or, where a CUDA GPU runs the adaptation's SimMIM steps, ``--train-precision``
+    read for that GPU.
 
     Raises:
         GeobertError: ``--adapt-steps`` given above 0 with ``--init scratch`` (random weights
@@ -252,6 +255,10 @@ def adapt_config(args: argparse.Namespace, *, seed: int, train_bf16: bool) -> Sc
         steps = 0
     else:
         steps = ADAPT_STEPS if args.adapt_steps is None else args.adapt_steps
+    import torch
+
+    if steps and torch.cuda.is_available():  # pretrain() runs there
+        train_bf16 = gpu_train_bf16(args)
     return SceneAdaptConfig(steps=steps, seed=seed, train_bf16=train_bf16)
 
 

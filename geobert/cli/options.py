@@ -111,8 +111,9 @@ def add_train_precision_option(
         help=("cross-validation: " if crossvalidation else "")
         + "arithmetic of the training steps: auto (default: bfloat16 autocast where the CPU "
         "has bf16 matrix units, e.g. AMD Zen 4, Intel Sapphire Rapids, 1.2-1.7x faster in "
-        "bench/, as the protocols in results/ trained there; else fp32), fp32, or bf16 "
-        "(emulated, several times slower, on CPUs without bf16 units); weights stay float32",
+        "bench/, as the protocols in results/ trained there — or, for SimMIM steps run on a "
+        "CUDA GPU, where the GPU has them; else fp32), fp32, or bf16 (emulated, several times "
+        "slower, on CPUs without bf16 units); weights stay float32",
     )
     p.add_argument(
         "--train-bf16",
@@ -133,14 +134,22 @@ def train_bf16(args: argparse.Namespace, command: str, *, cuda: bool = False) ->
     from geobert.models.precision import precision_note, resolve_precision
 
     if cuda:
-        import torch
-
-        asked = args.train_precision or "auto"
-        return asked == "bf16" or (asked == "auto" and torch.cuda.is_bf16_supported())
+        return gpu_train_bf16(args)
     resolved = resolve_precision(args.train_precision or "auto")
     for note in precision_note(resolved, option="--train-precision"):
         print(f"{command}: warning: {note}", file=sys.stderr)
     return resolved == "bf16"
+
+
+def gpu_train_bf16(args: argparse.Namespace) -> bool:
+    """Whether ``--train-precision`` resolves to bfloat16 steps on this machine's CUDA GPU:
+    ``auto`` where the GPU has native bf16 (not emulated: Ampere and later), ``bf16`` always."""
+    import torch
+
+    asked = args.train_precision or "auto"
+    return asked == "bf16" or (
+        asked == "auto" and torch.cuda.is_bf16_supported(including_emulation=False)
+    )
 
 
 def add_band_dropout_option(p: argparse.ArgumentParser, default: float) -> None:
