@@ -197,6 +197,10 @@ CASES: dict[str, tuple[Case, str]] = {
         lambda d, o: ["train-landcover", "--image", BB, "--labels", d / "bowtie.gpkg",
                       "--class-field", "fclass", "-o", o / "m.safetensors"],
         "1 of 57 polygons"),
+    "train: a frozen random encoder": (
+        lambda d, o: ["train-landcover", "--image", BB, "--labels", BB / "landuse.gpkg",
+                      "--class-field", "fclass", "-o", o / "m.safetensors", "--init", "scratch",
+                      "--freeze-encoder"], "use --no-freeze-encoder or --init mim"),
     "batch: broken manifest": (lambda d, o: ["batch", d / "manifest.json", "-o", o],
                                "is not valid JSON"),
     "classify: a FIFO as input": (

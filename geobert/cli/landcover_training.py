@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 #: ``--adapt-steps``' default
 ADAPT_STEPS = SceneAdaptConfig.steps
+#: ``--freeze-encoder``'s default: the recipe's (``LandCoverTrainConfig.freeze_encoder``; a test
+#: holds the two together, as the CLI must not import torch for ``--help``)
+FREEZE_ENCODER = False
 
 
 def add_train_landcover(sub: Subparsers) -> None:
@@ -116,6 +119,15 @@ def add_train_landcover(sub: Subparsers) -> None:
         "class logits; the context term dropped), so the map leans less on context learnt from "
         "a few polygons; needs --pixel-path; 0: none (default: %(default)s)",
     )
+    p.add_argument(
+        "--freeze-encoder",
+        action=argparse.BooleanOptionalAction,
+        default=FREEZE_ENCODER,
+        help="train only the decoder, the pixel path and the head on the encoder as it comes "
+        "(adapted to the scene, with --adapt-steps): measured over five spatially disjoint "
+        "strips in results/landcover_bb/scene_frozen/; not with --init scratch "
+        "(default: %(default)s)",
+    )
     add_train_precision_option(p)
     add_seed_option(p)
     add_overwrite_option(p, "replace an existing MODEL")
@@ -158,6 +170,7 @@ def run_train_landcover(args: argparse.Namespace) -> int:
         pixel_dim=args.pixel_path,
         band_dropout=args.band_dropout,
         context_dropout=args.context_dropout,
+        freeze_encoder=args.freeze_encoder,
         train_bf16=bf16,
     )
     data = prepare_landcover(

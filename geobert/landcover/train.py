@@ -115,6 +115,11 @@ class LandCoverTrainConfig(FineTuneConfig):
             raise GeobertError(
                 "context dropout needs the pixel path: set pixel_dim (--pixel-path), e.g. 32"
             )
+        if self.freeze_encoder and self.init == "scratch":
+            raise GeobertError(
+                "a frozen encoder (--freeze-encoder) keeps its starting weights, but a scratch "
+                "start (--init scratch) is random: use --no-freeze-encoder or --init mim"
+            )
         if self.validate_every < 1:
             raise GeobertError(f"validate every {self.validate_every} steps: must be at least 1")
         if self.split == "strips" and not 0 <= self.strip < self.strips:
