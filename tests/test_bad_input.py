@@ -201,6 +201,8 @@ CASES: dict[str, tuple[Case, str]] = {
         lambda d, o: ["train-landcover", "--image", BB, "--labels", BB / "landuse.gpkg",
                       "--class-field", "fclass", "-o", o / "m.safetensors", "--init", "scratch",
                       "--freeze-encoder"], "use --no-freeze-encoder or --init mim"),
+    "info: neither a scene nor a model": (
+        lambda d, o: ["info", d / "changenet"], "a shipped model's name (change, landcover"),
     "batch: broken manifest": (lambda d, o: ["batch", d / "manifest.json", "-o", o],
                                "is not valid JSON"),
     "classify: a FIFO as input": (
@@ -255,7 +257,7 @@ def test_bad_input(case: str, inputs: Path, tmp_path: Path) -> None:
     watched = [inputs, BB]
     before = [tree_checksums(p) for p in watched]
     argv = [str(a) for a in args(inputs, out)]
-    if argv[0] != "batch":
+    if argv[0] not in ("batch", "info"):  # the commands with a progress bar
         argv.append("-q")  # no progress bar: stderr holds only what went wrong
     proc = subprocess.run([*GEOBERT, *argv], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, (proc.returncode, proc.stderr)

@@ -794,3 +794,24 @@ def test_a_swallowed_ctrl_c_is_delivered_again(sigint: str) -> None:
         "redeliver_swallowed_interrupts(); redeliver_swallowed_interrupts()", "pass")],
         capture_output=True, text=True, timeout=60)  # fmt: skip
     assert plain.stdout.strip() == "ran on" and "KeyboardInterrupt" in plain.stderr
+
+
+def test_model_options_take_the_shipped_models_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """-m change / -m landcover are the shipped files (as `geobert info` names them); a file of
+    that name in the working folder is the user's and wins; a path passes through."""
+    from geobert.cli import build_parser
+    from geobert.weights import pretrained_encoder_path
+
+    parser = build_parser()
+    args = parser.parse_args(["change", "A", "B", "-o", "out", "-m", "change"])
+    assert args.model == str(pretrained_encoder_path("changenet_s_oscd"))
+    args = parser.parse_args(["classify", "A", "-o", "out", "-m", "landcover"])
+    assert args.model == str(pretrained_encoder_path("landcover_s_bb"))
+    assert parser.parse_args(["classify", "A", "-o", "o", "-m", "my.safetensors"]).model == (
+        "my.safetensors"
+    )
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "change").write_bytes(b"")
+    assert parser.parse_args(["change", "A", "B", "-o", "o", "-m", "change"]).model == "change"

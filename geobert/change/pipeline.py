@@ -720,6 +720,9 @@ def _quicklook(
     overlay = after_rgb.copy()
     overlay[change == 1] = 0.4 * overlay[change == 1] + 0.6 * np.array([0.9, 0.1, 0.1])
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4), dpi=100)
+    # fixed margins with room for two-line titles (the date, the masked share): tight and
+    # constrained layouts let a square scene's titles run over the top edge
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.86, wspace=0.04)
     titles = []
     for name, d in zip(("before", "after"), dates, strict=True):
         t = name + (f" {d.date}" if d else "")
@@ -732,6 +735,5 @@ def _quicklook(
         ax.imshow(img)
         ax.set_title(title)
         ax.set_axis_off()
-    fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)

@@ -38,7 +38,7 @@ from geobert.errors import Cancelled, GeobertError
 
 __all__ = ["COMMANDS", "SHIPPED_MODELS", "build_parser", "main"]
 
-SHIPPED_MODELS = info.SHIPPED_MODELS
+SHIPPED_MODELS = options.SHIPPED_MODELS
 _engine_config = options.engine_config  # the name tests and older callers import
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

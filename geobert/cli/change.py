@@ -17,6 +17,7 @@ from geobert.cli.options import (
     add_precision_option,
     add_quiet_option,
     mapping_options,
+    model_argument,
 )
 
 if TYPE_CHECKING:
@@ -59,7 +60,11 @@ def add_change(sub: Subparsers) -> None:
     p.add_argument("after", metavar="AFTER", help="the later date of the same place")
     add_outdir_option(p)
     p.add_argument(
-        "-m", "--model", default=None, help="change checkpoint (default: shipped OSCD model)"
+        "-m",
+        "--model",
+        type=model_argument,
+        default=None,
+        help="change checkpoint, or 'change' (default: the shipped OSCD model)",
     )
     add_polygon_options(
         p,

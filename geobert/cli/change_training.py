@@ -148,10 +148,23 @@ def add_evaluate_change(sub: Subparsers) -> None:
         sub,
         "evaluate-change",
         help="precision, recall, F1 and IoU of change models and CVA on OSCD cities",
+        description="Score change models on labelled OSCD cities they were neither trained nor "
+        "tuned on, beside the CVA + Otsu baseline (always included): per city and pooled, in "
+        "OUTDIR/change_eval.md and change_eval.json. Each model is cut at its own threshold, "
+        "or at one chosen on --threshold-cities; thresholds are reported as `geobert change "
+        "--threshold` takes them (on the calibrated probability for a calibrated model, such "
+        "as the shipped one, with the network's raw cut beside it).",
     )
-    p.add_argument("--data", required=True, metavar="OSCD")
-    p.add_argument("--models", nargs="+", required=True, metavar="CKPT")
-    p.add_argument("--names", nargs="+", default=None)
+    p.add_argument("--data", required=True, metavar="OSCD", help="OSCD root (images/, labels/)")
+    p.add_argument(
+        "--models", nargs="+", required=True, metavar="CKPT", help="change checkpoints to score"
+    )
+    p.add_argument(
+        "--names",
+        nargs="+",
+        default=None,
+        help="the models' names in the tables, one per model (default: the file names)",
+    )
     p.add_argument("--cities", nargs="+", required=True, help="evaluation cities")
     p.add_argument(
         "--threshold-cities",

@@ -17,6 +17,7 @@ from geobert.cli.options import (
     add_precision_option,
     add_quiet_option,
     mapping_options,
+    model_argument,
 )
 
 if TYPE_CHECKING:
@@ -41,7 +42,11 @@ def add_classify(sub: Subparsers) -> None:
     )
     add_outdir_option(p)
     p.add_argument(
-        "-m", "--model", default=None, help="land-cover checkpoint (default: shipped model)"
+        "-m",
+        "--model",
+        type=model_argument,
+        default=None,
+        help="land-cover checkpoint, or 'landcover' (default: the shipped model)",
     )
     p.add_argument(
         "--mode",

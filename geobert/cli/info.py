@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geobert.cli.options import add_command
+from geobert.cli.options import SHIPPED_MODELS, add_command
+from geobert.errors import GeobertError
 
 if TYPE_CHECKING:
     from geobert.cli.options import Subparsers
-
-SHIPPED_MODELS = {
-    "change": "changenet_s_oscd",
-    "landcover": "landcover_s_bb",
-    "encoder": "geobert_s_mim",
-}
-"""Names ``geobert info`` accepts for the shipped models (files in :mod:`geobert.weights`)."""
 
 
 def add_info(sub: Subparsers) -> None:
@@ -42,6 +37,12 @@ def run_info(args: argparse.Namespace) -> int:
     """Print what :func:`add_info`'s arguments describe; returns the exit status."""
     if args.scene in SHIPPED_MODELS or str(args.scene).endswith(".safetensors"):
         _print_info(_model_info(args.scene), args.json)
+    elif not Path(args.scene).exists() and "://" not in str(args.scene):
+        raise GeobertError(
+            f"{args.scene} does not exist; pass a scene (raster file, folder of band files, "
+            "Sentinel-2 .SAFE/.zip, STAC item .json), a model file (.safetensors) or a shipped "
+            f"model's name ({', '.join(SHIPPED_MODELS)})"
+        )
     else:
         _print_info(_scene_info(args.scene), args.json)
     return 0

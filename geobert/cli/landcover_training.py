@@ -124,8 +124,9 @@ def add_train_landcover(sub: Subparsers) -> None:
         action=argparse.BooleanOptionalAction,
         default=FREEZE_ENCODER,
         help="train only the decoder, the pixel path and the head on the encoder as it comes "
-        "(adapted to the scene, with --adapt-steps): measured over five spatially disjoint "
-        "strips in results/landcover_bb/scene_frozen/; not with --init scratch "
+        "(adapted to the scene, with --adapt-steps): ~25%% faster, but over five spatially "
+        "disjoint strips it scored macro-F1 0.335 against 0.364 fine-tuning the encoder (one "
+        "seed, results/landcover_bb/scene_frozen/); not with --init scratch "
         "(default: %(default)s)",
     )
     add_train_precision_option(p)

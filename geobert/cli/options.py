@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geobert.errors import GeobertError
@@ -109,11 +110,12 @@ def add_train_precision_option(
         choices=("fp32", "bf16", "auto"),
         default=default,
         help=("cross-validation: " if crossvalidation else "")
-        + "arithmetic of the training steps: auto (default: bfloat16 autocast where the CPU "
-        "has bf16 matrix units, e.g. AMD Zen 4, Intel Sapphire Rapids, 1.2-1.7x faster in "
-        "bench/, as the protocols in results/ trained there — or, for SimMIM steps run on a "
-        "CUDA GPU, where the GPU has them; else fp32), fp32, or bf16 (emulated, several times "
-        "slower, on CPUs without bf16 units); weights stay float32",
+        + "arithmetic of the training steps; weights stay float32. auto (default): bfloat16 "
+        "autocast where the device has bf16 units — a CPU such as AMD Zen 4 or Intel Sapphire "
+        "Rapids (1.2-1.7x faster in bench/; the protocols in results/ trained so), or a CUDA "
+        "GPU from Ampere on, which runs pretrain's and the scene adaptation's SimMIM steps "
+        "when present (fine-tuning runs on the CPU) — else fp32. fp32, or bf16 (emulated and "
+        "several times slower on CPUs without bf16 units)",
     )
     p.add_argument(
         "--train-bf16",
@@ -150,6 +152,24 @@ def gpu_train_bf16(args: argparse.Namespace) -> bool:
     return asked == "bf16" or (
         asked == "auto" and torch.cuda.is_bf16_supported(including_emulation=False)
     )
+
+
+SHIPPED_MODELS = {
+    "change": "changenet_s_oscd",
+    "landcover": "landcover_s_bb",
+    "encoder": "geobert_s_mim",
+}
+"""Names the commands accept for the shipped models (files in :mod:`geobert.weights`)."""
+
+
+def model_argument(text: str) -> str:
+    """``-m/--model``: a checkpoint file, or a shipped model's name (``change``, ``landcover``)
+    where no file of that name exists."""
+    if text in SHIPPED_MODELS and not Path(text).exists():
+        from geobert.weights import pretrained_encoder_path
+
+        return str(pretrained_encoder_path(SHIPPED_MODELS[text]))
+    return text
 
 
 def add_band_dropout_option(p: argparse.ArgumentParser, default: float) -> None:

@@ -238,3 +238,37 @@ def test_replace_card_keeps_the_weights(tmp_path: Path) -> None:
         "junk.safetensors",
         "m.safetensors",
     ]
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_the_quicklook_titles_stay_inside_the_picture(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two-line titles (the date, the masked share) are drawn inside the figure, not cut at
+    its top edge."""
+    import matplotlib.figure
+
+    from geobert.change.pipeline import _quicklook
+    from tiles.dates import acquisition_date
+
+    profile = {"driver": "GTiff", "width": 64, "height": 64, "count": 1, "dtype": "uint8"}
+    with rasterio.open(tmp_path / "change.tif", "w", **profile) as ds:
+        ds.write(np.zeros((1, 64, 64), np.uint8))
+    seen = []
+    save = matplotlib.figure.Figure.savefig
+
+    def savefig(fig: matplotlib.figure.Figure, *args: object, **kw: object) -> None:
+        save(fig, *args, **kw)  # type: ignore[arg-type]
+        renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+        seen.extend((fig.bbox, ax.title.get_window_extent(renderer)) for ax in fig.axes)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    date = acquisition_date(EXAMPLE / "imgs_1")
+    assert date is not None
+    for h, w in ((64, 64), (64, 16), (16, 64)):  # square, tall and wide scenes
+        sample = np.random.default_rng(0).random((6, h, w)).astype(np.float32)
+        _quicklook(sample, tmp_path / "change.tif", tmp_path / "q.png", (date, date),
+                   {"before": 0.2, "after": 0.1})  # fmt: skip
+    assert len(seen) == 9
+    for fig_box, title in seen:
+        assert title.height > 0 and fig_box.y0 <= title.y0 and title.y1 <= fig_box.y1, title
