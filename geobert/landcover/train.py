@@ -96,6 +96,12 @@ class LandCoverTrainConfig(FineTuneConfig):
     #: share of windows trained without the context term: the pixel path's own class logits
     #: (added to the joint ones) classify them from the spectrum alone (needs ``pixel_dim``)
     context_dropout: float = 0.0
+    #: where training windows are centred: ``class`` — a class drawn uniformly, then one of its
+    #: training pixels; ``spread`` — a class, then one of the ``spread_px`` squares holding its
+    #: training pixels, then a pixel in it, so a class's windows spread over every place it
+    #: was labelled instead of following its largest polygons
+    window_sampling: Literal["class", "spread"] = "class"
+    spread_px: int = 64
     #: Share of the training blocks used to pick the best step (0: train on all, keep the last).
     validation_fraction: float = 0.0
     validate_every: int = 100
@@ -120,6 +126,10 @@ class LandCoverTrainConfig(FineTuneConfig):
                 "a frozen encoder (--freeze-encoder) keeps its starting weights, but a scratch "
                 "start (--init scratch) is random: use --no-freeze-encoder or --init mim"
             )
+        if self.window_sampling not in ("class", "spread"):
+            raise GeobertError(f"window sampling {self.window_sampling!r}: use 'class' or 'spread'")
+        if self.spread_px < 1:
+            raise GeobertError(f"spread squares of {self.spread_px} px: must be at least 1")
         if self.validate_every < 1:
             raise GeobertError(f"validate every {self.validate_every} steps: must be at least 1")
         if self.split == "strips" and not 0 <= self.strip < self.strips:
@@ -278,22 +288,39 @@ def training_masks(
     return train, val
 
 
+def spread_groups(pixels: np.ndarray, width: int, square_px: int) -> list[np.ndarray]:
+    """Flat pixel indices (row-major, rows ``width`` long) grouped by the ``square_px`` square
+    of the grid they fall in, in the order of the squares.
+
+    >>> [g.tolist() for g in spread_groups(np.array([0, 1, 5, 6, 9]), width=5, square_px=2)]
+    [[0, 1, 5, 6], [9]]
+    """
+    rows, cols = np.divmod(pixels, width)
+    square = (rows // square_px) * (-(-width // square_px)) + cols // square_px
+    order = np.argsort(square, kind="stable")
+    _, starts = np.unique(square[order], return_index=True)
+    return np.split(pixels[order], starts[1:])
+
+
 def _windows(
     data: LandCoverData,
     train: np.ndarray,
-    pools: list[np.ndarray],
+    pools: list[list[np.ndarray]],
     cfg: LandCoverTrainConfig,
     rng: np.random.Generator,
     keep: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A batch of windows and their class codes; ``keep`` ``(S, C)``: the band sets of
-    ``cfg.band_dropout`` (:func:`~geobert.models.bandsets.keep_masks`)."""
+    """A batch of windows and their class codes; ``pools``: each class's training pixels, in
+    one group or spread over squares (:func:`spread_groups`); ``keep`` ``(S, C)``: the band
+    sets of ``cfg.band_dropout`` (:func:`~geobert.models.bandsets.keep_masks`)."""
     n = cfg.window_px
     _, h, w = data.image.shape
     xs, ys = [], []
     target = np.where(train, data.codes, UNLABELLED)
     for _ in range(cfg.batch_size):
-        pool = pools[int(rng.integers(len(pools)))]
+        groups = pools[int(rng.integers(len(pools)))]
+        # one group: no draw, so class sampling keeps the random stream it always had
+        pool = groups[int(rng.integers(len(groups)))] if len(groups) > 1 else groups[0]
         r, c = divmod(int(pool[rng.integers(pool.size)]), w)
         r0 = int(np.clip(r - n // 2 + rng.integers(-n // 4, n // 4 + 1), 0, max(0, h - n)))
         c0 = int(np.clip(c - n // 2 + rng.integers(-n // 4, n // 4 + 1), 0, max(0, w - n)))
@@ -378,9 +405,14 @@ def train_landcover(
     train, val = training_masks(data, cfg)
     flat_train = train.ravel()
     flat_codes = data.codes.ravel()
-    pools = [np.flatnonzero(flat_train & (flat_codes == i)) for i in range(k)]
-    freq = np.array([p.size for p in pools], float)
-    pools = [p for p in pools if p.size]
+    per_class = [np.flatnonzero(flat_train & (flat_codes == i)) for i in range(k)]
+    freq = np.array([p.size for p in per_class], float)
+    _, w = data.codes.shape
+    pools = [
+        spread_groups(p, w, cfg.spread_px) if cfg.window_sampling == "spread" else [p]
+        for p in per_class
+        if p.size
+    ]
     weight = np.where(freq > 0, 1 / np.sqrt(np.maximum(freq, 1)), 0.0)
     weight = weight / weight[freq > 0].mean()
     opt = scaled_adamw(

@@ -102,7 +102,7 @@ def test_landcover_windows_drop_bands_and_keep_labels() -> None:
     codes[:, 32:] = 1
     train = np.ones((64, 64), bool)
     data = LandCoverData(image, codes, train, ~train, ("a", "b"), {})
-    pools = [np.flatnonzero(codes.ravel() == i) for i in range(2)]
+    pools = [[np.flatnonzero(codes.ravel() == i)] for i in range(2)]
     keep = keep_masks(L1C, SETS)
     cfg = LandCoverTrainConfig(window_px=32, batch_size=64, band_dropout=1.0)
     x, y = landcover_windows(data, train, pools, cfg, np.random.default_rng(2), keep)
@@ -152,3 +152,35 @@ def test_change_runs_on_an_l2a_stack_as_it_would_with_the_band_filled(tmp_path: 
         np.testing.assert_array_equal(a.read(), f.read())
     with pytest.raises(BandMismatchError):  # without band sets the same stack is refused
         detect_change(before, after, tmp_path / "refused", model=without, cloud_mask=False)
+
+
+def test_spread_sampling_reaches_a_class_s_small_places() -> None:
+    """A class labelled as one large block and one small patch far away: centring windows on its
+    pixels (class sampling) almost never visits the patch; spreading them over the squares the
+    class occupies (``window_sampling="spread"``) visits it about once per square."""
+    from geobert.landcover.train import spread_groups
+
+    h = w = 64
+    rows = np.repeat(np.arange(h, dtype=np.float32)[:, None], w, axis=1)
+    image = np.broadcast_to(rows, (13, h, w)).copy()  # every band: the pixel's row
+    codes = np.zeros((h, w), np.uint8)
+    codes[:32, :32] = 1  # the large block: 16 squares of 8 px
+    codes[60:62, 60:62] = 1  # the small patch: 1 square
+    train = np.ones((h, w), bool)
+    data = LandCoverData(image, codes, train, ~train, ("a", "b"), {})
+    shares = {}
+    for sampling in ("class", "spread"):
+        cfg = LandCoverTrainConfig(
+            window_px=8, batch_size=2000, window_sampling=sampling, spread_px=8
+        )
+        pixels = [np.flatnonzero(codes.ravel() == i) for i in range(2)]
+        pools = [spread_groups(p, w, 8) if sampling == "spread" else [p] for p in pixels]
+        x, y = landcover_windows(data, train, pools, cfg, np.random.default_rng(0))
+        at_patch = (x[:, 0].min(axis=(1, 2)) >= 48) & (y == 1).any(axis=(1, 2))
+        shares[sampling] = at_patch.mean()
+    # beside the windows of class a's pixels around the patch (~1 % either way), class b's
+    # draws reach it for 4 of its 1 028 pixels (~0.2 %) or 1 of its 17 squares (~3 %)
+    assert shares["spread"] - shares["class"] > 0.015, shares
+    # every pixel lands in exactly one group
+    groups = spread_groups(np.flatnonzero(codes.ravel() == 1), w, 8)
+    assert len(groups) == 17 and sum(g.size for g in groups) == 1028
