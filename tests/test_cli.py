@@ -615,6 +615,7 @@ def test_train_landcover_defaults_are_the_recipes() -> None:
     assert opts["band_dropout"] == cfg.band_dropout == 0.5
     assert opts["context_dropout"] == cfg.context_dropout
     assert opts["freeze_encoder"] == cfg.freeze_encoder
+    assert opts["window_sampling"] == cfg.window_sampling
     # scene adaptation: the option resolves to the recipe's steps; the QGIS tool passes its own
     from geobert.landcover.adapt import SceneAdaptConfig
 

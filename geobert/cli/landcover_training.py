@@ -38,6 +38,8 @@ ADAPT_STEPS = SceneAdaptConfig.steps
 #: ``--freeze-encoder``'s default: the recipe's (``LandCoverTrainConfig.freeze_encoder``; a test
 #: holds the two together, as the CLI must not import torch for ``--help``)
 FREEZE_ENCODER = False
+#: ``--window-sampling``'s default: the recipe's (``LandCoverTrainConfig.window_sampling``)
+WINDOW_SAMPLING = "class"
 
 
 def add_train_landcover(sub: Subparsers) -> None:
@@ -120,6 +122,16 @@ def add_train_landcover(sub: Subparsers) -> None:
         "a few polygons; needs --pixel-path; 0: none (default: %(default)s)",
     )
     p.add_argument(
+        "--window-sampling",
+        choices=("class", "spread"),
+        default=WINDOW_SAMPLING,
+        help="where training windows are centred: class — a class drawn uniformly, then one of "
+        "its labelled pixels (its largest polygons get most windows); spread — a class, then "
+        "one of the 64 px squares holding its pixels, then a pixel there (windows spread over "
+        "every place it was labelled; being measured in results/landcover_bb/scene_spread/) "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
         "--freeze-encoder",
         action=argparse.BooleanOptionalAction,
         default=FREEZE_ENCODER,
@@ -172,6 +184,7 @@ def run_train_landcover(args: argparse.Namespace) -> int:
         band_dropout=args.band_dropout,
         context_dropout=args.context_dropout,
         freeze_encoder=args.freeze_encoder,
+        window_sampling=args.window_sampling,
         train_bf16=bf16,
     )
     data = prepare_landcover(
