@@ -634,6 +634,8 @@ def test_train_landcover_defaults_are_the_recipes() -> None:
     for field in ("steps", "pixel_dim", "ema_decay", "lr", "encoder_lr_scale", "batch_size",
                   "window_px", "freeze_encoder", "band_dropout", "context_dropout"):  # fmt: skip
         assert shipped[field] == getattr(cfg, field), field
+    # trained before the option existed: class sampling
+    assert shipped.get("window_sampling", "class") == cfg.window_sampling
     qgis = (Path(__file__).resolve().parents[1] / "qgis_plugin" / "algorithms.py").read_text()
     assert f'"Training steps", QgsProcessingParameterNumber.Integer, {cfg.steps},' in qgis
 

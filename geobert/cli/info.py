@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from geobert.cli.options import SHIPPED_MODELS, add_command
 from geobert.errors import GeobertError
+from tiles.scene import is_gdal_url
 
 if TYPE_CHECKING:
     from geobert.cli.options import Subparsers
@@ -35,9 +36,10 @@ def add_info(sub: Subparsers) -> None:
 
 def run_info(args: argparse.Namespace) -> int:
     """Print what :func:`add_info`'s arguments describe; returns the exit status."""
-    if args.scene in SHIPPED_MODELS or str(args.scene).endswith(".safetensors"):
+    source = str(args.scene)
+    if (source in SHIPPED_MODELS and not Path(source).exists()) or source.endswith(".safetensors"):
         _print_info(_model_info(args.scene), args.json)
-    elif not Path(args.scene).exists() and "://" not in str(args.scene):
+    elif _missing(source):
         raise GeobertError(
             f"{args.scene} does not exist; pass a scene (raster file, folder of band files, "
             "Sentinel-2 .SAFE/.zip, STAC item .json), a model file (.safetensors) or a shipped "
@@ -48,8 +50,19 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _missing(source: str) -> bool:
+    """True for a local path that does not exist (remote sources — URLs, GDAL's ``/vsi…``
+    paths — are left to the reader).
+
+    >>> _missing("no/such/scene.tif"), _missing("/vsis3/bucket/key.tif"), _missing("https://x/a.tif")
+    (True, False, False)
+    """
+    return not is_gdal_url(source) and not Path(source).exists()
+
+
 def _model_info(name: str) -> dict[str, Any]:
-    """A model file's card, or a shipped model's (by its name in ``SHIPPED_MODELS``)."""
+    """A model file's card, or a shipped model's (by its name in ``SHIPPED_MODELS``, where no
+    file or folder of that name exists)."""
     from geobert.models.checkpoint import read_card
     from geobert.weights import pretrained_encoder_path
 

@@ -126,10 +126,10 @@ def add_train_landcover(sub: Subparsers) -> None:
         choices=("class", "spread"),
         default=WINDOW_SAMPLING,
         help="where training windows are centred: class — a class drawn uniformly, then one of "
-        "its labelled pixels (its largest polygons get most windows); spread — a class, then "
-        "one of the 64 px squares holding its pixels, then a pixel there (windows spread over "
-        "every place it was labelled; being measured in results/landcover_bb/scene_spread/) "
-        "(default: %(default)s)",
+        "its training pixels (its largest polygons get most windows); spread — a class, then "
+        "one of the 64 px squares holding its training pixels, then a pixel there (windows "
+        "spread over every place it was labelled; measured in "
+        "results/landcover_bb/scene_spread/) (default: %(default)s)",
     )
     p.add_argument(
         "--freeze-encoder",

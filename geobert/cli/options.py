@@ -164,11 +164,14 @@ SHIPPED_MODELS = {
 
 def model_argument(text: str) -> str:
     """``-m/--model``: a checkpoint file, or a shipped model's name (``change``, ``landcover``)
-    where no file of that name exists."""
-    if text in SHIPPED_MODELS and not Path(text).exists():
+    where no file of that name exists (a folder of that name is no model and does not count)."""
+    if text in SHIPPED_MODELS and not Path(text).is_file():
         from geobert.weights import pretrained_encoder_path
 
-        return str(pretrained_encoder_path(SHIPPED_MODELS[text]))
+        try:
+            return str(pretrained_encoder_path(SHIPPED_MODELS[text]))
+        except GeobertError as exc:  # a broken install: one line, not a traceback
+            raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 

@@ -229,6 +229,8 @@ def recipe_name(cfg: LandCoverTrainConfig, *, scene_adapted: bool = False) -> st
     'geobert (MIM + scene, pixel path, band dropout)'
     >>> recipe_name(LandCoverTrainConfig(pixel_dim=0, band_dropout=0))
     'geobert (MIM)'
+    >>> recipe_name(LandCoverTrainConfig(window_sampling="spread", spread_px=32))
+    'geobert (MIM, pixel path, band dropout, spread sampling 32 px)'
     """
     parts = ["MIM + scene" if scene_adapted else "MIM" if cfg.init == "mim" else "scratch"]
     if cfg.freeze_encoder:
@@ -239,6 +241,11 @@ def recipe_name(cfg: LandCoverTrainConfig, *, scene_adapted: bool = False) -> st
         parts.append("band dropout")
     if cfg.context_dropout:
         parts.append("context dropout")
+    if cfg.window_sampling == "spread":
+        default_px = LandCoverTrainConfig.spread_px
+        parts.append(
+            "spread sampling" + ("" if cfg.spread_px == default_px else f" {cfg.spread_px} px")
+        )
     return f"geobert ({', '.join(parts)})"
 
 

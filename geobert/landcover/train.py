@@ -6,7 +6,9 @@ are split by blocks or, with ``split="strips"``, into spatially disjoint west �
 (:mod:`geobert.landcover.split`: one strip is the hold-out, a gap of ``gap_px`` columns on each
 side of it is used for nothing — what a user's map looks like away from their polygons).
 Training windows are centred on training pixels of a class drawn uniformly (rare classes are seen
-as often as common ones), augmented with flips and rotations; the loss is class-weighted
+as often as common ones) — with ``window_sampling="spread"``, on a pixel of one of the
+``spread_px`` squares holding the class's training pixels, drawn uniformly, so its windows spread
+over every place it was labelled — augmented with flips and rotations; the loss is class-weighted
 cross-entropy on training pixels only — hold-out pixels and unlabelled pixels never contribute.
 The hold-out is scored once, after the last step; nothing (epochs, thresholds) is chosen on it.
 
@@ -56,6 +58,7 @@ __all__ = [
     "predict_image",
     "prepare_landcover",
     "source_of",
+    "spread_groups",
     "train_landcover",
     "training_masks",
     "validation_split",
@@ -101,6 +104,7 @@ class LandCoverTrainConfig(FineTuneConfig):
     #: training pixels, then a pixel in it, so a class's windows spread over every place it
     #: was labelled instead of following its largest polygons
     window_sampling: Literal["class", "spread"] = "class"
+    #: the squares' edge for ``spread`` sampling (half a training window)
     spread_px: int = 64
     #: Share of the training blocks used to pick the best step (0: train on all, keep the last).
     validation_fraction: float = 0.0
@@ -290,11 +294,13 @@ def training_masks(
 
 def spread_groups(pixels: np.ndarray, width: int, square_px: int) -> list[np.ndarray]:
     """Flat pixel indices (row-major, rows ``width`` long) grouped by the ``square_px`` square
-    of the grid they fall in, in the order of the squares.
+    of the grid they fall in, in the order of the squares (none for no pixels).
 
     >>> [g.tolist() for g in spread_groups(np.array([0, 1, 5, 6, 9]), width=5, square_px=2)]
     [[0, 1, 5, 6], [9]]
     """
+    if not pixels.size:
+        return []
     rows, cols = np.divmod(pixels, width)
     square = (rows // square_px) * (-(-width // square_px)) + cols // square_px
     order = np.argsort(square, kind="stable")
