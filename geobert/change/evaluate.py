@@ -10,7 +10,12 @@ from typing import Any, cast
 
 import numpy as np
 
-from geobert.change.calibration import ChangeThreshold, change_threshold, float32_at_most
+from geobert.change.calibration import (
+    Calibration,
+    ChangeThreshold,
+    change_threshold,
+    float32_at_most,
+)
 from geobert.change.cva import cva_magnitude, otsu_threshold
 from geobert.change.metrics import ChangeScores, pooled, scores, to_markdown
 from geobert.change.oscd import list_cities
@@ -19,6 +24,7 @@ from geobert.change.train import (
     CityArrays,
     best_threshold,
     load_city,
+    pooled_scores_at,
     predict_city,
 )
 from geobert.errors import GeobertError
@@ -152,14 +158,11 @@ def evaluate_change(
     return summary
 
 
-def _as_given(network: float, card: ModelCard) -> ChangeThreshold:
+def _as_given(network: float, card: ModelCard, cal: Calibration) -> ChangeThreshold:
     """A raw threshold as a user passes it to ``geobert change --threshold`` — on the written
-    probability, 4 decimals for a calibrated one — and the cut that value gives, which is not
-    ``network`` itself: rounding, and the calibration's flat stretches, move it."""
-    cal = card.calibration
-    if cal is None:
-        return change_threshold(network, None)
-    shown = round(float(cal.apply(np.array([network]))[0]), 4)
+    probability, 4 decimals, as the card shows the model's own — and the cut that value gives,
+    which is not ``network`` itself: rounding, and the calibration's flat stretches, move it."""
+    shown = change_threshold(network, cal).shown
     return change_threshold(float(card.training["threshold"]), cal, shown)
 
 
@@ -170,17 +173,15 @@ def _best_as_given(
     values, each taken as a user gives it (:func:`_as_given`) and cut as ``geobert change``
     cuts; the first best wins. For a model without a calibration this is :func:`best_threshold`
     (a grid value may repeat once rounded: a calibration's top knot can lie below 0.99)."""
-    if card.calibration is None:
+    cal = card.calibration
+    if cal is None:
         return change_threshold(best_threshold(probs, cities)[0], None)
     best: tuple[ChangeThreshold, float] | None = None
     for t in THRESHOLD_GRID:
-        given = _as_given(float(t), card)
+        given = _as_given(float(t), card, cal)
         if not 0 < given.shown < 1:  # not a value `geobert change --threshold` takes
             continue
-        cut = float32_at_most(given.network)
-        f1 = pooled(
-            {c.name: scores(p > cut, c.label, c.valid) for p, c in zip(probs, cities, strict=True)}
-        ).f1
+        f1 = pooled_scores_at(probs, cities, float32_at_most(given.network)).f1
         if best is None or f1 > best[1]:
             best = (given, f1)
     assert best is not None

@@ -279,6 +279,15 @@ def predict_city(
     return prob
 
 
+def pooled_scores_at(
+    probs: Sequence[np.ndarray], cities: Sequence[CityArrays], cut: float | np.floating
+) -> ChangeScores:
+    """The scores of ``probs > cut`` pooled over ``cities`` (each map against its label)."""
+    return pooled(
+        {c.name: scores(p > cut, c.label, c.valid) for p, c in zip(probs, cities, strict=True)}
+    )
+
+
 #: the raw thresholds :func:`best_threshold` tries, in order (the first best wins)
 THRESHOLD_GRID = (*np.round(np.arange(0.05, 0.96, 0.05), 2), 0.96, 0.97, 0.98, 0.99)
 
@@ -291,9 +300,7 @@ def best_threshold(
     confident networks whose best threshold lies above 0.95."""
     best: tuple[float, ChangeScores] | None = None
     for t in THRESHOLD_GRID:
-        s = pooled(
-            {c.name: scores(p > t, c.label, c.valid) for p, c in zip(probs, cities, strict=True)}
-        )
+        s = pooled_scores_at(probs, cities, t)
         if best is None or s.f1 > best[1].f1:
             best = (float(t), s)
     assert best is not None
