@@ -6,7 +6,7 @@ A manifest is a CSV (header row) or JSON (a list of objects) with one item per r
   ``OUTDIR/<id>/``;
 * ``command`` — ``change`` or ``classify``;
 * ``before`` and ``after`` (change) or ``scene`` (classify) — paths or GDAL URLs;
-* optional ``model``;
+* optional ``model`` — a checkpoint, or a shipped model's name (``change``, ``landcover``);
 * optional ``bands`` (the inputs' band names in file order, or a preset such as ``s2-l2a``) and
   ``nodata`` (an input value that means no data, for fills without a nodata tag);
 * optional output grid, as the commands' options: ``crs`` (EPSG code, WKT or PROJ string),
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from geobert.errors import GeobertError
+from geobert.weights import SHIPPED_MODELS, pretrained_encoder_path
 from tiles.engine import EngineConfig
 from tiles.scene import parse_band_names
 from tiles.target import GridRequest, parse_crs
@@ -150,7 +151,7 @@ def read_manifest(path: str | os.PathLike[str]) -> list[BatchItem]:
         if missing:
             raise GeobertError(f"{where}: a {command} item needs {', '.join(missing)}")
         inputs = tuple(_resolve(row[f], p.parent) for f in _FIELDS[command])
-        model = _resolve(row["model"], p.parent) if row.get("model") else None
+        model = _model(row["model"], p.parent, where) if row.get("model") else None
         grid, like = _grid(row, p.parent, where)
         bands = None
         if row.get("bands"):
@@ -217,6 +218,18 @@ def _grid(row: dict[str, str], base: Path, where: str) -> tuple[GridRequest, str
         return grid, like
     except GeobertError as exc:
         raise GeobertError(f"{where}: {exc}") from None
+
+
+def _model(value: str, base: Path, where: str) -> str:
+    """A manifest's ``model``: a file (relative to the manifest), else a shipped model's name
+    (as ``-m`` takes them)."""
+    path = _resolve(value, base)
+    if value not in SHIPPED_MODELS or Path(path).is_file():
+        return path
+    try:
+        return str(pretrained_encoder_path(SHIPPED_MODELS[value]))
+    except GeobertError as exc:
+        raise GeobertError(f"{where}: model {exc}") from None
 
 
 def _resolve(value: str, base: Path) -> str:

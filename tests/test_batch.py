@@ -12,6 +12,7 @@ import pytest
 
 from geobert.batch import read_manifest
 from geobert.errors import GeobertError
+from geobert.weights import pretrained_encoder_path
 
 ROOT = Path(__file__).resolve().parents[1]
 GEOBERT = [sys.executable, "-m", "geobert.cli"]
@@ -124,6 +125,21 @@ def test_manifest_errors_are_clear(tmp_path: Path) -> None:
     [item] = read_manifest(ok)
     assert item.inputs == (str(tmp_path / "scene.tif"),)
     assert item.model == "/vsis3/bucket/m.safetensors"
+    # a shipped model by name, as -m takes them; a file of that name beside the manifest wins
+    ok.write_text(json.dumps([{"id": "x", "command": "classify", "scene": "s",
+                               "model": "landcover"},
+                              {"id": "y", "command": "change", "before": "b", "after": "a",
+                               "model": "change"}]))  # fmt: skip
+    by_name = read_manifest(ok)
+    assert [i.model for i in by_name] == [
+        str(pretrained_encoder_path("landcover_s_bb")),
+        str(pretrained_encoder_path("changenet_s_oscd")),
+    ]
+    (tmp_path / "change").write_bytes(b"")
+    assert read_manifest(ok)[1].model == str(tmp_path / "change")
+    ok.write_text(json.dumps([{"id": "x", "command": "classify", "scene": "s",
+                               "model": "mine.safetensors"}]))  # fmt: skip
+    assert read_manifest(ok)[0].model == str(tmp_path / "mine.safetensors")
     # output grid columns, checked before any work
     item = {"id": "a", "command": "classify", "scene": "s"}
     for extra, message in [

@@ -815,6 +815,27 @@ def test_model_options_take_the_shipped_models_by_name(
     assert parser.parse_args(["classify", "A", "-o", "o", "-m", "my.safetensors"]).model == (
         "my.safetensors"
     )
+    # the evaluation commands score the shipped models by name too
+    args = parser.parse_args(
+        ["evaluate-change", "--data", "d", "--cities", "x", "-o", "o", "--models", "change", "m.st"]
+    )
+    assert args.models == [str(pretrained_encoder_path("changenet_s_oscd")), "m.st"]
+    args = parser.parse_args(
+        [
+            "evaluate-landcover",
+            "--image",
+            "S",
+            "--labels",
+            "P",
+            "--class-field",
+            "c",
+            "-o",
+            "o",
+            "--models",
+            "landcover",
+        ]
+    )
+    assert args.models == [str(pretrained_encoder_path("landcover_s_bb"))]
     monkeypatch.chdir(tmp_path)
     (tmp_path / "change").write_bytes(b"")
     assert parser.parse_args(["change", "A", "B", "-o", "o", "-m", "change"]).model == "change"

@@ -35,10 +35,10 @@ from geobert.cli import (  # after the GDAL settings
     process,
 )
 from geobert.errors import Cancelled, GeobertError
+from geobert.weights import SHIPPED_MODELS
 
 __all__ = ["COMMANDS", "SHIPPED_MODELS", "build_parser", "main"]
 
-SHIPPED_MODELS = options.SHIPPED_MODELS
 _engine_config = options.engine_config  # the name tests and older callers import
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

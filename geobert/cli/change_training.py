@@ -18,6 +18,7 @@ from geobert.cli.options import (
     add_quiet_option,
     add_seed_option,
     add_train_precision_option,
+    model_argument,
     train_bf16,
 )
 from geobert.errors import GeobertError
@@ -157,7 +158,12 @@ def add_evaluate_change(sub: Subparsers) -> None:
     )
     p.add_argument("--data", required=True, metavar="OSCD", help="OSCD root (images/, labels/)")
     p.add_argument(
-        "--models", nargs="+", required=True, metavar="CKPT", help="change checkpoints to score"
+        "--models",
+        nargs="+",
+        required=True,
+        type=model_argument,
+        metavar="CKPT",
+        help="change checkpoints to score (or 'change': the shipped model)",
     )
     p.add_argument(
         "--names",

@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geobert.cli.options import SHIPPED_MODELS, add_command
+from geobert.cli.options import add_command
 from geobert.errors import GeobertError
+from geobert.weights import SHIPPED_MODELS
 from tiles.scene import is_gdal_url
 
 if TYPE_CHECKING:

@@ -25,6 +25,7 @@ from geobert.cli.options import (
     add_train_precision_option,
     crossvalidation_options,
     gpu_train_bf16,
+    model_argument,
     train_bf16,
 )
 from geobert.errors import GeobertError
@@ -366,8 +367,10 @@ def add_evaluate_landcover(sub: Subparsers) -> None:
         "--models",
         nargs="+",
         default=None,
+        type=model_argument,
         metavar="MODEL",
-        help="score these models on the hold-out they were trained with; without --models, "
+        help="score these models (files, or 'landcover': the shipped model) on the hold-out they "
+        "were trained with; without --models, "
         "cross-validate train-landcover's recipe over --split strips (trains one model per "
         "strip: minutes each)",
     )

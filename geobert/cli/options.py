@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geobert.errors import GeobertError
+from geobert.weights import shipped_or_path
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -154,25 +154,13 @@ def gpu_train_bf16(args: argparse.Namespace) -> bool:
     )
 
 
-SHIPPED_MODELS = {
-    "change": "changenet_s_oscd",
-    "landcover": "landcover_s_bb",
-    "encoder": "geobert_s_mim",
-}
-"""Names the commands accept for the shipped models (files in :mod:`geobert.weights`)."""
-
-
 def model_argument(text: str) -> str:
-    """``-m/--model``: a checkpoint file, or a shipped model's name (``change``, ``landcover``)
-    where no file of that name exists (a folder of that name is no model and does not count)."""
-    if text in SHIPPED_MODELS and not Path(text).is_file():
-        from geobert.weights import pretrained_encoder_path
-
-        try:
-            return str(pretrained_encoder_path(SHIPPED_MODELS[text]))
-        except GeobertError as exc:  # a broken install: one line, not a traceback
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+    """``-m/--model``, ``--models``: a checkpoint file, or a shipped model's name
+    (:data:`geobert.weights.SHIPPED_MODELS`) where no file of that name exists."""
+    try:
+        return shipped_or_path(text)
+    except GeobertError as exc:  # a broken install: one line, not a traceback
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_band_dropout_option(p: argparse.ArgumentParser, default: float) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from geobert.errors import GeobertError
 
-__all__ = ["pretrained_encoder_path"]
+__all__ = ["SHIPPED_MODELS", "pretrained_encoder_path", "shipped_or_path"]
 
 _HERE = Path(__file__).resolve().parent
 
@@ -33,3 +33,27 @@ def pretrained_encoder_path(name: str = "geobert_s_mim") -> Path:
         shipped = sorted(p.stem for p in _HERE.glob("*.safetensors"))
         raise GeobertError(f"no shipped checkpoint {name!r}; shipped: {shipped}")
     return path
+
+
+SHIPPED_MODELS = {
+    "change": "changenet_s_oscd",
+    "landcover": "landcover_s_bb",
+    "encoder": "geobert_s_mim",
+}
+"""Names the commands (``-m``, ``--models``, a batch manifest's ``model`` column) accept for the
+shipped models."""
+
+
+def shipped_or_path(text: str) -> str:
+    """``text`` as given, or the shipped checkpoint it names (``change``, ``landcover``,
+    ``encoder``) where no file of that name exists (a folder of that name is no model and does
+    not count).
+
+    >>> shipped_or_path("change").endswith("changenet_s_oscd.safetensors")
+    True
+    >>> shipped_or_path("runs/my_model.safetensors")
+    'runs/my_model.safetensors'
+    """
+    if text in SHIPPED_MODELS and not Path(text).is_file():
+        return str(pretrained_encoder_path(SHIPPED_MODELS[text]))
+    return text
