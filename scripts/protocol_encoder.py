@@ -19,6 +19,8 @@ BITEMPORAL_STEPS = 1_500
 #: SimMIM steps on the land-cover scene from the shipped encoder
 #: (results/landcover_bb/scene_mim/PROTOCOL.md; scripts/landcover_scene_mim.sh)
 SCENE_STEPS = 1_000
+#: the same three times longer (results/landcover_bb/scene_mim_3k/PROTOCOL.md)
+SCENE_3K_STEPS = 3_000
 
 
 class EncoderRun(NamedTuple):
@@ -39,6 +41,7 @@ BITEMPORAL_RELATIVE = EncoderRun(BITEMPORAL_STEPS, "bitemporal", "relative")
 #: results/pretrain_bitemporal/PROTOCOL.md, amendment 3
 BITEMPORAL_RESIDUAL = EncoderRun(BITEMPORAL_STEPS, "bitemporal", "residual")
 SCENE = EncoderRun(SCENE_STEPS, "simmim", from_init=True)
+SCENE_3K = EncoderRun(SCENE_3K_STEPS, "simmim", from_init=True)
 
 
 def encoder_for(
@@ -58,7 +61,8 @@ def encoder_for(
     if encoder is None:
         raise SystemExit(
             f"{sorted(named)} need --encoder (results/pretrain_long/PROTOCOL.md, "
-            "results/pretrain_bitemporal/PROTOCOL.md, results/landcover_bb/scene_mim/PROTOCOL.md)"
+            "results/pretrain_bitemporal/PROTOCOL.md, results/landcover_bb/scene_mim/PROTOCOL.md, "
+            "results/landcover_bb/scene_mim_3k/PROTOCOL.md)"
         )
     steps, objective, head, from_init = other[next(iter(named))]
     try:

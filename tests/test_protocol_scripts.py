@@ -21,6 +21,7 @@ BITEMPORAL = "geobert (bi-temporal MIM, band dropout)"
 RELATIVE = "geobert (bi-temporal MIM relative, band dropout)"
 RESIDUAL = "geobert (bi-temporal MIM residual, band dropout)"
 SCENE = "geobert (MIM + scene, pixel path, band dropout)"
+SCENE_3K = "geobert (MIM + scene 3k, pixel path, band dropout)"
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -64,6 +65,7 @@ def _script(name: str) -> Any:
          "pretrained from random weights, not continued from one"),
         ("landcover_strips.py", ["--recipes", SCENE, LONG_LANDCOVER],
          "on their own, with --encoder"),
+        ("landcover_strips.py", ["--recipes", SCENE, SCENE_3K], "on their own, with --encoder"),
     ],
 )  # fmt: skip
 def test_a_method_of_the_long_pretraining_needs_its_finished_encoder(
@@ -386,3 +388,24 @@ def test_steps_done_reads_the_card_and_is_zero_before_the_first_checkpoint(
     assert steps(tmp_path / "not_yet.safetensors") == "0"
     for script in ("pretrain_long.sh", "landcover_scene_mim.sh", "pretrain_bitemporal.sh"):
         assert "scripts/steps_done.py" in (ROOT / "scripts" / script).read_text(), script
+
+
+def test_the_longer_adaptation_changes_the_encoder_only(tmp_path: Path) -> None:
+    """results/landcover_bb/scene_mim_3k: the shipped recipe's configs, seeds 0 and 1, from an
+    encoder with 3 000 adaptation steps; its gate reads the mean of five strips, and says so
+    while one is missing."""
+    strips, enc = _script("landcover_strips"), _script("protocol_encoder")
+    for seed_1 in ("", ", seed 1"):
+        one_k = strips.RECIPES[SCENE.replace(")", f"{seed_1})")]
+        assert strips.RECIPES[SCENE_3K.replace(")", f"{seed_1})")] == one_k
+    assert strips.OTHER_ENCODER[SCENE_3K] == enc.SCENE._replace(steps=3000)
+    import json
+
+    mean = [sys.executable, str(ROOT / "scripts" / "strips_mean.py"), str(tmp_path), SCENE_3K]
+    for k, f1 in enumerate([0.3, 0.4, 0.35, 0.25, 0.45]):
+        (tmp_path / f"fold{k}.json").write_text(
+            json.dumps({"methods": {SCENE_3K: {"macro_f1": f1}}})
+        )
+        proc = subprocess.run(mean, capture_output=True, text=True, timeout=60)
+        assert (proc.returncode, proc.stdout.strip()) == ((0, "0.3500") if k == 4 else (1, ""))
+        assert k == 4 or f"{k + 1} of the 5 strips of {SCENE_3K} are done" in proc.stderr
