@@ -192,7 +192,14 @@ def add_init_option(
 
 def add_seed_option(p: argparse.ArgumentParser) -> None:
     """``--seed``: the random seed of a training run (default 0)."""
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed of every random draw of the run — windows, masks, augmentation, new "
+        "layers, and a scene adaptation's SimMIM steps too: the same seed gives the same model "
+        "on the same CPU (default: %(default)s)",
+    )
 
 
 def add_labelled_scene_options(p: argparse.ArgumentParser, *, described: bool) -> None:
