@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from geobert.errors import GeobertError
-from geobert.weights import SHIPPED_MODELS, pretrained_encoder_path
+from geobert.weights import shipped_or_path
 from tiles.engine import EngineConfig
 from tiles.scene import parse_band_names
 from tiles.target import GridRequest, parse_crs
@@ -151,7 +151,7 @@ def read_manifest(path: str | os.PathLike[str]) -> list[BatchItem]:
         if missing:
             raise GeobertError(f"{where}: a {command} item needs {', '.join(missing)}")
         inputs = tuple(_resolve(row[f], p.parent) for f in _FIELDS[command])
-        model = _model(row["model"], p.parent, where) if row.get("model") else None
+        model = _model(row["model"], command, p.parent, where) if row.get("model") else None
         grid, like = _grid(row, p.parent, where)
         bands = None
         if row.get("bands"):
@@ -220,16 +220,25 @@ def _grid(row: dict[str, str], base: Path, where: str) -> tuple[GridRequest, str
         raise GeobertError(f"{where}: {exc}") from None
 
 
-def _model(value: str, base: Path, where: str) -> str:
-    """A manifest's ``model``: a file (relative to the manifest), else a shipped model's name
-    (as ``-m`` takes them)."""
-    path = _resolve(value, base)
-    if value not in SHIPPED_MODELS or Path(path).is_file():
-        return path
+#: the shipped model a manifest may name for each command
+_SHIPPED_FOR = {"change": "change", "classify": "landcover"}
+
+
+def _model(value: str, command: str, base: Path, where: str) -> str:
+    """A manifest's ``model``: a file (relative to the manifest's folder), else the shipped
+    model of the item's command by name (as ``-m`` takes them)."""
     try:
-        return str(pretrained_encoder_path(SHIPPED_MODELS[value]))
-    except GeobertError as exc:
+        model = shipped_or_path(value, base)
+    except GeobertError as exc:  # a broken install
         raise GeobertError(f"{where}: model {exc}") from None
+    if model == value:
+        return _resolve(value, base)
+    if value != _SHIPPED_FOR[command]:
+        raise GeobertError(
+            f"{where}: model {value!r} is not a {command} model; give "
+            f"{_SHIPPED_FOR[command]!r} (the shipped one), a checkpoint, or leave it empty"
+        )
+    return model
 
 
 def _resolve(value: str, base: Path) -> str:

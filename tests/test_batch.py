@@ -102,7 +102,7 @@ def test_an_interrupted_batch_says_what_finished(tmp_path: Path) -> None:
     assert not (out / "second" / "summary.json").exists()
 
 
-def test_manifest_errors_are_clear(tmp_path: Path) -> None:
+def test_manifest_errors_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bad = tmp_path / "m.json"
     bad.write_text(json.dumps([{"id": "a b", "command": "change"}]))
     with pytest.raises(GeobertError, match=r"id 'a b' must be letters"):
@@ -135,8 +135,20 @@ def test_manifest_errors_are_clear(tmp_path: Path) -> None:
         str(pretrained_encoder_path("landcover_s_bb")),
         str(pretrained_encoder_path("changenet_s_oscd")),
     ]
+    (tmp_path / "landcover").mkdir()  # a folder is no model: the name still means the shipped one
+    assert read_manifest(ok)[0].model == str(pretrained_encoder_path("landcover_s_bb"))
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    (elsewhere / "change").write_bytes(b"")  # a file in the working folder is not beside it
+    monkeypatch.chdir(elsewhere)
+    assert read_manifest(ok)[1].model == str(pretrained_encoder_path("changenet_s_oscd"))
     (tmp_path / "change").write_bytes(b"")
     assert read_manifest(ok)[1].model == str(tmp_path / "change")
+    for name in ("landcover", "encoder"):  # a shipped model of another task: one line, early
+        ok.write_text(json.dumps([{"id": "y", "command": "change", "before": "b", "after": "a",
+                                   "model": name}]))  # fmt: skip
+        with pytest.raises(GeobertError, match=rf"item 1: model '{name}' is not a change model"):
+            read_manifest(ok)
     ok.write_text(json.dumps([{"id": "x", "command": "classify", "scene": "s",
                                "model": "mine.safetensors"}]))  # fmt: skip
     assert read_manifest(ok)[0].model == str(tmp_path / "mine.safetensors")

@@ -392,20 +392,35 @@ def test_steps_done_reads_the_card_and_is_zero_before_the_first_checkpoint(
 
 def test_the_longer_adaptation_changes_the_encoder_only(tmp_path: Path) -> None:
     """results/landcover_bb/scene_mim_3k: the shipped recipe's configs, seeds 0 and 1, from an
-    encoder with 3 000 adaptation steps; its gate reads the mean of five strips, and says so
-    while one is missing."""
+    encoder with 3 000 adaptation steps; the script runs recipes that exist, and its gate reads
+    the unrounded mean of five strips, and says so while one is missing."""
+    import json
+
     strips, enc = _script("landcover_strips"), _script("protocol_encoder")
     for seed_1 in ("", ", seed 1"):
         one_k = strips.RECIPES[SCENE.replace(")", f"{seed_1})")]
         assert strips.RECIPES[SCENE_3K.replace(")", f"{seed_1})")] == one_k
     assert strips.OTHER_ENCODER[SCENE_3K] == enc.SCENE._replace(steps=3000)
-    import json
-
+    # the recipe names the script derives, from its own lines
+    text = (ROOT / "scripts" / "landcover_scene_mim.sh").read_text()
+    block = text[text.index('case "$VARIANT" in') : text.index("esac") + 4]
+    r1 = next(line for line in text.splitlines() if line.startswith("R1="))
+    for variant, recipe in (("1k", SCENE), ("3k", SCENE_3K)):
+        shown = subprocess.run(["bash", "-c", f'VARIANT={variant}\n{block}\n{r1}\n'
+                                'printf "%s\\n" "$R0" "$R1" "$RUN"'],
+                               capture_output=True, text=True, check=True).stdout  # fmt: skip
+        r0, r1_name, run = shown.splitlines()
+        assert (r0, r1_name) == (recipe, recipe.replace(")", ", seed 1)"))
+        assert r1_name in strips.RECIPES and strips.OTHER_ENCODER[r0] == getattr(enc, run)
     mean = [sys.executable, str(ROOT / "scripts" / "strips_mean.py"), str(tmp_path), SCENE_3K]
-    for k, f1 in enumerate([0.3, 0.4, 0.35, 0.25, 0.45]):
+    for k, f1 in enumerate([0.3, 0.4, 0.35, 0.25, 0.3799]):  # mean 0.33598: prints 0.3360
         (tmp_path / f"fold{k}.json").write_text(
             json.dumps({"methods": {SCENE_3K: {"macro_f1": f1}}})
         )
         proc = subprocess.run(mean, capture_output=True, text=True, timeout=60)
-        assert (proc.returncode, proc.stdout.strip()) == ((0, "0.3500") if k == 4 else (1, ""))
+        assert (proc.returncode, proc.stdout.strip()) == ((0, "0.3360") if k == 4 else (1, ""))
         assert k == 4 or f"{k + 1} of the 5 strips of {SCENE_3K} are done" in proc.stderr
+    gate = subprocess.run([*mean, "--gate", "0.336"], capture_output=True, text=True, timeout=60)
+    assert (gate.returncode, gate.stdout.strip()) == (3, "0.3360")  # below, unrounded
+    gate = subprocess.run([*mean, "--gate", "0.3359"], capture_output=True, text=True, timeout=60)
+    assert gate.returncode == 0

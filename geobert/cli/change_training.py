@@ -79,7 +79,7 @@ def add_train_change(sub: Subparsers) -> None:
         "without it too)",
     )
     add_train_precision_option(p)
-    add_seed_option(p)
+    add_seed_option(p, "the training windows, augmentation and new layers")
     add_quiet_option(p, "no progress bar and no logged warnings")
 
 
@@ -163,7 +163,8 @@ def add_evaluate_change(sub: Subparsers) -> None:
         required=True,
         type=model_argument,
         metavar="CKPT",
-        help="change checkpoints to score (or 'change': the shipped model)",
+        help="change checkpoints to score ('change': the shipped model, trained on all ten OSCD "
+        "labelled cities — for other labelled cities only)",
     )
     p.add_argument(
         "--names",

@@ -94,7 +94,9 @@ def add_pretrain(sub: Subparsers) -> None:
         default=0.6,
         help="share of masked patches (default: %(default)s)",
     )
-    add_seed_option(p)
+    add_seed_option(
+        p, "the windows and masks (a --time-budget run stops at a step that depends on speed)"
+    )
     p.add_argument(
         "--time-budget",
         type=float,

@@ -143,7 +143,11 @@ def add_train_landcover(sub: Subparsers) -> None:
         "(default: %(default)s)",
     )
     add_train_precision_option(p)
-    add_seed_option(p)
+    add_seed_option(
+        p,
+        "the hold-out blocks (another seed, another hold-out: scores compare within one seed), "
+        "the scene adaptation's SimMIM steps, the training windows, augmentation and new layers",
+    )
     add_overwrite_option(p, "replace an existing MODEL")
     add_quiet_option(p, "no progress bar and no logged warnings")
 

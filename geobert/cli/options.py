@@ -190,15 +190,15 @@ def add_init_option(
     )
 
 
-def add_seed_option(p: argparse.ArgumentParser) -> None:
-    """``--seed``: the random seed of a training run (default 0)."""
+def add_seed_option(p: argparse.ArgumentParser, draws: str) -> None:
+    """``--seed``: the random seed of a training run (default 0); ``draws``: what it seeds in
+    this command, for the help text."""
     p.add_argument(
         "--seed",
         type=int,
         default=0,
-        help="random seed of every random draw of the run — windows, masks, augmentation, new "
-        "layers, and a scene adaptation's SimMIM steps too: the same seed gives the same model "
-        "on the same CPU (default: %(default)s)",
+        help=f"random seed of {draws}: the same seed gives the same model on the same CPU "
+        "(default: %(default)s)",
     )
 
 

@@ -44,16 +44,16 @@ SHIPPED_MODELS = {
 shipped models."""
 
 
-def shipped_or_path(text: str) -> str:
+def shipped_or_path(text: str, base: Path | None = None) -> str:
     """``text`` as given, or the shipped checkpoint it names (``change``, ``landcover``,
-    ``encoder``) where no file of that name exists (a folder of that name is no model and does
-    not count).
+    ``encoder``) where no file of that name exists — in ``base`` (a manifest's folder) or, without
+    one, the working folder (a folder of that name is no model and does not count).
 
     >>> shipped_or_path("change").endswith("changenet_s_oscd.safetensors")
     True
     >>> shipped_or_path("runs/my_model.safetensors")
     'runs/my_model.safetensors'
     """
-    if text in SHIPPED_MODELS and not Path(text).is_file():
+    if text in SHIPPED_MODELS and not (Path(text) if base is None else base / text).is_file():
         return str(pretrained_encoder_path(SHIPPED_MODELS[text]))
     return text
