@@ -183,6 +183,10 @@ ENSEMBLES = {
         "geobert (MIM + scene, pixel path, band dropout, spread sampling)",
         RF,
     ),
+    "geobert (MIM + scene, pixel path, band dropout, spread sampling, seed 1) + random forest": (
+        "geobert (MIM + scene, pixel path, band dropout, spread sampling, seed 1)",
+        RF,
+    ),
     "geobert (MIM 12k, pixel path, band dropout) + random forest": (
         "geobert (MIM 12k, pixel path, band dropout)",
         RF,

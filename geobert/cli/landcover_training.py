@@ -129,8 +129,8 @@ def add_train_landcover(sub: Subparsers) -> None:
         help="where training windows are centred: class — a class drawn uniformly, then one of "
         "its training pixels (its largest polygons get most windows); spread — a class, then "
         "one of the 64 px squares holding its training pixels, then a pixel there (windows "
-        "spread over every place it was labelled; measured in "
-        "results/landcover_bb/scene_spread/) (default: %(default)s)",
+        "spread over every place it was labelled: two seeds over the strips 0.361 against "
+        "class's 0.3645, results/landcover_bb/scene_spread/) (default: %(default)s)",
     )
     p.add_argument(
         "--freeze-encoder",
