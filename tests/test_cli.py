@@ -616,6 +616,7 @@ def test_train_landcover_defaults_are_the_recipes() -> None:
     assert opts["context_dropout"] == cfg.context_dropout
     assert opts["freeze_encoder"] == cfg.freeze_encoder
     assert opts["window_sampling"] == cfg.window_sampling
+    assert (opts["loss"], opts["gce_q"]) == (cfg.loss, cfg.gce_q)
     # scene adaptation: the option resolves to the recipe's steps; the QGIS tool passes its own
     from geobert.landcover.adapt import SceneAdaptConfig
 
@@ -636,6 +637,7 @@ def test_train_landcover_defaults_are_the_recipes() -> None:
         assert shipped[field] == getattr(cfg, field), field
     # trained before the option existed: class sampling
     assert shipped.get("window_sampling", "class") == cfg.window_sampling
+    assert shipped.get("loss", "ce") == cfg.loss
     qgis = (Path(__file__).resolve().parents[1] / "qgis_plugin" / "algorithms.py").read_text()
     assert f'"Training steps", QgsProcessingParameterNumber.Integer, {cfg.steps},' in qgis
 

@@ -424,3 +424,21 @@ def test_the_longer_adaptation_changes_the_encoder_only(tmp_path: Path) -> None:
     assert (gate.returncode, gate.stdout.strip()) == (3, "0.3360")  # below, unrounded
     gate = subprocess.run([*mean, "--gate", "0.3359"], capture_output=True, text=True, timeout=60)
     assert gate.returncode == 0
+
+
+def test_the_gce_protocol_runs_the_shipped_recipe_with_another_loss() -> None:
+    """results/landcover_bb/scene_gce: scripts/landcover_gce.sh runs recipes that exist — the
+    shipped recipe's configs with ``loss="gce"`` (q 0.7) and nothing else changed, seeds 0 and
+    1, from the shipped recipe's adapted encoder."""
+    import re
+    from dataclasses import replace
+
+    strips, enc = _script("landcover_strips"), _script("protocol_encoder")
+    text = (ROOT / "scripts" / "landcover_gce.sh").read_text()
+    names = dict(re.findall(r'^(R[01])="([^"]+)"$', text, flags=re.M))
+    assert names["R1"] == names["R0"].replace(")", ", seed 1)")
+    for seed, name in enumerate((names["R0"], names["R1"])):
+        shipped = strips.RECIPES[SCENE.replace(")", ", seed 1)") if seed else SCENE]
+        assert strips.RECIPES[name] == replace(shipped, loss="gce", gce_q=0.7)
+        assert strips.OTHER_ENCODER[name] is enc.SCENE
+    assert "results/landcover_bb/scene_mim/encoder.sha256" in text and "--gate 0.336" in text

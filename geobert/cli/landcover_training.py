@@ -41,6 +41,8 @@ ADAPT_STEPS = SceneAdaptConfig.steps
 FREEZE_ENCODER = False
 #: ``--window-sampling``'s default: the recipe's (``LandCoverTrainConfig.window_sampling``)
 WINDOW_SAMPLING = "class"
+#: ``--loss`` and ``--gce-q``'s defaults: the recipe's (``LandCoverTrainConfig.loss``, ``.gce_q``)
+LOSS, GCE_Q = "ce", 0.7
 
 
 def add_train_landcover(sub: Subparsers) -> None:
@@ -133,6 +135,23 @@ def add_train_landcover(sub: Subparsers) -> None:
         "class's 0.3645, results/landcover_bb/scene_spread/) (default: %(default)s)",
     )
     p.add_argument(
+        "--loss",
+        choices=("ce", "gce"),
+        default=LOSS,
+        help="training loss, class-weighted: ce — cross-entropy; gce — generalized "
+        "cross-entropy (Zhang & Sabuncu 2018), where a pixel the network finds unlikely under "
+        "its label pulls less: robust to mislabelled pixels inside polygons "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--gce-q",
+        type=float,
+        default=GCE_Q,
+        metavar="Q",
+        help="with --loss gce: its q in (0, 1]; towards 0 it becomes cross-entropy, 1 is the "
+        "mean absolute error (default: %(default)s)",
+    )
+    p.add_argument(
         "--freeze-encoder",
         action=argparse.BooleanOptionalAction,
         default=FREEZE_ENCODER,
@@ -190,6 +209,8 @@ def run_train_landcover(args: argparse.Namespace) -> int:
         context_dropout=args.context_dropout,
         freeze_encoder=args.freeze_encoder,
         window_sampling=args.window_sampling,
+        loss=args.loss,
+        gce_q=args.gce_q,
         train_bf16=bf16,
     )
     data = prepare_landcover(

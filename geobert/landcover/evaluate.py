@@ -231,6 +231,8 @@ def recipe_name(cfg: LandCoverTrainConfig, *, scene_adapted: bool = False) -> st
     'geobert (MIM)'
     >>> recipe_name(LandCoverTrainConfig(window_sampling="spread", spread_px=32))
     'geobert (MIM, pixel path, band dropout, spread sampling 32 px)'
+    >>> recipe_name(LandCoverTrainConfig(loss="gce"), scene_adapted=True)
+    'geobert (MIM + scene, pixel path, band dropout, GCE)'
     """
     parts = ["MIM + scene" if scene_adapted else "MIM" if cfg.init == "mim" else "scratch"]
     if cfg.freeze_encoder:
@@ -246,6 +248,9 @@ def recipe_name(cfg: LandCoverTrainConfig, *, scene_adapted: bool = False) -> st
         parts.append(
             "spread sampling" + ("" if cfg.spread_px == default_px else f" {cfg.spread_px} px")
         )
+    if cfg.loss == "gce":
+        default_q = LandCoverTrainConfig.gce_q
+        parts.append("GCE" + ("" if cfg.gce_q == default_q else f" q={cfg.gce_q:g}"))
     return f"geobert ({', '.join(parts)})"
 
 

@@ -854,3 +854,58 @@ def test_forest_probabilities_keep_their_classes_when_one_has_no_training_pixel(
     assert probs.shape == (3, truth.size) and not probs[0].any()
     seen = truth != 0
     assert (probs.argmax(0)[seen] == truth[seen]).all()
+
+
+def test_generalized_cross_entropy_lets_an_unlikely_label_pull_less() -> None:
+    """GCE's gradient at a pixel is cross-entropy's times p_y ** q: a pixel the network finds
+    unlikely under its label (a mislabelled one) pulls less than a likely one, where
+    cross-entropy pulls it hardest. Class weights and unlabelled pixels reduce as
+    ``F.cross_entropy`` reduces them (q → 0 is cross-entropy)."""
+    import torch.nn.functional as F  # noqa: N812
+
+    from geobert.training.losses import generalized_cross_entropy
+
+    logits = torch.tensor([[3.0, 0.0, 0.0], [-2.0, 1.0, 0.0]], requires_grad=True)
+    target = torch.tensor([0, 0])  # the first pixel likely under its label, the second not
+    q = 0.7
+    (g_gce,) = torch.autograd.grad(generalized_cross_entropy(logits, target, q), logits)
+    (g_ce,) = torch.autograd.grad(F.cross_entropy(logits, target), logits)
+    p = logits.detach().softmax(1)[:, 0]
+    torch.testing.assert_close(g_gce, g_ce * (p**q)[:, None])
+    kept = g_gce.norm(dim=1) / g_ce.norm(dim=1)  # the share of cross-entropy's pull
+    assert kept[0] > 0.9 and kept[1] < 0.15, kept  # the likely pixel keeps it, the unlikely not
+    # the reduction: class weights, an unlabelled pixel (255) left out; q → 0 is cross-entropy
+    logits4 = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 3, (2, 4, 4), generator=torch.Generator().manual_seed(1))
+    y[0, 0, 0] = 255
+    w = torch.tensor([0.5, 1.0, 2.0])
+    torch.testing.assert_close(
+        generalized_cross_entropy(logits4, y, 1e-5, weight=w, ignore_index=255),
+        F.cross_entropy(logits4, y, weight=w, ignore_index=255),
+        rtol=1e-3,
+        atol=1e-4,
+    )
+    with pytest.raises(GeobertError, match="loss 'focal': use 'ce' or 'gce'"):
+        LandCoverTrainConfig(loss="focal")  # type: ignore[arg-type]
+    with pytest.raises(GeobertError, match=r"q 0: must be in \(0, 1\]"):
+        LandCoverTrainConfig(loss="gce", gce_q=0)
+
+
+def test_train_landcover_trains_with_the_loss_it_is_given() -> None:
+    """``loss="gce"`` reaches the training steps (the same seed and windows end elsewhere than
+    with cross-entropy) and the card records it."""
+    torch.set_num_threads(2)
+    enc = pretrained_encoder_path()
+    data = prepare_landcover(
+        DATA, LABELS, "fclass", read_card(enc), block_px=48, holdout_fraction=0.25, seed=0
+    )
+    heads = {}
+    for loss in ("ce", "gce"):
+        cfg = LandCoverTrainConfig(
+            steps=2, window_px=64, batch_size=2, warmup_steps=1, block_px=48, ema_decay=0,
+            loss=loss,
+        )  # fmt: skip
+        model, card = train_landcover(data, enc, cfg)
+        assert (card.training["config"]["loss"], card.training["config"]["gce_q"]) == (loss, 0.7)
+        heads[loss] = [p.detach().clone() for p in model.head.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(heads["ce"], heads["gce"], strict=True))
