@@ -11,7 +11,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
-PY=.venv/bin/python
 CKPT=runs/landcover_scene_mim/geobert_s_mim_bb.safetensors
 RES=results/landcover_bb/scene_gce
 R0="geobert (MIM + scene, pixel path, band dropout, GCE)"
@@ -21,19 +20,4 @@ if ! sha256sum --quiet -c results/landcover_bb/scene_mim/encoder.sha256 >/dev/nu
         "bash scripts/landcover_scene_mim.sh $DATA" >&2
     exit 1
 fi
-strips() {
-    $PY scripts/landcover_strips.py --data "$DATA/landcover_brandenburg" --out "$RES" \
-        --encoder "$CKPT" --recipes "$@"
-}
-strips "$R0"
-set +e
-MEAN=$($PY scripts/strips_mean.py "$RES" "$R0" --gate 0.336)
-RC=$?
-set -e
-[ "$RC" -eq 0 ] || [ "$RC" -eq 3 ] || exit "$RC"
-echo "seed 0: mean macro-F1 $MEAN over the five strips"
-if [ "$RC" -eq 3 ]; then
-    echo "below the gate (0.336): not adopted, seed 1 not run"
-    exit 0
-fi
-strips "$R0" "$R1"
+bash scripts/gated_strips.sh "$DATA" "$RES" "$CKPT" --gate 0.336 "$R0" "$R1"

@@ -50,24 +50,10 @@ if [ -f "$SUM" ]; then
 else
     sha256sum "$CKPT" > "$SUM"
 fi
-strips() {
-    $PY scripts/landcover_strips.py --data "$DATA/landcover_brandenburg" --out "$RES" \
-        --encoder "$CKPT" --recipes "$@"
-}
 if [ "$VARIANT" = 1k ]; then
-    strips "$R0" "$R1"
+    $PY scripts/landcover_strips.py --data "$DATA/landcover_brandenburg" --out "$RES" \
+        --encoder "$CKPT" --recipes "$R0" "$R1"
     exit 0
 fi
-strips "$R0"
 # the gate after seed 0 (results/landcover_bb/scene_mim_3k/PROTOCOL.md)
-set +e
-MEAN=$($PY scripts/strips_mean.py "$RES" "$R0" --gate 0.336)
-RC=$?
-set -e
-[ "$RC" -eq 0 ] || [ "$RC" -eq 3 ] || exit "$RC"
-echo "seed 0: mean macro-F1 $MEAN over the five strips"
-if [ "$RC" -eq 3 ]; then
-    echo "below the gate (0.336): not adopted, seed 1 not run"
-    exit 0
-fi
-strips "$R0" "$R1"
+bash scripts/gated_strips.sh "$DATA" "$RES" "$CKPT" --gate 0.336 "$R0" "$R1"
