@@ -35,11 +35,7 @@ from protocol_encoder import (
 from geobert.change.evaluate import cva_change
 from geobert.change.metrics import ChangeScores, scores
 from geobert.change.oscd import list_cities
-from geobert.change.radiometry import (
-    NO_CHANGE_VARIANTS,
-    band_wavelengths_um,
-    no_change_variant,
-)
+from geobert.change.radiometry import NO_CHANGE_VARIANTS, no_change_variant
 from geobert.change.train import (
     ChangeTrainConfig,
     CityArrays,
@@ -52,6 +48,7 @@ from geobert.models.card import ModelCard
 from geobert.models.changenet import ChangeModel
 from geobert.models.checkpoint import load_checkpoint, read_card, save_checkpoint
 from geobert.models.precision import native_bf16
+from geobert.training.augment import band_wavelengths_um
 
 log = logging.getLogger("change_loco")
 

@@ -617,6 +617,7 @@ def test_train_landcover_defaults_are_the_recipes() -> None:
     assert opts["freeze_encoder"] == cfg.freeze_encoder
     assert opts["window_sampling"] == cfg.window_sampling
     assert (opts["loss"], opts["gce_q"]) == (cfg.loss, cfg.gce_q)
+    assert opts["radiometric_aug"] == cfg.radiometric_aug
     # scene adaptation: the option resolves to the recipe's steps; the QGIS tool passes its own
     from geobert.landcover.adapt import SceneAdaptConfig
 

@@ -28,56 +28,17 @@ from dataclasses import dataclass
 import numpy as np
 from rasterio.windows import Window
 
+from geobert.training.augment import haze_weights
+
 __all__ = [
     "NO_CHANGE_VARIANTS",
-    "S2_WAVELENGTH_UM",
     "RadiometricFit",
-    "band_wavelengths_um",
     "fit_radiometric",
-    "haze_weights",
     "no_change_variant",
     "radiometric_report",
     "sample_pair",
     "sample_windows",
 ]
-
-S2_WAVELENGTH_UM = {
-    "B01": 0.443,
-    "B02": 0.490,
-    "B03": 0.560,
-    "B04": 0.665,
-    "B05": 0.705,
-    "B06": 0.740,
-    "B07": 0.783,
-    "B08": 0.842,
-    "B8A": 0.865,
-    "B09": 0.945,
-    "B10": 1.375,
-    "B11": 1.610,
-    "B12": 2.190,
-}
-"""Central wavelengths of Sentinel-2's bands (MSI), in micrometres."""
-
-
-def band_wavelengths_um(bands: tuple[str, ...] | list[str]) -> np.ndarray:
-    """Central wavelength of each band; bands that are not Sentinel-2's get 0.8 µm (near
-    infrared: haze, which falls with wavelength, then weighs little on them).
-
-    >>> band_wavelengths_um(["B02", "B8A", "X"]).tolist()
-    [0.49000000953674316, 0.8650000095367432, 0.800000011920929]
-    """
-    return np.asarray([S2_WAVELENGTH_UM.get(b, 0.8) for b in bands], np.float32)
-
-
-def haze_weights(wavelength_um: np.ndarray) -> np.ndarray:
-    """Relative path reflectance of haze per band, 1 at 490 nm and falling as λ⁻² (Rayleigh-like
-    scattering flattened by aerosols), for the training jitter and the no-change variants.
-
-    >>> haze_weights(np.array([0.49, 0.98])).tolist()
-    [1.0, 0.25]
-    """
-    return np.asarray((0.49 / np.asarray(wavelength_um, np.float32)) ** 2, np.float32)
-
 
 _MIN_SAMPLES = 64
 """Fewer jointly valid sample pixels than this: no fit (identity), the dates are too small."""

@@ -31,19 +31,14 @@ from rasterio.windows import Window
 import geobert
 from geobert.change.metrics import ChangeScores, pooled, scores
 from geobert.change.oscd import OscdCity, read_label
-from geobert.change.radiometry import (
-    RadiometricFit,
-    band_wavelengths_um,
-    fit_radiometric,
-    haze_weights,
-    sample_pair,
-)
+from geobert.change.radiometry import RadiometricFit, fit_radiometric, sample_pair
 from geobert.errors import GeobertError
 from geobert.models.bandsets import dropout_band_sets, keep_masks
 from geobert.models.card import ModelCard
 from geobert.models.changenet import ChangeModel, ChangeNet
 from geobert.models.fcsiamdiff import FCSiamDiffNet
 from geobert.models.precision import inference_autocast
+from geobert.training.augment import RadiometricJitter
 from geobert.training.ema import WeightEma
 from geobert.training.finetune import FineTuneConfig, scaled_adamw, start_encoder
 from geobert.training.loop import train_steps
@@ -160,47 +155,6 @@ class ChangeTrainConfig(FineTuneConfig):
     def select_steps(self) -> list[int]:
         """The steps at which the weights are validated (always including the last)."""
         return sorted({max(1, round(f * self.steps)) for f in self.select_at} | {self.steps})
-
-
-@dataclass(frozen=True)
-class RadiometricJitter:
-    """What relative normalisation leaves: per-band gains (σ 4 %, and 10 % overall) and a haze
-    sloping across the window (0–4 % reflectance at 490 nm, falling as λ⁻²), applied to one
-    date of a window in normalised units.
-
-    ``mean``/``std`` are the card's (per band); ``wavelength_um`` the bands' centres.
-    """
-
-    mean: np.ndarray
-    std: np.ndarray
-    wavelength_um: np.ndarray
-
-    @classmethod
-    def from_card(cls, card: ModelCard) -> RadiometricJitter:
-        return cls(
-            np.asarray(card.mean, np.float32),
-            np.asarray(card.std, np.float32),
-            band_wavelengths_um(card.bands),
-        )
-
-    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        c, h, w = x.shape
-        gain = np.exp(rng.normal(0, 0.04, c) + rng.uniform(-0.1, 0.1)).astype(np.float32)
-        corners = rng.uniform(0, 0.04, (2, 2)).astype(np.float32)
-        ry = np.linspace(0, 1, h, dtype=np.float32)[:, None]
-        rx = np.linspace(0, 1, w, dtype=np.float32)[None, :]
-        field2d = (
-            corners[0, 0] * (1 - ry) * (1 - rx)
-            + corners[0, 1] * (1 - ry) * rx
-            + corners[1, 0] * ry * (1 - rx)
-            + corners[1, 1] * ry * rx
-        )
-        haze = haze_weights(self.wavelength_um)  # (C,)
-        # x_phys = x·std + mean → gain·x_phys + haze, back in normalised units
-        shift = ((gain - 1) * self.mean)[:, None, None] + haze[:, None, None] * field2d[None]
-        return np.asarray(
-            gain[:, None, None] * x + shift / self.std[:, None, None], dtype=np.float32
-        )
 
 
 def _windows(

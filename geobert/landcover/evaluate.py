@@ -233,6 +233,8 @@ def recipe_name(cfg: LandCoverTrainConfig, *, scene_adapted: bool = False) -> st
     'geobert (MIM, pixel path, band dropout, spread sampling 32 px)'
     >>> recipe_name(LandCoverTrainConfig(loss="gce"), scene_adapted=True)
     'geobert (MIM + scene, pixel path, band dropout, GCE)'
+    >>> recipe_name(LandCoverTrainConfig(radiometric_aug=0.25))
+    'geobert (MIM, pixel path, band dropout, radiometric jitter 0.25)'
     """
     parts = ["MIM + scene" if scene_adapted else "MIM" if cfg.init == "mim" else "scratch"]
     if cfg.freeze_encoder:
@@ -251,6 +253,9 @@ def recipe_name(cfg: LandCoverTrainConfig, *, scene_adapted: bool = False) -> st
     if cfg.loss == "gce":
         default_q = LandCoverTrainConfig.gce_q
         parts.append("GCE" + ("" if cfg.gce_q == default_q else f" q={cfg.gce_q:g}"))
+    if cfg.radiometric_aug:  # on half the windows unless it says another share
+        share = cfg.radiometric_aug
+        parts.append("radiometric jitter" + ("" if share == 0.5 else f" {share:g}"))
     return f"geobert ({', '.join(parts)})"
 
 

@@ -8,9 +8,10 @@ side of it is used for nothing — what a user's map looks like away from their 
 Training windows are centred on training pixels of a class drawn uniformly (rare classes are seen
 as often as common ones) — with ``window_sampling="spread"``, on a pixel of one of the
 ``spread_px`` squares holding the class's training pixels, drawn uniformly, so its windows spread
-over every place it was labelled — augmented with flips and rotations; the loss is class-weighted
-cross-entropy (``loss="gce"``: generalized cross-entropy, robust to noisy labels) on training
-pixels only — hold-out pixels and unlabelled pixels never contribute.
+over every place it was labelled — augmented with flips and rotations (with ``radiometric_aug``,
+also per-band gains and a haze across the window); the loss is class-weighted cross-entropy
+(``loss="gce"``: generalized cross-entropy, robust to noisy labels) on training pixels only —
+hold-out pixels and unlabelled pixels never contribute.
 The hold-out is scored once, after the last step; nothing (epochs, thresholds) is chosen on it.
 
 With ``validation_fraction`` > 0 some of the *training* blocks are set aside as a validation set
@@ -47,6 +48,7 @@ from geobert.models.bandsets import dropout_band_sets, keep_masks
 from geobert.models.card import ModelCard
 from geobert.models.landcovernet import LandCoverNet
 from geobert.models.swin import DropPath
+from geobert.training.augment import RadiometricJitter
 from geobert.training.ema import WeightEma
 from geobert.training.finetune import FineTuneConfig, scaled_adamw, start_encoder
 from geobert.training.loop import train_steps
@@ -114,6 +116,10 @@ class LandCoverTrainConfig(FineTuneConfig):
     #: meadows and fields in farmyards — pull less
     loss: Literal["ce", "gce"] = "ce"
     gce_q: float = 0.7
+    #: share of windows given per-band gains and a haze sloping across them
+    #: (:class:`~geobert.training.augment.RadiometricJitter`, the change task's jitter), so the
+    #: network leans less on the exact brightness of its training polygons' part of the scene
+    radiometric_aug: float = 0.0
     #: Share of the training blocks used to pick the best step (0: train on all, keep the last).
     validation_fraction: float = 0.0
     validate_every: int = 100
@@ -144,6 +150,10 @@ class LandCoverTrainConfig(FineTuneConfig):
             raise GeobertError(f"loss {self.loss!r}: use 'ce' or 'gce'")
         if not 0 < self.gce_q <= 1:
             raise GeobertError(f"generalized cross-entropy q {self.gce_q}: must be in (0, 1]")
+        if not 0 <= self.radiometric_aug <= 1:
+            raise GeobertError(
+                f"radiometric augmentation {self.radiometric_aug}: a share of windows in [0, 1]"
+            )
         if self.spread_px < 1:
             raise GeobertError(f"spread squares of {self.spread_px} px: must be at least 1")
         if self.validate_every < 1:
@@ -327,10 +337,12 @@ def _windows(
     cfg: LandCoverTrainConfig,
     rng: np.random.Generator,
     keep: np.ndarray | None = None,
+    jitter: RadiometricJitter | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A batch of windows and their class codes; ``pools``: each class's training pixels, in
     one group or spread over squares (:func:`spread_groups`); ``keep`` ``(S, C)``: the band
-    sets of ``cfg.band_dropout`` (:func:`~geobert.models.bandsets.keep_masks`)."""
+    sets of ``cfg.band_dropout`` (:func:`~geobert.models.bandsets.keep_masks`); ``jitter``:
+    ``cfg.radiometric_aug``'s, before band dropout (a dropped band stays at its mean)."""
     n = cfg.window_px
     _, h, w = data.image.shape
     xs, ys = [], []
@@ -351,6 +363,9 @@ def _windows(
         x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k)
         if rng.random() < 0.5:
             x, y = x[..., ::-1], y[..., ::-1]
+        # no draw without a jitter: recipes without it keep their random stream
+        if jitter is not None and cfg.radiometric_aug > 0 and rng.random() < cfg.radiometric_aug:
+            x = jitter(np.ascontiguousarray(x), rng)
         if keep is not None and cfg.band_dropout > 0 and rng.random() < cfg.band_dropout:
             x = x * keep[rng.integers(len(keep))][:, None, None]
         xs.append(x)
@@ -444,12 +459,13 @@ def train_landcover(
     wt = torch.tensor(weight, dtype=torch.float32)
     band_sets = dropout_band_sets(enc_card.bands) if cfg.band_dropout > 0 else {}
     keep = keep_masks(enc_card.bands, band_sets) if band_sets else None
+    jitter = RadiometricJitter.from_card(enc_card) if cfg.radiometric_aug > 0 else None
     ema = WeightEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     curve: list[tuple[int, float]] = []
     best: tuple[float, int, dict[str, torch.Tensor], ClassScores] | None = None
 
     def forward(_: int) -> tuple[torch.Tensor, np.ndarray]:
-        x, y = _windows(data, train, pools, cfg, rng, keep)
+        x, y = _windows(data, train, pools, cfg, rng, keep, jitter)
         return model(torch.from_numpy(x)), y
 
     def loss(out: tuple[torch.Tensor, np.ndarray]) -> torch.Tensor:

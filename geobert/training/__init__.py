@@ -1,1 +1,2 @@
-"""Training recipes (masked image modelling now; change and land cover heads later)."""
+"""Training: masked-image-modelling pretraining and what the change and land-cover fine-tuning
+share (the encoder start, optimiser, schedule, weight averaging, losses, augmentation)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import rasterio
 
 from geobert.change.pipeline import detect_change
 from geobert.change.train import ChangeTrainConfig, CityArrays, _windows
-from geobert.errors import BandMismatchError
+from geobert.errors import BandMismatchError, GeobertError
 from geobert.landcover.train import LandCoverData, LandCoverTrainConfig
 from geobert.landcover.train import _windows as landcover_windows
 from geobert.models.bandsets import dropout_band_sets, keep_masks
@@ -184,3 +185,39 @@ def test_spread_sampling_reaches_a_class_s_small_places() -> None:
     # every pixel lands in exactly one group
     groups = spread_groups(np.flatnonzero(codes.ravel() == 1), w, 8)
     assert len(groups) == 17 and sum(g.size for g in groups) == 1028
+
+
+def test_landcover_radiometric_jitter_reaches_its_share_of_windows() -> None:
+    """``radiometric_aug`` jitters that share of the training windows (per-band gains and haze,
+    :class:`~geobert.training.augment.RadiometricJitter`) before band dropout, so a dropped band
+    stays exactly at its training mean (0); at 0 it draws nothing, so recipes without it keep
+    their windows."""
+    from geobert.models.checkpoint import read_card
+    from geobert.training.augment import RadiometricJitter
+
+    jitter = RadiometricJitter.from_card(read_card(pretrained_encoder_path()))
+    codes = (np.arange(64)[None, :] >= 32).repeat(64, 0).astype(np.uint8)
+    train = np.ones((64, 64), bool)
+    pools = [[np.flatnonzero(codes.ravel() == i)] for i in range(2)]
+    keep = keep_masks(L1C, SETS)
+
+    def draw(image: np.ndarray, aug: float, dropout: float, j: RadiometricJitter | None) -> Any:
+        data = LandCoverData(image, codes, train, ~train, ("a", "b"), {})
+        cfg = LandCoverTrainConfig(
+            window_px=32, batch_size=64, radiometric_aug=aug, band_dropout=dropout
+        )
+        return landcover_windows(data, train, pools, cfg, np.random.default_rng(5), keep, j)
+
+    noise = np.random.default_rng(0).normal(size=(13, 64, 64)).astype(np.float32)
+    plain, _ = draw(noise, 0.0, 0.5, None)
+    np.testing.assert_array_equal(draw(noise, 0.0, 0.5, jitter)[0], plain)  # no draw at 0
+    at_mean = np.zeros((13, 64, 64), np.float32)  # every pixel at the training mean
+    half, y = draw(at_mean, 0.5, 0.0, jitter)
+    moved = np.any(half != 0, axis=(1, 2, 3))
+    assert 0.3 < moved.mean() < 0.7, moved.mean()  # about half the windows, the others as read
+    assert set(np.unique(y)) <= {0, 1}  # the labels are the crops' (the jitter leaves them)
+    both, _ = draw(at_mean, 1.0, 1.0, jitter)
+    zero = np.all(both == 0, axis=(2, 3))  # dropped bands: exactly 0 after the jitter
+    assert {tuple(r) for r in zero} == {tuple(k == 0) for k in keep}
+    with pytest.raises(GeobertError, match=r"radiometric augmentation 1.5: a share"):
+        LandCoverTrainConfig(radiometric_aug=1.5)

@@ -8,15 +8,15 @@ import pytest
 from geobert.change.radiometry import (
     NO_CHANGE_VARIANTS,
     RadiometricFit,
-    band_wavelengths_um,
     fit_radiometric,
     no_change_variant,
     radiometric_report,
     sample_pair,
     sample_windows,
 )
-from geobert.change.train import RadiometricJitter, normalize_dates
+from geobert.change.train import normalize_dates
 from geobert.models.checkpoint import read_card
+from geobert.training.augment import RadiometricJitter, band_wavelengths_um
 from geobert.weights import pretrained_encoder_path
 from tests.conftest import read_example_pair
 
