@@ -2,8 +2,8 @@
 
 Every error the project raises on purpose derives from :class:`GeobertError` and also from the
 builtin it refines (``BandMismatchError`` is a ``ValueError``), so callers can catch either.
-Messages
-say what came in, what was expected and what to do about it; the CLI prints them as one line.
+Messages say what came in, what was expected and what to do about it; the CLI prints them as one
+line.
 
 The root lives in ``tiles`` because imports go one way (``geobert`` → ``tiles``); ``geobert.errors``
 re-exports it.
