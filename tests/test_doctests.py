@@ -31,6 +31,7 @@ MUST_HAVE_EXAMPLES = {
     "tiles.vectorize",
     "tiles.dates",
     "geobert.training.ema",
+    "geobert.training.augment",
     "geobert.landcover.metrics",
     "geobert.landcover.split",
     "geobert.change.radiometry",

@@ -201,23 +201,42 @@ def test_landcover_radiometric_jitter_reaches_its_share_of_windows() -> None:
     pools = [[np.flatnonzero(codes.ravel() == i)] for i in range(2)]
     keep = keep_masks(L1C, SETS)
 
-    def draw(image: np.ndarray, aug: float, dropout: float, j: RadiometricJitter | None) -> Any:
+    class CountingRng:
+        """The generator, counting its ``random()`` draws (the per-window coin flips)."""
+
+        def __init__(self, seed: int) -> None:
+            self.rng, self.coins = np.random.default_rng(seed), 0
+
+        def random(self) -> float:
+            self.coins += 1
+            return float(self.rng.random())
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.rng, name)
+
+    def draw(
+        image: np.ndarray, aug: float, dropout: float, j: RadiometricJitter | None
+    ) -> tuple[np.ndarray, np.ndarray, int]:
         data = LandCoverData(image, codes, train, ~train, ("a", "b"), {})
         cfg = LandCoverTrainConfig(
             window_px=32, batch_size=64, radiometric_aug=aug, band_dropout=dropout
         )
-        return landcover_windows(data, train, pools, cfg, np.random.default_rng(5), keep, j)
+        rng = CountingRng(5)
+        x, y = landcover_windows(data, train, pools, cfg, rng, keep, j)  # type: ignore[arg-type]
+        return x, y, rng.coins
 
     noise = np.random.default_rng(0).normal(size=(13, 64, 64)).astype(np.float32)
-    plain, _ = draw(noise, 0.0, 0.5, None)
-    np.testing.assert_array_equal(draw(noise, 0.0, 0.5, jitter)[0], plain)  # no draw at 0
+    # at 0 no coin is flipped for the jitter: a flip and a dropout coin a window, as before it
+    # existed — the recipes without it draw the windows they always drew
+    assert draw(noise, 0.0, 0.5, None)[2] == draw(noise, 0.0, 0.5, jitter)[2] == 2 * 64
+    assert draw(noise, 0.5, 0.5, jitter)[2] == 3 * 64
     at_mean = np.zeros((13, 64, 64), np.float32)  # every pixel at the training mean
-    half, y = draw(at_mean, 0.5, 0.0, jitter)
+    half, y, _ = draw(at_mean, 0.5, 0.0, jitter)
     moved = np.any(half != 0, axis=(1, 2, 3))
     assert 0.3 < moved.mean() < 0.7, moved.mean()  # about half the windows, the others as read
     assert set(np.unique(y)) <= {0, 1}  # the labels are the crops' (the jitter leaves them)
-    both, _ = draw(at_mean, 1.0, 1.0, jitter)
+    both, _, _ = draw(at_mean, 1.0, 1.0, jitter)
     zero = np.all(both == 0, axis=(2, 3))  # dropped bands: exactly 0 after the jitter
     assert {tuple(r) for r in zero} == {tuple(k == 0) for k in keep}
-    with pytest.raises(GeobertError, match=r"radiometric augmentation 1.5: a share"):
+    with pytest.raises(GeobertError, match=r"radiometric augmentation 1.5: must be a share"):
         LandCoverTrainConfig(radiometric_aug=1.5)

@@ -891,21 +891,29 @@ def test_generalized_cross_entropy_lets_an_unlikely_label_pull_less() -> None:
         LandCoverTrainConfig(loss="gce", gce_q=0)
 
 
-def test_train_landcover_trains_with_the_loss_it_is_given() -> None:
-    """``loss="gce"`` reaches the training steps (the same seed and windows end elsewhere than
-    with cross-entropy) and the card records it."""
+def test_train_landcover_trains_with_the_loss_and_jitter_it_is_given() -> None:
+    """``loss="gce"`` and ``radiometric_aug`` reach the training steps (the same seed ends
+    elsewhere than the plain recipe) and the card records them."""
     torch.set_num_threads(2)
     enc = pretrained_encoder_path()
     data = prepare_landcover(
         DATA, LABELS, "fclass", read_card(enc), block_px=48, holdout_fraction=0.25, seed=0
     )
     heads = {}
-    for loss in ("ce", "gce"):
+    variants: dict[str, dict[str, Any]] = {
+        "plain": {}, "gce": {"loss": "gce"}, "jitter": {"radiometric_aug": 1.0}
+    }  # fmt: skip
+    for name, change in variants.items():
         cfg = LandCoverTrainConfig(
             steps=2, window_px=64, batch_size=2, warmup_steps=1, block_px=48, ema_decay=0,
-            loss=loss,
+            **change,
         )  # fmt: skip
         model, card = train_landcover(data, enc, cfg)
-        assert (card.training["config"]["loss"], card.training["config"]["gce_q"]) == (loss, 0.7)
-        heads[loss] = [p.detach().clone() for p in model.head.parameters()]
-    assert any(not torch.equal(a, b) for a, b in zip(heads["ce"], heads["gce"], strict=True))
+        recorded = card.training["config"]
+        assert (recorded["loss"], recorded["gce_q"]) == (cfg.loss, 0.7)
+        assert recorded["radiometric_aug"] == cfg.radiometric_aug
+        heads[name] = [p.detach().clone() for p in model.head.parameters()]
+    for name in ("gce", "jitter"):
+        assert any(
+            not torch.equal(a, b) for a, b in zip(heads["plain"], heads[name], strict=True)
+        ), name
