@@ -152,7 +152,8 @@ class LandCoverTrainConfig(FineTuneConfig):
             raise GeobertError(f"generalized cross-entropy q {self.gce_q}: must be in (0, 1]")
         if not 0 <= self.radiometric_aug <= 1:
             raise GeobertError(
-                f"radiometric augmentation {self.radiometric_aug}: must be a share of windows in [0, 1]"
+                f"radiometric augmentation {self.radiometric_aug}: must be a share of windows "
+                "in [0, 1]"
             )
         if self.spread_px < 1:
             raise GeobertError(f"spread squares of {self.spread_px} px: must be at least 1")
