@@ -426,41 +426,34 @@ def test_the_longer_adaptation_changes_the_encoder_only(tmp_path: Path) -> None:
     assert gate.returncode == 0
 
 
-def test_the_gce_protocol_runs_the_shipped_recipe_with_another_loss() -> None:
-    """results/landcover_bb/scene_gce: scripts/landcover_gce.sh runs recipes that exist — the
-    shipped recipe's configs with ``loss="gce"`` (q 0.7) and nothing else changed, seeds 0 and
-    1, from the shipped recipe's adapted encoder."""
-    import re
-    from dataclasses import replace
-
-    strips, enc = _script("landcover_strips"), _script("protocol_encoder")
-    text = (ROOT / "scripts" / "landcover_gce.sh").read_text()
-    names = dict(re.findall(r'^(R[01])="([^"]+)"$', text, flags=re.M))
-    assert names["R1"] == names["R0"].replace(")", ", seed 1)")
-    for seed, name in enumerate((names["R0"], names["R1"])):
-        shipped = strips.RECIPES[SCENE.replace(")", ", seed 1)") if seed else SCENE]
-        assert strips.RECIPES[name] == replace(shipped, loss="gce", gce_q=0.7)
-        assert strips.OTHER_ENCODER[name] is enc.SCENE
-    assert "results/landcover_bb/scene_mim/encoder.sha256" in text and "--gate 0.336" in text
-
-
-def test_the_radiometric_protocol_runs_the_shipped_recipe_with_the_jitter() -> None:
-    """results/landcover_bb/scene_radiometric: scripts/landcover_radiometric.sh runs recipes
-    that exist — the shipped recipe's configs with ``radiometric_aug=0.5`` and nothing else
-    changed, seeds 0 and 1, from the shipped recipe's adapted encoder — named as
-    ``evaluate-landcover`` names that recipe."""
+@pytest.mark.parametrize(
+    ("script", "change"),
+    [
+        # results/landcover_bb/scene_gce: another loss (q 0.7)
+        ("landcover_gce.sh", {"loss": "gce", "gce_q": 0.7}),
+        # results/landcover_bb/scene_radiometric: the change model's jitter on half the windows
+        ("landcover_radiometric.sh", {"radiometric_aug": 0.5}),
+    ],
+)
+def test_a_scene_lever_protocol_runs_the_shipped_recipe_with_one_change(
+    script: str, change: dict[str, Any]
+) -> None:
+    """The one-lever protocols' scripts run recipes that exist — the shipped recipe's configs
+    with that one change and nothing else, seeds 0 and 1, from the shipped recipe's adapted
+    encoder (its SHA-256 checked), gated at 0.336 — named as ``evaluate-landcover`` names
+    that recipe."""
     import re
     from dataclasses import replace
 
     from geobert.landcover.evaluate import recipe_name
 
     strips, enc = _script("landcover_strips"), _script("protocol_encoder")
-    text = (ROOT / "scripts" / "landcover_radiometric.sh").read_text()
+    text = (ROOT / "scripts" / script).read_text()
     names = dict(re.findall(r'^(R[01])="([^"]+)"$', text, flags=re.M))
     assert names["R1"] == names["R0"].replace(")", ", seed 1)")
     for seed, name in enumerate((names["R0"], names["R1"])):
         shipped = strips.RECIPES[SCENE.replace(")", ", seed 1)") if seed else SCENE]
-        assert strips.RECIPES[name] == replace(shipped, radiometric_aug=0.5)
+        assert strips.RECIPES[name] == replace(shipped, **change)
         assert strips.OTHER_ENCODER[name] is enc.SCENE
     assert recipe_name(strips.RECIPES[names["R0"]], scene_adapted=True) == names["R0"]
     assert "results/landcover_bb/scene_mim/encoder.sha256" in text and "--gate 0.336" in text
