@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Seed 0 of a land-cover recipe on the five strips, then its protocol's gate, then seed 1 only
-# past it (shared by landcover_scene_mim.sh 3k, landcover_gce.sh and landcover_radiometric.sh;
-# resumes per strip):
+# past it (shared by landcover_scene_mim.sh 3k and scene_lever_strips.sh; resumes per strip):
 #
 #   bash scripts/gated_strips.sh DATA RESULTS ENCODER --gate G RECIPE_SEED0 RECIPE_SEED1
 set -euo pipefail

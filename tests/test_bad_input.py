@@ -201,6 +201,11 @@ CASES: dict[str, tuple[Case, str]] = {
         lambda d, o: ["train-landcover", "--image", BB, "--labels", BB / "landuse.gpkg",
                       "--class-field", "fclass", "-o", o / "m.safetensors", "--init", "scratch",
                       "--freeze-encoder"], "use --no-freeze-encoder or --init mim"),
+    "train: a self-training share above 1": (
+        lambda d, o: ["train-landcover", "--image", BB, "--labels", BB / "landuse.gpkg",
+                      "--class-field", "fclass", "-o", o / "m.safetensors",
+                      "--self-train-steps", "100", "--self-train-share", "1.5"],
+        "self-training share 1.5: must be a share of each class's pixels in (0, 1]"),
     "info: neither a scene nor a model": (
         lambda d, o: ["info", d / "changenet"], "a shipped model's name (change, landcover"),
     "batch: broken manifest": (lambda d, o: ["batch", d / "manifest.json", "-o", o],

@@ -618,6 +618,10 @@ def test_train_landcover_defaults_are_the_recipes() -> None:
     assert opts["window_sampling"] == cfg.window_sampling
     assert (opts["loss"], opts["gce_q"]) == (cfg.loss, cfg.gce_q)
     assert opts["radiometric_aug"] == cfg.radiometric_aug
+    assert (opts["self_train_steps"], opts["self_train_share"]) == (
+        cfg.self_train_steps,
+        cfg.self_train_share,
+    )
     # scene adaptation: the option resolves to the recipe's steps; the QGIS tool passes its own
     from geobert.landcover.adapt import SceneAdaptConfig
 

@@ -433,6 +433,8 @@ def test_the_longer_adaptation_changes_the_encoder_only(tmp_path: Path) -> None:
         ("landcover_gce.sh", {"loss": "gce", "gce_q": 0.7}),
         # results/landcover_bb/scene_radiometric: the change model's jitter on half the windows
         ("landcover_radiometric.sh", {"radiometric_aug": 0.5}),
+        # results/landcover_bb/scene_selftrain: 400 steps on the surest fifth of pseudo-labels
+        ("landcover_selftrain.sh", {"self_train_steps": 400, "self_train_share": 0.2}),
     ],
 )
 def test_a_scene_lever_protocol_runs_the_shipped_recipe_with_one_change(
@@ -441,7 +443,7 @@ def test_a_scene_lever_protocol_runs_the_shipped_recipe_with_one_change(
     """The one-lever protocols' scripts run recipes that exist — the shipped recipe's configs
     with that one change and nothing else, seeds 0 and 1, from the shipped recipe's adapted
     encoder (its SHA-256 checked), gated at 0.336 — named as ``evaluate-landcover`` names
-    that recipe."""
+    that recipe, into the folder of their protocol."""
     import re
     from dataclasses import replace
 
@@ -449,11 +451,50 @@ def test_a_scene_lever_protocol_runs_the_shipped_recipe_with_one_change(
 
     strips, enc = _script("landcover_strips"), _script("protocol_encoder")
     text = (ROOT / "scripts" / script).read_text()
-    names = dict(re.findall(r'^(R[01])="([^"]+)"$', text, flags=re.M))
-    assert names["R1"] == names["R0"].replace(")", ", seed 1)")
-    for seed, name in enumerate((names["R0"], names["R1"])):
+    r0 = re.findall(r'^R0="([^"]+)"$', text, flags=re.M)[0]
+    r1 = r0.replace(")", ", seed 1)")  # as scene_lever_strips.sh names seed 1
+    for seed, name in enumerate((r0, r1)):
         shipped = strips.RECIPES[SCENE.replace(")", ", seed 1)") if seed else SCENE]
         assert strips.RECIPES[name] == replace(shipped, **change)
         assert strips.OTHER_ENCODER[name] is enc.SCENE
-    assert recipe_name(strips.RECIPES[names["R0"]], scene_adapted=True) == names["R0"]
-    assert "results/landcover_bb/scene_mim/encoder.sha256" in text and "--gate 0.336" in text
+    assert recipe_name(strips.RECIPES[r0], scene_adapted=True) == r0
+    assert r1 in strips.NOT_FOR_SHIPPING and r0 not in strips.NOT_FOR_SHIPPING
+    call = re.search(
+        r'^bash scripts/scene_lever_strips\.sh "\$\{1:-\.\./shared/data\}" '
+        r'results/landcover_bb/(scene_\w+) *\\?\n? *"\$R0"$',
+        text,
+        flags=re.M,
+    )
+    assert call is not None, text
+    assert (ROOT / "results" / "landcover_bb" / call[1] / "PROTOCOL.md").exists()
+    lever = (ROOT / "scripts" / "scene_lever_strips.sh").read_text()
+    assert 'R1="${R0%)}, seed 1)"' in lever
+    assert "results/landcover_bb/scene_mim/encoder.sha256" in lever and "--gate 0.336" in lever
+
+
+def test_a_scene_lever_protocol_refuses_to_run_without_the_shipped_adapted_encoder(
+    tmp_path: Path,
+) -> None:
+    """Without the scene-adapted encoder its SHA-256 names, the protocol says how to build it
+    and trains nothing (run in a copy of the scripts, where no ``runs/`` exists)."""
+    import shutil
+
+    shutil.copytree(ROOT / "scripts", tmp_path / "scripts")
+    sha = tmp_path / "results" / "landcover_bb" / "scene_mim" / "encoder.sha256"
+    sha.parent.mkdir(parents=True)
+    shutil.copy(ROOT / "results" / "landcover_bb" / "scene_mim" / "encoder.sha256", sha)
+    run = ["bash", str(tmp_path / "scripts" / "landcover_selftrain.sh"), "/nowhere"]
+    proc = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stderr.splitlines() == [
+        "runs/landcover_scene_mim/geobert_s_mim_bb.safetensors is missing or not the shipped "
+        "recipe's adapted encoder; build it first: bash scripts/landcover_scene_mim.sh /nowhere"
+    ]
+    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "results" / "landcover_bb" / "scene_selftrain").exists()
+    usage = subprocess.run(
+        ["bash", str(tmp_path / "scripts" / "scene_lever_strips.sh"), "/nowhere"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert usage.returncode == 2 and "usage: scene_lever_strips.sh" in usage.stderr

@@ -235,6 +235,10 @@ def recipe_name(cfg: LandCoverTrainConfig, *, scene_adapted: bool = False) -> st
     'geobert (MIM + scene, pixel path, band dropout, GCE)'
     >>> recipe_name(LandCoverTrainConfig(radiometric_aug=0.25))
     'geobert (MIM, pixel path, band dropout, radiometric jitter 0.25)'
+    >>> recipe_name(LandCoverTrainConfig(self_train_steps=400), scene_adapted=True)
+    'geobert (MIM + scene, pixel path, band dropout, self-training 400)'
+    >>> recipe_name(LandCoverTrainConfig(self_train_steps=200, self_train_share=0.5))
+    'geobert (MIM, pixel path, band dropout, self-training 200 share 0.5)'
     """
     parts = ["MIM + scene" if scene_adapted else "MIM" if cfg.init == "mim" else "scratch"]
     if cfg.freeze_encoder:
@@ -256,6 +260,12 @@ def recipe_name(cfg: LandCoverTrainConfig, *, scene_adapted: bool = False) -> st
     if cfg.radiometric_aug:  # on half the windows unless it says another share
         share = cfg.radiometric_aug
         parts.append("radiometric jitter" + ("" if share == 0.5 else f" {share:g}"))
+    if cfg.self_train_steps:  # its steps, and its share unless the default
+        default_share = LandCoverTrainConfig.self_train_share
+        parts.append(
+            f"self-training {cfg.self_train_steps}"
+            + ("" if cfg.self_train_share == default_share else f" share {cfg.self_train_share:g}")
+        )
     return f"geobert ({', '.join(parts)})"
 
 
@@ -420,6 +430,9 @@ def _crossvalidate(
         data = prepare_landcover(
             image, labels, class_field, card, fix_geometries=fix_geometries, **split
         )
+        # self-training recipes read the whole scene: the same labelled pixels, in the same
+        # order, on a larger grid
+        prepared = {False: data}
         fold = fold or {
             "fold": k,
             "strips": strips,
@@ -443,9 +456,22 @@ def _crossvalidate(
                     **strip,
                     validation_fraction=recipes[name].validation_fraction or 0.2,
                 )
-                start = encoder.path(data, cfg) if isinstance(encoder, _Adapted) else encoder
-                model, mcard = train_landcover(data, start, cfg)
-                probs = predict_image(model, data.image)[:, data.holdout]
+                whole = cfg.self_train_steps > 0
+                if whole not in prepared:
+                    prepared[whole] = prepare_landcover(
+                        image,
+                        labels,
+                        class_field,
+                        card,
+                        fix_geometries=fix_geometries,
+                        **{**split, "whole_scene": whole},
+                    )
+                used = prepared[whole]
+                if not np.array_equal(used.codes[used.holdout], truth):  # the same pixels, ordered
+                    raise GeobertError(f"strip {k}: the whole scene's read split otherwise")
+                start = encoder.path(used, cfg) if isinstance(encoder, _Adapted) else encoder
+                model, mcard = train_landcover(used, start, cfg)
+                probs = predict_image(model, used.image)[:, used.holdout]
             entries["methods"] = _holdout_class_scores(probs, truth, data.classes).as_dict()
             if predictions is not None:
                 _save_probs(predictions, k, name, probs, truth, data.classes)
@@ -454,10 +480,12 @@ def _crossvalidate(
                     keep = keep_masks(mcard.bands, mcard.band_sets)
                     entries["band_sets"] = {
                         s: holdout_scores(
-                            predict_image(model, data.image * m[:, None, None]), data
+                            predict_image(model, used.image * m[:, None, None]), used
                         ).as_dict()
                         for s, m in zip(mcard.band_sets, keep, strict=True)
                     }
+                if "self_training" in mcard.training:
+                    entries["self_training"] = mcard.training["self_training"]
                 entries["chosen_on_validation_strip"] = {
                     "best_step": mcard.training["validation"]["best_step"],
                     "validation_macro_f1": mcard.training["validation"]["scores"]["macro_f1"],

@@ -23,14 +23,24 @@ next to the hold-out strip (gapped the same way) instead.
 With ``ema_decay`` > 0 (default 0.99) the model kept (and validated) is an exponential moving
 average of the weights over the steps (:class:`~geobert.training.ema.WeightEma`) instead of the
 last step's.
+
+With ``self_train_steps`` > 0 training goes on in a second stage (self-training): from the weights
+the validation chose, the model labels the rest of the scene (:func:`prepare_landcover` then reads
+all of it), each class keeps the pixels it is surest of (:func:`pseudo_labels`), and the network
+trains ``self_train_steps`` more steps — a fresh optimiser and moving average, the same warm-up and
+cosine — with half of each class's windows around its training pixels and half around its
+pseudo-labels. The validation strip's or blocks' pixels may be pseudo-labelled like any other
+(their labels are never seen); they still score every step, and the step kept may be one of either
+stage.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -53,6 +63,7 @@ from geobert.training.ema import WeightEma
 from geobert.training.finetune import FineTuneConfig, scaled_adamw, start_encoder
 from geobert.training.loop import train_steps
 from geobert.training.losses import generalized_cross_entropy
+from geobert.training.schedule import warmup_cosine
 from tiles.grid import block_windows
 from tiles.scene import open_scene
 
@@ -61,6 +72,7 @@ __all__ = [
     "LandCoverTrainConfig",
     "predict_image",
     "prepare_landcover",
+    "pseudo_labels",
     "source_of",
     "spread_groups",
     "train_landcover",
@@ -70,6 +82,9 @@ __all__ = [
 
 #: Added to the split seed to draw the validation blocks (another draw than the hold-out's).
 VALIDATION_SEED_OFFSET = 1000
+#: The most pixels self-training reads (the whole scene, normalised, and the model's class
+#: probabilities over it: about 3 GB at 13 bands and 8 classes) — a 60 km square at 10 m.
+WHOLE_SCENE_MAX_PIXELS = 36_000_000
 
 
 @dataclass(frozen=True)
@@ -120,6 +135,13 @@ class LandCoverTrainConfig(FineTuneConfig):
     #: (:class:`~geobert.training.augment.RadiometricJitter`, the change task's jitter), so the
     #: network leans less on the exact brightness of its training polygons' part of the scene
     radiometric_aug: float = 0.0
+    #: self-training (0: none): once trained, the model labels every pixel of the area read
+    #: that is not a training pixel — with self-training :func:`prepare_landcover` reads the
+    #: whole scene, the part to be mapped included — each class keeps the ``self_train_share``
+    #: of the pixels it was given where the model is surest, and ``self_train_steps`` more steps
+    #: train on the polygons and those pseudo-labels (:func:`pseudo_labels`)
+    self_train_steps: int = 0
+    self_train_share: float = 0.2
     #: Share of the training blocks used to pick the best step (0: train on all, keep the last).
     validation_fraction: float = 0.0
     validate_every: int = 100
@@ -155,6 +177,20 @@ class LandCoverTrainConfig(FineTuneConfig):
                 f"radiometric augmentation {self.radiometric_aug}: must be a share of windows "
                 "in [0, 1]"
             )
+        if self.self_train_steps < 0:
+            raise GeobertError(
+                f"self-training steps {self.self_train_steps}: must be 0 (none) or more"
+            )
+        if not 0 < self.self_train_share <= 1:
+            raise GeobertError(
+                f"self-training share {self.self_train_share}: must be a share of each class's "
+                "pixels in (0, 1], e.g. 0.2"
+            )
+        if self.self_train_steps and self.window_sampling != "class":
+            raise GeobertError(
+                "self-training draws half of each class's windows around its pseudo-labels and "
+                "has no spread sampling: use window sampling 'class' with it"
+            )
         if self.spread_px < 1:
             raise GeobertError(f"spread squares of {self.spread_px} px: must be at least 1")
         if self.validate_every < 1:
@@ -168,8 +204,10 @@ class LandCoverTrainConfig(FineTuneConfig):
             raise GeobertError(f"--strips {self.strips}: need at least 2 strips")
 
     def split_options(self) -> dict[str, Any]:
-        """What :func:`prepare_landcover` needs to rebuild the split."""
+        """What :func:`prepare_landcover` needs to rebuild the split (and to read the whole
+        scene for self-training)."""
         return {
+            "whole_scene": self.self_train_steps > 0,
             "block_px": self.block_px,
             "holdout_fraction": self.holdout_fraction,
             "seed": self.seed,
@@ -185,7 +223,10 @@ class LandCoverData:
     """The labelled part of a scene in memory, with its blocked split.
 
     ``image`` is ``(C, H, W)`` normalised; ``codes`` ``(H, W)`` class codes (``UNLABELLED``
-    elsewhere, including invalid pixels); ``train``/``holdout`` are disjoint boolean masks.
+    elsewhere, including invalid pixels); ``train``/``holdout`` are disjoint boolean masks;
+    ``valid`` marks the pixels with data (None: all); ``area`` is where the splits are laid —
+    the polygons' area with its margin, the whole grid unless the whole scene was read — so a
+    whole-scene read splits exactly as the area's read does.
     """
 
     image: np.ndarray
@@ -194,6 +235,18 @@ class LandCoverData:
     holdout: np.ndarray
     classes: tuple[str, ...]
     report: dict[str, Any]
+    valid: np.ndarray | None = None
+    area: tuple[slice, slice] = (slice(None), slice(None))
+
+    def embed(self, mask: np.ndarray) -> np.ndarray:
+        """A boolean mask of :attr:`area` placed on the whole grid (False outside it)."""
+        return _placed(mask, self.codes.shape, self.area)
+
+
+def _placed(mask: np.ndarray, shape: tuple[int, ...], area: tuple[slice, slice]) -> np.ndarray:
+    out = np.zeros(shape, bool)
+    out[area] = mask
+    return out
 
 
 def prepare_landcover(
@@ -211,10 +264,18 @@ def prepare_landcover(
     strips: int = 5,
     strip: int = 0,
     gap_px: int = 128,
+    whole_scene: bool = False,
 ) -> LandCoverData:
-    """Rasterise the polygons, read the labelled area, split it. Classes without any pixel are
-    dropped (and named in ``report["classes_without_pixels"]``); invalid polygons are an error
-    unless ``fix_geometries`` (see :func:`rasterize_labels`)."""
+    """Rasterise the polygons, read the labelled area (``margin_px`` around the polygons; with
+    ``whole_scene``, the whole scene — self-training's area), split it. Classes without any
+    pixel are dropped (and named in ``report["classes_without_pixels"]``); invalid polygons are
+    an error unless ``fix_geometries`` (see :func:`rasterize_labels`).
+
+    Raises:
+        GeobertError: no polygon covers the scene, fewer than two classes have pixels, a strip
+            leaves no pixels, or ``whole_scene`` asks for more than
+            :data:`WHOLE_SCENE_MAX_PIXELS`.
+    """
     from rasterio.windows import Window
 
     scene = open_scene(scene_path)
@@ -229,12 +290,21 @@ def prepare_landcover(
             "outside it); use polygons drawn on this scene"
         )
     h, w = scene.grid.shape
+    if whole_scene and h * w > WHOLE_SCENE_MAX_PIXELS:
+        raise GeobertError(
+            f"self-training reads the whole scene, and {scene_path} is {w} × {h} px — more than "
+            f"{WHOLE_SCENE_MAX_PIXELS / 1e6:g} M px; crop it to the area to map (e.g. "
+            "gdal_translate -projwin) or turn self-training off (--self-train-steps 0)"
+        )
     r0, r1 = max(0, rows.min() - margin_px), min(h, rows.max() + 1 + margin_px)
     c0, c1 = max(0, cols.min() - margin_px), min(w, cols.max() + 1 + margin_px)
-    data, valid = scene.read(Window(c0, r0, c1 - c0, r1 - r0))
+    # the whole scene: the area's labels and splits, placed on it (no polygon lies outside)
+    top, left, bottom, right = (0, 0, h, w) if whole_scene else (r0, c0, r1, c1)
+    area = (slice(r0 - top, r1 - top), slice(c0 - left, c1 - left))
+    data, valid = scene.read(Window(left, top, right - left, bottom - top))
     image = card.normalize(data[None].astype(np.float32), idx)[0]
     image[:, ~valid] = 0.0
-    codes = labels.codes[r0:r1, c0:c1].copy()
+    codes = labels.codes[top:bottom, left:right].copy()
     codes[~valid] = UNLABELLED
     kept = [i for i, c in enumerate(labels.classes) if np.any(codes == i)]
     if len(kept) < 2:
@@ -247,45 +317,55 @@ def prepare_landcover(
     codes = remap[codes]
     classes = tuple(labels.classes[i] for i in kept)
     if split == "strips":
-        train, holdout, _ = strip_masks(codes, len(classes), strips, strip, gap_px)
+        train, holdout, _ = strip_masks(codes[area], len(classes), strips, strip, gap_px)
         if not holdout.any() or not train.any():
             raise GeobertError(
                 f"strip {strip} of {strips} leaves no {'hold-out' if train.any() else 'training'} "
                 "pixels; use fewer strips or a smaller gap"
             )
     else:
-        train, holdout = split_masks(codes, len(classes), block_px, holdout_fraction, seed)
+        train, holdout = split_masks(codes[area], len(classes), block_px, holdout_fraction, seed)
+    if whole_scene:
+        train, holdout = _placed(train, codes.shape, area), _placed(holdout, codes.shape, area)
     report = {
         **labels.report,
         "classes_without_pixels": [c for c in labels.classes if c not in classes],
-        "window": [int(c0), int(r0), int(c1 - c0), int(r1 - r0)],
+        "window": [int(left), int(top), int(right - left), int(bottom - top)],
+        **(
+            {"labelled_area": [int(c0), int(r0), int(c1 - c0), int(r1 - r0)]} if whole_scene else {}
+        ),
         "train_pixels": int(train.sum()),
         "holdout_pixels": int(holdout.sum()),
         "split": {"split": split, "strips": strips, "strip": strip, "gap_px": gap_px}
         if split == "strips"
         else {"split": "blocks", "block_px": block_px, "holdout_fraction": holdout_fraction},
     }
-    return LandCoverData(image, codes, train, holdout, classes, report)
+    return LandCoverData(image, codes, train, holdout, classes, report, valid, area)
 
 
 def validation_split(
     data: LandCoverData, fraction: float, block_px: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(train, validation)`` masks: whole blocks of ``data.train`` set aside for validation
-    (hold-out blocks have no training pixels, so they are never drawn)."""
+    (hold-out blocks have no training pixels, so they are never drawn); laid on
+    ``data.area`` as the hold-out is."""
+    codes, dtrain = data.codes[data.area], data.train[data.area]
     spec = data.report.get("split", {})
     if spec.get("split") == "strips":  # the neighbouring strip, gapped like the hold-out
         train, _, val = strip_masks(
-            data.codes,
+            codes,
             len(data.classes),
             spec["strips"],
             spec["strip"],
             spec["gap_px"],
             validation_strip=neighbour_strip(spec["strip"], spec["strips"]),
         )
-        return train & data.train, val
-    inner = np.where(data.train, data.codes, UNLABELLED)
-    return split_masks(inner, len(data.classes), block_px, fraction, seed + VALIDATION_SEED_OFFSET)
+        return data.embed(train & dtrain), data.embed(val)
+    inner = np.where(dtrain, codes, UNLABELLED)
+    train, val = split_masks(
+        inner, len(data.classes), block_px, fraction, seed + VALIDATION_SEED_OFFSET
+    )
+    return data.embed(train), data.embed(val)
 
 
 def training_masks(
@@ -329,6 +409,32 @@ def spread_groups(pixels: np.ndarray, width: int, square_px: int) -> list[np.nda
     order = np.argsort(square, kind="stable")
     _, starts = np.unique(square[order], return_index=True)
     return np.split(pixels[order], starts[1:])
+
+
+def pseudo_labels(probs: np.ndarray, candidates: np.ndarray, share: float) -> np.ndarray:
+    """Self-training's labels ``(H, W)``: of the ``candidates`` pixels the model gives class
+    ``c`` (the argmax of ``probs`` ``(K, H, W)``), the ``share`` it is surest of (rounded up)
+    keep ``c`` — a threshold per class, so a class the model is rarely sure of keeps its share
+    too; ``UNLABELLED`` elsewhere. Exactly that many: among pixels equally sure at the
+    threshold (probabilities saturated at 1), which ones is left to the selection.
+
+    >>> probs = np.array([[[0.9, 0.6, 0.2, 0.1]], [[0.1, 0.4, 0.8, 0.9]]])
+    >>> pseudo_labels(probs, np.ones((1, 4), bool), share=0.5).tolist()
+    [[0, 255, 255, 1]]
+    >>> pseudo_labels(probs, np.array([[False, True, True, True]]), share=0.5).tolist()
+    [[255, 0, 255, 1]]
+    """
+    pred = probs.argmax(axis=0).ravel()
+    sure = probs.max(axis=0).ravel()
+    flat = candidates.ravel()
+    out = np.full(pred.shape, UNLABELLED, np.uint8)
+    for c in range(probs.shape[0]):
+        given = np.flatnonzero(flat & (pred == c))
+        keep = math.ceil(round(share * given.size, 6))  # 0.3 × 10 is 3, not 4
+        if keep == 0:
+            continue
+        out[given[np.argpartition(-sure[given], keep - 1)[:keep]]] = c
+    return out.reshape(candidates.shape)
 
 
 def _windows(
@@ -419,7 +525,10 @@ def train_landcover(
     ``on_step(step, steps, loss)`` is called after every step; returning True stops there (the
     schedule stays the one of ``cfg.steps``; the moving average of that step is kept).
     ``adaptation``: what :func:`geobert.landcover.adapt.adapt_encoder` reported, when
-    ``encoder_ckpt`` was adapted to the scene (the card keeps it)."""
+    ``encoder_ckpt`` was adapted to the scene (the card keeps it). With ``cfg.self_train_steps``
+    the steps of the second stage count on from ``cfg.steps`` (``on_step`` sees ``cfg.steps +
+    cfg.self_train_steps`` in all; a stop in the first stage skips the second), and the card
+    records the pseudo-labels under ``training["self_training"]``."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     encoder, enc_card = start_encoder(encoder_ckpt, cfg.init)
@@ -449,25 +558,13 @@ def train_landcover(
     ]
     weight = np.where(freq > 0, 1 / np.sqrt(np.maximum(freq, 1)), 0.0)
     weight = weight / weight[freq > 0].mean()
-    opt = scaled_adamw(
-        model,
-        model.encoder,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        encoder_lr_scale=cfg.encoder_lr_scale,
-        decay_all_params=cfg.decay_all_params,
-    )
     wt = torch.tensor(weight, dtype=torch.float32)
     band_sets = dropout_band_sets(enc_card.bands) if cfg.band_dropout > 0 else {}
     keep = keep_masks(enc_card.bands, band_sets) if band_sets else None
     jitter = RadiometricJitter.from_card(enc_card) if cfg.radiometric_aug > 0 else None
-    ema = WeightEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     curve: list[tuple[int, float]] = []
     best: tuple[float, int, dict[str, torch.Tensor], ClassScores] | None = None
-
-    def forward(_: int) -> tuple[torch.Tensor, np.ndarray]:
-        x, y = _windows(data, train, pools, cfg, rng, keep, jitter)
-        return model(torch.from_numpy(x)), y
+    total = cfg.steps + cfg.self_train_steps
 
     def loss(out: tuple[torch.Tensor, np.ndarray]) -> torch.Tensor:
         logits, y = out
@@ -478,34 +575,103 @@ def train_landcover(
             )
         return F.cross_entropy(logits.float(), target, weight=wt, ignore_index=UNLABELLED)
 
-    def validate(step: int) -> None:
-        nonlocal best
-        assert val is not None  # validation steps are only named with a validation set
-        kept = model if ema is None else cast(LandCoverNet, ema.model)
-        scores = holdout_scores(predict_image(kept, data.image), data, where=val)
-        curve.append((step, scores.macro_f1))
-        if best is None or scores.macro_f1 > best[0]:
-            state = {n: t.detach().clone() for n, t in kept.state_dict().items()}
-            best = (scores.macro_f1, step, state, scores)
+    def fit(
+        stage: LandCoverData,
+        mask: np.ndarray,
+        stage_pools: list[list[np.ndarray]],
+        steps: int,
+        lr_at: Callable[[int], float],
+        offset: int,
+    ) -> bool:
+        """``steps`` steps (a fresh optimiser and moving average) on windows of ``stage``'s
+        codes at ``mask``, validated on the true labels; the model ends with the moving
+        average's weights. Steps count from ``offset`` in the curve and for ``on_step``;
+        returns whether ``on_step`` stopped the run."""
+        opt = scaled_adamw(
+            model,
+            model.encoder,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            encoder_lr_scale=cfg.encoder_lr_scale,
+            decay_all_params=cfg.decay_all_params,
+        )
+        ema = WeightEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        stopped = False
 
-    validate_at = {*range(cfg.validate_every, cfg.steps + 1, cfg.validate_every), cfg.steps}
+        def stepped(n: int, value: float) -> bool:
+            nonlocal stopped
+            assert on_step is not None
+            stopped = bool(on_step(offset + n, total, value))
+            return stopped
+
+        def forward(_: int) -> tuple[torch.Tensor, np.ndarray]:
+            x, y = _windows(stage, mask, stage_pools, cfg, rng, keep, jitter)
+            return model(torch.from_numpy(x)), y
+
+        def validate(step: int) -> None:
+            nonlocal best
+            assert val is not None  # validation steps are only named with a validation set
+            kept = model if ema is None else cast(LandCoverNet, ema.model)
+            scores = holdout_scores(predict_image(kept, data.image), data, where=val)
+            curve.append((offset + step, scores.macro_f1))
+            if best is None or scores.macro_f1 > best[0]:
+                state = {n: t.detach().clone() for n, t in kept.state_dict().items()}
+                best = (scores.macro_f1, offset + step, state, scores)
+
+        validate_at = {*range(cfg.validate_every, steps + 1, cfg.validate_every), steps}
+        train_steps(
+            model,
+            opt,
+            forward,
+            loss,
+            steps=steps,
+            lr_at=lr_at,
+            bf16=cfg.train_bf16,
+            ema=ema,
+            on_step=None if on_step is None else stepped,
+            checkpoint_at=validate_at if val is not None else (),
+            on_checkpoint=validate if val is not None else None,
+        )
+        if ema is not None:
+            model.load_state_dict(ema.model.state_dict())
+        return stopped
+
     t0 = time.perf_counter()
-    train_steps(
-        model,
-        opt,
-        forward,
-        loss,
-        steps=cfg.steps,
-        lr_at=cfg.lr_at,
-        bf16=cfg.train_bf16,
-        ema=ema,
-        on_step=None if on_step is None else lambda n, value: on_step(n, cfg.steps, value),
-        checkpoint_at=validate_at if val is not None else (),
-        on_checkpoint=validate if val is not None else None,
-    )
+    stopped = fit(data, train, pools, cfg.steps, cfg.lr_at, 0)
+    self_training: dict[str, Any] | None = None
+    if cfg.self_train_steps and not stopped:
+        from_step = cfg.steps
+        if best is not None:  # from the weights the validation chose
+            model.load_state_dict(best[2])
+            from_step = best[1]
+        pseudo = pseudo_labels(
+            predict_image(model, data.image),
+            ~train if data.valid is None else data.valid & ~train,
+            cfg.self_train_share,
+        )
+        pseudo[np.isin(pseudo, np.flatnonzero(freq == 0))] = UNLABELLED  # classes never trained
+        chosen = pseudo != UNLABELLED
+        flat_pseudo = pseudo.ravel()
+        # half of each class's windows around its training pixels, half around its pseudo-labels
+        both = [(p, np.flatnonzero(flat_pseudo == i)) for i, p in enumerate(per_class)]
+        fit(
+            replace(data, codes=np.where(chosen, pseudo, data.codes)),
+            train | chosen,
+            [[p, q] if q.size else [p] for p, q in both if p.size],
+            cfg.self_train_steps,
+            lambda s: warmup_cosine(
+                s, steps=cfg.self_train_steps, warmup=cfg.warmup_steps, peak=cfg.lr
+            ),
+            cfg.steps,
+        )
+        self_training = {
+            "steps": cfg.self_train_steps,
+            "share": cfg.self_train_share,
+            "from_step": from_step,
+            "area_px": [int(data.image.shape[2]), int(data.image.shape[1])],
+            "pseudo_pixels": {c: int((pseudo == i).sum()) for i, c in enumerate(data.classes)},
+        }
     train_s = time.perf_counter() - t0
-    if ema is not None:
-        model.load_state_dict(ema.model.state_dict())
     validation: dict[str, Any] | None = None
     if best is not None and val is not None:
         model.load_state_dict(best[2])
@@ -558,6 +724,7 @@ def train_landcover(
             "holdout": scores.as_dict(),
             "domain": domain.as_dict(),
             **({"validation": validation} if validation is not None else {}),
+            **({"self_training": self_training} if self_training is not None else {}),
             "train_seconds": train_s,
             **({"scene_adaptation": dict(adaptation)} if adaptation is not None else {}),
             **({"band_sets": {k: list(v) for k, v in band_sets.items()}} if band_sets else {}),

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ from geobert.landcover.train import (
     holdout_scores,
     predict_image,
     prepare_landcover,
+    pseudo_labels,
     train_landcover,
+    training_masks,
     validation_split,
 )
 from geobert.models.checkpoint import load_checkpoint, read_card, save_checkpoint
@@ -917,3 +920,179 @@ def test_train_landcover_trains_with_the_loss_and_jitter_it_is_given() -> None:
         assert any(
             not torch.equal(a, b) for a, b in zip(heads["plain"], heads[name], strict=True)
         ), name
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 1000), k=st.integers(2, 5), share=st.floats(0.05, 1.0))
+def test_pseudo_labels_keep_each_class_s_surest_share(seed: int, k: int, share: float) -> None:
+    """Of the candidates the model gives class c, ceil(share × n) keep c — those it is surest
+    of — and no other pixel gets a label."""
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.ones(k), size=(12, 10)).transpose(2, 0, 1)
+    candidates = rng.random((12, 10)) < 0.7
+    out = pseudo_labels(probs, candidates, share)
+    pred, sure = probs.argmax(0), probs.max(0)
+    assert np.all(out[~candidates] == UNLABELLED)
+    for c in range(k):
+        given_c = candidates & (pred == c)
+        kept = out == c
+        assert not np.any(kept & ~given_c)
+        assert kept.sum() == math.ceil(round(share * given_c.sum(), 6))
+        if kept.any() and (given_c & ~kept).any():
+            assert sure[kept].min() > sure[given_c & ~kept].max()
+    # saturated probabilities: exactly the share still, however many tie
+    flat = np.zeros((2, 4, 5))
+    flat[0] = 1.0
+    assert (pseudo_labels(flat, np.ones((4, 5), bool), 0.2) == 0).sum() == 4
+
+
+def _half(tmp_path: Path, side: str = "west") -> Path:
+    """The test crop's polygons that lie wholly in its western half (15 of 56, six classes) or
+    its eastern half (26, all eight classes)."""
+    meta, _, wkb, field_data = pyogrio.raw.read(LABELS)
+    bounds = shapely.bounds(shapely.from_wkb(wkb))
+    grid = open_scene(DATA).grid
+    x_mid = grid.transform.c + grid.transform.a * grid.shape[1] / 2
+    keep = bounds[:, 2] < x_mid if side == "west" else bounds[:, 0] > x_mid
+    out = tmp_path / f"{side}.gpkg"
+    pyogrio.raw.write(
+        str(out),
+        geometry=wkb[keep],
+        field_data=[f[keep] for f in field_data],
+        fields=meta["fields"],
+        geometry_type="MultiPolygon" if "Multi" in meta["geometry_type"] else "Polygon",
+        crs=meta["crs"],
+        driver="GPKG",
+    )
+    return out
+
+
+@pytest.mark.parametrize(
+    "split",
+    [
+        {"split": "strips", "strips": 3, "strip": 1, "gap_px": 4},
+        {"split": "strips", "strips": 4, "strip": 2, "gap_px": 4},  # edges at .5 round evenly
+        {"split": "blocks", "block_px": 24, "holdout_fraction": 0.3},
+    ],
+)
+def test_whole_scene_read_keeps_the_labelled_pixels_and_their_splits(
+    tmp_path: Path, split: dict[str, Any]
+) -> None:
+    """Self-training reads the whole scene: the polygons' pixels, their values, the hold-out and
+    the validation set are those of the labelled area's read, in the same order (the
+    cross-validation scores both against one truth, and a model's card rebuilds its split from
+    the area)."""
+    east = _half(tmp_path, "east")  # the area starts 90 px in: block and strip grids move
+    card = read_card(pretrained_encoder_path())
+    opts: dict[str, Any] = {"block_px": 48, "holdout_fraction": 0.25, "seed": 0, "margin_px": 8}
+    area = prepare_landcover(DATA, east, "fclass", card, **{**opts, **split})
+    whole = prepare_landcover(DATA, east, "fclass", card, whole_scene=True, **{**opts, **split})
+    assert whole.image.shape == (13, 192, 192) and whole.report["window"] == [0, 0, 192, 192]
+    assert whole.report["labelled_area"] == area.report["window"] == [90, 0, 102, 192]
+    assert whole.valid is not None and whole.valid.all()
+    cfg = LandCoverTrainConfig(validation_fraction=0.3, **split)
+    masks = {name: (getattr(area, name), getattr(whole, name)) for name in ("train", "holdout")}
+    masks["inner train"], masks["validation"] = zip(
+        training_masks(area, cfg), training_masks(whole, cfg), strict=True
+    )
+    for name, (a, b) in masks.items():
+        assert a is not None and b is not None
+        assert a.sum() == b.sum() > 0, name
+        np.testing.assert_array_equal(area.codes[a], whole.codes[b])
+        np.testing.assert_array_equal(area.image[:, a], whole.image[:, b])
+        assert not b[:, :90].any(), name  # nothing west of the polygons' area
+
+
+def test_whole_scene_read_refuses_a_scene_over_its_pixel_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import geobert.landcover.train as train_mod
+
+    monkeypatch.setattr(train_mod, "WHOLE_SCENE_MAX_PIXELS", 192 * 192 - 1)
+    with pytest.raises(GeobertError, match=r"is 192 × 192 px — more than 0.036863 M px; crop"):
+        prepare_landcover(
+            DATA, LABELS, "fclass", read_card(pretrained_encoder_path()),
+            block_px=48, holdout_fraction=0.25, seed=0, whole_scene=True,
+        )  # fmt: skip
+    with pytest.raises(GeobertError, match="self-training share 0: must be a share"):
+        LandCoverTrainConfig(self_train_steps=10, self_train_share=0)
+    with pytest.raises(GeobertError, match="use window sampling 'class' with it"):
+        LandCoverTrainConfig(self_train_steps=10, window_sampling="spread")
+
+
+def test_self_training_learns_from_pseudo_labels_of_the_unlabelled_scene(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second stage: the model labels every valid pixel but the training pixels — the
+    unlabelled eastern half included — from the weights the validation chose; its steps count
+    on from the first stage's, are validated on the true labels, and the card records it."""
+    import geobert.landcover.train as train_mod
+
+    torch.set_num_threads(2)
+    enc = pretrained_encoder_path()
+    data = prepare_landcover(
+        DATA, _half(tmp_path), "fclass", read_card(enc), block_px=48,
+        holdout_fraction=0.25, seed=0, whole_scene=True,
+    )  # fmt: skip
+    seen: dict[str, Any] = {}
+
+    def spy(probs: np.ndarray, candidates: np.ndarray, share: float) -> np.ndarray:
+        seen.update(probs=probs, candidates=candidates, share=share)
+        out = pseudo_labels(probs, candidates, share)
+        seen["out"] = out
+        return out
+
+    monkeypatch.setattr(train_mod, "pseudo_labels", spy)
+    steps: list[tuple[int, int]] = []
+    cfg = LandCoverTrainConfig(
+        steps=2, self_train_steps=2, self_train_share=0.3, window_px=64, batch_size=2,
+        warmup_steps=1, block_px=48, validation_fraction=0.3, validate_every=1,
+    )  # fmt: skip
+    model, card = train_landcover(data, enc, cfg, on_step=lambda n, t, v: steps.append((n, t)))
+    assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    train, _ = training_masks(data, cfg)
+    cand = seen["candidates"]
+    assert not np.any(cand & train) and np.array_equal(cand | train, np.ones_like(train))
+    assert cand[:, 150:].all()  # the eastern half, where no polygon lies
+    assert seen["probs"].shape == (len(data.classes), 192, 192) and seen["share"] == 0.3
+    st_rec = card.training["self_training"]
+    assert st_rec["steps"] == 2 and st_rec["share"] == 0.3 and st_rec["area_px"] == [192, 192]
+    counts = [int((seen["out"] == i).sum()) for i in range(len(data.classes))]
+    assert list(st_rec["pseudo_pixels"].values()) == counts and sum(counts) > 0.2 * cand.sum()
+    curve = card.training["validation"]["macro_f1_by_step"]
+    assert [n for n, _ in curve] == [1, 2, 3, 4]
+    # the second stage started from the first stage's best (the first of equals, as kept)
+    assert st_rec["from_step"] == max(curve[:2], key=lambda c: c[1])[0]
+    best = max(curve, key=lambda c: c[1])  # the first of the best, as the run keeps
+    assert card.training["validation"]["best_step"] == best[0]
+    # what the pseudo-labelled stage kept: the model's hold-out scores are the card's
+    scores = holdout_scores(predict_image(model, data.image), data)
+    assert scores.macro_f1 == pytest.approx(card.training["holdout"]["macro_f1"])
+
+
+@pytest.mark.slow
+def test_crossvalidation_self_trains_on_the_whole_scene_and_scores_the_same_pixels(
+    tmp_path: Path,
+) -> None:
+    """A self-training recipe is cross-validated on the whole scene's read (the unlabelled east
+    of the western polygons pseudo-labelled), scored on the fold's held pixels as every other
+    method, and its fold records what self-training did."""
+    pytest.importorskip("sklearn", reason="the random-forest baseline needs geobert[baselines]")
+    from geobert.landcover.evaluate import RF, crossvalidate_landcover
+
+    tiny = LandCoverTrainConfig(steps=2, window_px=64, batch_size=2, validate_every=2)
+    selftrained = LandCoverTrainConfig(
+        steps=2, window_px=64, batch_size=2, validate_every=2, self_train_steps=2
+    )
+    out = tmp_path / "cv"
+    crossvalidate_landcover(
+        DATA, _half(tmp_path), "fclass", out, strips=3, gap_px=8, folds=[1],
+        recipes={"plain": tiny, "self": selftrained}, predictions=tmp_path / "pred",
+    )  # fmt: skip
+    fold = json.loads((out / "fold1.json").read_text())
+    for name in (RF, "plain", "self"):
+        assert sum(map(sum, fold["methods"][name]["confusion"])) == fold["holdout_pixels"]
+    rec = fold["self_training"]["self"]
+    assert rec["area_px"] == [192, 192] and sum(rec["pseudo_pixels"].values()) > 0
+    assert "plain" not in fold["self_training"]
+    assert fold["chosen_on_validation_strip"]["self"]["best_step"] in (2, 4)
