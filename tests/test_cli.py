@@ -622,6 +622,10 @@ def test_train_landcover_defaults_are_the_recipes() -> None:
         cfg.self_train_steps,
         cfg.self_train_share,
     )
+    from geobert.landcover.train import WHOLE_SCENE_MAX_PIXELS
+
+    helps = {a.dest: a.help for a in sub.choices["train-landcover"]._actions}
+    assert f"up to {WHOLE_SCENE_MAX_PIXELS / 1e6:g} M px" in helps["self_train_steps"]
     # scene adaptation: the option resolves to the recipe's steps; the QGIS tool passes its own
     from geobert.landcover.adapt import SceneAdaptConfig
 

@@ -175,8 +175,9 @@ def add_train_landcover(sub: Subparsers) -> None:
         help="self-training: once trained, the model labels the rest of the scene (the whole "
         "scene is read, up to 36 M px), each class keeps the pixels it is surest of "
         "(--self-train-share) as pseudo-labels, and N more steps train on polygons and "
-        "pseudo-labels, half the windows around each; the validation chooses the step of "
-        "either stage. 0: none (default: %(default)s)",
+        "pseudo-labels, half of each class's windows around each; the validation chooses the "
+        "step of either stage. Off until results/landcover_bb/scene_selftrain/ has measured "
+        "it. 0: none (default: %(default)s)",
     )
     p.add_argument(
         "--self-train-share",
