@@ -433,8 +433,6 @@ def test_the_longer_adaptation_changes_the_encoder_only(tmp_path: Path) -> None:
         ("landcover_gce.sh", {"loss": "gce", "gce_q": 0.7}),
         # results/landcover_bb/scene_radiometric: the change model's jitter on half the windows
         ("landcover_radiometric.sh", {"radiometric_aug": 0.5}),
-        # results/landcover_bb/scene_selftrain: 400 steps on the surest fifth of pseudo-labels
-        ("landcover_selftrain.sh", {"self_train_steps": 400, "self_train_share": 0.2}),
     ],
 )
 def test_a_scene_lever_protocol_runs_the_shipped_recipe_with_one_change(
@@ -472,6 +470,41 @@ def test_a_scene_lever_protocol_runs_the_shipped_recipe_with_one_change(
     assert "results/landcover_bb/scene_mim/encoder.sha256" in lever and "--gate 0.336" in lever
 
 
+def test_self_training_protocol_pairs_each_strip_with_its_first_stage(tmp_path: Path) -> None:
+    """The self-training protocol (paired, by its amendment) runs the shipped recipe's configs
+    with self-training added and nothing else, seeds 0 and 1, gated at 0.336, from the adapted
+    encoder whatever its bits — but a finished one: without it, it says how to build it."""
+    import re
+    import shutil
+    from dataclasses import replace
+
+    from geobert.landcover.evaluate import recipe_name
+
+    strips, enc = _script("landcover_strips"), _script("protocol_encoder")
+    text = (ROOT / "scripts" / "landcover_selftrain.sh").read_text()
+    r0 = re.findall(r'^R0="([^"]+)"$', text, flags=re.M)[0]
+    assert 'R1="${R0%)}, seed 1)"' in text
+    for seed, name in enumerate((r0, r0.replace(")", ", seed 1)"))):
+        shipped = strips.RECIPES[SCENE.replace(")", ", seed 1)") if seed else SCENE]
+        change = {"self_train_steps": 400, "self_train_share": 0.2}
+        assert strips.RECIPES[name] == replace(shipped, **change)
+        assert strips.OTHER_ENCODER[name] is enc.SCENE
+    assert recipe_name(strips.RECIPES[r0], scene_adapted=True) == r0
+    assert (
+        'bash scripts/gated_strips.sh "$DATA" results/landcover_bb/scene_selftrain "$CKPT" '
+        '--gate 0.336 \\\n    "$R0" "$R1"' in text
+    )
+    assert (ROOT / "results" / "landcover_bb" / "scene_selftrain" / "PROTOCOL.md").exists()
+    shutil.copytree(ROOT / "scripts", tmp_path / "scripts")
+    run = ["bash", str(tmp_path / "scripts" / "landcover_selftrain.sh"), "/nowhere"]
+    proc = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stderr.splitlines() == [
+        "runs/landcover_scene_mim/geobert_s_mim_bb.safetensors is missing or unfinished; build "
+        "it first: bash scripts/landcover_scene_mim.sh /nowhere"
+    ]
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
+
+
 def test_a_scene_lever_protocol_refuses_to_run_without_the_shipped_adapted_encoder(
     tmp_path: Path,
 ) -> None:
@@ -483,14 +516,13 @@ def test_a_scene_lever_protocol_refuses_to_run_without_the_shipped_adapted_encod
     sha = tmp_path / "results" / "landcover_bb" / "scene_mim" / "encoder.sha256"
     sha.parent.mkdir(parents=True)
     shutil.copy(ROOT / "results" / "landcover_bb" / "scene_mim" / "encoder.sha256", sha)
-    run = ["bash", str(tmp_path / "scripts" / "landcover_selftrain.sh"), "/nowhere"]
+    run = ["bash", str(tmp_path / "scripts" / "landcover_gce.sh"), "/nowhere"]
     proc = subprocess.run(run, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and proc.stderr.splitlines() == [
         "runs/landcover_scene_mim/geobert_s_mim_bb.safetensors is missing or not the shipped "
         "recipe's adapted encoder; build it first: bash scripts/landcover_scene_mim.sh /nowhere"
     ]
     assert not (tmp_path / "runs").exists()
-    assert not (tmp_path / "results" / "landcover_bb" / "scene_selftrain").exists()
     usage = subprocess.run(
         ["bash", str(tmp_path / "scripts" / "scene_lever_strips.sh"), "/nowhere"],
         capture_output=True,

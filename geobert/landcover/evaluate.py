@@ -9,6 +9,7 @@ training pixels. Scores: overall accuracy, macro-F1, per-class F1, confusion mat
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -31,7 +32,7 @@ from geobert.landcover.train import (
     LandCoverData,
     LandCoverTrainConfig,
     holdout_scores,
-    predict_image,
+    predict_area,
     prepare_landcover,
     training_masks,
 )
@@ -188,7 +189,7 @@ def evaluate_landcover(
     results: dict[str, ClassScores] = {RF: random_forest_scores(data, seed=seed)}
     for (model, _), name in zip(models, names, strict=True):
         assert isinstance(model, LandCoverNet)
-        results[name] = holdout_scores(predict_image(model, data.image), data)
+        results[name] = holdout_scores(predict_area(model, data), data)
     summary: dict[str, Any] = {
         "image": str(image),
         "labels": str(labels),
@@ -471,7 +472,7 @@ def _crossvalidate(
                     raise GeobertError(f"strip {k}: the whole scene's read split otherwise")
                 start = encoder.path(used, cfg) if isinstance(encoder, _Adapted) else encoder
                 model, mcard = train_landcover(used, start, cfg)
-                probs = predict_image(model, used.image)[:, used.holdout]
+                probs = predict_area(model, used)[:, used.holdout[used.area]]
             entries["methods"] = _holdout_class_scores(probs, truth, data.classes).as_dict()
             if predictions is not None:
                 _save_probs(predictions, k, name, probs, truth, data.classes)
@@ -479,13 +480,12 @@ def _crossvalidate(
                 if mcard.band_sets:  # the same model on the bands of each set it was trained for
                     keep = keep_masks(mcard.bands, mcard.band_sets)
                     entries["band_sets"] = {
-                        s: holdout_scores(
-                            predict_image(model, used.image * m[:, None, None]), used
-                        ).as_dict()
+                        s: holdout_scores(predict_area(model, used, m), used).as_dict()
                         for s, m in zip(mcard.band_sets, keep, strict=True)
                     }
                 if "self_training" in mcard.training:
                     entries["self_training"] = mcard.training["self_training"]
+                entries["encoder_sha256"] = _sha256(start)
                 entries["chosen_on_validation_strip"] = {
                     "best_step": mcard.training["validation"]["best_step"],
                     "validation_macro_f1": mcard.training["validation"]["scores"]["macro_f1"],
@@ -493,6 +493,16 @@ def _crossvalidate(
                     "train_precision": "bf16" if cfg.train_bf16 else "fp32",
                 }
             update_fold(dest, fold, name, entries)  # after each method: a rerun resumes here
+
+
+def _sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file (a fold records the encoder each method started from: one rebuilt
+    on another CPU kind differs in its bits)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _slug(method: str) -> str:
@@ -616,6 +626,7 @@ def crossval_report(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
         "(minus a gap each side) with its step chosen on the neighbouring strip.",
     ]
     lines += _band_set_lines(folds, summary)
+    lines += _self_training_lines(folds, summary)
     (out / "crossval.md").write_text("\n".join(lines) + "\n")
     (out / "crossval.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -646,6 +657,40 @@ def _band_set_lines(folds: list[dict[str, Any]], summary: dict[str, Any]) -> lis
             a = np.asarray(v)
             lines.append(f"| {m} | {s} | {_cells(a)} | {np.nanmean(a):.3f}{_partial(a)} |")
             summary["band_sets"][m][s] = {"macro_f1": _json_list(a), "mean": float(np.nanmean(a))}
+    return lines
+
+
+def _self_training_lines(folds: list[dict[str, Any]], summary: dict[str, Any]) -> list[str]:
+    """The self-training recipes against their own first stage (the same encoder, seed and read
+    without the second stage): macro-F1 of each and the gain per strip; adds ``self_training``
+    (per method: ``first_stage``, ``gain``, mean gain) to ``summary``."""
+    pairs: dict[str, tuple[list[float], list[float]]] = {}
+    for i, f in enumerate(folds):
+        for m, rec in f.get("self_training", {}).items():
+            if "first_stage_holdout" not in rec:
+                continue
+            first, final = pairs.setdefault(m, ([np.nan] * len(folds), [np.nan] * len(folds)))
+            first[i] = float(rec["first_stage_holdout"]["macro_f1"])
+            final[i] = float(f["methods"][m]["macro_f1"])
+    if not pairs:
+        return []
+    lines = [
+        "",
+        "Self-training against its first stage (the same run before its pseudo-labelled steps): "
+        "macro-F1 per held strip.",
+        "",
+        "| method | | " + " | ".join(f"strip {f['fold']}" for f in folds) + " | mean |",
+        "|---|---|" + "---|" * (len(folds) + 1),
+    ]
+    for m, (first, final) in pairs.items():
+        a, b = np.asarray(first), np.asarray(final)
+        for label, v in (("first stage", a), ("both stages", b), ("gain", b - a)):
+            lines.append(f"| {m} | {label} | {_cells(v)} | {np.nanmean(v):.3f}{_partial(v)} |")
+        summary.setdefault("self_training", {})[m] = {
+            "first_stage": _json_list(a),
+            "gain": _json_list(b - a),
+            "mean_gain": float(np.nanmean(b - a)),
+        }
     return lines
 
 

@@ -70,6 +70,7 @@ from tiles.scene import open_scene
 __all__ = [
     "LandCoverData",
     "LandCoverTrainConfig",
+    "predict_area",
     "predict_image",
     "prepare_landcover",
     "pseudo_labels",
@@ -492,12 +493,25 @@ def predict_image(model: LandCoverNet, image: np.ndarray, tile_px: int = 512) ->
     return out
 
 
+def predict_area(
+    model: LandCoverNet, data: LandCoverData, keep: np.ndarray | None = None
+) -> np.ndarray:
+    """Class probabilities ``(K, h, w)`` of ``data.area`` — where the splits lie and every score
+    is read — in tiles laid from its corner: a whole-scene read predicts the very tiles of the
+    polygons' read, at their cost. ``keep`` ``(C,)`` zeroes the bands a band set lacks."""
+    image = data.image[(slice(None), *data.area)]
+    return predict_image(model, image if keep is None else image * keep[:, None, None])
+
+
 def holdout_scores(
     probs: np.ndarray, data: LandCoverData, where: np.ndarray | None = None
 ) -> ClassScores:
-    """Scores of ``argmax(probs)`` on the hold-out pixels (or on the pixels of ``where``)."""
+    """Scores of ``argmax(probs)`` — probabilities of ``data.area``, as :func:`predict_area`
+    gives them — on the hold-out pixels (or on the pixels of ``where``, a mask of the whole
+    grid that lies in the area as the splits do)."""
+    mask = (data.holdout if where is None else where)[data.area]
     pred = probs.argmax(axis=0)
-    truth = np.where(data.holdout if where is None else where, data.codes, UNLABELLED)
+    truth = np.where(mask, data.codes[data.area], UNLABELLED)
     return ClassScores(data.classes, confusion(pred, truth, len(data.classes)))
 
 
@@ -612,7 +626,7 @@ def train_landcover(
             nonlocal best
             assert val is not None  # validation steps are only named with a validation set
             kept = model if ema is None else cast(LandCoverNet, ema.model)
-            scores = holdout_scores(predict_image(kept, data.image), data, where=val)
+            scores = holdout_scores(predict_area(kept, data), data, where=val)
             curve.append((offset + step, scores.macro_f1))
             if best is None or scores.macro_f1 > best[0]:
                 state = {n: t.detach().clone() for n, t in kept.state_dict().items()}
@@ -644,6 +658,9 @@ def train_landcover(
         if best is not None:  # from the weights the validation chose
             model.load_state_dict(best[2])
             from_step = best[1]
+        # the first stage's model on the hold-out: the recipe without self-training, from the
+        # same encoder, seed and read — the paired baseline of the second stage (never chosen on)
+        first = holdout_scores(predict_area(model, data), data)
         pseudo = pseudo_labels(
             predict_image(model, data.image),
             ~train if data.valid is None else data.valid & ~train,
@@ -668,6 +685,7 @@ def train_landcover(
             "steps": cfg.self_train_steps,
             "share": cfg.self_train_share,
             "from_step": from_step,
+            "first_stage_holdout": first.as_dict(),
             "area_px": [int(data.image.shape[2]), int(data.image.shape[1])],
             "pseudo_pixels": {c: int((pseudo == i).sum()) for i, c in enumerate(data.classes)},
         }
@@ -682,7 +700,7 @@ def train_landcover(
             "macro_f1_by_step": [[n, round(f, 4)] for n, f in curve],
             "scores": best[3].as_dict(),
         }
-    scores = holdout_scores(predict_image(model, data.image), data)
+    scores = holdout_scores(predict_area(model, data), data)
     domain = fit_domain(
         data.image[:, data.train],
         seed=cfg.seed,

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import copy
 import csv
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -23,6 +25,7 @@ from geobert.landcover.split import block_ids, split_masks
 from geobert.landcover.train import (
     LandCoverTrainConfig,
     holdout_scores,
+    predict_area,
     predict_image,
     prepare_landcover,
     pseudo_labels,
@@ -235,7 +238,7 @@ def test_validation_blocks_choose_the_step_without_the_holdout() -> None:
     best = max(v["macro_f1_by_step"], key=lambda r: r[1])
     assert v["best_step"] == best[0] and v["pixels"] == int(val.sum())
     # the model handed back is the one of the best step: scoring it again gives that score
-    again = holdout_scores(predict_image(model, data.image), data, where=val)
+    again = holdout_scores(predict_area(model, data), data, where=val)
     assert again.macro_f1 == pytest.approx(v["scores"]["macro_f1"], abs=1e-6)
     with pytest.raises(GeobertError, match=r"validation fraction 1\.0 must be at least 0"):
         LandCoverTrainConfig(validation_fraction=1.0)
@@ -1003,6 +1006,41 @@ def test_whole_scene_read_keeps_the_labelled_pixels_and_their_splits(
         assert not b[:, :90].any(), name  # nothing west of the polygons' area
 
 
+def test_whole_scene_read_predicts_and_scores_the_tiles_of_the_area(tmp_path: Path) -> None:
+    """Validation and hold-out predictions of a whole-scene read run on the polygons' area alone,
+    tiled from its corner: the probabilities and scores of the area's read, to the bit (with a
+    band set's bands zeroed too) — where the whole grid's tiles would give others."""
+    from geobert.models.landcovernet import LandCoverNet
+    from geobert.models.registry import create_model
+
+    east = _half(tmp_path, "east")
+    enc = read_card(pretrained_encoder_path())
+    opts: dict[str, Any] = {"block_px": 48, "holdout_fraction": 0.25, "seed": 0, "margin_px": 8}
+    area = prepare_landcover(DATA, east, "fclass", enc, **opts)
+    whole = prepare_landcover(DATA, east, "fclass", enc, whole_scene=True, **opts)
+    torch.manual_seed(0)
+    net = LandCoverNet(
+        create_model(enc.arch, bands=enc.bands, **enc.arch_config), len(area.classes),
+        pixel_dim=8, bands=enc.bands, band_mean=enc.mean, band_std=enc.std,
+    ).eval()  # fmt: skip
+    keep = np.ones(len(enc.bands), np.float32)
+    keep[[0, 9, 10]] = 0  # B01, B09, B10 out
+    _, val = training_masks(whole, LandCoverTrainConfig(validation_fraction=0.3, block_px=48))
+    _, val_area = training_masks(area, LandCoverTrainConfig(validation_fraction=0.3, block_px=48))
+    assert val is not None and val_area is not None
+    for k in (None, keep):
+        probs = predict_area(net, whole, k)
+        expected = predict_image(net, area.image if k is None else area.image * k[:, None, None])
+        np.testing.assert_array_equal(probs, expected)
+        assert holdout_scores(probs, whole).as_dict() == holdout_scores(expected, area).as_dict()
+        assert (
+            holdout_scores(probs, whole, where=val).as_dict()
+            == holdout_scores(expected, area, where=val_area).as_dict()
+        )
+    # the whole grid's tile sees other context: its probabilities on the area differ
+    assert not np.allclose(predict_image(net, whole.image)[(slice(None), *whole.area)], expected)
+
+
 def test_whole_scene_read_refuses_a_scene_over_its_pixel_limit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -1043,6 +1081,14 @@ def test_self_training_learns_from_pseudo_labels_of_the_unlabelled_scene(
         return out
 
     monkeypatch.setattr(train_mod, "pseudo_labels", spy)
+    whole_predict = train_mod.predict_image
+
+    def keep_model(model: Any, image: np.ndarray, tile_px: int = 512) -> np.ndarray:
+        if image.shape[1:] == (192, 192):  # the whole scene: the first stage's model labels it
+            seen["first"] = copy.deepcopy(model)
+        return whole_predict(model, image, tile_px)
+
+    monkeypatch.setattr(train_mod, "predict_image", keep_model)
     steps: list[tuple[int, int]] = []
     cfg = LandCoverTrainConfig(
         steps=2, self_train_steps=2, self_train_share=0.3, window_px=64, batch_size=2,
@@ -1057,6 +1103,10 @@ def test_self_training_learns_from_pseudo_labels_of_the_unlabelled_scene(
     assert seen["probs"].shape == (len(data.classes), 192, 192) and seen["share"] == 0.3
     st_rec = card.training["self_training"]
     assert st_rec["steps"] == 2 and st_rec["share"] == 0.3 and st_rec["area_px"] == [192, 192]
+    # the paired baseline: the model that labelled the scene, scored on the hold-out
+    first = holdout_scores(whole_predict(seen["first"], data.image[:, *data.area]), data)
+    assert st_rec["first_stage_holdout"] == first.as_dict()
+    assert int(first.matrix.sum()) == int(data.holdout.sum())
     counts = [int((seen["out"] == i).sum()) for i in range(len(data.classes))]
     assert list(st_rec["pseudo_pixels"].values()) == counts and sum(counts) > 0.2 * cand.sum()
     curve = card.training["validation"]["macro_f1_by_step"]
@@ -1066,7 +1116,7 @@ def test_self_training_learns_from_pseudo_labels_of_the_unlabelled_scene(
     best = max(curve, key=lambda c: c[1])  # the first of the best, as the run keeps
     assert card.training["validation"]["best_step"] == best[0]
     # what the pseudo-labelled stage kept: the model's hold-out scores are the card's
-    scores = holdout_scores(predict_image(model, data.image), data)
+    scores = holdout_scores(predict_area(model, data), data)
     assert scores.macro_f1 == pytest.approx(card.training["holdout"]["macro_f1"])
 
 
@@ -1094,5 +1144,12 @@ def test_crossvalidation_self_trains_on_the_whole_scene_and_scores_the_same_pixe
         assert sum(map(sum, fold["methods"][name]["confusion"])) == fold["holdout_pixels"]
     rec = fold["self_training"]["self"]
     assert rec["area_px"] == [192, 192] and sum(rec["pseudo_pixels"].values()) > 0
+    sha = hashlib.sha256(pretrained_encoder_path().read_bytes()).hexdigest()
+    assert fold["encoder_sha256"] == {"plain": sha, "self": sha}
+    # the report pairs the recipe with its own first stage
+    paired = json.loads((out / "crossval.json").read_text())["self_training"]["self"]
+    gain = fold["methods"]["self"]["macro_f1"] - rec["first_stage_holdout"]["macro_f1"]
+    assert paired["gain"][0] == pytest.approx(gain) and paired["mean_gain"] == pytest.approx(gain)
+    assert "| self | gain |" in (out / "crossval.md").read_text()
     assert "plain" not in fold["self_training"]
     assert fold["chosen_on_validation_strip"]["self"]["best_step"] in (2, 4)
