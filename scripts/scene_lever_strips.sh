@@ -2,8 +2,9 @@
 # A one-lever protocol on the shipped land-cover recipe: that recipe with one change, seed 0 on
 # the five strips, then seed 1 only past the gate all such protocols fixed (0.336: the shipped
 # recipe's seed 0, 0.364, less 2.8 points); both from the shipped recipe's scene-adapted encoder,
-# its SHA-256 checked first. Resumes per strip. Run by landcover_gce.sh,
-# landcover_radiometric.sh and landcover_selftrain.sh:
+# its SHA-256 checked first. Resumes per strip. Run by landcover_gce.sh and
+# landcover_radiometric.sh (landcover_selftrain.sh, paired, takes any finished rebuild and calls
+# gated_strips.sh itself):
 #
 #   bash scripts/scene_lever_strips.sh DATA RESULTS RECIPE_SEED0
 #

@@ -643,14 +643,12 @@ def _band_set_lines(folds: list[dict[str, Any]], summary: dict[str, Any]) -> lis
                 sets[m][s][folds.index(f)] = float(sc["macro_f1"])
     if not sets:
         return []
-    lines = [
-        "",
+    lines = _strip_table_head(
         "Band-dropout recipes on fewer bands (the other bands at their training mean): "
         "macro-F1 per held strip.",
-        "",
-        "| method | bands | " + " | ".join(f"strip {f['fold']}" for f in folds) + " | mean |",
-        "|---|---|" + "---|" * (len(folds) + 1),
-    ]
+        "bands",
+        folds,
+    )
     for m, per in sets.items():
         summary.setdefault("band_sets", {})[m] = {}
         for s, v in per.items():
@@ -674,14 +672,12 @@ def _self_training_lines(folds: list[dict[str, Any]], summary: dict[str, Any]) -
             final[i] = float(f["methods"][m]["macro_f1"])
     if not pairs:
         return []
-    lines = [
-        "",
+    lines = _strip_table_head(
         "Self-training against its first stage (the same run before its pseudo-labelled steps): "
         "macro-F1 per held strip.",
-        "",
-        "| method | | " + " | ".join(f"strip {f['fold']}" for f in folds) + " | mean |",
-        "|---|---|" + "---|" * (len(folds) + 1),
-    ]
+        "stage",
+        folds,
+    )
     for m, (first, final) in pairs.items():
         a, b = np.asarray(first), np.asarray(final)
         for label, v in (("first stage", a), ("both stages", b), ("gain", b - a)):
@@ -692,6 +688,19 @@ def _self_training_lines(folds: list[dict[str, Any]], summary: dict[str, Any]) -
             "mean_gain": float(np.nanmean(b - a)),
         }
     return lines
+
+
+def _strip_table_head(caption: str, column: str, folds: list[dict[str, Any]]) -> list[str]:
+    """The lines that open a per-strip table of the report: a blank line, ``caption``, a blank
+    line, and the header of columns method, ``column``, one per strip, mean."""
+    strips = " | ".join(f"strip {f['fold']}" for f in folds)
+    return [
+        "",
+        caption,
+        "",
+        f"| method | {column} | {strips} | mean |",
+        "|---|---|" + "---|" * (len(folds) + 1),
+    ]
 
 
 def _cells(v: np.ndarray) -> str:
