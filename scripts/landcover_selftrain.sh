@@ -7,21 +7,11 @@
 #
 # Needs the scene-adapted encoder of the shipped recipe (scripts/landcover_scene_mim.sh builds
 # it). Paired (the protocol's amendment): every strip scores its own first stage — the shipped
-# recipe from the same encoder, seed and read — and records the encoder's SHA-256, so the encoder
-# the CPU at hand rebuilds serves (bf16 rounds otherwise on another CPU kind); only a finished
-# one. Seed 1 only past the gate all one-lever protocols fixed (0.336; scripts/gated_strips.sh).
+# recipe from the same encoder, seed and read — and records the encoder's SHA-256, so any
+# finished rebuild serves (bf16 rounds otherwise on another CPU kind); seed 1 only past the gate
+# (scripts/scene_lever_strips.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=${1:-../shared/data}
 R0="geobert (MIM + scene, pixel path, band dropout, self-training 400)"
-R1="${R0%)}, seed 1)"
-CKPT=runs/landcover_scene_mim/geobert_s_mim_bb.safetensors
-PY=.venv/bin/python
-if [ ! -f "$CKPT" ] || [ "$($PY scripts/steps_done.py "$CKPT")" -lt \
-    "$(cd scripts && ../$PY -c 'import protocol_encoder as p; print(p.SCENE.steps)')" ]; then
-    echo "$CKPT is missing or unfinished; build it first:" \
-        "bash scripts/landcover_scene_mim.sh $DATA" >&2
-    exit 1
-fi
-bash scripts/gated_strips.sh "$DATA" results/landcover_bb/scene_selftrain "$CKPT" --gate 0.336 \
-    "$R0" "$R1"
+bash scripts/scene_lever_strips.sh "${1:-../shared/data}" results/landcover_bb/scene_selftrain \
+    "$R0" --any-build

@@ -459,11 +459,12 @@ def test_a_scene_lever_protocol_runs_the_shipped_recipe_with_one_change(
     assert r1 in strips.NOT_FOR_SHIPPING and r0 not in strips.NOT_FOR_SHIPPING
     call = re.search(
         r'^bash scripts/scene_lever_strips\.sh "\$\{1:-\.\./shared/data\}" '
-        r'results/landcover_bb/(scene_\w+) *\\?\n? *"\$R0"$',
+        r'results/landcover_bb/(scene_\w+) *\\?\n? *"\$R0"( --any-build)?$',
         text,
         flags=re.M,
     )
     assert call is not None, text
+    assert call[2] is None  # not paired: the shipped recipe's own encoder, its bits checked
     assert (ROOT / "results" / "landcover_bb" / call[1] / "PROTOCOL.md").exists()
     lever = (ROOT / "scripts" / "scene_lever_strips.sh").read_text()
     assert 'R1="${R0%)}, seed 1)"' in lever
@@ -483,7 +484,6 @@ def test_self_training_protocol_pairs_each_strip_with_its_first_stage(tmp_path: 
     strips, enc = _script("landcover_strips"), _script("protocol_encoder")
     text = (ROOT / "scripts" / "landcover_selftrain.sh").read_text()
     r0 = re.findall(r'^R0="([^"]+)"$', text, flags=re.M)[0]
-    assert 'R1="${R0%)}, seed 1)"' in text
     for seed, name in enumerate((r0, r0.replace(")", ", seed 1)"))):
         shipped = strips.RECIPES[SCENE.replace(")", ", seed 1)") if seed else SCENE]
         change = {"self_train_steps": 400, "self_train_share": 0.2}
@@ -491,8 +491,8 @@ def test_self_training_protocol_pairs_each_strip_with_its_first_stage(tmp_path: 
         assert strips.OTHER_ENCODER[name] is enc.SCENE
     assert recipe_name(strips.RECIPES[r0], scene_adapted=True) == r0
     assert (
-        'bash scripts/gated_strips.sh "$DATA" results/landcover_bb/scene_selftrain "$CKPT" '
-        '--gate 0.336 \\\n    "$R0" "$R1"' in text
+        'bash scripts/scene_lever_strips.sh "${1:-../shared/data}" '
+        'results/landcover_bb/scene_selftrain \\\n    "$R0" --any-build' in text
     )
     assert (ROOT / "results" / "landcover_bb" / "scene_selftrain" / "PROTOCOL.md").exists()
     shutil.copytree(ROOT / "scripts", tmp_path / "scripts")
@@ -530,3 +530,10 @@ def test_a_scene_lever_protocol_refuses_to_run_without_the_shipped_adapted_encod
         timeout=60,
     )
     assert usage.returncode == 2 and "usage: scene_lever_strips.sh" in usage.stderr
+    unknown = subprocess.run(
+        ["bash", str(tmp_path / "scripts" / "scene_lever_strips.sh"), "/d", "/r", "R", "--any"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unknown.returncode == 2 and "[--any-build]" in unknown.stderr
