@@ -165,7 +165,9 @@ def add_train_landcover(sub: Subparsers) -> None:
         help="share of training windows given per-band gains (σ 4 %%, up to ±10 %% overall) and "
         "a haze sloping across the window (up to 4 %% reflectance at 490 nm), as the change "
         "model is trained, so the map leans less on the brightness of the polygons' part of the "
-        "scene; 0: none (default: %(default)s)",
+        "scene — over five spatially disjoint strips, two seeds, 0.5 scored 0.3595 against "
+        "none's 0.3645, gaining on the hazy east end and losing water and wetland in the "
+        "middle (results/landcover_bb/scene_radiometric/); 0: none (default: %(default)s)",
     )
     p.add_argument(
         "--self-train-steps",
