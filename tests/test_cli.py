@@ -501,6 +501,46 @@ def test_out_of_memory_is_one_line_with_what_to_do(monkeypatch: pytest.MonkeyPat
         assert "out of memory" in low.stderr or "address-space" in low.stderr
 
 
+def test_a_ctrl_c_python_wraps_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C that lands while a class is created (a dataclass of a module the first second
+    imports, seen in CI) reaches Python 3.11 as a ``RuntimeError`` ("Error calling __set_name__")
+    caused by the ``KeyboardInterrupt``: still one line, status 130 — while the parser is built
+    and while a command runs. Any other ``RuntimeError`` stays an unexpected error."""
+    import contextlib
+    import io
+
+    import geobert.cli as cli
+
+    class Interrupting:
+        def __set_name__(self, owner: type, name: str) -> None:
+            raise KeyboardInterrupt
+
+    def define_a_class(*args: object) -> int:
+        type("Block", (), {"parts": Interrupting()})  # as Python runs a class statement
+        return 0
+
+    def run(argv: list[str]) -> tuple[int, list[str]]:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            rc = cli.main(argv)
+        return rc, err.getvalue().strip().splitlines()
+
+    monkeypatch.setitem(cli.COMMANDS, "info", define_a_class)
+    assert run(["info", "x"]) == (130, ["geobert: interrupted; no output was written"])
+    monkeypatch.setitem(cli.COMMANDS, "pretrain", define_a_class)
+    rc, lines = run(["pretrain", "--data", "x", "--out", "y.safetensors"])
+    assert rc == 130 and len(lines) == 1 and "--resume" in lines[0], lines
+    monkeypatch.setattr(cli, "build_parser", define_a_class)
+    assert run(["info", "x"]) == (130, ["geobert: interrupted; no output was written"])
+
+    def other(*args: object) -> int:
+        raise RuntimeError("not an interrupt")
+
+    monkeypatch.setattr(cli, "build_parser", other)
+    with pytest.raises(RuntimeError, match="not an interrupt"):  # not hidden as an interrupt
+        run(["info", "x"])
+
+
 def test_every_help_text_reads_as_printed() -> None:
     """Each command's --help formats: no literal '%%' (argparse does not %-format descriptions)
     and no '%(default)s' left unexpanded."""

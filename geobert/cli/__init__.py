@@ -97,10 +97,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C while starting up (importing torch, GDAL, …)
-        print("geobert: interrupted; no output was written", file=sys.stderr)
-        return 130
+        return _interrupted(None)
+    except Exception as exc:
+        if not process.caused_by_interrupt(exc):  # e.g. wrapped in a RuntimeError by Python
+            raise
+        return _interrupted(None)
     finally:
         process.cancel_redelivery()
+
+
+def _interrupted(command: str | None) -> int:
+    """Say that ``command`` (``None``: before one started) was interrupted; the exit status."""
+    if command == "pretrain":
+        print(
+            "geobert: interrupted; rerun with --resume to continue from the last checkpoint",
+            file=sys.stderr,
+        )
+    else:
+        print("geobert: interrupted; no output was written", file=sys.stderr)
+    return 130
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -110,14 +125,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         process.cancel_redelivery()  # this one is handled: no second one behind it
-        if args.command == "pretrain":
-            print(
-                "geobert: interrupted; rerun with --resume to continue from the last checkpoint",
-                file=sys.stderr,
-            )
-        else:
-            print("geobert: interrupted; no output was written", file=sys.stderr)
-        return 130
+        return _interrupted(args.command)
     except Cancelled:
         print("geobert: cancelled; no output was written", file=sys.stderr)
         return 130
@@ -130,6 +138,9 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"geobert: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
+        if process.caused_by_interrupt(exc):  # a Ctrl-C Python wrapped (an import's class)
+            process.cancel_redelivery()
+            return _interrupted(args.command)
         if args.debug:
             raise
         line, status = process.unexpected_error(exc)

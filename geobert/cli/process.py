@@ -208,6 +208,29 @@ def hold_interrupts_during_pybind11_imports(names: frozenset[str] = PYBIND11_IMP
         sys.meta_path.insert(0, _InterruptsHeldOnImport(names))
 
 
+def caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised because of a Ctrl-C: a ``KeyboardInterrupt`` in its chain of
+    causes. Python 3.11 wraps one raised while a class is created (a dataclass's fields run
+    ``__set_name__``, so a Ctrl-C during the first second's imports can land there) in a
+    ``RuntimeError`` ("Error calling __set_name__ …") whose cause it is.
+
+    >>> try:
+    ...     raise RuntimeError("Error calling __set_name__") from KeyboardInterrupt()
+    ... except RuntimeError as e:
+    ...     wrapped = e
+    >>> caused_by_interrupt(wrapped), caused_by_interrupt(ValueError("no"))
+    (True, False)
+    """
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
 def cancel_redelivery() -> None:
     """Drop a pending re-delivery: the interrupt it would bring is being handled."""
     _redelivery["pending"] = False
