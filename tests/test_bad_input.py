@@ -60,6 +60,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     nonfinite[:, :, ::2] = np.inf
     write("nonfinite.tif", nonfinite, dtype="float32")
     write("huge.tif", before[:, :64, :64], width=64, height=64)
+    _stack_in_glob_order(BB, d / "glob_order.tif")
     _claim_dimensions(d / "huge.tif", 2_000_000_000, 2_000_000_000)
     raw = (d / "before.tif").read_bytes()
     (d / "truncated.tif").write_bytes(raw[: len(raw) // 3])
@@ -162,6 +163,15 @@ CASES: dict[str, tuple[Case, str]] = {
     "corrupt model file": (
         lambda d, o: ["change", d / "before.tif", d / "after.tif", "-o", o, "-m",
                       d / "corrupt.safetensors"], "not a geobert model file"),
+    "a land-cover model for change": (
+        lambda d, o: ["change", d / "before.tif", d / "after.tif", "-o", o, "-m", "landcover"],
+        "not a change model; pass -m change"),
+    "a change model for land cover": (
+        lambda d, o: ["classify", BB, "-o", o, "-m", "change"],
+        "not a land-cover model; pass -m landcover"),
+    "a misspelt shipped model": (
+        lambda d, o: ["classify", BB, "-o", o, "-m", "landcvoer"],
+        "a shipped model's name (change, landcover, encoder)"),
     "model from a newer geobert": (
         lambda d, o: ["change", d / "before.tif", d / "after.tif", "-o", o, "-m",
                       d / "future.safetensors"], "upgrade"),
@@ -185,6 +195,9 @@ CASES: dict[str, tuple[Case, str]] = {
         lambda d, o: ["change", d / "before.tif", d / "wrongzone.tif", "-o", o],
         "one of them carries the wrong CRS"),
     "classify: wrong bands": (lambda d, o: ["classify", d / "rgb.tif", "-o", o], "B01"),
+    "classify: bands in glob order, named as L1C's": (  # the L1C cloud mask sees no land
+        lambda d, o: ["classify", d / "glob_order.tif", "--bands", "s2-l1c", "-o", o],
+        "check that --bands names its bands in the file's order"),
     "classify: not a raster": (lambda d, o: ["classify", d / "text.tif", "-o", o], "cannot open"),
     "train: missing class field": (
         lambda d, o: ["train-landcover", "--image", BB, "--labels", BB / "landuse.gpkg",
@@ -252,6 +265,19 @@ CASES: dict[str, tuple[Case, str]] = {
         lambda d, o: ["change", d / "before.tif", d / "after.tif", "-o", o / ("x" * 300)],
         "longer than the file system allows"),
 }  # fmt: skip
+
+
+def _stack_in_glob_order(folder: Path, dst: Path) -> None:
+    """The Brandenburg crop's 13 bands stacked on the 10 m grid in the order a shell glob (and
+    ``gdalbuildvrt -separate *_B*.tif``) lists them: B8A after B12, not after B08."""
+    files = sorted(folder.glob("*_B*.tif"))
+    with rasterio.open(next(f for f in files if f.stem.endswith("B02"))) as ref:
+        profile = ref.profile | {"count": len(files), "driver": "GTiff"}
+        shape = ref.shape
+    with rasterio.open(dst, "w", **profile) as out:
+        for i, f in enumerate(files, 1):
+            with rasterio.open(f) as src:
+                out.write(src.read(1, out_shape=shape), i)
 
 
 @pytest.mark.parametrize("case", list(CASES))

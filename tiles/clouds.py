@@ -38,6 +38,7 @@ __all__ = [
     "CloudDetector",
     "DetectedClouds",
     "cloud_mask",
+    "cloud_mask_hides_all",
     "cloud_probability",
     "detect_clouds",
     "s2cloudless_available",
@@ -226,6 +227,33 @@ def detect_clouds(scene: Scene, detector: CloudDetector = CloudDetector()) -> Sc
     share = float(mask.sum() / valid.sum()) if valid.any() else 0.0
     found = DetectedClouds(coarse, mask, round(share, 4))
     return replace(scene, masks=(*scene.masks, found))
+
+
+def cloud_mask_hides_all(scene: Scene, name: str, share: float = 0.98) -> str | None:
+    """Why ``scene`` (called ``name``) has no valid pixel left when its detected clouds cover at
+    least ``share`` of it, else None. A clear scene read that way usually has its bands in
+    another order than the names given to them (``gdalbuildvrt -separate`` on a glob sorts B8A
+    after B12): the detector then sees no land it knows.
+
+    >>> from types import SimpleNamespace
+    >>> from affine import Affine
+    >>> from rasterio.crs import CRS
+    >>> g = GridSpec(CRS.from_epsg(32633), Affine(10, 0, 0, 0, -10, 0), 4, 4)
+    >>> cloudy = SimpleNamespace(masks=(DetectedClouds(g, np.ones((4, 4), bool), 1.0),))
+    >>> cloud_mask_hides_all(cloudy, "x.vrt")[:57]
+    'the cloud mask flagged 100 % of x.vrt as cloud or shadow,'
+    >>> cloud_mask_hides_all(SimpleNamespace(masks=()), "x.vrt") is None
+    True
+    """
+    clouds = [m.cloud_share for m in scene.masks if isinstance(m, DetectedClouds)]
+    if not clouds or max(clouds) < share:
+        return None
+    return (
+        f"the cloud mask flagged {100 * max(clouds):.0f} % of {name} as cloud or shadow, "
+        "leaving nothing to process; if the scene is clear, check that --bands names its bands "
+        "in the file's order (gdalbuildvrt -separate on a glob puts B8A after B12), or pass "
+        "--no-cloud-mask"
+    )
 
 
 def mask_clouds(scene: Scene, name: str, enabled: bool = True) -> tuple[Scene, list[str]]:

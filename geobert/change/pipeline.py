@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from geobert.models.checkpoint import ModelFile
 from rasterio.windows import Window
 
-from tiles.clouds import mask_clouds
+from tiles.clouds import cloud_mask_hides_all, mask_clouds
 from tiles.dates import AcquisitionDate, acquisition_date
 from tiles.engine import EngineConfig, InputSample, TileFunction, map_tiles
 from tiles.heap import trim_heap
@@ -289,7 +289,10 @@ def detect_change(
     model_path = Path(model) if model is not None else pretrained_encoder_path("changenet_s_oscd")
     card = read_card(model_path)
     if card.task != "change":
-        raise GeobertError(f"{model_path} is a {card.task!r} model, not a change model")
+        raise GeobertError(
+            f"{model_path} is a {card.task!r} model, not a change model; pass -m change (the "
+            "shipped one) or a model from geobert train-change"
+        )
     cloud_notes: list[str] = []
     pair = _pair(
         before, after, card, grid or GridRequest(), band_names, nodata, cloud_mask, cloud_notes
@@ -392,7 +395,9 @@ def detect_change(
             )
             if report.tiles_skipped == report.tiles:
                 raise GeobertError(
-                    f"no pixel is valid in both {before} and {after} (all nodata where they "
+                    cloud_mask_hides_all(pair.before, str(before))
+                    or cloud_mask_hides_all(pair.after, str(after))
+                    or f"no pixel is valid in both {before} and {after} (all nodata where they "
                     "overlap); check the nodata value and the cloud masks of both dates"
                 )
         write_palette_qml(stage / "change.tif", CHANGE_PALETTE)

@@ -46,7 +46,7 @@ from geobert.models.precision import inference_autocast, precision_note, resolve
 
 if TYPE_CHECKING:
     from geobert.models.checkpoint import ModelFile
-from tiles.clouds import mask_clouds
+from tiles.clouds import cloud_mask_hides_all, mask_clouds
 from tiles.engine import EngineConfig, TileFunction, map_tiles
 from tiles.heap import trim_heap
 from tiles.progress import Progress
@@ -195,7 +195,10 @@ def classify(
     model_path = Path(model) if model is not None else pretrained_encoder_path("landcover_s_bb")
     card = read_card(model_path)
     if card.task != "landcover":
-        raise GeobertError(f"{model_path} is a {card.task!r} model, not a land-cover model")
+        raise GeobertError(
+            f"{model_path} is a {card.task!r} model, not a land-cover model; pass -m landcover "
+            "(the shipped one) or a model from geobert train-landcover"
+        )
     if mode not in ("pixel", "patch"):
         raise GeobertError(f"unknown mode {mode!r}; use 'pixel' or 'patch'")
     if cell_px < 1:
@@ -228,7 +231,8 @@ def classify(
             )
         if report.tiles_skipped == report.tiles:
             raise GeobertError(
-                f"{scene_path} has no valid pixel (all nodata); check its nodata value and masks"
+                cloud_mask_hides_all(scene, str(scene_path))
+                or f"{scene_path} has no valid pixel (all nodata); check its nodata value and masks"
             )
         areas = _write_areas(stage, card, extra.pop("pixel_counts"), extra.pop("pixel_area_m2"))
         notes = missing_band_note(card, indices) + _domain_notes(extra, card) + cloud_notes

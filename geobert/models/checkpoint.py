@@ -57,7 +57,12 @@ def read_card(path: str | os.PathLike[str]) -> ModelCard:
     if not path.is_file():
         if path.exists():  # a folder, a pipe or a device: reading it could block
             raise GeobertError(f"model file {path} is not a regular file; pass a .safetensors file")
-        raise GeobertError(f"model file {path} does not exist")
+        from geobert.weights import SHIPPED_MODELS
+
+        raise GeobertError(
+            f"model file {path} does not exist; pass a .safetensors file or a shipped model's "
+            f"name ({', '.join(SHIPPED_MODELS)})"
+        )
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
