@@ -198,6 +198,9 @@ CASES: dict[str, tuple[Case, str]] = {
     "classify: bands in glob order, named as L1C's": (  # the L1C cloud mask sees no land
         lambda d, o: ["classify", d / "glob_order.tif", "--bands", "s2-l1c", "-o", o],
         "check that --bands names its bands in the file's order"),
+    "classify: an unnamed RGB image": (  # naming its bands cannot help: it has too few
+        lambda d, o: ["classify", ROOT / "tests" / "data" / "rgb_byte_edge.tif", "-o", o],
+        "the scene has 3 band(s) (band1, band2, band3), fewer than the 4 the model needs"),
     "classify: not a raster": (lambda d, o: ["classify", d / "text.tif", "-o", o], "cannot open"),
     "train: missing class field": (
         lambda d, o: ["train-landcover", "--image", BB, "--labels", BB / "landuse.gpkg",

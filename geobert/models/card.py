@@ -140,7 +140,19 @@ class ModelCard:
             also = "".join(
                 f"; it also runs on {name} ({','.join(s)})" for name, s in self.band_sets.items()
             )
+            fewest = min(
+                [(len(s), f"{name}: {','.join(s)}") for name, s in self.band_sets.items()]
+                + [(len(self.bands), ",".join(self.bands))]
+            )
             unnamed = all(str(b).startswith("band") for b in available)
+            if unnamed and len(available) < fewest[0]:  # naming cannot help: RGB, one band
+                raise BandMismatchError(
+                    f"the scene has {len(available)} band(s) ({', '.join(available)}), fewer "
+                    f"than the {fewest[0]} the model needs at the least ({fewest[1]}; it expects "
+                    f"{list(self.bands)}); give it a multispectral scene with those bands, or "
+                    "fill the missing ones with their training mean (--fill-missing mean; the "
+                    "map is then much less reliable)"
+                )
             hint = (
                 "the scene's bands have no names (band1, band2, …: a stack without band "
                 "descriptions): name them in file order with --bands (e.g. --bands s2-l1c, or "
