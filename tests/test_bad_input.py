@@ -201,6 +201,10 @@ CASES: dict[str, tuple[Case, str]] = {
     "classify: an unnamed RGB image": (  # naming its bands cannot help: it has too few
         lambda d, o: ["classify", ROOT / "tests" / "data" / "rgb_byte_edge.tif", "-o", o],
         "the scene has 3 band(s) (band1, band2, band3), fewer than the 4 the model needs"),
+    "change: two places in two UTM zones": (  # each footprint in lon/lat, from its own CRS
+        lambda d, o: ["change", BB, ROOT / "tests" / "data" / "s2_jp2", "-o", o],
+        "first date covers (12.5946, 52.4809, 12.6238, 52.4987) (EPSG:32633), the second "
+        "(-75.6268, 37.6689, -75.6131, 37.6797) (EPSG:32618) in longitude/latitude"),
     "classify: not a raster": (lambda d, o: ["classify", d / "text.tif", "-o", o], "cannot open"),
     "train: missing class field": (
         lambda d, o: ["train-landcover", "--image", BB, "--labels", BB / "landuse.gpkg",

@@ -136,9 +136,13 @@ def acquisition_date(
     files: list[Path] = []
     folder: Path | None = None
     for p in paths:
-        if p.is_dir():
+        if p.is_dir():  # its rasters, the files read as bands (a training .gpkg beside them
+            from tiles.scene import RASTER_SUFFIXES  # has no date and must not hide theirs)
+
             folder = p
-            files += sorted(q for q in p.iterdir() if q.is_file())
+            files += sorted(
+                q for q in p.iterdir() if q.is_file() and q.suffix.lower() in RASTER_SUFFIXES
+            )
         else:
             files.append(p)
     for f in files[:3]:  # one band's metadata is enough; a few in case one is not a raster

@@ -42,6 +42,14 @@ def common_window(before: GridSpec, after: GridSpec) -> Window:
         ) from exc
     shared = box(*before.bounds).intersection(box(*after_bounds))
     if shared.is_empty or shared.area == 0:
+        if not same_crs and (lonlat := _lonlat_bounds(before, after)) is not None:
+            raise NoOverlapError(
+                f"the two dates do not overlap: the first date covers {lonlat[0]} "
+                f"({before.crs.to_string()}), the second {lonlat[1]} ({after.crs.to_string()}) "
+                "in longitude/latitude (west, south, east, north); pass two images of the same "
+                "place — if they do show the same place, one of them carries the wrong CRS "
+                "(check both with `gdalinfo`)"
+            )
         where = (
             f"both in {before.crs.to_string()}"
             if same_crs
@@ -73,6 +81,21 @@ def common_window(before: GridSpec, after: GridSpec) -> Window:
             "the two dates overlap by less than one pixel; pass two images of the same place"
         )
     return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def _lonlat_bounds(*grids: GridSpec) -> list[str] | None:
+    """Each grid's footprint in longitude/latitude, for a message comparing grids in two CRSs
+    (each from its own CRS, so a wrong CRS does not distort the other); None where one cannot
+    be placed there."""
+    try:
+        return [
+            "("
+            + ", ".join(f"{v:.4f}" for v in transform_bounds(g.crs, "EPSG:4326", *g.bounds))
+            + ")"
+            for g in grids
+        ]
+    except Exception:  # a CRS without a geographic equivalent: the message in the first's CRS
+        return None
 
 
 def fmt_bounds(b: tuple[float, float, float, float]) -> str:

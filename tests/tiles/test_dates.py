@@ -75,3 +75,12 @@ def test_band_files_that_disagree_give_no_date(tmp_path: Path, oscd_after: Path)
     shutil.copy(files[1], folder / files[1].name.replace("20171003", "20171013"))
     assert acquisition_date(folder) is None
     assert acquisition_date(files[:2]) is not None  # a list of band files of one date
+
+
+def test_a_folder_dates_its_bands_whatever_lies_beside_them() -> None:
+    """The Brandenburg crop's folder holds its training polygons (``landuse.gpkg``) beside the
+    13 bands: the bands' names still date it (a user's layout; the .gpkg has no date)."""
+    folder = Path(__file__).resolve().parents[1] / "data" / "brandenburg"
+    assert (folder / "landuse.gpkg").is_file()
+    when = acquisition_date(folder)
+    assert when is not None and when.date == date(2017, 2, 16), when
