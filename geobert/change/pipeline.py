@@ -509,7 +509,8 @@ def _dates(
     if first and second and second.date < first.date:
         notes.append(
             f"AFTER ({second.date}) is older than BEFORE ({first.date}): the dates look swapped; "
-            "change is symmetric, but appeared/disappeared and the dates in the outputs are not"
+            "pass the older date first (the map is not exactly the same either way round, and "
+            "the outputs' dates follow the order given)"
         )
     elif first and second and second.date == first.date:
         notes.append(f"both inputs were acquired on {first.date}: there is no time for change")
