@@ -162,7 +162,10 @@ def _members(source: Path) -> tuple[list[str], str, bytes]:
                 )
             xml = zf.read(mtd[0])
     except zipfile.BadZipFile as exc:
-        raise SceneNotFoundError(f"{source} is not a readable zip file ({exc})") from exc
+        raise SceneNotFoundError(
+            f"{source} is not a readable zip file ({exc}); the download may be incomplete: "
+            "download the product again"
+        ) from exc
     prefix = mtd[0][: -len(PurePosixPath(mtd[0]).name)].rstrip("/")
     inner = [n[len(prefix) + 1 :] if prefix else n for n in names if n.startswith(prefix)]
     vsi = f"/vsizip/{source.resolve()}" + (f"/{prefix}" if prefix else "")

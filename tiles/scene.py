@@ -520,8 +520,8 @@ class Scene:
             except (RasterioIOError, CPLE_BaseError) as exc:
                 raise RasterReadError(
                     f"reading window {_fmt_window(window)} of {path} failed: "
-                    f"{str(exc).splitlines()[0] if str(exc) else exc!r}; the file may be "
-                    "truncated or corrupt"
+                    f"{_read_failure(exc)}; the file may be truncated or corrupt (download or "
+                    "copy it again)"
                 ) from exc
             if data is None:
                 data = arr.astype(self.dtype, copy=False)  # one multi-band file: no copy
@@ -663,6 +663,28 @@ def _equal_nodata(arr: np.ndarray, nodata: float) -> np.ndarray:
     if np.isnan(nodata):
         return np.asarray(np.isnan(arr))
     return np.asarray(arr == nodata)
+
+
+def _read_failure(exc: BaseException) -> str:
+    """The first line of the first message in ``exc``'s chain that says what failed: rasterio's
+    own ("Read failed. See previous exception for details.") points at GDAL's, its cause.
+
+    >>> try:
+    ...     raise OSError("Read failed. See previous exception for details.") from OSError(
+    ...         "TIFFReadEncodedTile() failed.")
+    ... except OSError as e:
+    ...     _read_failure(e)
+    'TIFFReadEncodedTile() failed.'
+    """
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        text = str(cur).strip()
+        if text and "see previous exception" not in text.lower():
+            return text.splitlines()[0]
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return "the read failed"
 
 
 def _fmt_window(w: Window) -> str:

@@ -178,7 +178,7 @@ def test_what_is_not_a_product_says_so(tmp_path: Path) -> None:
         open_scene(bad_zip)
     broken = tmp_path / "broken.zip"
     broken.write_bytes(b"PK\x03\x04 truncated")
-    with pytest.raises(SceneNotFoundError, match="not a readable zip"):
+    with pytest.raises(SceneNotFoundError, match=r"not a readable zip.*download the product again"):
         open_scene(broken)
     empty = tmp_path / "S2A_MSIL1C_20230101T000000_N0509_R001_T18TXK_20230101T000000.SAFE"
     empty.mkdir()
