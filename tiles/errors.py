@@ -11,6 +11,8 @@ re-exports it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 __all__ = [
     "BandMismatchError",
     "Cancelled",
@@ -68,3 +70,21 @@ class TileFailedError(GeobertError, RuntimeError):
 
 class Cancelled(GeobertError):  # noqa: N818 - reads as ``except Cancelled``, like asyncio's
     """The run was cancelled through the progress callback."""
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then what it was raised from or while handling (``__cause__``, else
+    ``__context__``), and so on, each once: where a wrapper hides the failure that explains it.
+
+    >>> try:
+    ...     raise RuntimeError("outer") from KeyError("inner")
+    ... except RuntimeError as e:
+    ...     [type(x).__name__ for x in exception_chain(e)]
+    ['RuntimeError', 'KeyError']
+    """
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        yield cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__

@@ -34,7 +34,13 @@ from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from tiles.errors import BandMismatchError, MissingCRSError, RasterReadError, SceneNotFoundError
+from tiles.errors import (
+    BandMismatchError,
+    MissingCRSError,
+    RasterReadError,
+    SceneNotFoundError,
+    exception_chain,
+)
 
 __all__ = [
     "BandSource",
@@ -676,14 +682,10 @@ def _read_failure(exc: BaseException) -> str:
     ...     _read_failure(e)
     'TIFFReadEncodedTile() failed.'
     """
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        text = str(cur).strip()
+    for e in exception_chain(exc):
+        text = str(e).strip()
         if text and "see previous exception" not in text.lower():
             return text.splitlines()[0]
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
     return "the read failed"
 
 

@@ -28,7 +28,12 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
-from tiles.errors import GeobertError, OutputExistsError, OutputNotWritableError
+from tiles.errors import (
+    GeobertError,
+    OutputExistsError,
+    OutputNotWritableError,
+    exception_chain,
+)
 from tiles.scene import GridSpec
 
 __all__ = [
@@ -164,13 +169,11 @@ def _check_complete(path: Path) -> None:
 def _disk_full(path: Path, exc: BaseException) -> bool:
     """Whether a failed write ran out of space. GDAL often reports only "Write failed" (the
     ENOSPC went to libtiff's own error handler), so the free space is checked as well."""
-    chain: BaseException | None = exc
-    while chain is not None:
-        if (isinstance(chain, OSError) and chain.errno == errno.ENOSPC) or "No space left" in str(
-            chain
-        ):
-            return True
-        chain = chain.__cause__ or chain.__context__
+    if any(
+        (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left" in str(e)
+        for e in exception_chain(exc)
+    ):
+        return True
     try:
         usage = shutil.disk_usage(path.parent)
     except OSError:

@@ -221,14 +221,9 @@ def caused_by_interrupt(exc: BaseException) -> bool:
     >>> caused_by_interrupt(wrapped), caused_by_interrupt(ValueError("no"))
     (True, False)
     """
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, KeyboardInterrupt):
-            return True
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return False
+    from tiles.errors import exception_chain
+
+    return any(isinstance(e, KeyboardInterrupt) for e in exception_chain(exc))
 
 
 def cancel_redelivery() -> None:
