@@ -79,8 +79,8 @@ def exception_chain(exc: BaseException) -> Iterator[BaseException]:
     >>> try:
     ...     raise RuntimeError("outer") from KeyError("inner")
     ... except RuntimeError as e:
-    ...     [type(x).__name__ for x in exception_chain(e)]
-    ['RuntimeError', 'KeyError']
+    ...     " <- ".join(type(x).__name__ for x in exception_chain(e))
+    'RuntimeError <- KeyError'
     """
     seen: set[int] = set()
     cur: BaseException | None = exc
